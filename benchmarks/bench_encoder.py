@@ -1,0 +1,134 @@
+"""Our BERT against transformers.BertModel: one training step (forward, backward, AdamW) and one inference pass,
+same checkpoint, batch and lengths, fp32 and bf16 autocast, in one run. Run by hand:
+
+    python benchmarks/bench_encoder.py [--batch 32] [--length 48] [--iters 20]
+
+Prints a table and appends it, with the command, to benchmarks/RESULTS.md. Ratios > 1 mean ours is faster.
+Also prints achieved GFLOP/s against a matmul peak measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+from minbert.model import BertModel, default_checkpoint_dir
+from minbert.optim import AdamW
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def matmul_peak(dtype, n=2048, iters=10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    return 2 * n**3 * iters / (time.perf_counter() - t) / 1e9
+
+
+def model_flops(cfg, batch, length, train: bool) -> float:
+    """Matmul FLOPs of the encoder: 2 per multiply-add; a training step costs 3x the forward."""
+    H, I, L, T = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, length
+    per_token = L * (2 * (4 * H * H + 2 * H * I) + 2 * 2 * T * H) + 2 * H * H  # projections, FFN, QK^T and AV, pooler
+    return per_token * batch * T * (3 if train else 1)
+
+
+def timed(fn, iters) -> float:
+    """Median seconds per call after warm-up."""
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def step_fn(model, opt, ids, mask, bf16, hf):
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def train():
+        with ctx:
+            out = model(input_ids=ids, attention_mask=mask) if hf else model(ids, mask)
+            loss = out.last_hidden_state.float().pow(2).mean() + out.pooler_output.float().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    @torch.inference_mode()
+    def infer():
+        with ctx:
+            model(input_ids=ids, attention_mask=mask) if hf else model(ids, mask)
+
+    return train, infer
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--length", type=int, default=48)
+    ap.add_argument("--iters", type=int, default=20)
+    ap.add_argument("--no-write", action="store_true", help="print only; do not append to RESULTS.md")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    ckpt = default_checkpoint_dir()
+    ids = torch.randint(1000, 30000, (args.batch, args.length))
+    mask = torch.ones_like(ids)
+    mask[: args.batch // 2, args.length * 3 // 4 :] = 0  # half the batch padded: the mask path is exercised
+
+    ours = BertModel.from_pretrained(ckpt)
+    ref = transformers.BertModel.from_pretrained(ckpt)
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    rows = []
+    for precision in ("fp32", "bf16"):
+        bf16 = precision == "bf16"
+        res = {}
+        for name, model, opt_cls, hf in (("ours", ours, AdamW, False), ("transformers", ref, torch.optim.AdamW, True)):
+            model.train()
+            opt = opt_cls(model.parameters(), lr=1e-5)
+            train, infer = step_fn(model, opt, ids, mask, bf16, hf)
+            res[name, "train"] = timed(train, args.iters)
+            model.eval()
+            res[name, "infer"] = timed(infer, args.iters)
+        for kind in ("train", "infer"):
+            flops = model_flops(ours.config, args.batch, args.length, kind == "train")
+            o, r = res["ours", kind], res["transformers", kind]
+            rows.append(
+                f"| {precision} | {kind} | {args.batch / o:.1f} | {args.batch / r:.1f} | **{r / o:.2f}x** "
+                f"| {flops / o / 1e9:.0f} ({flops / o / 1e9 / peaks[precision]:.0%}) | {flops / r / 1e9:.0f} ({flops / r / 1e9 / peaks[precision]:.0%}) |"
+            )
+    table = "\n".join(
+        [
+            "| precision | pass | ours ex/s | transformers ex/s | ratio | ours GFLOP/s (of peak) | transformers GFLOP/s (of peak) |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+    header = (
+        f"\n## bench_encoder: {time.strftime('%Y-%m-%d %H:%M')}\n\n"
+        f"`{' '.join(['python', 'benchmarks/' + Path(__file__).name, *sys.argv[1:]])}`\n\n"
+        f"embedded checkpoint (all-MiniLM-L6-v2, 6x384), batch {args.batch} x {args.length} tokens (half padded to 3/4), "
+        f"median of {args.iters} steps; torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}. "
+        f"Matmul peak (2048x2048) in this run: fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s. "
+        "Train step = forward + backward + AdamW (ours: minbert.optim.AdamW; reference: torch.optim.AdamW).\n\n"
+    )
+    print(header + table)
+    if not args.no_write:
+        with open(RESULTS, "a") as f:
+            f.write(header + table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""`minbert` command line. Each subcommand's flags are generated from its config dataclass, so a config key and
+its flag never drift apart: `--batch-size 16` and `batch_size=16` set the same field."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from typing import Literal, get_args, get_origin, get_type_hints
+
+from minbert.config import apply_overrides, from_dict, load_yaml
+from minbert.errors import MinbertError
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp, flag = hints[f.name], "--" + f.name.replace("_", "-")
+        if tp is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default {f.default})")
+        elif get_origin(tp) is Literal:
+            parser.add_argument(flag, choices=get_args(tp), default=None, help=f"(default {f.default})")
+        elif tp in (int, float, str):
+            parser.add_argument(flag, type=tp, default=None, help=f"(default {f.default!r})")
+
+
+def config_from_args(cls, args: argparse.Namespace, yaml_path: str | None = None):
+    """YAML file, then `key=value` overrides, then explicit flags (which win)."""
+    data = apply_overrides(load_yaml(yaml_path) if yaml_path else {}, list(getattr(args, "overrides", [])))
+    for f in dataclasses.fields(cls):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            data[f.name] = value
+    return from_dict(cls, data)
+
+
+def cmd_classify(args) -> int:
+    from minbert.classify import ClassifyConfig, classify
+
+    classify(config_from_args(ClassifyConfig, args, args.config))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from minbert.classify import ClassifyConfig
+
+    p = argparse.ArgumentParser(prog="minbert", description="minBERT: fine-tune one BERT encoder on sentence tasks")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("classify", help="single-task sentiment classifier (SST-5 or CFIMDB), frozen or fine-tuned")
+    c.add_argument("--config", help="YAML file of ClassifyConfig keys")
+    add_config_flags(c, ClassifyConfig)
+    c.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=2e-5")
+    c.set_defaults(func=cmd_classify)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        return args.func(args)
+    except MinbertError as e:
+        print(f"minbert: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("minbert: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

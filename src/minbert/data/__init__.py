@@ -1,0 +1,20 @@
+from minbert.data.batching import bucket_batches, pad, padding_fraction
+from minbert.data.datasets import DATASETS, DatasetSpec, load_split, split_file
+from minbert.data.readers import Example, data_dir, read_examples, read_predictions, write_predictions
+from minbert.data.tokenizer import Tokenizer
+
+__all__ = [
+    "DATASETS",
+    "DatasetSpec",
+    "Example",
+    "Tokenizer",
+    "bucket_batches",
+    "data_dir",
+    "load_split",
+    "pad",
+    "padding_fraction",
+    "read_examples",
+    "read_predictions",
+    "split_file",
+    "write_predictions",
+]

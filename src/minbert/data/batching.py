@@ -1,0 +1,46 @@
+"""Dynamic padding and length-bucketed batches: pad each batch to its own longest sequence, and put sequences of
+similar length together so that little of the compute goes to padding."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def bucket_batches(lengths: list[int], batch_size: int, rng: random.Random | None = None, chunk: int = 50) -> list[list[int]]:
+    """Index batches. With rng (training): shuffle, sort within chunks of `chunk` batches by length, shuffle the
+    batches. Without rng (evaluation): sort everything by length, for the least padding; order is restored by
+    the caller through the indices."""
+    n = len(lengths)
+    if rng is None:
+        order = sorted(range(n), key=lengths.__getitem__)
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    order = list(range(n))
+    rng.shuffle(order)
+    span = batch_size * chunk
+    batches = []
+    for s in range(0, n, span):
+        part = sorted(order[s : s + span], key=lengths.__getitem__)
+        batches += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def pad(seqs: list[list[int]], pad_id: int, value_pad: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, T) padded ids and (B, T) attention mask, T = the longest sequence in this batch."""
+    T = max(len(s) for s in seqs)
+    ids = np.full((len(seqs), T), pad_id if value_pad is None else value_pad, dtype=np.int64)
+    mask = np.zeros((len(seqs), T), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = s
+        mask[i, : len(s)] = 1
+    return torch.from_numpy(ids), torch.from_numpy(mask)
+
+
+def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
+    """Share of the token slots in `batches` that are padding."""
+    real = sum(lengths[i] for b in batches for i in b)
+    slots = sum(len(b) * max(lengths[i] for i in b) for b in batches)
+    return 1.0 - real / slots

@@ -1,0 +1,142 @@
+"""Readers for the CS224N data files and writers for their prediction files.
+
+The files are tab-separated with a header; the first column is an unnamed row index, then `id`, the sentence
+column(s) and, in labeled files, the label. A few published rows have unbalanced quotes that swallow a tab, so a
+field comes out empty: such rows are skipped with a warning naming file, line and reason (or, with strict=True,
+raise). A missing file, a wrong header or a label outside its range is always an error.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from minbert.errors import MinbertError
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+def data_dir(override: str | Path | None = None) -> Path:
+    """`override`, else $MINBERT_DATA, else ../shared/data beside the repository."""
+    if override:
+        return Path(override).expanduser()
+    if os.environ.get("MINBERT_DATA"):
+        return Path(os.environ["MINBERT_DATA"]).expanduser()
+    return (REPO_ROOT / ".." / "shared" / "data").resolve()
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    texts: tuple[str, ...]  # one sentence, or a pair
+    label: float | int | None  # None in unlabeled (test-student) files
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    column: str
+    parse: Callable[[str], float | int]
+    low: float
+    high: float
+
+    def check(self, value: float | int) -> bool:
+        return self.low <= value <= self.high
+
+
+def int_label(num_labels: int) -> Callable[[str], int]:
+    def parse(s: str) -> int:
+        x = float(s)  # Quora writes 0.0/1.0
+        if x != int(x):
+            raise ValueError(f"{s!r} is not a whole number")
+        return int(x)
+
+    return parse
+
+
+def read_examples(path: Path, text_columns: tuple[str, ...], label: LabelSpec | None, strict: bool = False) -> list[Example]:
+    """Read one CS224N file. `label=None` reads an unlabeled file; a labeled spec requires the label column."""
+    path = Path(path)
+    if not path.is_file():
+        raise MinbertError(f"{path}: no such file (set MINBERT_DATA or --data-dir to the folder of CS224N data files)")
+    examples: list[Example] = []
+    skipped = 0
+    with open(path, encoding="utf-8", newline="") as fp:
+        reader = csv.DictReader(fp, delimiter="\t")
+        header = [h for h in (reader.fieldnames or []) if h]
+        wanted = ["id", *text_columns] + ([label.column] if label else [])
+        if any(c not in header for c in wanted):
+            raise MinbertError(f"{path}: expected columns {', '.join(wanted)}; found {', '.join(header) or 'no header'}")
+        line = 1
+        for row in reader:
+            start, line = line + 1, reader.line_num
+            problem = _problem(row, text_columns, label)
+            if problem is None:
+                y = label.parse(row[label.column].strip()) if label else None
+                if label and not label.check(y):
+                    raise MinbertError(
+                        f"{path}:{start}: label {y} is outside {label.low:g}..{label.high:g} for column "
+                        f"{label.column!r}; is this the right file for the task?"
+                    )
+                texts = tuple(row[c].strip() for c in text_columns)
+                examples.append(Example(row["id"].strip(), texts, y))
+                continue
+            if strict:
+                raise MinbertError(f"{path}:{start}: malformed row: {problem}")
+            skipped += 1
+            log.warning("%s:%d: skipped malformed row: %s", path, start, problem)
+    if skipped:
+        log.warning("%s: skipped %d malformed row(s) of %d (use --strict to stop instead)", path, skipped, skipped + len(examples))
+    if not examples:
+        raise MinbertError(f"{path}: no usable rows")
+    return examples
+
+
+def _problem(row: dict, text_columns: tuple[str, ...], label: LabelSpec | None) -> str | None:
+    if None in row:
+        return "more fields than the header names"
+    if not (row.get("id") or "").strip():
+        return "empty id"
+    for c in text_columns:
+        if row.get(c) is None:
+            return f"missing field {c!r} (a quote probably swallowed a tab)"
+        if not row[c].strip():
+            return f"empty {c!r}"
+    if label:
+        raw = (row.get(label.column) or "").strip()
+        if not raw:
+            return f"empty label {label.column!r} (a quote probably swallowed a tab)"
+        try:
+            label.parse(raw)
+        except ValueError:
+            return f"label {raw!r} in {label.column!r} is not a number"
+    return None
+
+
+def write_predictions(path: Path, header: str, ids: list[str], predictions: list) -> None:
+    """CS224N prediction file: a header line `id \\t <header>` then `id , prediction` lines."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(f"id \t {header} \n")
+        for i, p in zip(ids, predictions, strict=True):
+            f.write(f"{i} , {p} \n")
+    os.replace(tmp, path)
+
+
+def read_predictions(path: Path) -> dict[str, str]:
+    """Inverse of write_predictions: id -> prediction text."""
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()[1:]
+    out = {}
+    for n, line in enumerate(lines, start=2):
+        parts = line.split(",")
+        if len(parts) != 2:
+            raise MinbertError(f"{path}:{n}: expected `id , prediction`, got {line!r}")
+        out[parts[0].strip()] = parts[1].strip()
+    return out

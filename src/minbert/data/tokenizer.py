@@ -1,0 +1,54 @@
+"""WordPiece tokenization from a checkpoint's `vocab.txt`, with the Rust `tokenizers` library.
+
+Lower-casing and accent stripping follow the checkpoint's `tokenizer_config.json` (`do_lower_case`, default true),
+so cased checkpoints keep their case.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokenizers.implementations import BertWordPieceTokenizer
+
+from minbert.errors import MinbertError
+
+
+class Tokenizer:
+    def __init__(self, vocab_file: str | Path, lowercase: bool = True, strip_accents: bool | None = None):
+        vocab_file = Path(vocab_file)
+        if not vocab_file.is_file():
+            raise MinbertError(f"{vocab_file}: no vocab.txt; the checkpoint directory needs one for WordPiece")
+        self.lowercase = lowercase
+        self._tok = BertWordPieceTokenizer(str(vocab_file), lowercase=lowercase, strip_accents=strip_accents)
+        self.pad_id = self._tok.token_to_id("[PAD]")
+        self.cls_id = self._tok.token_to_id("[CLS]")
+        self.sep_id = self._tok.token_to_id("[SEP]")
+        if None in (self.pad_id, self.cls_id, self.sep_id):
+            raise MinbertError(f"{vocab_file}: vocabulary lacks [PAD], [CLS] or [SEP]")
+
+    @classmethod
+    def from_pretrained(cls, checkpoint_dir: str | Path) -> "Tokenizer":
+        d = Path(checkpoint_dir)
+        cfg = {}
+        if (d / "tokenizer_config.json").is_file():
+            cfg = json.loads((d / "tokenizer_config.json").read_text())
+        return cls(d / "vocab.txt", lowercase=cfg.get("do_lower_case", True), strip_accents=cfg.get("strip_accents"))
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tok.get_vocab_size()
+
+    def encode(self, texts: list[str], max_length: int) -> list[list[int]]:
+        """[CLS] text [SEP] for each text, truncated to max_length tokens."""
+        self._tok.enable_truncation(max_length)
+        return [e.ids for e in self._tok.encode_batch(texts)]
+
+    def encode_pairs(self, a: list[str], b: list[str], max_length: int) -> tuple[list[list[int]], list[list[int]]]:
+        """[CLS] a [SEP] b [SEP] with token types 0 for a and 1 for b (cross-encoder input)."""
+        self._tok.enable_truncation(max_length)  # longest-first: trims the longer sentence first
+        enc = self._tok.encode_batch(list(zip(a, b)))
+        return [e.ids for e in enc], [e.type_ids for e in enc]
+
+    def tokens(self, text: str) -> list[str]:
+        return self._tok.encode(text).tokens

@@ -1,0 +1,257 @@
+"""minBERT: the BERT encoder written out, with Hugging Face parameter names so a checkpoint loads by key.
+
+Shapes: B batch, T tokens, H hidden size, nh heads, hs = H // nh head size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minbert.errors import MinbertError
+
+# `adapter(hidden_after_attention, mask) -> delta` is added beside a layer's feed-forward (PALs use it).
+Adapter = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    initializer_range: float = 0.02
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "BertConfig":
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise MinbertError(f"{path}: no config.json; a checkpoint directory needs config.json and weights") from None
+        except json.JSONDecodeError as e:
+            raise MinbertError(f"{path}: not valid JSON ({e})") from None
+        if raw.get("model_type", "bert") != "bert":
+            raise MinbertError(f"{path}: model_type is {raw['model_type']!r}; minbert loads BERT checkpoints only")
+        if raw.get("position_embedding_type", "absolute") != "absolute":
+            raise MinbertError(f"{path}: position_embedding_type {raw['position_embedding_type']!r} is not supported")
+        if raw.get("hidden_act", "gelu") not in ACTIVATIONS:
+            raise MinbertError(f"{path}: hidden_act {raw['hidden_act']!r} unknown; known: {sorted(ACTIVATIONS)}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+    def to_json(self) -> str:
+        return json.dumps({"model_type": "bert", **dataclasses.asdict(self)}, indent=2)
+
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "gelu": F.gelu,  # exact erf form, as Hugging Face's "gelu"
+    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+}
+
+
+class BertOutput(NamedTuple):
+    last_hidden_state: torch.Tensor  # (B, T, H)
+    pooler_output: torch.Tensor  # (B, H)
+
+
+class BertEmbeddings(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(c.vocab_size, c.hidden_size, padding_idx=c.pad_token_id)
+        self.position_embeddings = nn.Embedding(c.max_position_embeddings, c.hidden_size)
+        self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+
+    def forward(self, input_ids, token_type_ids=None, inputs_embeds=None):
+        words = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, H)
+        T = words.shape[1]
+        x = words + self.position_embeddings.weight[:T]  # positions broadcast over the batch
+        if token_type_ids is None:
+            x = x + self.token_type_embeddings.weight[0]
+        else:
+            x = x + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))
+
+
+class BertSelfAttention(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        if c.hidden_size % c.num_attention_heads:
+            raise MinbertError(f"hidden_size {c.hidden_size} is not a multiple of {c.num_attention_heads} heads")
+        self.n_head = c.num_attention_heads
+        self.query = nn.Linear(c.hidden_size, c.hidden_size)
+        self.key = nn.Linear(c.hidden_size, c.hidden_size)
+        self.value = nn.Linear(c.hidden_size, c.hidden_size)
+        self.dropout_p = c.attention_probs_dropout_prob
+
+    def forward(self, x, mask):
+        B, T, H = x.shape
+        nh, hs = self.n_head, H // self.n_head
+        q = self.query(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = self.key(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        v = self.value(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        p = self.dropout_p if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hs)
+        return y.transpose(1, 2).reshape(B, T, H)  # (B, T, H)
+
+
+class BertSelfOutput(nn.Module):
+    """Add-norm after attention: LayerNorm(x + dropout(dense(attention)))."""
+
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+
+    def forward(self, h, residual):
+        return self.LayerNorm(self.dropout(self.dense(h)) + residual)
+
+
+class BertAttention(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.self = BertSelfAttention(c)
+        self.output = BertSelfOutput(c)
+
+    def forward(self, x, mask):
+        return self.output(self.self(x, mask), x)
+
+
+class BertIntermediate(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.intermediate_size)
+        self.act = ACTIVATIONS[c.hidden_act]
+
+    def forward(self, x):
+        return self.act(self.dense(x))
+
+
+class BertFFOutput(nn.Module):
+    """Second half of the feed-forward; its add-norm lives in BertLayer so an adapter can join the sum."""
+
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(c.intermediate_size, c.hidden_size)
+        self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
+        self.dropout = nn.Dropout(c.hidden_dropout_prob)
+
+
+class BertLayer(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.attention = BertAttention(c)
+        self.intermediate = BertIntermediate(c)
+        self.output = BertFFOutput(c)
+
+    def forward(self, x, mask, adapter: Adapter | None = None):
+        a = self.attention(x, mask)  # (B, T, H)
+        h = self.output.dropout(self.output.dense(self.intermediate(a)))
+        if adapter is not None:  # in parallel with the feed-forward, before the second add-norm
+            h = h + adapter(a, mask)
+        return self.output.LayerNorm(h + a)
+
+
+class BertEncoder(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(BertLayer(c) for _ in range(c.num_hidden_layers))
+
+
+class BertPooler(nn.Module):
+    def __init__(self, c: BertConfig):
+        super().__init__()
+        self.dense = nn.Linear(c.hidden_size, c.hidden_size)
+
+    def forward(self, hidden):
+        return torch.tanh(self.dense(hidden[:, 0]))  # [CLS] token
+
+
+def attention_bias(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, T) 1/0 padding mask -> (B, 1, 1, T) boolean mask for SDPA, or None when nothing is padded."""
+    if attention_mask is None or bool(attention_mask.all()):
+        return None  # lets SDPA pick its fastest kernel
+    return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str, pooler: BertPooler) -> torch.Tensor:
+    """Sentence embedding (B, H) from token states (B, T, H)."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "pooler":
+        return pooler(hidden)
+    if pooling == "mean":
+        if attention_mask is None:
+            return hidden.mean(1)
+        m = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+    raise MinbertError(f"unknown pooling {pooling!r}; valid: cls, pooler, mean")
+
+
+POOLINGS = ("cls", "pooler", "mean")
+
+
+class BertModel(nn.Module):
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.embeddings = BertEmbeddings(config)
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, m: nn.Module) -> None:
+        # BERT's own initialisation, so a model trained from scratch starts where the paper's did.
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=self.config.initializer_range)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+        if isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def encode(self, x, attention_mask=None, adapters: list[Adapter] | None = None) -> torch.Tensor:
+        """Run the layer stack over embeddings x (B, T, H)."""
+        mask = attention_bias(attention_mask)
+        for i, layer in enumerate(self.encoder.layer):
+            x = layer(x, mask, adapters[i] if adapters is not None else None)
+        return x
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, inputs_embeds=None, adapters=None):
+        x = self.embeddings(input_ids, token_type_ids, inputs_embeds)
+        hidden = self.encode(x, attention_mask, adapters)
+        return BertOutput(hidden, self.pooler(hidden))
+
+    def sentence_embedding(
+        self, input_ids, attention_mask=None, token_type_ids=None, pooling="cls", inputs_embeds=None, adapters=None
+    ):
+        """(B, H): the [CLS] state, the tanh pooler over it, or the mean of the non-padding token states."""
+        x = self.embeddings(input_ids, token_type_ids, inputs_embeds)
+        hidden = self.encode(x, attention_mask, adapters)
+        return pool(hidden, attention_mask, pooling, self.pooler)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **config_overrides) -> "BertModel":
+        from minbert.model.loading import load_pretrained
+
+        return load_pretrained(cls, Path(path), **config_overrides)

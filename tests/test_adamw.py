@@ -1,0 +1,63 @@
+import copy
+import math
+
+import pytest
+import torch
+
+from minbert.optim import AdamW
+
+
+def train_both(ours_kw, ref_kw, steps):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.GELU(), torch.nn.LayerNorm(32), torch.nn.Linear(32, 3))
+    ref = copy.deepcopy(net)
+    o1, o2 = AdamW(net.parameters(), **ours_kw), torch.optim.AdamW(ref.parameters(), **ref_kw)
+    for _ in range(steps):
+        x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+        for model, opt in ((net, o1), (ref, o2)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    return max((a - b).abs().max().item() for a, b in zip(net.parameters(), ref.parameters()))
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.01, 0.3])
+@pytest.mark.parametrize("eps", [1e-8, 1e-6])
+def test_matches_torch_adamw_after_1000_steps(wd, eps):
+    kw = dict(lr=1e-3, betas=(0.9, 0.999), eps=eps, weight_decay=wd)
+    assert train_both(kw, kw, 1000) <= 1e-6
+
+
+def test_first_step_by_hand():
+    p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = AdamW([p], lr=0.1, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.5)
+    p.grad = torch.tensor([0.5, 0.25])
+    opt.step()
+    # t=1: m_hat = g, v_hat = g^2, so the Adam step is lr * sign(g) (up to eps); decay lr*wd*p on old p
+    expected = torch.tensor([1.0 - 0.1 * 0.5 * 1.0 - 0.1, -2.0 - 0.1 * 0.5 * -2.0 - 0.1])
+    torch.testing.assert_close(p.detach(), expected, atol=1e-6, rtol=0)
+
+
+def test_without_bias_correction():
+    p = torch.nn.Parameter(torch.tensor([1.0]))
+    opt = AdamW([p], lr=0.1, betas=(0.9, 0.999), eps=0.0, correct_bias=False)
+    p.grad = torch.tensor([2.0])
+    opt.step()
+    m, v = 0.1 * 2.0, 0.001 * 4.0
+    assert math.isclose(p.item(), 1.0 - 0.1 * m / math.sqrt(v), rel_tol=1e-6)
+
+
+def test_state_dict_round_trip_continues_identically():
+    torch.manual_seed(0)
+    a = torch.nn.Linear(4, 2)
+    b = copy.deepcopy(a)
+    oa = AdamW(a.parameters(), lr=1e-2, weight_decay=0.1)
+    x = torch.randn(8, 4)
+    for _ in range(3):
+        oa.zero_grad(); a(x).square().sum().backward(); oa.step()
+    b.load_state_dict(a.state_dict())
+    ob = AdamW(b.parameters(), lr=1e-2, weight_decay=0.1)
+    ob.load_state_dict(oa.state_dict())
+    for m, o in ((a, oa), (b, ob)):
+        o.zero_grad(); m(x).square().sum().backward(); o.step()
+    torch.testing.assert_close(a.weight, b.weight, atol=0, rtol=0)

@@ -1,0 +1,61 @@
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+
+from minbert.classify import ClassifyConfig
+from minbert.config import apply_overrides, from_dict, load_config
+from minbert.errors import MinbertError
+
+
+@dataclass(frozen=True)
+class Inner:
+    lr: float = 1e-3
+    kind: Literal["a", "b"] = "a"
+
+
+@dataclass(frozen=True)
+class Outer:
+    name: str = "x"
+    steps: int = 1
+    inner: Inner = field(default_factory=Inner)
+    tasks: tuple[str, ...] = ("sst",)
+
+
+def test_nested_and_overrides():
+    cfg = from_dict(Outer, apply_overrides({"inner": {"kind": "b"}}, ["inner.lr=2e-5", "steps=7", "tasks=[sst,sts]"]))
+    assert cfg == Outer(steps=7, inner=Inner(lr=2e-5, kind="b"), tasks=("sst", "sts"))
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(MinbertError, match=r"unknown config key 'inner.lrr'; valid keys here: lr, kind"):
+        from_dict(Outer, {"inner": {"lrr": 1}})
+
+
+def test_wrong_type():
+    with pytest.raises(MinbertError, match=r"steps: expected int, got 'many'"):
+        from_dict(Outer, {"steps": "many"})
+
+
+def test_bad_choice_lists_choices():
+    with pytest.raises(MinbertError, match=r"inner.kind: 'c' is not one of a, b"):
+        from_dict(Outer, {"inner": {"kind": "c"}})
+
+
+def test_int_is_accepted_for_float():
+    assert from_dict(Inner, {"lr": 1}).lr == 1.0
+
+
+def test_malformed_override():
+    with pytest.raises(MinbertError, match="key.sub=value"):
+        apply_overrides({}, ["lr"])
+
+
+def test_yaml_file(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("task: cfimdb\nepochs: 2\n")
+    cfg = load_config(ClassifyConfig, p, ["lr=1e-5"])
+    assert (cfg.task, cfg.epochs, cfg.lr) == ("cfimdb", 2, 1e-5)
+    p.write_text("task: imdb\n")
+    with pytest.raises(MinbertError, match="task: 'imdb' is not one of sst, cfimdb"):
+        load_config(ClassifyConfig, p)

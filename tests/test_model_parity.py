@@ -1,0 +1,83 @@
+"""Our BERT against transformers.BertModel on the same weights and inputs."""
+
+import pytest
+import torch
+import transformers
+
+from minbert.data import DATASETS, Tokenizer, load_split, pad
+from minbert.model import BertConfig, BertModel, load_weights
+
+TOL = 1e-4
+
+
+def real_batch(data_root, ckpt, n=16):
+    tok = Tokenizer.from_pretrained(ckpt)
+    sents = [e.texts[0] for e in load_split(DATASETS["sst"], "dev", data_root)[:n]]
+    return pad(tok.encode(sents, 128), tok.pad_id)
+
+
+def test_embedded_checkpoint_matches_transformers(data_root, ckpt):
+    ids, mask = real_batch(data_root, ckpt)
+    assert (mask == 0).any(), "the batch must contain padding to test the mask path"
+    ours = BertModel.from_pretrained(ckpt).eval()
+    ref = transformers.BertModel.from_pretrained(ckpt, attn_implementation="eager").eval()
+    with torch.no_grad():
+        o = ours(ids, mask)
+        r = ref(input_ids=ids, attention_mask=mask)
+    real = mask.bool()
+    assert (o.last_hidden_state - r.last_hidden_state).abs().max() <= TOL
+    assert (o.last_hidden_state[real] - r.last_hidden_state[real]).abs().max() <= TOL
+    assert (o.pooler_output - r.pooler_output).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("act", ["gelu", "relu"])
+def test_tiny_random_config_matches_transformers(act):
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
+               max_position_embeddings=64, type_vocab_size=2, hidden_act=act)
+    ref = transformers.BertModel(transformers.BertConfig(**cfg, attn_implementation="eager")).eval()
+    ours = BertModel(BertConfig(**cfg)).eval()
+    load_weights(ours, ref.state_dict(), "reference")
+    ids = torch.randint(1, 99, (5, 17))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    mask[3, 2:] = 0
+    types = torch.zeros_like(ids)
+    types[:, 8:] = 1
+    with torch.no_grad():
+        o = ours(ids, mask, types)
+        r = ref(input_ids=ids, attention_mask=mask, token_type_ids=types)
+    assert (o.last_hidden_state - r.last_hidden_state).abs().max() <= TOL
+    assert (o.pooler_output - r.pooler_output).abs().max() <= TOL
+
+
+def test_parameter_names_are_the_hugging_face_ones(ckpt):
+    ref = transformers.BertModel(transformers.BertConfig.from_pretrained(ckpt))
+    ours = BertModel(BertConfig.from_json(ckpt / "config.json"))
+    assert set(ours.state_dict()) == {k for k in ref.state_dict() if k != "embeddings.position_ids"}
+
+
+def test_sentence_embedding_poolings(data_root, ckpt):
+    ids, mask = real_batch(data_root, ckpt, n=4)
+    model = BertModel.from_pretrained(ckpt).eval()
+    with torch.no_grad():
+        out = model(ids, mask)
+        cls = model.sentence_embedding(ids, mask, pooling="cls")
+        pooler = model.sentence_embedding(ids, mask, pooling="pooler")
+        mean = model.sentence_embedding(ids, mask, pooling="mean")
+    torch.testing.assert_close(cls, out.last_hidden_state[:, 0])
+    torch.testing.assert_close(pooler, out.pooler_output)
+    i = int(mask.sum(1).argmin())  # a padded row: its mean must ignore the padding
+    n = int(mask[i].sum())
+    torch.testing.assert_close(mean[i], out.last_hidden_state[i, :n].mean(0))
+
+
+def test_padding_does_not_change_real_tokens(ckpt):
+    model = BertModel.from_pretrained(ckpt).eval()
+    tok = Tokenizer.from_pretrained(ckpt)
+    alone = torch.tensor(tok.encode(["a short one"], 64))
+    ids, mask = pad(tok.encode(["a short one", "a much longer sentence that forces padding on the first"], 64), tok.pad_id)
+    with torch.no_grad():
+        a = model(alone).last_hidden_state[0]
+        b = model(ids, mask).last_hidden_state[0, : alone.shape[1]]
+    assert (a - b).abs().max() <= TOL
