@@ -42,6 +42,63 @@ def cmd_classify(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    from pathlib import Path
+
+    from minbert.multitask.config import TrainConfig
+    from minbert.multitask.train import resume_config, train
+
+    if args.resume:
+        run = Path(args.resume)
+        cfg = resume_config(run, args.overrides + ([args.config] if args.config else []))
+        train(cfg, resume=run)
+        return 0
+    if not args.config:
+        raise MinbertError("train needs a CONFIG file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
+    from minbert.config import load_config
+
+    train(load_config(TrainConfig, args.config, args.overrides))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from pathlib import Path
+
+    from minbert.multitask.evaluate import evaluate, results_table, write_task_predictions
+    from minbert.multitask.state import load_snapshot
+    from minbert.multitask.train import build, load_data, load_run_config
+    from minbert.runs import pick_device
+
+    run = Path(args.run_dir)
+    cfg = load_run_config(run)
+    device = pick_device(cfg.device)
+    model, tok = build(cfg, device)
+    best = load_snapshot(run, "best", model)
+    splits = ("dev",) if args.command == "evaluate" else ("dev", "test")
+    data = load_data(cfg, tok, splits)
+    rows = {}
+    for split in splits:
+        metrics, preds = evaluate(model, data[split], tok.pad_id, device, cfg.bf16)
+        if metrics:
+            rows[f"{split} (epoch {best['epoch']})"] = metrics
+        if args.command == "predict":
+            out = Path(args.out) if args.out else run / "predictions"
+            for p in write_task_predictions(out, split, data[split], preds):
+                print(p)
+    print(results_table(rows, list(cfg.tasks)))
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from pathlib import Path
+
+    from minbert.plot import plot_run
+
+    for p in plot_run(Path(args.run_dir)):
+        print(p)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from minbert.classify import ClassifyConfig
 
@@ -54,6 +111,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(c, ClassifyConfig)
     c.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=2e-5")
     c.set_defaults(func=cmd_classify)
+
+    t = sub.add_parser("train", help="multitask training from a YAML config (see configs/)")
+    t.add_argument("config", nargs="?", help="YAML file of TrainConfig keys")
+    t.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. tasks.sst.batch_size=16")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    t.set_defaults(func=cmd_train)
+
+    for name, text in (("evaluate", "dev metrics of a run's best checkpoint"), ("predict", "write dev and test prediction files of a run's best checkpoint")):
+        e = sub.add_parser(name, help=text)
+        e.add_argument("run_dir")
+        if name == "predict":
+            e.add_argument("--out", help="folder for the prediction files (default RUN_DIR/predictions)")
+        e.set_defaults(func=cmd_evaluate)
+
+    pl = sub.add_parser("plot", help="PNG plots of a run's metrics.jsonl (loss per task, dev metrics per epoch)")
+    pl.add_argument("run_dir")
+    pl.set_defaults(func=cmd_plot)
     return p
 
 

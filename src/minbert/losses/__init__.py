@@ -1,0 +1,28 @@
+"""Task losses. A loss is a small module called as `loss(out, labels) -> scalar`, where `out` is what the task's head
+returned: "logits" (B, C) for classes, "score" (B,) for one real-valued output (a paraphrase logit, a similarity on
+the label scale), and for bi-encoder pairs "u", "v" (B, H), the two sentence embeddings.
+
+A loss class says what it `needs` from the head: "logits" (class logits), "logit" (one score that is a logit),
+"score" (one real-valued score), "embeddings" (bi-encoder u and v); the config check uses it to refuse a head and
+loss that cannot work together. Each is built from the task config as `LOSSES[name](**loss_args)`; a new loss is one file plus one line here.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+from minbert.losses.bce import BinaryCrossEntropy
+from minbert.losses.cosine_embedding import CosineEmbedding
+from minbert.losses.cosine_mse import CosineMSE
+from minbert.losses.cross_entropy import CrossEntropy
+from minbert.losses.mse import MSE
+
+LOSSES: dict[str, Callable[..., nn.Module]] = {
+    "ce": CrossEntropy,
+    "bce": BinaryCrossEntropy,
+    "mse": MSE,
+    "cosine_mse": CosineMSE,
+    "cosine_embedding": CosineEmbedding,
+}

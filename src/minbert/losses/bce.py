@@ -1,0 +1,11 @@
+import torch.nn.functional as F
+from torch import nn
+
+
+class BinaryCrossEntropy(nn.Module):
+    """Sigmoid cross-entropy on one logit per pair (paraphrase: 1 = duplicate)."""
+
+    needs = "logit"
+
+    def forward(self, out, labels):
+        return F.binary_cross_entropy_with_logits(out["score"].float(), labels.float())

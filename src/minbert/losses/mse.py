@@ -1,0 +1,11 @@
+import torch.nn.functional as F
+from torch import nn
+
+
+class MSE(nn.Module):
+    """Mean squared error of the head's score against the label, on the label's own scale (STS: 0..5)."""
+
+    needs = "score"
+
+    def forward(self, out, labels):
+        return F.mse_loss(out["score"].float(), labels.float())

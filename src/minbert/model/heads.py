@@ -1,0 +1,74 @@
+"""Task heads over sentence embeddings. Each returns the dict the losses read: "logits" (B, C) or "score" (B,),
+and for bi-encoder pairs the embeddings "u", "v" (B, H) that embedding losses (cosine, ranking, triplet) use."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minbert.errors import MinbertError
+
+PAIR_FEATURES = ("u", "v", "|u-v|", "u*v")
+
+
+def learnable_layers(hidden: int, n: int, dropout: float) -> nn.Sequential:
+    """Report 002's "learnable layer": linear, ReLU, dropout; n of them, width kept."""
+    layers: list[nn.Module] = []
+    for _ in range(n):
+        layers += [nn.Linear(hidden, hidden), nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+class SentenceHead(nn.Module):
+    """Dropout, optional learnable layers, linear to `num_labels` logits (sentiment; a cross-encoded pair)."""
+
+    def __init__(self, hidden: int, num_labels: int, dropout: float, extra_layers: int = 0):
+        super().__init__()
+        self.layers = learnable_layers(hidden, extra_layers, dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden, num_labels)
+        self.num_labels = num_labels
+
+    def forward(self, emb: torch.Tensor) -> dict:
+        y = self.out(self.dropout(self.layers(emb)))
+        return {"emb": emb, **({"score": y.squeeze(-1)} if self.num_labels == 1 else {"logits": y})}
+
+
+class ConcatPairHead(nn.Module):
+    """Bi-encoder pair head: concatenate chosen features of u and v (u, v, |u-v|, u*v; SBERT's classifier), then
+    dropout, optional learnable layers and a linear layer to one score or `num_labels` logits."""
+
+    def __init__(self, hidden: int, num_labels: int, dropout: float, features=("u", "v", "|u-v|"), extra_layers: int = 0):
+        super().__init__()
+        bad = [f for f in features if f not in PAIR_FEATURES]
+        if bad or not features:
+            raise MinbertError(f"pair features {list(features)}: valid are {', '.join(PAIR_FEATURES)}")
+        self.features = tuple(features)
+        width = hidden * len(self.features)
+        self.layers = learnable_layers(width, extra_layers, dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(width, num_labels)
+        self.num_labels = num_labels
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor) -> dict:
+        parts = {"u": u, "v": v, "|u-v|": (u - v).abs(), "u*v": u * v}
+        x = torch.cat([parts[f] for f in self.features], dim=-1)  # (B, k * H)
+        y = self.out(self.dropout(self.layers(x)))
+        return {"u": u, "v": v, **({"score": y.squeeze(-1)} if self.num_labels == 1 else {"logits": y})}
+
+
+class CosinePairHead(nn.Module):
+    """Bi-encoder cosine head (reports 002, 003): score = relu(cos(u, v)) * scale, on the label range (STS: 5).
+    `extra_layers` learnable layers, shared by both sides, come before the cosine (report 002's best STS head)."""
+
+    def __init__(self, hidden: int, scale: float = 5.0, relu: bool = True, dropout: float = 0.0, extra_layers: int = 0):
+        super().__init__()
+        self.layers = learnable_layers(hidden, extra_layers, dropout)
+        self.scale, self.relu = scale, relu
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor) -> dict:
+        u, v = self.layers(u), self.layers(v)
+        cos = F.cosine_similarity(u.float(), v.float(), dim=-1, eps=1e-8)
+        score = (cos.clamp(min=0) if self.relu else cos) * self.scale
+        return {"score": score, "u": u, "v": v}

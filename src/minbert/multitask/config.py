@@ -1,0 +1,103 @@
+"""The multitask experiment config. A YAML file under configs/ fills it; `a.b=c` overrides adjust it; unknown keys,
+wrong types and unknown technique names are refused before any training starts."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from minbert.errors import MinbertError
+from minbert.losses import LOSSES
+from minbert.schedules import SCHEDULES
+
+HEADS = ("linear", "concat", "cosine", "cross")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    head: str = ""  # linear (sentences), concat | cosine (bi-encoder pairs), cross (cross-encoder pairs); "" = task default
+    loss: str = ""  # a key of minbert.losses.LOSSES; "" = task default
+    loss_args: dict[str, float] = field(default_factory=dict)
+    weight: float = 1.0  # this task's factor in the summed loss
+    pooling: Literal["cls", "pooler", "mean"] = "mean"
+    batch_size: int = 32
+    dropout: float = 0.1
+    extra_layers: int = 0  # learnable layers (linear, ReLU, dropout) before the output or the cosine
+    features: tuple[str, ...] = ("u", "v", "|u-v|")  # concat head inputs
+    cosine_scale: float = 0.0  # 0 = the task's label maximum (STS 5, Quora 1)
+    max_length: int = 128
+    train_limit: int = 0  # use the first N training examples (0 = all)
+    dev_limit: int = 0  # evaluate on the first N dev examples (0 = all)
+
+
+def default_tasks() -> dict[str, TaskConfig]:
+    return {"sst": TaskConfig(), "quora": TaskConfig(), "sts": TaskConfig()}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    checkpoint: str = "default"  # embedded all-MiniLM-L6-v2, or a Hugging Face BERT directory
+    data_dir: str = ""  # "" = $MINBERT_DATA, else ../shared/data
+    tasks: dict[str, TaskConfig] = field(default_factory=default_tasks)
+    schedule: str = "round_robin"  # a key of minbert.schedules.SCHEDULES
+    steps_per_epoch: int = 0  # 0 = the schedule's natural epoch
+    epochs: int = 3
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    max_grad_norm: float = 0.0  # clip the global gradient norm (0 = off)
+    seed: int = 11711
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = False
+    strict: bool = False  # malformed data rows stop the run
+    checkpoint_every: int = 200  # steps between resumable checkpoints (and at every epoch end)
+    log_every: int = 10  # steps between training-loss records in metrics.jsonl
+    out: str = ""  # run directory; "" = runs/<name>-<time>
+    name: str = "multitask"
+
+    def validate(self) -> "TrainConfig":
+        from minbert.tasks import TASKS
+
+        if not self.tasks:
+            raise MinbertError(f"tasks: name at least one of {', '.join(TASKS)}")
+        for name, t in self.tasks.items():
+            if name not in TASKS:
+                raise MinbertError(f"tasks.{name}: unknown task; valid: {', '.join(TASKS)}")
+            if t.head and t.head not in HEADS:
+                raise MinbertError(f"tasks.{name}.head: {t.head!r} unknown; valid: {', '.join(HEADS)}")
+            if t.loss and t.loss not in LOSSES:
+                raise MinbertError(f"tasks.{name}.loss: {t.loss!r} unknown; valid: {', '.join(LOSSES)}")
+            head = t.head or TASKS[name].default_head
+            if (head == "linear") == TASKS[name].pair:
+                valid = "concat, cosine, cross" if TASKS[name].pair else "linear"
+                raise MinbertError(f"tasks.{name}.head: {head!r} does not fit a {'pair' if TASKS[name].pair else 'sentence'} task; valid: {valid}")
+            _check_head_and_loss(f"tasks.{name}", head, t.loss or TASKS[name].default_loss)
+        if self.schedule not in SCHEDULES:
+            raise MinbertError(f"schedule: {self.schedule!r} unknown; valid: {', '.join(SCHEDULES)}")
+        return self
+
+    def task(self, name: str) -> TaskConfig:
+        """The task's config with its defaults filled in."""
+        from minbert.tasks import TASKS
+
+        t, spec = self.tasks[name], TASKS[name]
+        return dataclasses.replace(
+            t,
+            head=t.head or spec.default_head,
+            loss=t.loss or spec.default_loss,
+            cosine_scale=t.cosine_scale or spec.label_max,
+        )
+
+
+def _check_head_and_loss(where: str, head: str, loss: str) -> None:
+    """Refuse combinations that cannot train: e.g. BCE needs a logit, a cosine head gives a similarity."""
+    needs = LOSSES[loss].needs
+    if needs == "embeddings" and head not in ("concat", "cosine"):
+        raise MinbertError(f"{where}: loss {loss!r} needs bi-encoder embeddings; use head concat or cosine, not {head!r}")
+    if needs in ("logit", "logits") and head == "cosine":
+        raise MinbertError(f"{where}: loss {loss!r} needs logits but head 'cosine' gives a similarity; use mse, cosine_mse or cosine_embedding")
+
+
+def num_outputs(task, cfg: TaskConfig) -> int:
+    """Head width: class logits for CE, one score otherwise."""
+    return max(task.dataset.num_labels, 2) if LOSSES[cfg.loss].needs == "logits" else 1

@@ -1,0 +1,97 @@
+"""Task data, tokenized once: a table of distinct sentences per task and, per example, indices into it (or, for a
+cross-encoder, the joint `[CLS] a [SEP] b [SEP]` tokens with their token types).
+
+Keeping distinct sentences lets evaluation encode each sentence once however many pairs it appears in, and lets
+a training batch of pairs go through the encoder as one padded batch of sentences.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from minbert.data import Example, Tokenizer, bucket_batches, pad
+from minbert.multitask.config import TaskConfig
+from minbert.tasks import Task
+
+
+@dataclass
+class TaskData:
+    examples: list[Example]
+    labels: torch.Tensor | None  # (N,) or None for unlabeled splits
+    sentences: list[list[int]]  # distinct sentences' token ids ([CLS] s [SEP])
+    index: list[tuple[int, ...]]  # per example: 1 (sentence) or 2 (pair) indices into `sentences`
+    joint: list[list[int]] | None = None  # cross-encoder tokens per example
+    types: list[list[int]] | None = None  # cross-encoder token types per example
+
+    @property
+    def lengths(self) -> list[int]:
+        """Per example, the longest input it sends through the encoder (for length bucketing)."""
+        if self.joint is not None:
+            return [len(j) for j in self.joint]
+        return [max(len(self.sentences[i]) for i in ix) for ix in self.index]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+def encode_task(task: Task, examples: list[Example], tok: Tokenizer, cfg: TaskConfig) -> TaskData:
+    labels = None if examples[0].label is None else torch.tensor([e.label for e in examples], dtype=torch.float32)
+    if cfg.head == "cross":
+        joint, types = tok.encode_pairs([e.texts[0] for e in examples], [e.texts[1] for e in examples], cfg.max_length)
+        return TaskData(examples, labels, [], [], joint, types)
+    table: dict[str, int] = {}
+    for e in examples:
+        for s in e.texts:
+            table.setdefault(s, len(table))
+    sentences = tok.encode(list(table), cfg.max_length)
+    return TaskData(examples, labels, sentences, [tuple(table[s] for s in e.texts) for e in examples])
+
+
+@dataclass
+class Batch:
+    """Encoder inputs of one task's batch: `ids`, `mask` (B', T) and `types` for cross-encoders. For bi-encoder
+    pairs the B' = 2B rows are the first sentences then the second ones; `labels` (B,)."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    types: torch.Tensor | None
+    labels: torch.Tensor | None
+    pair: bool  # bi-encoder: split the B' embeddings into u and v
+
+    def to(self, device) -> "Batch":
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.ids), move(self.mask), move(self.types), move(self.labels), self.pair)
+
+
+def make_batch(data: TaskData, idx: list[int], pad_id: int) -> Batch:
+    labels = None if data.labels is None else data.labels[idx]
+    if data.joint is not None:
+        ids, mask = pad([data.joint[i] for i in idx], pad_id)
+        types, _ = pad([data.types[i] for i in idx], 0)
+        return Batch(ids, mask, types, labels, pair=False)
+    sides = len(data.index[idx[0]])
+    seqs = [data.sentences[data.index[i][s]] for s in range(sides) for i in idx]  # all first sentences, then seconds
+    ids, mask = pad(seqs, pad_id)
+    return Batch(ids, mask, None, labels, pair=sides == 2)
+
+
+class BatchStream:
+    """A task's endless sequence of training batches: pass p over the data is bucketed with seed (seed, task, p).
+    Its whole state is `consumed`, the number of batches taken so far, so a resumed run continues exactly."""
+
+    def __init__(self, name: str, lengths: list[int], batch_size: int, seed: int, consumed: int = 0):
+        self.name, self.lengths, self.batch_size, self.seed = name, lengths, batch_size, seed
+        self.per_pass = -(-len(lengths) // batch_size)
+        self.consumed = consumed
+        self._pass, self._batches = -1, []
+
+    def next(self) -> list[int]:
+        p, i = divmod(self.consumed, self.per_pass)
+        if p != self._pass:
+            self._pass = p
+            self._batches = bucket_batches(self.lengths, self.batch_size, random.Random(f"{self.seed}/{self.name}/{p}"))
+        self.consumed += 1
+        return self._batches[i]

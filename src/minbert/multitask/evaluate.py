@@ -1,0 +1,76 @@
+"""Evaluation: predictions for every example of a split, metrics against labels, CS224N prediction files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from minbert.data import bucket_batches, pad, write_predictions
+from minbert.multitask.data import TaskData, make_batch
+from minbert.multitask.model import MultitaskModel
+from minbert.runs import autocast
+from minbert.tasks import TASKS, overall_score
+
+
+@torch.inference_mode()
+def predict_task(model: MultitaskModel, task: str, data: TaskData, pad_id: int, device, bf16: bool, batch_size: int = 64) -> torch.Tensor:
+    """Predictions in example order. Bi-encoder and sentence tasks encode each distinct sentence once."""
+    model.eval()
+    spec, threshold = TASKS[task], model.threshold(task)
+    if data.joint is not None:  # cross-encoder: every pair is its own encoder input
+        preds = torch.empty(len(data))
+        for idx in bucket_batches(data.lengths, batch_size):
+            with autocast(device, bf16):
+                preds[idx] = spec.predict(model(task, make_batch(data, idx, pad_id).to(device)), threshold).float().cpu()
+        return preds
+    emb = encode_sentences(model, task, data.sentences, pad_id, device, bf16, batch_size)  # (S, H)
+    index = torch.tensor(data.index, device=device)  # (N, 1 or 2)
+    preds = []
+    for rows in index.split(batch_size * 4):
+        e = emb[rows.T.reshape(-1)]  # (k * b, H): all first sentences, then the second ones
+        with autocast(device, bf16):
+            preds.append(spec.predict(model.head(task, e, pair=rows.shape[1] == 2), threshold).float().cpu())
+    return torch.cat(preds)
+
+
+@torch.inference_mode()
+def encode_sentences(model: MultitaskModel, task: str, sentences, pad_id, device, bf16, batch_size) -> torch.Tensor:
+    out = torch.empty(len(sentences), model.bert.config.hidden_size, device=device)
+    for idx in bucket_batches([len(s) for s in sentences], batch_size):
+        ids, mask = (t.to(device) for t in pad([sentences[i] for i in idx], pad_id))
+        with autocast(device, bf16):
+            out[idx] = model.embed(task, ids, mask).float()
+    return out
+
+
+def evaluate(model, data: dict[str, TaskData], pad_id, device, bf16) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Metrics {"sst/acc": .., "quora/acc": .., "sts/pearson": .., "overall": ..} and the predictions."""
+    metrics, preds = {}, {}
+    for task, d in data.items():
+        preds[task] = predict_task(model, task, d, pad_id, device, bf16)
+        if d.labels is not None:
+            metrics[f"{task}/{TASKS[task].metric_name}"] = TASKS[task].metric(preds[task], d.labels)
+    if len(metrics) == len(data):
+        metrics["overall"] = overall_score(metrics, {t: TASKS[t] for t in data})
+    return metrics, preds
+
+
+def write_task_predictions(folder: Path, split: str, data: dict[str, TaskData], preds: dict[str, torch.Tensor]) -> list[Path]:
+    paths = []
+    for task, p in preds.items():
+        spec = TASKS[task]
+        values = [f"{x:.4f}" for x in p.tolist()] if spec.metric_name == "pearson" else [int(x) for x in p.tolist()]
+        path = folder / f"{spec.prefix}-{split}-output.csv"
+        write_predictions(path, spec.dataset.prediction_header, [e.id for e in data[task].examples], values)
+        paths.append(path)
+    return paths
+
+
+def results_table(rows: dict[str, dict[str, float]], tasks) -> str:
+    """Markdown table, one row per split/run: each task's metric and the overall score."""
+    cols = [f"{t}/{TASKS[t].metric_name}" for t in tasks] + ["overall"]
+    lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, m in rows.items():
+        lines.append(f"| {name} | " + " | ".join(f"{m[c]:.4f}" if c in m else "-" for c in cols) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,49 @@
+"""Figures a person opens, drawn from a run's metrics.jsonl alone (no model needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers
+import matplotlib.pyplot as plt  # noqa: E402
+
+from minbert.errors import MinbertError  # noqa: E402
+from minbert.runs import MetricsLog  # noqa: E402
+
+
+def plot_run(run: Path) -> list[Path]:
+    records = MetricsLog(run / "metrics.jsonl").read()
+    if not records:
+        raise MinbertError(f"{run}: no metrics.jsonl records to plot")
+    written = []
+    steps = [r for r in records if "dev/overall" not in r and any(k.startswith("train/loss/") for k in r)]
+    evals = [r for r in records if any(k.startswith("dev/") for k in r)]
+    if steps:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in sorted({k for r in steps for k in r if k.startswith("train/loss/")}):
+            pts = [(r["step"], r[key]) for r in steps if key in r]
+            ax.plot(*zip(*pts), label=key.removeprefix("train/loss/"))
+        ax.set(xlabel="step", ylabel="training loss", title=f"loss per task: {run.name}")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        written.append(_save(fig, run / "plots" / "loss_per_task.png"))
+    if evals:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in sorted({k for r in evals for k in r if k.startswith("dev/")}):
+            pts = [(r["epoch"], r[key]) for r in evals if key in r]
+            ax.plot(*zip(*pts), marker="o", label=key.removeprefix("dev/"))
+        ax.set(xlabel="epoch", ylabel="dev metric", title=f"dev metrics per epoch: {run.name}")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        written.append(_save(fig, run / "plots" / "dev_metrics.png"))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,32 @@
+"""Task schedules: which task(s) each training step draws a batch from.
+
+A schedule is a function `(sizes, batches, epoch, epochs, steps, seed) -> list[tuple[str, ...]]` returning, for
+each step of one epoch, the tasks that contribute a batch to it (round-robin: all of them, summed; the others: one).
+It is a pure function of its arguments, seeded by `seed + epoch`, so a resumed run replays the same order.
+
+- sizes: training examples per task (N_i); batches: batches in one pass over each task's data
+- epoch: 1-based; epochs: total E; steps: steps in this epoch, 0 = the schedule's natural length
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from minbert.schedules.annealed import annealed
+from minbert.schedules.proportional import proportional
+from minbert.schedules.round_robin import round_robin
+from minbert.schedules.sequential import sequential
+
+
+class Schedule(Protocol):
+    def __call__(
+        self, sizes: dict[str, int], batches: dict[str, int], epoch: int, epochs: int, steps: int, seed: int
+    ) -> list[tuple[str, ...]]: ...
+
+
+SCHEDULES: dict[str, Schedule] = {
+    "sequential": sequential,
+    "round_robin": round_robin,
+    "proportional": proportional,
+    "annealed": annealed,
+}

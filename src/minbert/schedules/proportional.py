@@ -1,0 +1,13 @@
+"""Proportional sampling: each step one task, drawn with probability p_i = N_i / sum_j N_j."""
+
+import random
+
+
+def weighted_tasks(weights: dict[str, float], steps: int, seed: int) -> list[tuple[str, ...]]:
+    rng = random.Random(seed)
+    names = list(weights)
+    return [(t,) for t in rng.choices(names, weights=[weights[t] for t in names], k=steps)]
+
+
+def proportional(sizes, batches, epoch, epochs, steps, seed):
+    return weighted_tasks({t: float(n) for t, n in sizes.items()}, steps or sum(batches.values()), seed + epoch)

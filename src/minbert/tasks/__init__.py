@@ -1,0 +1,8 @@
+"""Tasks by name; a new task is one file plus one line here."""
+
+from minbert.tasks import cfimdb, quora, sst, sts
+from minbert.tasks.base import Task, overall_score, pearson
+
+TASKS: dict[str, Task] = {t.name: t for t in (sst.TASK, quora.TASK, sts.TASK, cfimdb.TASK)}
+
+__all__ = ["TASKS", "Task", "overall_score", "pearson"]

@@ -1,0 +1,176 @@
+"""Multitask training on a few real rows of SST, Quora and STS with the embedded checkpoint."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from minbert.cli import main
+from minbert.config import load_config
+from minbert.data import Tokenizer, data_dir, read_predictions
+from minbert.errors import MinbertError
+from minbert.multitask.config import TaskConfig, TrainConfig
+from minbert.multitask.data import encode_task, make_batch
+from minbert.multitask.evaluate import predict_task
+from minbert.multitask.state import load_snapshot, save_snapshot, snapshot_folder
+from minbert.multitask.train import build, load_data
+from minbert.tasks import TASKS
+
+QUICKSTART = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
+TINY = ["epochs=2", "steps_per_epoch=6", "checkpoint_every=2", "log_every=1", "bf16=false", "device=cpu"] + [
+    f"tasks.{t}.{k}={v}" for t in ("sst", "quora", "sts") for k, v in (("train_limit", 96), ("dev_limit", 48), ("batch_size", 8), ("max_length", 24))
+]
+
+
+def run_cli(*args, wait=True):
+    cmd = [sys.executable, "-m", "minbert", "train", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if wait:
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out
+        return out
+    return proc
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("mt") / "full"
+    out = run_cli(str(QUICKSTART), *TINY, f"out={run}")
+    return run, out
+
+
+def final_weights(run: Path) -> dict:
+    return load_file(str(snapshot_folder(run, "last") / "model.safetensors"))
+
+
+def test_run_prints_results_and_writes_files(full_run):
+    run, out = full_run
+    assert "| dev (best epoch" in out and "sst/acc" in out and "sts/pearson" in out and "overall" in out
+    summary = json.loads((run / "summary.json").read_text())
+    dev = summary["dev"]
+    assert dev["overall"] == pytest.approx((dev["sst/acc"] + dev["quora/acc"] + (dev["sts/pearson"] + 1) / 2) / 3)
+    for name in ("sst-dev-output.csv", "para-dev-output.csv", "sts-dev-output.csv", "sst-test-output.csv", "sts-test-output.csv"):
+        assert (run / "predictions" / name).is_file()
+    assert len(read_predictions(run / "predictions" / "sts-test-output.csv")) == 1725
+    assert (run / "predictions" / "para-dev-output.csv").read_text().startswith("id \t Predicted_Is_Paraphrase \n")
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if "dev/overall" in r] == [1, 2]
+    assert sum("train/loss/quora" in r and "dev/overall" not in r for r in records) == 12
+
+
+def test_kill_and_resume_is_bit_identical(full_run, tmp_path):
+    run, _ = full_run
+    killed = tmp_path / "killed"
+    proc = run_cli(str(QUICKSTART), *TINY, f"out={killed}", wait=False)
+    deadline = time.time() + 300
+    while not (killed / "last.json").is_file():  # the first mid-epoch checkpoint (step 2 of 6)
+        assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads((snapshot_folder(killed, "last") / "state.json").read_text())
+    assert state["epoch"] == 1 and 0 < state["step_in_epoch"] < 6, "the kill must land mid-epoch"
+    assert not (killed / "summary.json").exists()
+    run_cli("--resume", str(killed))
+    a, b = final_weights(run), final_weights(killed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((run / "summary.json").read_text())["dev"] == json.loads((killed / "summary.json").read_text())["dev"]
+    assert (run / "metrics.jsonl").read_text().count("\n") == (killed / "metrics.jsonl").read_text().count("\n")
+    assert (run / "predictions" / "sts-test-output.csv").read_text() == (killed / "predictions" / "sts-test-output.csv").read_text()
+
+
+def test_evaluate_predict_and_plot_reload_a_run(full_run, tmp_path, capsys):
+    run, _ = full_run
+    assert main(["evaluate", str(run)]) == 0
+    out = capsys.readouterr().out
+    dev = json.loads((run / "summary.json").read_text())["dev"]
+    assert f"{dev['sst/acc']:.4f}" in out and f"{dev['overall']:.4f}" in out
+    assert main(["predict", str(run), "--out", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / "sst-test-output.csv").read_text() == (run / "predictions" / "sst-test-output.csv").read_text()
+    assert main(["plot", str(run)]) == 0
+    for png in ("loss_per_task.png", "dev_metrics.png"):
+        assert (run / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_kill_during_checkpoint_write_keeps_previous(tmp_path):
+    """A real SIGKILL at an arbitrary moment of a save loop: the pointer always names a complete, consistent save."""
+    script = (
+        "import sys, torch\n"
+        "from pathlib import Path\n"
+        "from minbert.multitask.state import save_snapshot\n"
+        "m = torch.nn.Linear(2000, 2000)\n"
+        "for step in range(1, 10**6):\n"
+        "    torch.nn.init.constant_(m.weight, float(step))\n"
+        "    save_snapshot(Path(sys.argv[1]), 'last', step, m, state={'step': step})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)])
+    while not (tmp_path / "last.json").is_file():
+        time.sleep(0.01)
+    time.sleep(1.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    m = torch.nn.Linear(2000, 2000)
+    state = load_snapshot(tmp_path, "last", m)
+    assert state["step"] >= 1 and torch.all(m.weight == float(state["step"]))
+
+
+def test_interrupted_save_does_not_move_the_pointer(tmp_path, monkeypatch):
+    m = torch.nn.Linear(3, 3)
+    torch.nn.init.constant_(m.weight, 1.0)
+    save_snapshot(tmp_path, "last", 1, m, state={"step": 1})
+    torch.nn.init.constant_(m.weight, 2.0)
+
+    def crash(*a, **k):
+        raise KeyboardInterrupt("killed while writing")
+
+    monkeypatch.setattr("minbert.multitask.state.save_tensors", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_snapshot(tmp_path, "last", 2, m, state={"step": 2})
+    fresh = torch.nn.Linear(3, 3)
+    assert load_snapshot(tmp_path, "last", fresh)["step"] == 1 and torch.all(fresh.weight == 1.0)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("tasks.sst.colour=red", "unknown config key 'tasks.sst.colour'; valid keys here: head, loss"),
+        ("lr=fast", "lr: expected float"),
+        ("schedule=random_walk", "schedule: 'random_walk' unknown; valid: sequential, round_robin, proportional, annealed"),
+        ("tasks.sts.loss=huber", "tasks.sts.loss: 'huber' unknown; valid: ce, bce, mse"),
+        ("tasks.sts.head=linear", "does not fit a pair task; valid: concat, cosine, cross"),
+        ("tasks.quora.head=cosine", "needs logits but head 'cosine' gives a similarity"),
+        ("tasks.imdb.head=linear", "tasks.imdb: unknown task; valid: sst, quora, sts, cfimdb"),
+    ],
+)
+def test_bad_configs_fail_before_training(override, message, capsys, tmp_path):
+    assert main(["train", str(QUICKSTART), override, f"out={tmp_path / 'never'}"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+def test_cross_encoder_batches_carry_token_types(ckpt):
+    tok = Tokenizer.from_pretrained(ckpt)
+    from minbert.data import Example
+
+    data = encode_task(TASKS["quora"], [Example("x", ("a cat", "the dog ran"), 1)], tok, TaskConfig(head="cross"))
+    b = make_batch(data, [0], tok.pad_id)
+    assert b.types.tolist() == [[0, 0, 0, 0, 1, 1, 1, 1]] and not b.pair
+
+
+def test_evaluation_encodes_each_distinct_sentence_once(monkeypatch):
+    cfg = load_config(TrainConfig, QUICKSTART, ["bf16=false", "tasks.sts.dev_limit=200"])
+    model, tok = build(cfg, torch.device("cpu"))
+    data = load_data(cfg, tok, ("dev",))["dev"]["sts"]
+    rows = []
+    forward = model.bert.encode
+    monkeypatch.setattr(model.bert, "encode", lambda x, *a, **k: rows.append(x.shape[0]) or forward(x, *a, **k))
+    predict_task(model, "sts", data, tok.pad_id, torch.device("cpu"), False)
+    distinct = len({s for e in data.examples for s in e.texts})
+    assert sum(rows) == distinct < 2 * len(data.examples)
