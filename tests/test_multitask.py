@@ -25,7 +25,7 @@ from minbert.tasks import TASKS
 
 QUICKSTART = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
 TINY = ["epochs=2", "steps_per_epoch=6", "checkpoint_every=2", "log_every=1", "bf16=false", "device=cpu"] + [
-    f"tasks.{t}.{k}={v}" for t in ("sst", "quora", "sts") for k, v in (("train_limit", 96), ("dev_limit", 48), ("batch_size", 8), ("max_length", 24))
+    f"tasks.{t}.{k}={v}" for t in ("sst", "quora", "sts") for k, v in (("train_limit", 96), ("eval_limit", 48), ("batch_size", 8), ("max_length", 24))
 ]
 
 
@@ -58,7 +58,7 @@ def test_run_prints_results_and_writes_files(full_run):
     assert dev["overall"] == pytest.approx((dev["sst/acc"] + dev["quora/acc"] + (dev["sts/pearson"] + 1) / 2) / 3)
     for name in ("sst-dev-output.csv", "para-dev-output.csv", "sts-dev-output.csv", "sst-test-output.csv", "sts-test-output.csv"):
         assert (run / "predictions" / name).is_file()
-    assert len(read_predictions(run / "predictions" / "sts-test-output.csv")) == 1725
+    assert len(read_predictions(run / "predictions" / "sts-test-output.csv")) == 48  # eval_limit
     assert (run / "predictions" / "para-dev-output.csv").read_text().startswith("id \t Predicted_Is_Paraphrase \n")
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records if "dev/overall" in r] == [1, 2]
@@ -165,7 +165,7 @@ def test_cross_encoder_batches_carry_token_types(ckpt):
 
 
 def test_evaluation_encodes_each_distinct_sentence_once(monkeypatch):
-    cfg = load_config(TrainConfig, QUICKSTART, ["bf16=false", "tasks.sts.dev_limit=200"])
+    cfg = load_config(TrainConfig, QUICKSTART, ["bf16=false", "tasks.sts.eval_limit=200"])
     model, tok = build(cfg, torch.device("cpu"))
     data = load_data(cfg, tok, ("dev",))["dev"]["sts"]
     rows = []
@@ -174,3 +174,67 @@ def test_evaluation_encodes_each_distinct_sentence_once(monkeypatch):
     predict_task(model, "sts", data, tok.pad_id, torch.device("cpu"), False)
     distinct = len({s for e in data.examples for s in e.texts})
     assert sum(rows) == distinct < 2 * len(data.examples)
+
+
+def test_ensemble_of_one_run_twice_equals_the_run(full_run, tmp_path, capsys):
+    run, _ = full_run
+    assert main(["ensemble", str(run), str(run), "--out", str(tmp_path / "ens")]) == 0
+    ens = json.loads((tmp_path / "ens" / "summary.json").read_text())
+    single = json.loads((run / "summary.json").read_text())["dev"]
+    assert ens["dev"] == pytest.approx(single)
+    assert (tmp_path / "ens" / "predictions" / "sst-dev-output.csv").read_text() == (run / "predictions" / "sst-dev-output.csv").read_text()
+    assert main(["ensemble", str(run), "--out", str(tmp_path / "none"), "--min", "sst=1.01", "quora=1.01", "sts=1.01"]) == 2
+    assert "no run passed the thresholds" in capsys.readouterr().err
+
+
+def test_analyze_and_compare(full_run, tmp_path, capsys):
+    run, _ = full_run
+    assert main(["analyze", str(run), "--perplexity", "5"]) == 0
+    m = json.loads((run / "plots" / "sst_confusion.json").read_text())["rows_true_cols_predicted"]
+    assert all(abs(sum(row) - 1) < 1e-3 or sum(row) == 0 for row in m)
+    for png in ("sst_confusion.png", "sst_tsne.png"):
+        assert (run / "plots" / png).read_bytes()[:4] == b"\x89PNG"
+    capsys.readouterr()
+    assert main(["compare", str(run), "--chart", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    dev = json.loads((run / "summary.json").read_text())["dev"]
+    assert f"| {run.name} | {dev['sst/acc']:.4f} |" in out and (tmp_path / "c.png").is_file()
+
+
+TECH = TINY + ["epochs=2", "steps_per_epoch=4", "combiner=gradvac", "conflict_stats=true", "lr_schedule=plateau",
+               "regularizers.bregman.mu=0.5", "regularizers.bregman.beta=0.5", "tasks.sts.loss=cosine_embedding",
+               "tasks.sts.loss_args.threshold=3.0", "tasks.sts.margin_step=0.1"]
+
+
+def test_interrupted_run_with_stateful_techniques_resumes_exactly(tmp_path, monkeypatch):
+    import minbert.multitask.train as tr
+
+    full = tr.train(load_config(TrainConfig, QUICKSTART, TECH + [f"out={tmp_path / 'a'}"]))
+    real, calls = tr.save_snapshot, []
+
+    def dying(run, kind, *a, **k):
+        real(run, kind, *a, **k)
+        calls.append(kind)
+        if calls.count("last") == 3:  # after step 2 of epoch 1, epoch 1's end, and step 2 of epoch 2
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tr, "save_snapshot", dying)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train(load_config(TrainConfig, QUICKSTART, TECH + [f"out={tmp_path / 'b'}"]))
+    monkeypatch.setattr(tr, "save_snapshot", real)
+    resumed = tr.train(tr.resume_config(tmp_path / "b", []), resume=tmp_path / "b")
+    assert resumed["dev"] == full["dev"]
+    a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    last = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert "conflict/sst-quora/mean_cos" in last and "margin/sts" in last and "combiner/applied" in last
+
+
+def test_per_task_gradient_path_sums_like_plain_training(tmp_path):
+    import minbert.multitask.train as tr
+
+    base = TINY + ["epochs=1", "steps_per_epoch=3", "checkpoint_every=0"]
+    tr.train(load_config(TrainConfig, QUICKSTART, base + [f"out={tmp_path / 'plain'}"]))
+    tr.train(load_config(TrainConfig, QUICKSTART, base + ["conflict_stats=true", f"out={tmp_path / 'rows'}"]))
+    a, b = final_weights(tmp_path / "plain"), final_weights(tmp_path / "rows")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)

@@ -57,7 +57,43 @@ def cmd_train(args) -> int:
         raise MinbertError("train needs a CONFIG file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
     from minbert.config import load_config
 
-    train(load_config(TrainConfig, args.config, args.overrides))
+    train(load_config(TrainConfig, args.config, args.overrides, budget=args.budget))
+    return 0
+
+
+def cmd_ensemble(args) -> int:
+    from pathlib import Path
+
+    from minbert.ensemble import ensemble
+
+    thresholds = {}
+    for item in args.min or []:
+        task, _, value = item.partition("=")
+        try:
+            thresholds[task] = float(value)
+        except ValueError:
+            raise MinbertError(f"--min {item!r}: expected task=number, e.g. sst=0.53") from None
+    ensemble([Path(r) for r in args.runs], Path(args.out), thresholds)
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from pathlib import Path
+
+    from minbert.analysis import analyze
+
+    for p in analyze(Path(args.run_dir), args.perplexity):
+        print(p)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from pathlib import Path
+
+    from minbert.compare import compare
+
+    print(compare([Path(r) for r in args.runs], Path(args.chart)))
+    print(f"\nbar chart: {args.chart}")
     return 0
 
 
@@ -116,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("config", nargs="?", help="YAML file of TrainConfig keys")
     t.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. tasks.sst.batch_size=16")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    t.add_argument("--budget", action="store_true", help="apply the config's budget section (bounded CPU run)")
     t.set_defaults(func=cmd_train)
 
     for name, text in (("evaluate", "dev metrics of a run's best checkpoint"), ("predict", "write dev and test prediction files of a run's best checkpoint")):
@@ -128,6 +165,22 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="PNG plots of a run's metrics.jsonl (loss per task, dev metrics per epoch)")
     pl.add_argument("run_dir")
     pl.set_defaults(func=cmd_plot)
+
+    en = sub.add_parser("ensemble", help="average the soft outputs of several runs' best checkpoints")
+    en.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    en.add_argument("--out", required=True, help="folder for the ensemble's metrics and predictions")
+    en.add_argument("--min", nargs="*", metavar="task=value", help="per-task dev thresholds a run must reach to join")
+    en.set_defaults(func=cmd_ensemble)
+
+    an = sub.add_parser("analyze", help="SST confusion matrix, t-SNE of SST embeddings, gradient-conflict plot")
+    an.add_argument("run_dir")
+    an.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (report 001 used 30 and 50)")
+    an.set_defaults(func=cmd_analyze)
+
+    co = sub.add_parser("compare", help="markdown table and bar chart of several runs")
+    co.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    co.add_argument("--chart", default="compare.png", help="where to write the bar chart (default compare.png)")
+    co.set_defaults(func=cmd_compare)
     return p
 
 

@@ -90,14 +90,18 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise MinbertError(f"override {item!r} is not of the form key.sub=value")
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise MinbertError(f"override {item!r}: {p!r} is not a section")
-        node[parts[-1]] = _parse_value(raw)
+        set_dotted(data, key, _parse_value(raw))
     return data
+
+
+def set_dotted(data: dict, key: str, value) -> None:
+    node = data
+    parts = key.split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise MinbertError(f"override {key!r}: {p!r} is not a section")
+    node[parts[-1]] = value
 
 
 def _parse_value(raw: str):
@@ -127,8 +131,15 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = (), budget: bool = False) -> T:
+    """YAML file, then (with budget=True) its `budget:` section of dotted keys, then the command-line overrides."""
     data = load_yaml(path) if path else {}
+    if budget:
+        section = data.get("budget") or {}
+        if not section:
+            raise MinbertError(f"{path}: --budget given but the file has no budget section")
+        for key, value in section.items():
+            set_dotted(data, key, value)
     return from_dict(cls, apply_overrides(data, list(overrides)))
 
 

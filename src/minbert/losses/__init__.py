@@ -3,7 +3,7 @@ returned: "logits" (B, C) for classes, "score" (B,) for one real-valued output (
 the label scale), and for bi-encoder pairs "u", "v" (B, H), the two sentence embeddings.
 
 A loss class says what it `needs` from the head: "logits" (class logits), "logit" (one score that is a logit),
-"score" (one real-valued score), "embeddings" (bi-encoder u and v); the config check uses it to refuse a head and
+"score" (one real-valued score), "embeddings" (bi-encoder u and v), "sentence" (a sentence task's embedding "emb"); the config check uses it to refuse a head and
 loss that cannot work together. Each is built from the task config as `LOSSES[name](**loss_args)`; a new loss is one file plus one line here.
 """
 
@@ -17,7 +17,10 @@ from minbert.losses.bce import BinaryCrossEntropy
 from minbert.losses.cosine_embedding import CosineEmbedding
 from minbert.losses.cosine_mse import CosineMSE
 from minbert.losses.cross_entropy import CrossEntropy
+from minbert.losses.mnrl import MultipleNegativesRanking
+from minbert.losses.mnrl_sentiment import SentimentClustering
 from minbert.losses.mse import MSE
+from minbert.losses.triplet import Triplet
 
 LOSSES: dict[str, Callable[..., nn.Module]] = {
     "ce": CrossEntropy,
@@ -25,4 +28,7 @@ LOSSES: dict[str, Callable[..., nn.Module]] = {
     "mse": MSE,
     "cosine_mse": CosineMSE,
     "cosine_embedding": CosineEmbedding,
+    "mnrl": MultipleNegativesRanking,
+    "mnrl_sentiment": SentimentClustering,
+    "triplet": Triplet,
 }

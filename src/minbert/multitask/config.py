@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from minbert.errors import MinbertError
 from minbert.losses import LOSSES
@@ -28,7 +28,16 @@ class TaskConfig:
     cosine_scale: float = 0.0  # 0 = the task's label maximum (STS 5, Quora 1)
     max_length: int = 128
     train_limit: int = 0  # use the first N training examples (0 = all)
-    dev_limit: int = 0  # evaluate on the first N dev examples (0 = all)
+    eval_limit: int = 0  # evaluate and predict on the first N dev and test examples (0 = all; for smoke runs)
+    extra_losses: dict[str, dict[str, float]] = field(default_factory=dict)  # {name: {weight: w, <loss args>}}
+    margin_step: float = 0.0  # > 0: report 004's dynamic margin for this task's loss, moved each epoch
+
+
+@dataclass(frozen=True)
+class PalsConfig:
+    enabled: bool = False
+    size: int = 0  # projected size s; 0 = 204 * H / 768 in heads of 17 (96 for the 384-wide default checkpoint)
+    heads: int = 12
 
 
 def default_tasks() -> dict[str, TaskConfig]:
@@ -41,6 +50,13 @@ class TrainConfig:
     data_dir: str = ""  # "" = $MINBERT_DATA, else ../shared/data
     tasks: dict[str, TaskConfig] = field(default_factory=default_tasks)
     schedule: str = "round_robin"  # a key of minbert.schedules.SCHEDULES
+    combiner: str = "sum"  # how per-task gradients become one: a key of minbert.combiners.COMBINERS
+    combiner_args: dict[str, float] = field(default_factory=dict)  # e.g. gradvac: {beta: 0.01}
+    conflict_stats: bool = False  # record per-pair gradient cosines each epoch (also with "sum")
+    regularizers: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. {smart: {weight: 15}}
+    pals: PalsConfig = field(default_factory=PalsConfig)
+    lr_schedule: str = "constant"  # a key of minbert.lr_schedules.LR_SCHEDULES
+    lr_schedule_args: dict[str, float] = field(default_factory=dict)
     steps_per_epoch: int = 0  # 0 = the schedule's natural epoch
     epochs: int = 3
     lr: float = 5e-5
@@ -54,6 +70,8 @@ class TrainConfig:
     log_every: int = 10  # steps between training-loss records in metrics.jsonl
     out: str = ""  # run directory; "" = runs/<name>-<time>
     name: str = "multitask"
+    # dotted keys applied by `minbert train CONFIG --budget`: the recipe's bounded CPU setting
+    budget: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
         from minbert.tasks import TASKS
@@ -72,9 +90,27 @@ class TrainConfig:
                 valid = "concat, cosine, cross" if TASKS[name].pair else "linear"
                 raise MinbertError(f"tasks.{name}.head: {head!r} does not fit a {'pair' if TASKS[name].pair else 'sentence'} task; valid: {valid}")
             _check_head_and_loss(f"tasks.{name}", head, t.loss or TASKS[name].default_loss)
+            for extra in t.extra_losses:
+                if extra not in LOSSES:
+                    raise MinbertError(f"tasks.{name}.extra_losses: {extra!r} unknown; valid: {', '.join(LOSSES)}")
+                _check_head_and_loss(f"tasks.{name}.extra_losses.{extra}", head, extra)
         if self.schedule not in SCHEDULES:
             raise MinbertError(f"schedule: {self.schedule!r} unknown; valid: {', '.join(SCHEDULES)}")
+        from minbert.combiners import COMBINERS
+        from minbert.lr_schedules import LR_SCHEDULES
+        from minbert.regularizers import REGULARIZERS
+
+        if self.combiner not in COMBINERS:
+            raise MinbertError(f"combiner: {self.combiner!r} unknown; valid: {', '.join(COMBINERS)}")
+        for r in self.regularizers:
+            if r not in REGULARIZERS:
+                raise MinbertError(f"regularizers: {r!r} unknown; valid: {', '.join(REGULARIZERS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise MinbertError(f"lr_schedule: {self.lr_schedule!r} unknown; valid: {', '.join(LR_SCHEDULES)}")
         return self
+
+    def restricted_to(self, names: list[str]) -> "TrainConfig":
+        return dataclasses.replace(self, tasks={n: t for n, t in self.tasks.items() if n in names})
 
     def task(self, name: str) -> TaskConfig:
         """The task's config with its defaults filled in."""
@@ -94,6 +130,8 @@ def _check_head_and_loss(where: str, head: str, loss: str) -> None:
     needs = LOSSES[loss].needs
     if needs == "embeddings" and head not in ("concat", "cosine"):
         raise MinbertError(f"{where}: loss {loss!r} needs bi-encoder embeddings; use head concat or cosine, not {head!r}")
+    if needs == "sentence" and head != "linear":
+        raise MinbertError(f"{where}: loss {loss!r} needs a sentence task's embeddings (head linear), not {head!r}")
     if needs in ("logit", "logits") and head == "cosine":
         raise MinbertError(f"{where}: loss {loss!r} needs logits but head 'cosine' gives a similarity; use mse, cosine_mse or cosine_embedding")
 

@@ -13,25 +13,32 @@ from minbert.runs import autocast
 from minbert.tasks import TASKS, overall_score
 
 
-@torch.inference_mode()
 def predict_task(model: MultitaskModel, task: str, data: TaskData, pad_id: int, device, bf16: bool, batch_size: int = 64) -> torch.Tensor:
-    """Predictions in example order. Bi-encoder and sentence tasks encode each distinct sentence once."""
+    """Predictions in example order (classes, 0/1, or similarities)."""
+    return TASKS[task].hard(soft_task(model, task, data, pad_id, device, bf16, batch_size))
+
+
+@torch.inference_mode()
+def soft_task(model: MultitaskModel, task: str, data: TaskData, pad_id: int, device, bf16: bool, batch_size: int = 64) -> torch.Tensor:
+    """Soft scores in example order (Task.soft). Bi-encoder and sentence tasks encode each distinct sentence once."""
     model.eval()
-    spec, threshold = TASKS[task], model.threshold(task)
+    spec, scale = TASKS[task], model.cosine_scale(task)
     if data.joint is not None:  # cross-encoder: every pair is its own encoder input
-        preds = torch.empty(len(data))
+        parts, order = [], []
         for idx in bucket_batches(data.lengths, batch_size):
             with autocast(device, bf16):
-                preds[idx] = spec.predict(model(task, make_batch(data, idx, pad_id).to(device)), threshold).float().cpu()
-        return preds
+                parts.append(spec.soft(model(task, make_batch(data, idx, pad_id).to(device)), scale).cpu())
+            order += idx
+        soft = torch.cat(parts)
+        return soft[torch.argsort(torch.tensor(order))]
     emb = encode_sentences(model, task, data.sentences, pad_id, device, bf16, batch_size)  # (S, H)
     index = torch.tensor(data.index, device=device)  # (N, 1 or 2)
-    preds = []
+    parts = []
     for rows in index.split(batch_size * 4):
         e = emb[rows.T.reshape(-1)]  # (k * b, H): all first sentences, then the second ones
         with autocast(device, bf16):
-            preds.append(spec.predict(model.head(task, e, pair=rows.shape[1] == 2), threshold).float().cpu())
-    return torch.cat(preds)
+            parts.append(spec.soft(model.head(task, e, pair=rows.shape[1] == 2), scale).cpu())
+    return torch.cat(parts)
 
 
 @torch.inference_mode()

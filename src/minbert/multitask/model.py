@@ -7,7 +7,8 @@ from torch import nn
 
 from minbert.model import BertModel
 from minbert.model.heads import ConcatPairHead, CosinePairHead, SentenceHead
-from minbert.multitask.config import TaskConfig, num_outputs
+from minbert.model.pals import PAL, pal_size
+from minbert.multitask.config import PalsConfig, TaskConfig, num_outputs
 from minbert.multitask.data import Batch
 from minbert.tasks import TASKS
 
@@ -21,21 +22,29 @@ def build_head(name: str, cfg: TaskConfig, hidden: int) -> nn.Module:
     return SentenceHead(hidden, num_outputs(task, cfg), cfg.dropout, cfg.extra_layers)  # linear, cross
 
 
-def decision_threshold(head: nn.Module) -> float:
-    """Where a one-score head says "yes": half the cosine scale, or 0 for a logit."""
-    return head.scale / 2 if isinstance(head, CosinePairHead) else 0.0
-
-
 class MultitaskModel(nn.Module):
-    def __init__(self, bert: BertModel, tasks: dict[str, TaskConfig]):
+    """Shared encoder `bert`, `heads[task]`, and with PALs enabled `pals[task]` inside every encoder layer."""
+
+    def __init__(self, bert: BertModel, tasks: dict[str, TaskConfig], pals: PalsConfig | None = None):
         super().__init__()
         self.bert = bert
         self.tasks = tasks
-        self.heads = nn.ModuleDict({n: build_head(n, c, bert.config.hidden_size) for n, c in tasks.items()})
+        c = bert.config
+        self.heads = nn.ModuleDict({n: build_head(n, t, c.hidden_size) for n, t in tasks.items()})
+        if pals is not None and pals.enabled:
+            size = pals.size or pal_size(c.hidden_size, pals.heads)
+            self.pals = nn.ModuleDict({n: PAL(c.hidden_size, c.num_hidden_layers, size, pals.heads) for n in tasks})
+        else:
+            self.pals = None
 
-    def embed(self, task: str, ids, mask, types=None) -> torch.Tensor:
-        """(B, H) sentence embeddings with the task's pooling."""
-        return self.bert.sentence_embedding(ids, mask, types, pooling=self.tasks[task].pooling)
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters every task's loss reaches: the encoder's (heads and PALs belong to one task each)."""
+        return [p for p in self.bert.parameters() if p.requires_grad]
+
+    def embed(self, task: str, ids, mask, types=None, inputs_embeds=None) -> torch.Tensor:
+        """(B, H) sentence embeddings with the task's pooling (and its PALs)."""
+        adapters = self.pals[task].adapters() if self.pals is not None else None
+        return self.bert.sentence_embedding(ids, mask, types, self.tasks[task].pooling, inputs_embeds, adapters)
 
     def head(self, task: str, emb: torch.Tensor, pair: bool) -> dict:
         """Head output from embeddings; for bi-encoder pairs `emb` is (2B, H): first sentences, then seconds."""
@@ -44,8 +53,11 @@ class MultitaskModel(nn.Module):
             return self.heads[task](u, v)
         return self.heads[task](emb)
 
-    def forward(self, task: str, batch: Batch) -> dict:
-        return self.head(task, self.embed(task, batch.ids, batch.mask, batch.types), batch.pair)
+    def forward(self, task: str, batch: Batch, inputs_embeds: torch.Tensor | None = None) -> dict:
+        """`inputs_embeds` (B', T, H) replaces the word embeddings of batch.ids (SMART perturbs them)."""
+        return self.head(task, self.embed(task, batch.ids, batch.mask, batch.types, inputs_embeds), batch.pair)
 
-    def threshold(self, task: str) -> float:
-        return decision_threshold(self.heads[task])
+    def cosine_scale(self, task: str) -> float | None:
+        """The task head's cosine scale, or None when its score is a logit (see Task.soft)."""
+        head = self.heads[task]
+        return head.scale if isinstance(head, CosinePairHead) else None

@@ -18,7 +18,8 @@ from minbert.errors import MinbertError
 from minbert.runs import atomic_write_text, load_tensors, save_tensors
 
 
-def save_snapshot(run: Path, kind: str, step: int, model: nn.Module, optimizer=None, state: dict | None = None) -> Path:
+def save_snapshot(run: Path, kind: str, step: int, model: nn.Module, optimizer=None, state: dict | None = None, extra: dict | None = None) -> Path:
+    """`extra`: more tensors to keep with the optimizer state (e.g. a regularizer's EMA weights)."""
     folder = run / "checkpoints" / f"{kind}-{step:08d}"
     if folder.exists():
         shutil.rmtree(folder)
@@ -28,6 +29,7 @@ def save_snapshot(run: Path, kind: str, step: int, model: nn.Module, optimizer=N
     if optimizer is not None:
         tensors, state["optimizer"] = optimizer_state(model, optimizer)
         tensors["rng/torch"] = torch.get_rng_state()
+        tensors.update({f"extra/{k}": v for k, v in (extra or {}).items()})
         save_tensors(folder / "optimizer.safetensors", tensors)
     atomic_write_text(folder / "state.json", json.dumps(state, indent=1))
     atomic_write_text(run / f"{kind}.json", json.dumps({"folder": folder.name, "step": step}))  # the commit
@@ -44,8 +46,9 @@ def snapshot_folder(run: Path, kind: str) -> Path:
     return run / "checkpoints" / json.loads(pointer.read_text())["folder"]
 
 
-def load_snapshot(run: Path, kind: str, model: nn.Module, optimizer=None) -> dict:
-    """Restore weights (and optimizer and torch RNG when given); returns the saved JSON state."""
+def load_snapshot(run: Path, kind: str, model: nn.Module, optimizer=None, extra: dict | None = None) -> dict:
+    """Restore weights (and optimizer, torch RNG and the `extra` tensors, into the given dict, when an optimizer
+    is given); returns the saved JSON state."""
     folder = snapshot_folder(run, kind)
     model.load_state_dict(load_tensors(folder / "model.safetensors"))
     state = json.loads((folder / "state.json").read_text())
@@ -53,6 +56,8 @@ def load_snapshot(run: Path, kind: str, model: nn.Module, optimizer=None) -> dic
         tensors = load_tensors(folder / "optimizer.safetensors")
         restore_optimizer(model, optimizer, tensors, state["optimizer"])
         torch.set_rng_state(tensors["rng/torch"])
+        if extra is not None:
+            extra.update({k.removeprefix("extra/"): v for k, v in tensors.items() if k.startswith("extra/")})
     return state
 
 
@@ -74,7 +79,7 @@ def optimizer_state(model: nn.Module, optimizer) -> tuple[dict[str, torch.Tensor
 def restore_optimizer(model: nn.Module, optimizer, tensors: dict, meta: dict) -> None:
     params = dict(model.named_parameters())
     for key, v in tensors.items():
-        if key.startswith("rng/"):
+        if key.startswith(("rng/", "extra/")):
             continue
         k, n = key.split("/", 1)
         optimizer.state[params[n]][k] = v.clone()

@@ -17,13 +17,13 @@ import torch
 
 from minbert.config import dump_yaml, from_dict, load_yaml
 from minbert.data import Tokenizer, data_dir, load_split, split_file
-from minbert.losses import LOSSES
 from minbert.model import BertModel, resolve_checkpoint
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, TaskData, encode_task, make_batch
 from minbert.multitask.evaluate import evaluate, results_table, write_task_predictions
 from minbert.multitask.model import MultitaskModel
 from minbert.multitask.state import load_snapshot, save_snapshot
+from minbert.multitask.techniques import Techniques
 from minbert.optim import AdamW
 from minbert.runs import MetricsLog, autocast, new_run_dir, pick_device, progress, seed_everything
 from minbert.schedules import SCHEDULES
@@ -43,14 +43,14 @@ def load_data(cfg: TrainConfig, tok: Tokenizer, splits=("train", "dev", "test"))
                 log.warning("no %s test file under %s: its test predictions are skipped", name, root)
                 continue
             examples = load_split(task.dataset, split, root, cfg.strict)
-            limit = {"train": tcfg.train_limit, "dev": tcfg.dev_limit}.get(split, 0)
+            limit = tcfg.train_limit if split == "train" else tcfg.eval_limit
             out[split][name] = encode_task(task, examples[:limit] if limit else examples, tok, tcfg)
     return out
 
 
 def build(cfg: TrainConfig, device) -> tuple[MultitaskModel, Tokenizer]:
     ckpt = resolve_checkpoint(cfg.checkpoint)
-    model = MultitaskModel(BertModel.from_pretrained(ckpt), {n: cfg.task(n) for n in cfg.tasks})
+    model = MultitaskModel(BertModel.from_pretrained(ckpt), {n: cfg.task(n) for n in cfg.tasks}, cfg.pals)
     return model.to(device), Tokenizer.from_pretrained(ckpt)
 
 
@@ -60,8 +60,8 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> dict:
     device = pick_device(cfg.device)
     model, tok = build(cfg, device)
     data = load_data(cfg, tok)
-    losses = {n: LOSSES[cfg.task(n).loss](**cfg.task(n).loss_args) for n in cfg.tasks}
     optimizer = AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    tech = Techniques(cfg, model, device)
 
     run = resume or (Path(cfg.out) if cfg.out else new_run_dir("runs", cfg.name))
     run.mkdir(parents=True, exist_ok=True)
@@ -70,7 +70,10 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> dict:
           "consumed": {n: 0 for n in cfg.tasks}, "epoch_loss": {n: [0.0, 0] for n in cfg.tasks},
           "window": {n: [0.0, 0] for n in cfg.tasks}}  # loss sums and counts: this epoch's, and since the last log
     if resume:
-        st = load_snapshot(run, "last", model, optimizer)
+        tensors: dict = {}
+        st = load_snapshot(run, "last", model, optimizer, tensors)
+        tech.load_state(st["techniques"])
+        tech.load_tensors(tensors)
         metrics.truncate_after(st["global_step"])  # records written after the checkpoint are replayed
         log.info("resuming %s at epoch %d, step %d", run, st["epoch"], st["global_step"])
     else:
@@ -81,48 +84,59 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> dict:
     sizes = {n: len(d) for n, d in train_data.items()}
     per_pass = {n: -(-sizes[n] // cfg.task(n).batch_size) for n in cfg.tasks}
     streams = {n: BatchStream(n, d.lengths, cfg.task(n).batch_size, cfg.seed, st["consumed"][n]) for n, d in train_data.items()}
+    plans = {e: SCHEDULES[cfg.schedule](sizes, per_pass, e, cfg.epochs, cfg.steps_per_epoch, cfg.seed) for e in range(1, cfg.epochs + 1)}
+    total_steps = sum(len(p) for p in plans.values())
     start = time.time() - st["elapsed"]
 
+    def checkpoint(**where):
+        st.update(where, elapsed=time.time() - start, consumed={n: x.consumed for n, x in streams.items()}, techniques=tech.state())
+        save_snapshot(run, "last", st["global_step"], model, optimizer, st, tech.tensors())
+
     for epoch in range(st["epoch"], cfg.epochs + 1):
-        plan = SCHEDULES[cfg.schedule](sizes, per_pass, epoch, cfg.epochs, cfg.steps_per_epoch, cfg.seed)
+        plan = plans[epoch]
         model.train()
         bar = progress(range(st["step_in_epoch"], len(plan)), f"epoch {epoch}/{cfg.epochs}", unit="step", total=len(plan), initial=st["step_in_epoch"])
         for s in bar:
+            tech.lr_schedule.on_step(optimizer, st["global_step"], total_steps)
             optimizer.zero_grad(set_to_none=True)
+            rows = []
             for name in plan[s]:
                 batch = make_batch(train_data[name], streams[name].next(), tok.pad_id).to(device)
-                with autocast(device, cfg.bf16):
-                    out = model(name, batch)
-                loss = losses[name](out, batch.labels) * cfg.task(name).weight
-                loss.backward()  # one task's graph at a time; the accumulated gradient is that of the summed loss
+                loss = tech.task_loss(name, batch)
+                loss.backward()  # one task's graph at a time; accumulated, the gradients are those of the summed loss
+                if tech.per_task:
+                    rows.append(tech.take_grads())  # this task's gradient on the shared encoder, for the combiner
                 for acc in (st["window"][name], st["epoch_loss"][name]):
                     acc[0] += loss.item()
                     acc[1] += 1
+            if rows:
+                tech.combine(rows, list(plan[s]), st["global_step"])
             if cfg.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
             optimizer.step()
+            tech.after_step()
             st["global_step"] += 1
             step = st["global_step"]
-            bar.set_postfix({n: f"{a / c:.3f}" for n, (a, c) in st["epoch_loss"].items() if c}, refresh=False)
+            # running loss per task this epoch, and (in brackets) how many of its batches: the task mix
+            bar.set_postfix({n: f"{a / c:.3f} ({c})" for n, (a, c) in st["epoch_loss"].items() if c}, refresh=False)
             if step % cfg.log_every == 0:
                 metrics.write({"step": step, "epoch": epoch, **{f"train/loss/{n}": a / c for n, (a, c) in st["window"].items() if c}})
                 st["window"] = {n: [0.0, 0] for n in cfg.tasks}
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and s + 1 < len(plan):
-                st.update(step_in_epoch=s + 1, epoch=epoch, elapsed=time.time() - start, consumed={n: x.consumed for n, x in streams.items()})
-                save_snapshot(run, "last", step, model, optimizer, st)
+                checkpoint(step_in_epoch=s + 1, epoch=epoch)
         bar.close()
 
         dev, _ = evaluate(model, data["dev"], tok.pad_id, device, cfg.bf16)
         epoch_loss = {f"train/loss/{n}": a / c for n, (a, c) in st["epoch_loss"].items() if c}
-        metrics.write({"step": st["global_step"], "epoch": epoch, "time": time.time() - start, **epoch_loss, **{f"dev/{k}": v for k, v in dev.items()}})
+        extra = tech.end_epoch(optimizer, epoch, sum(epoch_loss.values()), dev)
+        metrics.write({"step": st["global_step"], "epoch": epoch, "time": time.time() - start, **epoch_loss, **{f"dev/{k}": v for k, v in dev.items()}, **extra})
         improved = dev["overall"] > st["best"]
         print(f"epoch {epoch}/{cfg.epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in dev.items()) + ("  (best)" if improved else "") + f"  {time.time() - start:.0f}s", flush=True)
         if improved:
             st.update(best=dev["overall"], best_epoch=epoch)
             save_snapshot(run, "best", st["global_step"], model, state={"epoch": epoch, "dev": dev})
-        st.update(epoch=epoch + 1, step_in_epoch=0, elapsed=time.time() - start, consumed={n: x.consumed for n, x in streams.items()},
-                  epoch_loss={n: [0.0, 0] for n in cfg.tasks})
-        save_snapshot(run, "last", st["global_step"], model, optimizer, st)
+        st["epoch_loss"] = {n: [0.0, 0] for n in cfg.tasks}
+        checkpoint(epoch=epoch + 1, step_in_epoch=0)
 
     return finish(run, cfg, model, tok, data, device, wall=time.time() - start, steps=st["global_step"])
 

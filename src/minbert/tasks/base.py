@@ -4,8 +4,6 @@ head outputs become the predictions written to CS224N files."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 import torch
 
@@ -21,12 +19,27 @@ class Task:
     default_head: str
     default_loss: str
     label_max: float  # top of the label range: cosine heads scale to it, cosine losses divide by it
-    predict: Callable[[dict, float], torch.Tensor]  # (head output, decision threshold) -> predictions
     file_prefix: str = ""  # CS224N prediction file names: {prefix}-{split}-output.csv; "" = the task name
 
     @property
     def prefix(self) -> str:
         return self.file_prefix or self.name
+
+    def soft(self, out: dict, cosine_scale: float | None) -> torch.Tensor:
+        """Head output -> what ensembles average: class probabilities (N, C), the probability of "yes" (N,) for
+        a one-score binary head (sigmoid of a logit, or a cosine score / its scale), or the similarity (N,)."""
+        if "logits" in out:
+            return out["logits"].float().softmax(-1)
+        score = out["score"].float()
+        if self.metric_name == "pearson":
+            return score
+        return score / cosine_scale if cosine_scale else torch.sigmoid(score)
+
+    def hard(self, soft: torch.Tensor) -> torch.Tensor:
+        """Soft scores -> the predictions written to files: a class, 0/1, or the similarity itself."""
+        if soft.dim() == 2:
+            return soft.argmax(-1)
+        return soft if self.metric_name == "pearson" else (soft > 0.5).long()
 
     def metric(self, preds: torch.Tensor, labels: torch.Tensor) -> float:
         if self.metric_name == "acc":
@@ -42,21 +55,6 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float:
     if x.std() == 0 or y.std() == 0:
         return 0.0  # a constant prediction has no correlation; corrcoef would return nan
     return float(np.corrcoef(x, y)[0, 1])
-
-
-def argmax_classes(out: dict, threshold: float) -> torch.Tensor:
-    return out["logits"].argmax(-1)
-
-
-def binary(out: dict, threshold: float) -> torch.Tensor:
-    """Two logits: argmax; one score: above the head's decision threshold (0 for a logit, scale/2 for a cosine)."""
-    if "logits" in out:
-        return out["logits"].argmax(-1)
-    return (out["score"] > threshold).long()
-
-
-def regression(out: dict, threshold: float) -> torch.Tensor:
-    return out["score"].float()
 
 
 def overall_score(metrics: dict[str, float], tasks: dict[str, Task]) -> float:

@@ -1,0 +1,128 @@
+"""Multitask throughput on the quickstart setup (SST, Quora, STS on the embedded checkpoint). Run by hand:
+
+    python benchmarks/bench_multitask.py [--steps 20] [--fp32]
+
+Reports, in one run: examples/s of a round-robin training step (forward, summed losses, backward, AdamW) with
+length-bucketed batches and with plain shuffled batches; examples/s of a full dev evaluation (each distinct
+sentence encoded once); and the fraction of padding tokens in the training batches with and without bucketing.
+Prints a table and appends it, with the command, to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from minbert.config import load_config
+from minbert.losses import LOSSES
+from minbert.multitask.config import TrainConfig
+from minbert.multitask.data import BatchStream, make_batch
+from minbert.multitask.evaluate import evaluate
+from minbert.multitask.train import build, load_data
+from minbert.optim import AdamW
+from minbert.runs import autocast
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+class ShuffledStream(BatchStream):
+    """Plain shuffled batches of the same size, no length sorting: the baseline bucketing is measured against."""
+
+    def next(self):
+        p, i = divmod(self.consumed, self.per_pass)
+        if p != self._pass:
+            order = list(range(len(self.lengths)))
+            random.Random(f"{self.seed}/{self.name}/{p}").shuffle(order)
+            self._pass, self._batches = p, [order[j : j + self.batch_size] for j in range(0, len(order), self.batch_size)]
+        self.consumed += 1
+        return self._batches[i]
+
+
+def padding(data, streams, pad_id, n) -> float:
+    pad = total = 0
+    for name, s in streams.items():
+        for _ in range(n):
+            b = make_batch(data[name], s.next(), pad_id)
+            pad += int((b.mask == 0).sum())
+            total += b.mask.numel()
+    return pad / total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--fp32", action="store_true", help="no bf16 autocast")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    cfg = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"bf16={not args.fp32}"])
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    model, tok = build(cfg, device)
+    data = load_data(cfg, tok, ("train", "dev"))
+    losses = {n: LOSSES[cfg.task(n).loss]() for n in cfg.tasks}
+    opt = AdamW(model.parameters(), lr=cfg.lr)
+
+    def streams(cls):
+        return {n: cls(n, d.lengths, cfg.task(n).batch_size, cfg.seed) for n, d in data["train"].items()}
+
+    def steps_per_second(cls) -> float:
+        s = streams(cls)
+        model.train()
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            for name in cfg.tasks:
+                batch = make_batch(data["train"][name], s[name].next(), tok.pad_id)
+                with autocast(device, cfg.bf16):
+                    loss = losses[name](model(name, batch), batch.labels)
+                loss.backward()
+            opt.step()
+
+        for _ in range(3):
+            step()
+        t = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        return args.steps / (time.perf_counter() - t)
+
+    per_step = sum(cfg.task(n).batch_size for n in cfg.tasks)  # pairs count as one example
+    bucketed = steps_per_second(BatchStream) * per_step
+    shuffled = steps_per_second(ShuffledStream) * per_step
+    t = time.perf_counter()
+    evaluate(model, data["dev"], tok.pad_id, device, cfg.bf16)
+    eval_time = time.perf_counter() - t
+    n_dev = sum(len(d) for d in data["dev"].values())
+    pad_b = padding(data["train"], streams(BatchStream), tok.pad_id, 200)
+    pad_s = padding(data["train"], streams(ShuffledStream), tok.pad_id, 200)
+
+    precision = "fp32" if args.fp32 else "bf16"
+    table = "\n".join(
+        [
+            "| measure | bucketed | shuffled (no bucketing) | ratio |",
+            "|---|---|---|---|",
+            f"| round-robin train step, examples/s ({precision}) | {bucketed:.1f} | {shuffled:.1f} | **{bucketed / shuffled:.2f}x** |",
+            f"| padding tokens in training batches | {pad_b:.1%} | {pad_s:.1%} | |",
+            f"| dev evaluation, examples/s ({precision}; {n_dev} examples in {eval_time:.1f} s) | {n_dev / eval_time:.1f} | | |",
+        ]
+    )
+    header = (
+        f"\n## bench_multitask: {time.strftime('%Y-%m-%d %H:%M')}\n\n"
+        f"`{' '.join(['python', 'benchmarks/' + Path(__file__).name, *sys.argv[1:]])}`\n\n"
+        f"configs/quickstart.yaml tasks (SST linear, Quora concat bi-encoder, STS cosine bi-encoder; batch "
+        f"{per_step // len(cfg.tasks)} per task), embedded checkpoint, {args.steps} timed steps after 3 warm-up, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads. Padding measured over 200 batches per task.\n\n"
+    )
+    print(header + table)
+    if not args.no_write:
+        with open(RESULTS, "a") as f:
+            f.write(header + table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Cost of each technique per training step, relative to plain summed round-robin, measured in one run on the
+quickstart setup (SST, Quora, STS; embedded checkpoint; bf16 unless --fp32). Run by hand:
+
+    python benchmarks/bench_techniques.py [--steps 10] [--fp32]
+
+Each variant trains `--steps` round-robin steps (after 2 warm-up steps) through the real training loop's
+per-step code (minbert.multitask.techniques), with the same batches. Appends the table to benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from minbert.config import load_config
+from minbert.multitask.config import TrainConfig
+from minbert.multitask.data import BatchStream, make_batch
+from minbert.multitask.techniques import Techniques
+from minbert.multitask.train import build, load_data
+from minbert.optim import AdamW
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).with_name("RESULTS.md")
+
+VARIANTS = {
+    "sum (baseline)": [],
+    "conflict statistics": ["conflict_stats=true"],
+    "PCGrad": ["combiner=pcgrad"],
+    "GradVac": ["combiner=gradvac"],
+    "SMART (K=1)": ["regularizers.smart.weight=15"],
+    "Bregman": ["regularizers.bregman.mu=1"],
+    "PALs": ["pals.enabled=true"],
+    "MNRL on Quora (extra loss)": ["tasks.quora.extra_losses.mnrl.weight=1"],
+}
+
+
+def time_variant(overrides: list[str], steps: int, fp32: bool) -> float:
+    cfg = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"bf16={not fp32}", *overrides]).validate()
+    device = torch.device("cpu")
+    torch.manual_seed(0)
+    model, tok = build(cfg, device)
+    data = load_data(cfg, tok, ("train",))["train"]
+    tech = Techniques(cfg, model, device)
+    opt = AdamW(model.parameters(), lr=cfg.lr)
+    streams = {n: BatchStream(n, d.lengths, cfg.task(n).batch_size, cfg.seed) for n, d in data.items()}
+    model.train()
+
+    def step(i):
+        opt.zero_grad(set_to_none=True)
+        rows = []
+        for name in cfg.tasks:
+            batch = make_batch(data[name], streams[name].next(), tok.pad_id)
+            tech.task_loss(name, batch).backward()
+            if tech.per_task:
+                rows.append(tech.take_grads())
+        if rows:
+            tech.combine(rows, list(cfg.tasks), i)
+        opt.step()
+        tech.after_step()
+
+    for i in range(2):
+        step(i)
+    t = time.perf_counter()
+    for i in range(steps):
+        step(i + 2)
+    return (time.perf_counter() - t) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--fp32", action="store_true")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    times = {name: time_variant(o, args.steps, args.fp32) for name, o in VARIANTS.items()}
+    base = times["sum (baseline)"]
+    rows = [f"| {name} | {t * 1000:.0f} | {t / base:.2f}x |" for name, t in times.items()]
+    table = "\n".join(["| technique | ms per round-robin step | relative to sum |", "|---|---|---|", *rows])
+    header = (
+        f"\n## bench_techniques: {time.strftime('%Y-%m-%d %H:%M')}\n\n"
+        f"`{' '.join(['python', 'benchmarks/' + Path(__file__).name, *sys.argv[1:]])}`\n\n"
+        f"configs/quickstart.yaml (batch 32 per task, {'fp32' if args.fp32 else 'bf16 autocast'}), one step = one batch "
+        f"of each of SST, Quora, STS, forward + backward + AdamW; mean of {args.steps} steps after 2 warm-up; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads.\n\n"
+    )
+    print(header + table)
+    if not args.no_write:
+        with open(RESULTS, "a") as f:
+            f.write(header + table + "\n")
+
+
+if __name__ == "__main__":
+    main()

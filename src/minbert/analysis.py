@@ -1,0 +1,101 @@
+"""`minbert analyze RUN_DIR`: what report 001 and report 003 look at, as files a person opens.
+
+- plots/sst_confusion.png (+ sst_confusion.json): SST dev confusion matrix, each true class's row normalized
+- plots/sst_tsne.png: t-SNE of the SST dev sentence embeddings, coloured by gold label
+- plots/conflicts.png: per epoch and task pair, the number of negative gradient cosines and their mean
+  (runs trained with `conflict_stats: true`)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from minbert.plot import _save, plt
+from minbert.runs import MetricsLog
+
+SENTIMENT = ["negative", "somewhat neg.", "neutral", "somewhat pos.", "positive"]
+
+
+def confusion_matrix(preds: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """(k, k) counts normalized per true class (row): entry [i, j] is the share of class i predicted as j."""
+    m = np.zeros((k, k))
+    np.add.at(m, (labels, preds), 1)
+    return m / np.maximum(m.sum(1, keepdims=True), 1)
+
+
+def plot_confusion(m: np.ndarray, path: Path, title: str) -> Path:
+    fig, ax = plt.subplots(figsize=(5.5, 4.8))
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", color="white" if m[i, j] > 0.5 else "black")
+    ticks = SENTIMENT[: m.shape[0]] if m.shape[0] == 5 else range(m.shape[0])
+    ax.set(xticks=range(m.shape[0]), yticks=range(m.shape[0]), xlabel="predicted", ylabel="true", title=title)
+    ax.set_xticklabels(ticks, rotation=30, ha="right")
+    ax.set_yticklabels(ticks)
+    fig.colorbar(im, ax=ax)
+    return _save(fig, path)
+
+
+def plot_tsne(emb: np.ndarray, labels: np.ndarray, path: Path, title: str, perplexity: float, seed: int) -> Path:
+    from sklearn.manifold import TSNE
+
+    xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(emb)
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for c in sorted(set(labels.tolist())):
+        sel = labels == c
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.7, label=SENTIMENT[c] if len(set(labels.tolist())) == 5 else str(c))
+    ax.set(title=title, xticks=[], yticks=[])
+    ax.legend(markerscale=2, fontsize=8)
+    return _save(fig, path)
+
+
+def plot_conflicts(run: Path) -> Path | None:
+    records = [r for r in MetricsLog(run / "metrics.jsonl").read() if any(k.startswith("conflict/") for k in r)]
+    if not records:
+        return None
+    pairs = sorted({k.split("/")[1] for r in records for k in r if k.startswith("conflict/")})
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    for p in pairs:
+        epochs = [r["epoch"] for r in records]
+        a.plot(epochs, [r.get(f"conflict/{p}/negative", 0) for r in records], marker="o", label=p)
+        b.plot(epochs, [r.get(f"conflict/{p}/mean_cos", 0) for r in records], marker="o", label=p)
+    a.set(xlabel="epoch", ylabel="steps with negative cosine", title="gradient conflicts per task pair")
+    b.set(xlabel="epoch", ylabel="mean cosine", title="mean gradient cosine per task pair")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, run / "plots" / "conflicts.png")
+
+
+def analyze(run: Path, perplexity: float = 30.0) -> list[Path]:
+    from minbert.multitask.evaluate import encode_sentences, predict_task
+    from minbert.multitask.state import load_snapshot
+    from minbert.multitask.train import build, load_data, load_run_config
+    from minbert.runs import pick_device
+
+    cfg = load_run_config(run)
+    written = []
+    if "sst" in cfg.tasks:
+        device = pick_device(cfg.device)
+        model, tok = build(cfg, device)
+        load_snapshot(run, "best", model)
+        data = load_data(cfg.restricted_to(["sst"]), tok, ("dev",))["dev"]["sst"]
+        labels = data.labels.long().numpy()
+        preds = predict_task(model, "sst", data, tok.pad_id, device, cfg.bf16).long().numpy()
+        m = confusion_matrix(preds, labels, 5)
+        (run / "plots").mkdir(exist_ok=True)
+        (run / "plots" / "sst_confusion.json").write_text(json.dumps({"rows_true_cols_predicted": m.round(4).tolist(), "accuracy": float((preds == labels).mean())}, indent=1))
+        written.append(plot_confusion(m, run / "plots" / "sst_confusion.png", f"SST dev, normalized per true class ({run.name})"))
+        with torch.inference_mode():
+            emb = encode_sentences(model, "sst", data.sentences, tok.pad_id, device, cfg.bf16, 64)
+        emb = emb[torch.tensor([ix[0] for ix in data.index])].float().cpu().numpy()
+        written.append(plot_tsne(emb, labels, run / "plots" / "sst_tsne.png", f"t-SNE of SST dev embeddings ({run.name})", perplexity, cfg.seed))
+    conflicts = plot_conflicts(run)
+    if conflicts:
+        written.append(conflicts)
+    return written

@@ -1,0 +1,69 @@
+"""`minbert ensemble RUN_DIR... --out DIR [--min sst=0.53 quora=0.88 sts=0.87]` (report 001's final system).
+
+For each task, average the soft outputs (class probabilities, paraphrase probabilities, similarity scores) of the
+runs' best checkpoints on dev and test; with `--min`, a run joins a task's average only if its own dev metric for
+that task reached the threshold. Writes dev metrics, summary.json and prediction files like a single run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from minbert.errors import MinbertError
+from minbert.multitask.evaluate import results_table, soft_task, write_task_predictions
+from minbert.multitask.state import load_snapshot
+from minbert.multitask.train import build, load_data, load_run_config
+from minbert.runs import pick_device
+from minbert.tasks import TASKS, overall_score
+
+
+def ensemble(runs: list[Path], out: Path, thresholds: dict[str, float] | None = None) -> dict:
+    thresholds = thresholds or {}
+    start = time.time()
+    soft: dict[str, dict[str, list[torch.Tensor]]] = {"dev": {}, "test": {}}
+    members: dict[str, list[str]] = {}
+    data_of: dict[str, dict] = {}  # split -> task -> TaskData (ids and labels)
+    for run in runs:
+        cfg = load_run_config(run)
+        dev_metrics = json.loads((run / "summary.json").read_text())["dev"] if (run / "summary.json").is_file() else {}
+        wanted = [t for t in cfg.tasks if dev_metrics.get(f"{t}/{TASKS[t].metric_name}", -1.0) >= thresholds.get(t, -1.0)]
+        if not wanted:
+            continue
+        device = pick_device(cfg.device)
+        model, tok = build(cfg.restricted_to(wanted), device)
+        load_snapshot(run, "best", model)
+        data = load_data(cfg.restricted_to(wanted), tok, ("dev", "test"))
+        for split, tasks in data.items():
+            for t, d in tasks.items():
+                known = data_of.setdefault(split, {}).setdefault(t, d)
+                if [e.id for e in known.examples] != [e.id for e in d.examples]:
+                    raise MinbertError(f"{run}: its {t} {split} examples differ from the other runs' (eval limits?)")
+                soft[split].setdefault(t, []).append(soft_task(model, t, d, tok.pad_id, device, cfg.bf16))
+        for t in wanted:
+            members.setdefault(t, []).append(run.name)
+        del model
+    if not members:
+        raise MinbertError(f"no run passed the thresholds {thresholds}; lower --min or add runs")
+
+    metrics, preds = {}, {"dev": {}, "test": {}}
+    for split in ("dev", "test"):
+        for t, parts in soft[split].items():
+            preds[split][t] = TASKS[t].hard(torch.stack(parts).mean(0))
+            if split == "dev":
+                metrics[f"{t}/{TASKS[t].metric_name}"] = TASKS[t].metric(preds[split][t], data_of["dev"][t].labels)
+    if len(metrics) == len(members):
+        metrics["overall"] = overall_score(metrics, {t: TASKS[t] for t in members})
+    out.mkdir(parents=True, exist_ok=True)
+    for split in ("dev", "test"):
+        write_task_predictions(out / "predictions", split, data_of.get(split, {}), preds[split])
+    summary = {"run_dir": str(out), "dev": metrics, "members": members, "thresholds": thresholds,
+               "wall_time_s": round(time.time() - start, 1), "steps": None}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(results_table({f"ensemble of {len(runs)} runs": metrics}, list(members)))
+    for t, names in members.items():
+        print(f"{t}: {len(names)} run(s): {', '.join(names)}")
+    return summary

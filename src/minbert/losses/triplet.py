@@ -1,0 +1,22 @@
+import torch
+from torch import nn
+
+
+class Triplet(nn.Module):
+    """Triplet loss for similarity pairs (report 003; sentence-transformers' TripletLoss with Euclidean distance):
+    anchor u_i, positive v_i, negative v_{i+1} (the next pair's second sentence), and each pair's term weighted by
+    its label / label_max, so that a weakly similar pair pulls weakly:
+        w_i * max(0, |u_i - v_i| - |u_i - v_{i+1}| + margin)."""
+
+    needs = "embeddings"
+
+    def __init__(self, margin: float = 5.0, label_max: float = 5.0):
+        super().__init__()
+        self.margin, self.label_max = margin, label_max
+
+    def forward(self, out, labels):
+        u, v = out["u"].float(), out["v"].float()
+        negative = v.roll(-1, dims=0)
+        d_pos, d_neg = (u - v).norm(dim=-1), (u - negative).norm(dim=-1)
+        w = labels.float() / self.label_max
+        return (w * torch.relu(d_pos - d_neg + self.margin)).mean()

@@ -1,0 +1,9 @@
+"""Regularizers: an extra loss term per task batch, `reg(model, task, batch, out, needs) -> tensor` (already
+weighted), and `after_step(model)` after each optimizer step. `needs` is the task loss's output kind, which picks
+the divergence: symmetric KL for class logits and binary logits, squared error for real-valued scores.
+`state_tensors()` / `load_state_tensors()` carry their state through checkpoints."""
+
+from minbert.regularizers.bregman import Bregman
+from minbert.regularizers.smart import Smart
+
+REGULARIZERS = {"smart": Smart, "bregman": Bregman}

@@ -1,0 +1,47 @@
+"""Bregman proximal point optimization with momentum (Jiang et al. 2020; report 001).
+
+Keep an EMA copy of the parameters, theta_tilde <- (1 - beta) theta + beta theta_tilde after every optimizer step,
+and add mu * D(f(x; theta), f(x; theta_tilde)) to the loss (the divergence of SMART; the EMA model runs without
+dropout and without gradients), so each update stays near the recent iterates.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from minbert.regularizers.divergence import divergence
+
+
+class Bregman:
+    def __init__(self, mu: float = 1.0, beta: float = 0.99):
+        self.mu, self.beta = mu, beta
+        self.ema = None  # copy of the model, made at the first call (theta_tilde_0 = theta_0)
+
+    def _ensure(self, model):
+        if self.ema is None:
+            self.ema = copy.deepcopy(model).eval().requires_grad_(False)
+        return self.ema
+
+    def __call__(self, model, task, batch, out, needs):
+        if not self.mu:
+            return out[next(iter(out))].new_zeros(())
+        ema = self._ensure(model)
+        with torch.no_grad():
+            target = ema(task, batch)
+        return self.mu * divergence(out, target, needs)
+
+    @torch.no_grad()
+    def after_step(self, model) -> None:
+        ema = self._ensure(model)
+        params = [p for p in model.parameters()]
+        torch._foreach_lerp_([p for p in ema.parameters()], params, 1 - self.beta)  # beta * ema + (1 - beta) * theta
+
+    def state_tensors(self) -> dict:
+        return {} if self.ema is None else {f"ema/{k}": v for k, v in self.ema.state_dict().items()}
+
+    def load_state_tensors(self, tensors: dict, model=None) -> None:
+        ema = {k.removeprefix("ema/"): v for k, v in tensors.items() if k.startswith("ema/")}
+        if ema and model is not None:
+            self._ensure(model).load_state_dict(ema)
