@@ -43,16 +43,19 @@ def model_flops(cfg, batch, length, train: bool) -> float:
     return per_token * batch * T * (3 if train else 1)
 
 
-def timed(fn, iters) -> float:
-    """Median seconds per call after warm-up."""
+def timed_pair(fa, fb, iters) -> tuple[float, float]:
+    """Median seconds per call of fa and of fb, calls interleaved (alternating which goes first) so that both
+    see the same machine: on a shared 2-core VM, timing one after the other drifts by 10-15%."""
     for _ in range(3):
-        fn()
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        fa()
+        fb()
+    ta, tb = [], []
+    for i in range(iters):
+        for f, acc in ((fa, ta), (fb, tb)) if i % 2 == 0 else ((fb, tb), (fa, ta)):
+            t = time.perf_counter()
+            f()
+            acc.append(time.perf_counter() - t)
+    return statistics.median(ta), statistics.median(tb)
 
 
 def step_fn(model, opt, ids, mask, bf16, hf):
@@ -94,13 +97,13 @@ def main() -> None:
     for precision in ("fp32", "bf16"):
         bf16 = precision == "bf16"
         res = {}
+        fns = {}
         for name, model, opt_cls, hf in (("ours", ours, AdamW, False), ("transformers", ref, torch.optim.AdamW, True)):
-            model.train()
-            opt = opt_cls(model.parameters(), lr=1e-5)
-            train, infer = step_fn(model, opt, ids, mask, bf16, hf)
-            res[name, "train"] = timed(train, args.iters)
-            model.eval()
-            res[name, "infer"] = timed(infer, args.iters)
+            fns[name] = step_fn(model, opt_cls(model.parameters(), lr=1e-5), ids, mask, bf16, hf)
+        for kind, i in (("train", 0), ("infer", 1)):
+            for m in (ours, ref):
+                m.train(kind == "train")
+            res["ours", kind], res["transformers", kind] = timed_pair(fns["ours"][i], fns["transformers"][i], args.iters)
         for kind in ("train", "infer"):
             flops = model_flops(ours.config, args.batch, args.length, kind == "train")
             o, r = res["ours", kind], res["transformers", kind]
@@ -119,7 +122,7 @@ def main() -> None:
         f"\n## bench_encoder: {time.strftime('%Y-%m-%d %H:%M')}\n\n"
         f"`{' '.join(['python', 'benchmarks/' + Path(__file__).name, *sys.argv[1:]])}`\n\n"
         f"embedded checkpoint (all-MiniLM-L6-v2, 6x384), batch {args.batch} x {args.length} tokens (half padded to 3/4), "
-        f"median of {args.iters} steps; torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"median of {args.iters} steps, ours and the reference interleaved; torch {torch.__version__}, transformers {transformers.__version__}, "
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}. "
         f"Matmul peak (2048x2048) in this run: fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s. "
         "Train step = forward + backward + AdamW (ours: minbert.optim.AdamW; reference: torch.optim.AdamW).\n\n"

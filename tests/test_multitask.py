@@ -14,8 +14,7 @@ from safetensors.torch import load_file
 
 from minbert.cli import main
 from minbert.config import load_config
-from minbert.data import Tokenizer, data_dir, read_predictions
-from minbert.errors import MinbertError
+from minbert.data import Tokenizer, read_predictions
 from minbert.multitask.config import TaskConfig, TrainConfig
 from minbert.multitask.data import encode_task, make_batch
 from minbert.multitask.evaluate import predict_task
@@ -147,6 +146,9 @@ def test_interrupted_save_does_not_move_the_pointer(tmp_path, monkeypatch):
         ("tasks.sts.head=linear", "does not fit a pair task; valid: concat, cosine, cross"),
         ("tasks.quora.head=cosine", "needs logits but head 'cosine' gives a similarity"),
         ("tasks.imdb.head=linear", "tasks.imdb: unknown task; valid: sst, quora, sts, cfimdb"),
+        ("tasks.sts.margin_step=0.1", "tasks.sts.margin_step: a dynamic margin needs loss cosine_embedding, not 'mse'"),
+        ("combiner=mgda", "combiner: 'mgda' unknown; valid: sum, pcgrad, gradvac"),
+        ("regularizers.r3f.weight=1", "regularizers: 'r3f' unknown; valid: smart, bregman"),
     ],
 )
 def test_bad_configs_fail_before_training(override, message, capsys, tmp_path):

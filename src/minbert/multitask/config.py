@@ -90,6 +90,8 @@ class TrainConfig:
                 valid = "concat, cosine, cross" if TASKS[name].pair else "linear"
                 raise MinbertError(f"tasks.{name}.head: {head!r} does not fit a {'pair' if TASKS[name].pair else 'sentence'} task; valid: {valid}")
             _check_head_and_loss(f"tasks.{name}", head, t.loss or TASKS[name].default_loss)
+            if t.margin_step and (t.loss or TASKS[name].default_loss) != "cosine_embedding":
+                raise MinbertError(f"tasks.{name}.margin_step: a dynamic margin needs loss cosine_embedding, not {t.loss or TASKS[name].default_loss!r}")
             for extra in t.extra_losses:
                 if extra not in LOSSES:
                     raise MinbertError(f"tasks.{name}.extra_losses: {extra!r} unknown; valid: {', '.join(LOSSES)}")

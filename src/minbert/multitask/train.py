@@ -25,7 +25,7 @@ from minbert.multitask.model import MultitaskModel
 from minbert.multitask.state import load_snapshot, save_snapshot
 from minbert.multitask.techniques import Techniques
 from minbert.optim import AdamW
-from minbert.runs import MetricsLog, autocast, new_run_dir, pick_device, progress, seed_everything
+from minbert.runs import MetricsLog, new_run_dir, pick_device, progress, seed_everything
 from minbert.schedules import SCHEDULES
 from minbert.tasks import TASKS
 
@@ -56,6 +56,7 @@ def build(cfg: TrainConfig, device) -> tuple[MultitaskModel, Tokenizer]:
 
 def train(cfg: TrainConfig, resume: Path | None = None) -> dict:
     cfg = cfg.validate()
+    began = time.time()  # wall time counts loading and prediction too, and adds up across resumed sessions
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     model, tok = build(cfg, device)
@@ -86,7 +87,7 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> dict:
     streams = {n: BatchStream(n, d.lengths, cfg.task(n).batch_size, cfg.seed, st["consumed"][n]) for n, d in train_data.items()}
     plans = {e: SCHEDULES[cfg.schedule](sizes, per_pass, e, cfg.epochs, cfg.steps_per_epoch, cfg.seed) for e in range(1, cfg.epochs + 1)}
     total_steps = sum(len(p) for p in plans.values())
-    start = time.time() - st["elapsed"]
+    start = began - st["elapsed"]
 
     def checkpoint(**where):
         st.update(where, elapsed=time.time() - start, consumed={n: x.consumed for n, x in streams.items()}, techniques=tech.state())
@@ -126,7 +127,7 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> dict:
                 checkpoint(step_in_epoch=s + 1, epoch=epoch)
         bar.close()
 
-        dev, _ = evaluate(model, data["dev"], tok.pad_id, device, cfg.bf16)
+        dev, dev_preds = evaluate(model, data["dev"], tok.pad_id, device, cfg.bf16)
         epoch_loss = {f"train/loss/{n}": a / c for n, (a, c) in st["epoch_loss"].items() if c}
         extra = tech.end_epoch(optimizer, epoch, sum(epoch_loss.values()), dev)
         metrics.write({"step": st["global_step"], "epoch": epoch, "time": time.time() - start, **epoch_loss, **{f"dev/{k}": v for k, v in dev.items()}, **extra})
@@ -135,19 +136,21 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> dict:
         if improved:
             st.update(best=dev["overall"], best_epoch=epoch)
             save_snapshot(run, "best", st["global_step"], model, state={"epoch": epoch, "dev": dev})
+            write_task_predictions(run / "predictions", "dev", data["dev"], dev_preds)  # the best epoch's, kept
         st["epoch_loss"] = {n: [0.0, 0] for n in cfg.tasks}
         checkpoint(epoch=epoch + 1, step_in_epoch=0)
 
-    return finish(run, cfg, model, tok, data, device, wall=time.time() - start, steps=st["global_step"])
+    return finish(run, cfg, model, tok, data, device, start, steps=st["global_step"])
 
 
-def finish(run: Path, cfg: TrainConfig, model, tok, data, device, wall: float, steps: int) -> dict:
-    """Reload the best epoch, write dev and test predictions, print and save the results."""
+def finish(run: Path, cfg: TrainConfig, model, tok, data, device, start: float, steps: int) -> dict:
+    """Reload the best epoch, write its test predictions (its dev ones were written when it was evaluated), print
+    and save the results."""
     best = load_snapshot(run, "best", model)
-    dev, preds = evaluate(model, data["dev"], tok.pad_id, device, cfg.bf16)
-    write_task_predictions(run / "predictions", "dev", data["dev"], preds)
+    dev = best["dev"]
     _, preds = evaluate(model, data["test"], tok.pad_id, device, cfg.bf16)
     write_task_predictions(run / "predictions", "test", data["test"], preds)
+    wall = time.time() - start
     summary = {"run_dir": str(run), "best_epoch": best["epoch"], "dev": dev, "steps": steps, "wall_time_s": round(wall, 1)}
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
     print(results_table({f"dev (best epoch {best['epoch']})": dev}, list(cfg.tasks)))
