@@ -13,17 +13,15 @@ import argparse
 import contextlib
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
+from _record import record  # benchmarks/_record.py (scripts run from the repository root)
 import transformers
 
 from minbert.model import BertModel, default_checkpoint_dir
 from minbert.optim import AdamW
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 def matmul_peak(dtype, n=2048, iters=10) -> float:
@@ -118,19 +116,14 @@ def main() -> None:
             *rows,
         ]
     )
-    header = (
-        f"\n## bench_encoder: {time.strftime('%Y-%m-%d %H:%M')}\n\n"
-        f"`{' '.join(['python', 'benchmarks/' + Path(__file__).name, *sys.argv[1:]])}`\n\n"
+    setup = (
         f"embedded checkpoint (all-MiniLM-L6-v2, 6x384), batch {args.batch} x {args.length} tokens (half padded to 3/4), "
         f"median of {args.iters} steps, ours and the reference interleaved; torch {torch.__version__}, transformers {transformers.__version__}, "
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}. "
         f"Matmul peak (2048x2048) in this run: fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s. "
-        "Train step = forward + backward + AdamW (ours: minbert.optim.AdamW; reference: torch.optim.AdamW).\n\n"
+        "Train step = forward + backward + AdamW (ours: minbert.optim.AdamW; reference: torch.optim.AdamW)."
     )
-    print(header + table)
-    if not args.no_write:
-        with open(RESULTS, "a") as f:
-            f.write(header + table + "\n")
+    record("bench_encoder", setup, table, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 import time
 from pathlib import Path
 
 import torch
+from _record import record  # benchmarks/_record.py (scripts run from the repository root)
 
 from minbert.config import load_config
 from minbert.losses import LOSSES
@@ -28,7 +28,6 @@ from minbert.optim import AdamW
 from minbert.runs import autocast
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 
 class ShuffledStream(BatchStream):
@@ -111,17 +110,12 @@ def main() -> None:
             f"| dev evaluation, examples/s ({precision}; {n_dev} examples in {eval_time:.1f} s) | {n_dev / eval_time:.1f} | | |",
         ]
     )
-    header = (
-        f"\n## bench_multitask: {time.strftime('%Y-%m-%d %H:%M')}\n\n"
-        f"`{' '.join(['python', 'benchmarks/' + Path(__file__).name, *sys.argv[1:]])}`\n\n"
+    setup = (
         f"configs/quickstart.yaml tasks (SST linear, Quora concat bi-encoder, STS cosine bi-encoder; batch "
         f"{per_step // len(cfg.tasks)} per task), embedded checkpoint, {args.steps} timed steps after 3 warm-up, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads. Padding measured over 200 batches per task.\n\n"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads. Padding measured over 200 batches per task."
     )
-    print(header + table)
-    if not args.no_write:
-        with open(RESULTS, "a") as f:
-            f.write(header + table + "\n")
+    record("bench_multitask", setup, table, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ per-step code (minbert.multitask.techniques), with the same batches. Appends the
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 import torch
+from _record import record  # benchmarks/_record.py (scripts run from the repository root)
 
 from minbert.config import load_config
 from minbert.multitask.config import TrainConfig
@@ -24,7 +24,6 @@ from minbert.multitask.train import build, load_data
 from minbert.optim import AdamW
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).with_name("RESULTS.md")
 
 VARIANTS = {
     "sum (baseline)": [],
@@ -80,17 +79,12 @@ def main() -> None:
     base = times["sum (baseline)"]
     rows = [f"| {name} | {t * 1000:.0f} | {t / base:.2f}x |" for name, t in times.items()]
     table = "\n".join(["| technique | ms per round-robin step | relative to sum |", "|---|---|---|", *rows])
-    header = (
-        f"\n## bench_techniques: {time.strftime('%Y-%m-%d %H:%M')}\n\n"
-        f"`{' '.join(['python', 'benchmarks/' + Path(__file__).name, *sys.argv[1:]])}`\n\n"
+    setup = (
         f"configs/quickstart.yaml (batch 32 per task, {'fp32' if args.fp32 else 'bf16 autocast'}), one step = one batch "
         f"of each of SST, Quora, STS, forward + backward + AdamW; mean of {args.steps} steps after 2 warm-up; "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads.\n\n"
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads."
     )
-    print(header + table)
-    if not args.no_write:
-        with open(RESULTS, "a") as f:
-            f.write(header + table + "\n")
+    record("bench_techniques", setup, table, write=not args.no_write)
 
 
 if __name__ == "__main__":

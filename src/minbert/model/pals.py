@@ -10,33 +10,15 @@ V^D starts at zero, so a model with fresh PALs computes exactly what the plain m
 
 from __future__ import annotations
 
-import torch.nn.functional as F
 from torch import nn
 
 from minbert.errors import MinbertError
+from minbert.model.bert import BertConfig, BertSelfAttention
 
 
 def pal_size(hidden: int, heads: int = 12) -> int:
     """The paper's 204 for hidden 768 (12 heads of 17), scaled to the checkpoint: 12 x round(17 H / 768)."""
     return heads * max(1, round(17 * hidden / 768))
-
-
-class ProjectedSelfAttention(nn.Module):
-    def __init__(self, size: int, heads: int):
-        super().__init__()
-        if size % heads:
-            raise MinbertError(f"pals.size {size} is not a multiple of pals.heads {heads}")
-        self.heads = heads
-        self.query, self.key, self.value = (nn.Linear(size, size) for _ in range(3))
-
-    def forward(self, x, mask):
-        B, T, S = x.shape
-        nh, hs = self.heads, S // self.heads
-        q = self.query(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        k = self.key(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        v = self.value(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
-        return y.transpose(1, 2).reshape(B, T, S)  # (B, T, s)
 
 
 class PAL(nn.Module):
@@ -45,7 +27,11 @@ class PAL(nn.Module):
         self.encoder = nn.Linear(hidden, size, bias=False)  # V^E, shared across layers
         self.decoder = nn.Linear(size, hidden, bias=False)  # V^D, shared across layers
         nn.init.zeros_(self.decoder.weight)
-        self.attention = nn.ModuleList(ProjectedSelfAttention(size, heads) for _ in range(layers))
+        if size % heads:
+            raise MinbertError(f"pals.size {size} is not a multiple of pals.heads {heads}")
+        # each layer's attention is BERT's own self-attention, run in the projected space without attention dropout
+        projected = BertConfig(hidden_size=size, num_attention_heads=heads, attention_probs_dropout_prob=0.0)
+        self.attention = nn.ModuleList(BertSelfAttention(projected) for _ in range(layers))
 
     def adapters(self) -> list:
         """One callable per encoder layer: (hidden after attention (B, T, H), mask) -> (B, T, H)."""
