@@ -9,6 +9,7 @@ head trains on the cached sentence embeddings: epochs cost milliseconds instead 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import random
@@ -121,6 +122,7 @@ def classify(cfg: ClassifyConfig) -> dict:
     metrics = MetricsLog(run / "metrics.jsonl")
     log.info("run directory: %s", run)
 
+    @functools.cache  # one closure per split: frozen mode encodes each split once
     def logits_fn(split: str):
         """batch indices -> logits; frozen mode reads cached embeddings, finetune runs the encoder."""
         if frozen:
