@@ -19,13 +19,12 @@ import torch
 from _record import record  # benchmarks/_record.py (scripts run from the repository root)
 
 from minbert.config import load_config
-from minbert.losses import LOSSES
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, make_batch
 from minbert.multitask.evaluate import evaluate
+from minbert.multitask.techniques import Techniques
 from minbert.multitask.train import build, load_data
 from minbert.optim import AdamW
-from minbert.runs import autocast
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +63,7 @@ def main() -> None:
     torch.manual_seed(0)
     model, tok = build(cfg, device)
     data = load_data(cfg, tok, ("train", "dev"))
-    losses = {n: LOSSES[cfg.task(n).loss]() for n in cfg.tasks}
+    tech = Techniques(cfg, model, device)  # plain summed losses: the quickstart switches on no technique
     opt = AdamW(model.parameters(), lr=cfg.lr)
 
     def streams(cls):
@@ -75,13 +74,7 @@ def main() -> None:
         model.train()
 
         def step():
-            opt.zero_grad(set_to_none=True)
-            for name in cfg.tasks:
-                batch = make_batch(data["train"][name], s[name].next(), tok.pad_id)
-                with autocast(device, cfg.bf16):
-                    loss = losses[name](model(name, batch), batch.labels)
-                loss.backward()
-            opt.step()
+            tech.train_step(opt, {n: make_batch(data["train"][n], s[n].next(), tok.pad_id) for n in cfg.tasks}, 0)
 
         for _ in range(3):
             step()

@@ -4,7 +4,7 @@ quickstart setup (SST, Quora, STS; embedded checkpoint; bf16 unless --fp32). Run
     python benchmarks/bench_techniques.py [--steps 10] [--fp32]
 
 Each variant trains `--steps` round-robin steps (after 2 warm-up steps) through the real training loop's
-per-step code (minbert.multitask.techniques), with the same batches. Appends the table to benchmarks/RESULTS.md.
+per-step code (Techniques.train_step), with the same batches. Appends the table to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -49,17 +49,7 @@ def time_variant(overrides: list[str], steps: int, fp32: bool) -> float:
     model.train()
 
     def step(i):
-        opt.zero_grad(set_to_none=True)
-        rows = []
-        for name in cfg.tasks:
-            batch = make_batch(data[name], streams[name].next(), tok.pad_id)
-            tech.task_loss(name, batch).backward()
-            if tech.per_task:
-                rows.append(tech.take_grads())
-        if rows:
-            tech.combine(rows, list(cfg.tasks), i)
-        opt.step()
-        tech.after_step()
+        tech.train_step(opt, {n: make_batch(data[n], streams[n].next(), tok.pad_id) for n in cfg.tasks}, i)
 
     for i in range(2):
         step(i)

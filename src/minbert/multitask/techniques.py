@@ -49,6 +49,24 @@ class Techniques:
                 loss = loss + reg(self.model, name, batch, out, self.needs[name])
         return loss * self.tasks[name].weight
 
+    def train_step(self, optimizer, batches: dict, step: int) -> dict[str, float]:
+        """One optimizer step over one batch of each scheduled task; returns each task's weighted loss."""
+        optimizer.zero_grad(set_to_none=True)
+        rows, losses = [], {}
+        for name, batch in batches.items():
+            loss = self.task_loss(name, batch)
+            loss.backward()  # one task's graph at a time; accumulated, the gradients are those of the summed loss
+            if self.per_task:
+                rows.append(self.take_grads())  # this task's gradient on the shared encoder, for the combiner
+            losses[name] = loss.item()
+        if rows:
+            self.combine(rows, list(batches), step)
+        if self.cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        optimizer.step()
+        self.after_step()
+        return losses
+
     def take_grads(self) -> torch.Tensor:
         """Move the shared parameters' gradient into one flat row (and clear it for the next task)."""
         row = torch.cat([p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in self.shared])

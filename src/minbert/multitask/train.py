@@ -13,7 +13,6 @@ import logging
 import time
 from pathlib import Path
 
-import torch
 
 from minbert.config import dump_yaml, from_dict, load_yaml
 from minbert.data import Tokenizer, data_dir, load_split, split_file
@@ -99,23 +98,11 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> dict:
         bar = progress(range(st["step_in_epoch"], len(plan)), f"epoch {epoch}/{cfg.epochs}", unit="step", total=len(plan), initial=st["step_in_epoch"])
         for s in bar:
             tech.lr_schedule.on_step(optimizer, st["global_step"], total_steps)
-            optimizer.zero_grad(set_to_none=True)
-            rows = []
-            for name in plan[s]:
-                batch = make_batch(train_data[name], streams[name].next(), tok.pad_id).to(device)
-                loss = tech.task_loss(name, batch)
-                loss.backward()  # one task's graph at a time; accumulated, the gradients are those of the summed loss
-                if tech.per_task:
-                    rows.append(tech.take_grads())  # this task's gradient on the shared encoder, for the combiner
+            batches = {name: make_batch(train_data[name], streams[name].next(), tok.pad_id).to(device) for name in plan[s]}
+            for name, loss in tech.train_step(optimizer, batches, st["global_step"]).items():
                 for acc in (st["window"][name], st["epoch_loss"][name]):
-                    acc[0] += loss.item()
+                    acc[0] += loss
                     acc[1] += 1
-            if rows:
-                tech.combine(rows, list(plan[s]), st["global_step"])
-            if cfg.max_grad_norm:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
-            tech.after_step()
             st["global_step"] += 1
             step = st["global_step"]
             # running loss per task this epoch, and (in brackets) how many of its batches: the task mix
