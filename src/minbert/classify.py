@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minbert.config import dump_yaml
-from minbert.data import DATASETS, Tokenizer, bucket_batches, data_dir, load_split, pad, split_file, write_predictions
+from minbert.data import DATASETS, Tokenizer, bucket_batches, data_dir, embed_all, load_split, pad, split_file, write_predictions
 from minbert.model import BertModel, resolve_checkpoint
 from minbert.optim import AdamW
 from minbert.runs import (
@@ -172,16 +172,10 @@ def classify(cfg: ClassifyConfig) -> dict:
     return summary
 
 
-@torch.inference_mode()
 def encode_all(model: SentimentClassifier, seqs, pad_id, batch_size, device, bf16) -> torch.Tensor:
     """(N, H) sentence embeddings in the original order, from an eval-mode encoder."""
     model.bert.eval()
-    out = torch.empty(len(seqs), model.bert.config.hidden_size, device=device)
-    for idx in bucket_batches([len(s) for s in seqs], batch_size * 2):
-        ids, mask = (t.to(device) for t in pad([seqs[i] for i in idx], pad_id))
-        with autocast(device, bf16):
-            out[idx] = model.embed(ids, mask).float()
-    return out
+    return embed_all(model.embed, seqs, pad_id, model.bert.config.hidden_size, device, bf16, batch_size * 2)
 
 
 @torch.inference_mode()

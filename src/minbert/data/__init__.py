@@ -1,4 +1,4 @@
-from minbert.data.batching import bucket_batches, pad, padding_fraction
+from minbert.data.batching import bucket_batches, embed_all, pad, padding_fraction
 from minbert.data.datasets import DATASETS, DatasetSpec, load_split, split_file
 from minbert.data.readers import Example, data_dir, read_examples, read_predictions, write_predictions
 from minbert.data.tokenizer import Tokenizer
@@ -9,6 +9,7 @@ __all__ = [
     "Example",
     "Tokenizer",
     "bucket_batches",
+    "embed_all",
     "data_dir",
     "load_split",
     "pad",

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from minbert.data import bucket_batches, pad, write_predictions
+from minbert.data import bucket_batches, embed_all, write_predictions
 from minbert.multitask.data import TaskData, make_batch
 from minbert.multitask.model import MultitaskModel
 from minbert.runs import autocast
@@ -41,14 +41,10 @@ def soft_task(model: MultitaskModel, task: str, data: TaskData, pad_id: int, dev
     return torch.cat(parts)
 
 
-@torch.inference_mode()
 def encode_sentences(model: MultitaskModel, task: str, sentences, pad_id, device, bf16, batch_size) -> torch.Tensor:
-    out = torch.empty(len(sentences), model.bert.config.hidden_size, device=device)
-    for idx in bucket_batches([len(s) for s in sentences], batch_size):
-        ids, mask = (t.to(device) for t in pad([sentences[i] for i in idx], pad_id))
-        with autocast(device, bf16):
-            out[idx] = model.embed(task, ids, mask).float()
-    return out
+    """(S, H) embeddings of distinct sentences with the task's pooling (and PALs)."""
+    embed = lambda ids, mask: model.embed(task, ids, mask)  # noqa: E731
+    return embed_all(embed, sentences, pad_id, model.bert.config.hidden_size, device, bf16, batch_size)
 
 
 def evaluate(model, data: dict[str, TaskData], pad_id, device, bf16) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
