@@ -26,6 +26,24 @@ def train_both(ours_kw, ref_kw, steps):
 def test_matches_torch_adamw_after_1000_steps(wd, eps):
     kw = dict(lr=1e-3, betas=(0.9, 0.999), eps=eps, weight_decay=wd)
     assert train_both(kw, kw, 1000) <= 1e-6
+    assert train_both({**kw, "fused": False}, kw, 1000) <= 1e-6  # the foreach path, written out
+
+
+def test_fused_and_foreach_paths_agree():
+    kw = dict(lr=1e-3, eps=1e-6, weight_decay=0.01)
+    torch.manual_seed(0)
+    a = torch.nn.Linear(16, 8)
+    b = copy.deepcopy(a)
+    oa, ob = AdamW(a.parameters(), fused=True, **kw), AdamW(b.parameters(), fused=False, **kw)
+    for _ in range(200):
+        x = torch.randn(4, 16)
+        for m, o in ((a, oa), (b, ob)):
+            o.zero_grad()
+            m(x).sin().sum().backward()
+            o.step()
+    assert max((p - q).abs().max().item() for p, q in zip(a.parameters(), b.parameters())) <= 1e-6
+    with pytest.raises(ValueError, match="correct_bias"):
+        AdamW(a.parameters(), fused=True, correct_bias=False)
 
 
 def test_first_step_by_hand():

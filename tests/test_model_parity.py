@@ -51,6 +51,23 @@ def test_tiny_random_config_matches_transformers(act):
     assert (o.pooler_output - r.pooler_output).abs().max() <= TOL
 
 
+def test_training_path_matches_transformers_outputs_and_gradients(data_root, ckpt):
+    """With gradients on, our CPU attention is written out (fused QKV, additive mask); check it and its backward."""
+    ids, mask = real_batch(data_root, ckpt, n=8)
+    ours = BertModel.from_pretrained(ckpt).eval()  # eval: no dropout, so both sides compute the same function
+    ref = transformers.BertModel.from_pretrained(ckpt, attn_implementation="eager").eval()
+    grads = []
+    for model, out in ((ours, lambda: ours(ids, mask)), (ref, lambda: ref(input_ids=ids, attention_mask=mask))):
+        o = out()
+        (o.last_hidden_state[mask.bool()].pow(2).mean() + o.pooler_output.sum()).backward()
+        grads.append({n: p.grad for n, p in model.named_parameters()})
+        grads.append(o.last_hidden_state.detach())
+    assert (grads[1] - grads[3]).abs().max() <= TOL
+    for name, g in grads[0].items():
+        r = grads[2][name]
+        assert (g - r).abs().max() <= 1e-4 * max(1.0, r.abs().max().item()), name
+
+
 def test_parameter_names_are_the_hugging_face_ones(ckpt):
     ref = transformers.BertModel(transformers.BertConfig.from_pretrained(ckpt))
     ours = BertModel(BertConfig.from_json(ckpt / "config.json"))
