@@ -20,7 +20,7 @@ from _record import record  # benchmarks/_record.py (scripts run from the reposi
 
 from minbert.config import load_config
 from minbert.multitask.config import TrainConfig
-from minbert.multitask.data import BatchStream, make_batch
+from minbert.multitask.data import BatchStream, make_batch, step_batches
 from minbert.multitask.evaluate import evaluate
 from minbert.multitask.techniques import Techniques
 from minbert.multitask.train import build, load_data
@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    cfg = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"bf16={not args.fp32}"])
+    cfg = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"precision={'fp32' if args.fp32 else 'bf16'}"])
     device = torch.device("cpu")
     torch.manual_seed(0)
     model, tok = build(cfg, device)
@@ -74,7 +74,7 @@ def main() -> None:
         model.train()
 
         def step():
-            tech.train_step(opt, {n: make_batch(data["train"][n], s[n].next(), tok.pad_id) for n in cfg.tasks}, 0)
+            tech.train_step(opt, step_batches(data["train"], {n: s[n].next() for n in cfg.tasks}, tok.pad_id, device), 0)
 
         for _ in range(3):
             step()
@@ -87,7 +87,7 @@ def main() -> None:
     bucketed = steps_per_second(BatchStream) * per_step
     shuffled = steps_per_second(ShuffledStream) * per_step
     t = time.perf_counter()
-    evaluate(model, data["dev"], tok.pad_id, device, cfg.bf16)
+    evaluate(model, data["dev"], tok.pad_id, device, cfg.precision)
     eval_time = time.perf_counter() - t
     n_dev = sum(len(d) for d in data["dev"].values())
     pad_b = padding(data["train"], streams(BatchStream), tok.pad_id, 200)

@@ -18,7 +18,7 @@ from _record import record  # benchmarks/_record.py (scripts run from the reposi
 
 from minbert.config import load_config
 from minbert.multitask.config import TrainConfig
-from minbert.multitask.data import BatchStream, make_batch
+from minbert.multitask.data import BatchStream, step_batches
 from minbert.multitask.techniques import Techniques
 from minbert.multitask.train import build, load_data
 from minbert.optim import AdamW
@@ -38,7 +38,7 @@ VARIANTS = {
 
 
 def time_variant(overrides: list[str], steps: int, fp32: bool) -> float:
-    cfg = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"bf16={not fp32}", *overrides]).validate()
+    cfg = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"precision={'fp32' if fp32 else 'bf16'}", *overrides]).validate()
     device = torch.device("cpu")
     torch.manual_seed(0)
     model, tok = build(cfg, device)
@@ -49,7 +49,7 @@ def time_variant(overrides: list[str], steps: int, fp32: bool) -> float:
     model.train()
 
     def step(i):
-        tech.train_step(opt, {n: make_batch(data[n], streams[n].next(), tok.pad_id) for n in cfg.tasks}, i)
+        tech.train_step(opt, step_batches(data, {n: streams[n].next() for n in cfg.tasks}, tok.pad_id, device), i)
 
     for i in range(2):
         step(i)

@@ -23,7 +23,7 @@ from minbert.multitask.train import build, load_data
 from minbert.tasks import TASKS
 
 QUICKSTART = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
-TINY = ["epochs=2", "steps_per_epoch=6", "checkpoint_every=2", "log_every=1", "bf16=false", "device=cpu"] + [
+TINY = ["epochs=2", "steps_per_epoch=6", "checkpoint_every=2", "log_every=1", "precision=fp32", "device=cpu"] + [
     f"tasks.{t}.{k}={v}" for t in ("sst", "quora", "sts") for k, v in (("train_limit", 96), ("eval_limit", 48), ("batch_size", 8), ("max_length", 24))
 ]
 
@@ -167,7 +167,7 @@ def test_cross_encoder_batches_carry_token_types(ckpt):
 
 
 def test_evaluation_encodes_each_distinct_sentence_once(monkeypatch):
-    cfg = load_config(TrainConfig, QUICKSTART, ["bf16=false", "tasks.sts.eval_limit=200"])
+    cfg = load_config(TrainConfig, QUICKSTART, ["precision=fp32", "tasks.sts.eval_limit=200"])
     model, tok = build(cfg, torch.device("cpu"))
     data = load_data(cfg, tok, ("dev",))["dev"]["sts"]
     rows = []
@@ -235,7 +235,7 @@ def test_interrupted_run_with_stateful_techniques_resumes_exactly(tmp_path, monk
 def test_per_task_gradient_path_sums_like_plain_training(tmp_path):
     import minbert.multitask.train as tr
 
-    base = TINY + ["epochs=1", "steps_per_epoch=3", "checkpoint_every=0"]
+    base = TINY + ["epochs=1", "steps_per_epoch=3", "checkpoint_every=0", "fused=false"]  # per-task passes in both: same dropout draws
     tr.train(load_config(TrainConfig, QUICKSTART, base + [f"out={tmp_path / 'plain'}"]))
     tr.train(load_config(TrainConfig, QUICKSTART, base + ["conflict_stats=true", f"out={tmp_path / 'rows'}"]))
     a, b = final_weights(tmp_path / "plain"), final_weights(tmp_path / "rows")

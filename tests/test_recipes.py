@@ -11,7 +11,7 @@ from minbert.multitask.config import TrainConfig
 from minbert.multitask.train import train
 
 RECIPES = sorted((Path(__file__).parents[1] / "configs" / "reports").glob("*.yaml"))
-SMOKE = ["epochs=1", "steps_per_epoch=2", "bf16=false", "checkpoint_every=0"] + [
+SMOKE = ["epochs=1", "steps_per_epoch=2", "precision=fp32", "checkpoint_every=0"] + [
     f"tasks.{t}.{k}={v}" for t in ("sst", "quora", "sts") for k, v in (("train_limit", 16), ("eval_limit", 16), ("batch_size", 4), ("max_length", 16))
 ]
 

@@ -86,13 +86,13 @@ def analyze(run: Path, perplexity: float = 30.0) -> list[Path]:
         load_snapshot(run, "best", model)
         data = load_data(cfg.restricted_to(["sst"]), tok, ("dev",))["dev"]["sst"]
         labels = data.labels.long().numpy()
-        preds = predict_task(model, "sst", data, tok.pad_id, device, cfg.bf16).long().numpy()
+        preds = predict_task(model, "sst", data, tok.pad_id, device, cfg.precision).long().numpy()
         m = confusion_matrix(preds, labels, 5)
         (run / "plots").mkdir(exist_ok=True)
         (run / "plots" / "sst_confusion.json").write_text(json.dumps({"rows_true_cols_predicted": m.round(4).tolist(), "accuracy": float((preds == labels).mean())}, indent=1))
         written.append(plot_confusion(m, run / "plots" / "sst_confusion.png", f"SST dev, normalized per true class ({run.name})"))
         with torch.inference_mode():
-            emb = encode_sentences(model, "sst", data.sentences, tok.pad_id, device, cfg.bf16, 64)
+            emb = encode_sentences(model, "sst", data.sentences, tok.pad_id, device, cfg.precision, 64)
         emb = emb[torch.tensor([ix[0] for ix in data.index])].float().cpu().numpy()
         written.append(plot_tsne(emb, labels, run / "plots" / "sst_tsne.png", f"t-SNE of SST dev embeddings ({run.name})", perplexity, cfg.seed))
     conflicts = plot_conflicts(run)

@@ -114,7 +114,7 @@ def cmd_evaluate(args) -> int:
     data = load_data(cfg, tok, splits)
     rows = {}
     for split in splits:
-        metrics, preds = evaluate(model, data[split], tok.pad_id, device, cfg.bf16)
+        metrics, preds = evaluate(model, data[split], tok.pad_id, device, cfg.precision)
         if metrics:
             rows[f"{split} (epoch {best['epoch']})"] = metrics
         if args.command == "predict":

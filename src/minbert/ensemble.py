@@ -42,7 +42,7 @@ def ensemble(runs: list[Path], out: Path, thresholds: dict[str, float] | None = 
                 known = data_of.setdefault(split, {}).setdefault(t, d)
                 if [e.id for e in known.examples] != [e.id for e in d.examples]:
                     raise MinbertError(f"{run}: its {t} {split} examples differ from the other runs' (eval limits?)")
-                soft[split].setdefault(t, []).append(soft_task(model, t, d, tok.pad_id, device, cfg.bf16))
+                soft[split].setdefault(t, []).append(soft_task(model, t, d, tok.pad_id, device, cfg.precision))
         for t in wanted:
             members.setdefault(t, []).append(run.name)
         del model

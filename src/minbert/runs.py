@@ -74,6 +74,19 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
+class NoLog(MetricsLog):
+    """What ranks other than 0 of a distributed run write: nothing."""
+
+    def __init__(self):
+        super().__init__(Path(os.devnull))
+
+    def write(self, record: dict) -> None:
+        pass
+
+    def truncate_after(self, step: int) -> None:
+        pass
+
+
 def progress(iterable, desc: str, **kw):
     """A tqdm bar (task, step, loss, ETA); redrawn every 30 s instead of every step when the output is a log file."""
     interactive = sys.stderr.isatty()
@@ -88,11 +101,23 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def autocast(device: torch.device, bf16: bool):
-    """bf16 autocast on CPU (AMX makes it ~2x faster here) and GPU; a no-op context when off."""
-    if not bf16:
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, precision: str | bool):
+    """Autocast to bf16 (CPU with AMX: ~2x faster here; GPUs with bf16) or fp16 (older GPUs, with a gradient
+    scaler in training); a no-op context for fp32. `True` means bf16 (the classify config's switch)."""
+    dtype = PRECISIONS[{True: "bf16", False: "fp32"}.get(precision, precision)]
+    if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def set_threads(threads: int, local_processes: int = 1) -> int:
+    """CPU threads for this process: `threads`, or the machine's cores shared among the processes on it."""
+    n = threads or max(1, (os.cpu_count() or 1) // local_processes)
+    torch.set_num_threads(n)
+    return n
 
 
 def seed_everything(seed: int) -> None:

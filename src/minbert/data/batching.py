@@ -49,11 +49,11 @@ def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
 
 
 @torch.inference_mode()
-def embed_all(embed, seqs: list[list[int]], pad_id: int, width: int, device, bf16: bool, batch_size: int) -> torch.Tensor:
+def embed_all(embed, seqs: list[list[int]], pad_id: int, width: int, device, precision, batch_size: int) -> torch.Tensor:
     """(N, width) `embed(ids, mask)` of every sequence, in length-sorted batches, returned in the original order."""
     out = torch.empty(len(seqs), width, device=device)
     for idx in bucket_batches([len(s) for s in seqs], batch_size):
         ids, mask = (t.to(device) for t in pad([seqs[i] for i in idx], pad_id))
-        with autocast(device, bf16):
+        with autocast(device, precision):
             out[idx] = embed(ids, mask).float()
     return out

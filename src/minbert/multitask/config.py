@@ -64,7 +64,15 @@ class TrainConfig:
     max_grad_norm: float = 0.0  # clip the global gradient norm (0 = off)
     seed: int = 11711
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    bf16: bool = False
+    # speed and memory (none changes the math, except freeze_word_embeddings)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast; fp16 adds a gradient scaler (GPUs without bf16)
+    fused: bool = True  # all tasks' sentences in one packed encoder pass when the step allows (multitask/packing.py)
+    grad_accum: int = 1  # split each global batch into this many micro-batches (same gradient, less memory)
+    grad_checkpointing: bool = False  # recompute encoder activations in the backward (less memory, ~1/3 more time)
+    compile: str = ""  # a torch.compile backend for the encoder layers ("inductor", ...); "" = eager
+    threads: int = 0  # CPU threads per process; 0 = the cores shared among this machine's processes
+    freeze_word_embeddings: bool = False  # changes the math: no gradient or update for the vocabulary table
+    encoder_dropout: float = -1.0  # hidden and attention dropout of the encoder; < 0 = the checkpoint's
     strict: bool = False  # malformed data rows stop the run
     checkpoint_every: int = 200  # steps between resumable checkpoints (and at every epoch end)
     log_every: int = 10  # steps between training-loss records in metrics.jsonl
@@ -107,6 +115,8 @@ class TrainConfig:
         for r in self.regularizers:
             if r not in REGULARIZERS:
                 raise MinbertError(f"regularizers: {r!r} unknown; valid: {', '.join(REGULARIZERS)}")
+        if self.grad_accum < 1:
+            raise MinbertError(f"grad_accum: {self.grad_accum} must be >= 1")
         if self.lr_schedule not in LR_SCHEDULES:
             raise MinbertError(f"lr_schedule: {self.lr_schedule!r} unknown; valid: {', '.join(LR_SCHEDULES)}")
         return self

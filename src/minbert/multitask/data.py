@@ -95,3 +95,20 @@ class BatchStream:
             self._batches = bucket_batches(self.lengths, self.batch_size, random.Random(f"{self.seed}/{self.name}/{p}"))
         self.consumed += 1
         return self._batches[i]
+
+
+def step_batches(data: dict[str, TaskData], idx: dict[str, list[int]], pad_id: int, device, rank: int = 0, world: int = 1,
+                 accum: int = 1) -> list[tuple[dict[str, Batch], dict[str, float]]]:
+    """This process's part of one step: its share of every task's global batch `idx`, cut into `accum`
+    micro-batches, each task with the fraction of its global batch it holds (so the fractions over micro-batches
+    and processes sum to 1 and the summed gradient is the global batch's). A share too small to split gets a
+    one-example stand-in with fraction 0, so every process runs every task in every micro-batch (DDP expects it)."""
+    micro: list[tuple[dict[str, Batch], dict[str, float]]] = [({}, {}) for _ in range(accum)]
+    for name, glob in idx.items():
+        mine = glob[rank::world]  # the batch is length-sorted: every world-th example balances the shares
+        bounds = [len(mine) * k // accum for k in range(accum + 1)]
+        for k, (batches, fracs) in enumerate(micro):
+            part = mine[bounds[k] : bounds[k + 1]]  # contiguous: similar lengths, little padding
+            batches[name] = make_batch(data[name], part or glob[:1], pad_id).to(device)
+            fracs[name] = len(part) / len(glob)
+    return micro

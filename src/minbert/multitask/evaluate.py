@@ -7,51 +7,56 @@ from pathlib import Path
 import torch
 
 from minbert.data import bucket_batches, embed_all, write_predictions
+from minbert.distributed import gathered_rows
 from minbert.multitask.data import TaskData, make_batch
 from minbert.multitask.model import MultitaskModel
 from minbert.runs import autocast
 from minbert.tasks import TASKS, overall_score
 
 
-def predict_task(model: MultitaskModel, task: str, data: TaskData, pad_id: int, device, bf16: bool, batch_size: int = 64) -> torch.Tensor:
+def predict_task(model: MultitaskModel, task: str, data: TaskData, pad_id: int, device, precision: str, batch_size: int = 64) -> torch.Tensor:
     """Predictions in example order (classes, 0/1, or similarities)."""
-    return TASKS[task].hard(soft_task(model, task, data, pad_id, device, bf16, batch_size))
+    return TASKS[task].hard(soft_task(model, task, data, pad_id, device, precision, batch_size))
 
 
 @torch.inference_mode()
-def soft_task(model: MultitaskModel, task: str, data: TaskData, pad_id: int, device, bf16: bool, batch_size: int = 64) -> torch.Tensor:
+def soft_task(model: MultitaskModel, task: str, data: TaskData, pad_id: int, device, precision: str, batch_size: int = 64) -> torch.Tensor:
     """Soft scores in example order (Task.soft). Bi-encoder and sentence tasks encode each distinct sentence once."""
     model.eval()
     spec, scale = TASKS[task], model.cosine_scale(task)
     if data.joint is not None:  # cross-encoder: every pair is its own encoder input
-        parts, order = [], []
-        for idx in bucket_batches(data.lengths, batch_size):
-            with autocast(device, bf16):
-                parts.append(spec.soft(model(task, make_batch(data, idx, pad_id).to(device)), scale).cpu())
-            order += idx
-        soft = torch.cat(parts)
-        return soft[torch.argsort(torch.tensor(order))]
-    emb = encode_sentences(model, task, data.sentences, pad_id, device, bf16, batch_size)  # (S, H)
+        def scores(pairs: list[int]) -> torch.Tensor:
+            out = torch.empty(len(pairs))
+            lengths = [data.lengths[i] for i in pairs]
+            for idx in bucket_batches(lengths, batch_size):
+                with autocast(device, precision):
+                    out[idx] = spec.soft(model(task, make_batch(data, [pairs[i] for i in idx], pad_id).to(device)), scale).float().cpu()
+            return out
+
+        return gathered_rows(scores, len(data))  # with several processes each scores its share
+    emb = encode_sentences(model, task, data.sentences, pad_id, device, precision, batch_size)  # (S, H)
     index = torch.tensor(data.index, device=device)  # (N, 1 or 2)
     parts = []
     for rows in index.split(batch_size * 4):
         e = emb[rows.T.reshape(-1)]  # (k * b, H): all first sentences, then the second ones
-        with autocast(device, bf16):
+        with autocast(device, precision):
             parts.append(spec.soft(model.head(task, e, pair=rows.shape[1] == 2), scale).cpu())
     return torch.cat(parts)
 
 
-def encode_sentences(model: MultitaskModel, task: str, sentences, pad_id, device, bf16, batch_size) -> torch.Tensor:
+def encode_sentences(model: MultitaskModel, task: str, sentences, pad_id, device, precision, batch_size) -> torch.Tensor:
     """(S, H) embeddings of distinct sentences with the task's pooling (and PALs)."""
     embed = lambda ids, mask: model.embed(task, ids, mask)  # noqa: E731
-    return embed_all(embed, sentences, pad_id, model.bert.config.hidden_size, device, bf16, batch_size)
+    width = model.bert.config.hidden_size
+    # with several processes each encodes its share of the sentences and all get every embedding back
+    return gathered_rows(lambda idx: embed_all(embed, [sentences[i] for i in idx], pad_id, width, device, precision, batch_size), len(sentences))
 
 
-def evaluate(model, data: dict[str, TaskData], pad_id, device, bf16) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+def evaluate(model, data: dict[str, TaskData], pad_id, device, precision) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Metrics {"sst/acc": .., "quora/acc": .., "sts/pearson": .., "overall": ..} and the predictions."""
     metrics, preds = {}, {}
     for task, d in data.items():
-        preds[task] = predict_task(model, task, d, pad_id, device, bf16)
+        preds[task] = predict_task(model, task, d, pad_id, device, precision)
         if d.labels is not None:
             metrics[f"{task}/{TASKS[task].metric_name}"] = TASKS[task].metric(preds[task], d.labels)
     if len(metrics) == len(data):

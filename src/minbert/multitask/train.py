@@ -13,18 +13,21 @@ import logging
 import time
 from pathlib import Path
 
+import torch
 
 from minbert.config import dump_yaml, from_dict, load_yaml
 from minbert.data import Tokenizer, data_dir, load_split, split_file
 from minbert.model import BertModel, resolve_checkpoint
 from minbert.multitask.config import TrainConfig
-from minbert.multitask.data import BatchStream, TaskData, encode_task, make_batch
+from minbert.distributed import Dist, barrier, broadcast, current, setup, teardown
+from minbert.multitask.data import BatchStream, TaskData, encode_task, step_batches
 from minbert.multitask.evaluate import evaluate, results_table, write_task_predictions
 from minbert.multitask.model import MultitaskModel
 from minbert.multitask.state import load_snapshot, save_snapshot
 from minbert.multitask.techniques import Techniques
 from minbert.optim import AdamW
-from minbert.runs import MetricsLog, new_run_dir, pick_device, progress, seed_everything
+from minbert.model.compile import compile_layers
+from minbert.runs import MetricsLog, NoLog, new_run_dir, progress, seed_everything, set_threads
 from minbert.schedules import SCHEDULES
 from minbert.tasks import TASKS
 
@@ -49,23 +52,44 @@ def load_data(cfg: TrainConfig, tok: Tokenizer, splits=("train", "dev", "test"))
 
 def build(cfg: TrainConfig, device) -> tuple[MultitaskModel, Tokenizer]:
     ckpt = resolve_checkpoint(cfg.checkpoint)
-    model = MultitaskModel(BertModel.from_pretrained(ckpt), {n: cfg.task(n) for n in cfg.tasks}, cfg.pals)
+    drop = {} if cfg.encoder_dropout < 0 else {"hidden_dropout_prob": cfg.encoder_dropout, "attention_probs_dropout_prob": cfg.encoder_dropout}
+    bert = BertModel.from_pretrained(ckpt, **drop)
+    bert.gradient_checkpointing = cfg.grad_checkpointing
+    if cfg.freeze_word_embeddings:
+        bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    if cfg.compile:
+        compile_layers(bert, cfg.compile)
+    model = MultitaskModel(bert, {n: cfg.task(n) for n in cfg.tasks}, cfg.pals)
     return model.to(device), Tokenizer.from_pretrained(ckpt)
 
 
 def train(cfg: TrainConfig, resume: Path | None = None) -> dict:
     cfg = cfg.validate()
     began = time.time()  # wall time counts loading and prediction too, and adds up across resumed sessions
+    d, device = setup(cfg.device)  # one process, or this rank of a torchrun job
+    try:
+        return _train(cfg, resume, began, d, device)
+    finally:
+        teardown()
+
+
+def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device) -> dict:
+    if device.type == "cpu":
+        set_threads(cfg.threads, d.local_world)
     seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
     model, tok = build(cfg, device)
     data = load_data(cfg, tok)
-    optimizer = AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if d.world > 1:
+        torch.manual_seed(cfg.seed + 7919 * d.rank)  # same weights everywhere (DDP broadcasts them), own dropout draws
+    optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     tech = Techniques(cfg, model, device)
 
-    run = resume or (Path(cfg.out) if cfg.out else new_run_dir("runs", cfg.name))
-    run.mkdir(parents=True, exist_ok=True)
-    metrics = MetricsLog(run / "metrics.jsonl")
+    run = resume or (Path(cfg.out) if cfg.out else None)
+    if d.main:  # only rank 0 writes: the run directory, config, metrics, checkpoints, predictions
+        run = run or new_run_dir("runs", cfg.name)
+        run.mkdir(parents=True, exist_ok=True)
+    run = Path(broadcast(str(run)))
+    metrics = MetricsLog(run / "metrics.jsonl") if d.main else NoLog()
     st = {"epoch": 1, "step_in_epoch": 0, "global_step": 0, "best": -1.0, "best_epoch": 0, "elapsed": 0.0,
           "consumed": {n: 0 for n in cfg.tasks}, "epoch_loss": {n: [0.0, 0] for n in cfg.tasks},
           "window": {n: [0.0, 0] for n in cfg.tasks}}  # loss sums and counts: this epoch's, and since the last log
@@ -76,7 +100,7 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> dict:
         tech.load_tensors(tensors)
         metrics.truncate_after(st["global_step"])  # records written after the checkpoint are replayed
         log.info("resuming %s at epoch %d, step %d", run, st["epoch"], st["global_step"])
-    else:
+    elif d.main:
         dump_yaml(cfg, run / "config.yaml")
     log.info("run directory: %s", run)
 
@@ -90,16 +114,20 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> dict:
 
     def checkpoint(**where):
         st.update(where, elapsed=time.time() - start, consumed={n: x.consumed for n, x in streams.items()}, techniques=tech.state())
-        save_snapshot(run, "last", st["global_step"], model, optimizer, st, tech.tensors())
+        if d.main:
+            save_snapshot(run, "last", st["global_step"], model, optimizer, st, tech.tensors())
 
     for epoch in range(st["epoch"], cfg.epochs + 1):
         plan = plans[epoch]
         model.train()
-        bar = progress(range(st["step_in_epoch"], len(plan)), f"epoch {epoch}/{cfg.epochs}", unit="step", total=len(plan), initial=st["step_in_epoch"])
+        bar = progress(range(st["step_in_epoch"], len(plan)), f"epoch {epoch}/{cfg.epochs}", unit="step", total=len(plan),
+                       initial=st["step_in_epoch"], disable=not d.main)
         for s in bar:
             tech.lr_schedule.on_step(optimizer, st["global_step"], total_steps)
-            batches = {name: make_batch(train_data[name], streams[name].next(), tok.pad_id).to(device) for name in plan[s]}
-            for name, loss in tech.train_step(optimizer, batches, st["global_step"]).items():
+            # every process draws the same global batches; step_batches takes this one's share, in micro-batches
+            idx = {name: streams[name].next() for name in plan[s]}
+            micro = step_batches(train_data, idx, tok.pad_id, device, d.rank, d.world, cfg.grad_accum)
+            for name, loss in tech.train_step(optimizer, micro, st["global_step"]).items():
                 for acc in (st["window"][name], st["epoch_loss"][name]):
                     acc[0] += loss
                     acc[1] += 1
@@ -114,16 +142,18 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> dict:
                 checkpoint(step_in_epoch=s + 1, epoch=epoch)
         bar.close()
 
-        dev, dev_preds = evaluate(model, data["dev"], tok.pad_id, device, cfg.bf16)
+        dev, dev_preds = evaluate(model, data["dev"], tok.pad_id, device, cfg.precision)
         epoch_loss = {f"train/loss/{n}": a / c for n, (a, c) in st["epoch_loss"].items() if c}
         extra = tech.end_epoch(optimizer, epoch, sum(epoch_loss.values()), dev)
         metrics.write({"step": st["global_step"], "epoch": epoch, "time": time.time() - start, **epoch_loss, **{f"dev/{k}": v for k, v in dev.items()}, **extra})
         improved = dev["overall"] > st["best"]
-        print(f"epoch {epoch}/{cfg.epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in dev.items()) + ("  (best)" if improved else "") + f"  {time.time() - start:.0f}s", flush=True)
+        if d.main:
+            print(f"epoch {epoch}/{cfg.epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in dev.items()) + ("  (best)" if improved else "") + f"  {time.time() - start:.0f}s", flush=True)
         if improved:
             st.update(best=dev["overall"], best_epoch=epoch)
-            save_snapshot(run, "best", st["global_step"], model, state={"epoch": epoch, "dev": dev})
-            write_task_predictions(run / "predictions", "dev", data["dev"], dev_preds)  # the best epoch's, kept
+            if d.main:
+                save_snapshot(run, "best", st["global_step"], model, state={"epoch": epoch, "dev": dev})
+                write_task_predictions(run / "predictions", "dev", data["dev"], dev_preds)  # the best epoch's, kept
         st["epoch_loss"] = {n: [0.0, 0] for n in cfg.tasks}
         checkpoint(epoch=epoch + 1, step_in_epoch=0)
 
@@ -133,12 +163,15 @@ def train(cfg: TrainConfig, resume: Path | None = None) -> dict:
 def finish(run: Path, cfg: TrainConfig, model, tok, data, device, start: float, steps: int) -> dict:
     """Reload the best epoch, write its test predictions (its dev ones were written when it was evaluated), print
     and save the results."""
+    barrier()  # rank 0 has written the best snapshot
     best = load_snapshot(run, "best", model)
     dev = best["dev"]
-    _, preds = evaluate(model, data["test"], tok.pad_id, device, cfg.bf16)
-    write_task_predictions(run / "predictions", "test", data["test"], preds)
+    _, preds = evaluate(model, data["test"], tok.pad_id, device, cfg.precision)
     wall = time.time() - start
     summary = {"run_dir": str(run), "best_epoch": best["epoch"], "dev": dev, "steps": steps, "wall_time_s": round(wall, 1)}
+    if not current().main:
+        return summary
+    write_task_predictions(run / "predictions", "test", data["test"], preds)
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
     print(results_table({f"dev (best epoch {best['epoch']})": dev}, list(cfg.tasks)))
     print(f"wall time {wall:.0f}s, {steps} steps; predictions in {run / 'predictions'}", flush=True)
