@@ -1,21 +1,24 @@
 """Multitask throughput on the quickstart setup (SST, Quora, STS on the embedded checkpoint). Run by hand:
 
-    python benchmarks/bench_multitask.py [--steps 20] [--fp32]
+    python benchmarks/bench_multitask.py [--steps N] [--fixed-steps 30] [--fp32]
 
-Reports, in one run: examples/s of a round-robin training step (forward, summed losses, backward, AdamW) with
-length-bucketed batches and with plain shuffled batches; examples/s of a full dev evaluation (each distinct
-sentence encoded once); and the fraction of padding tokens in the training batches with and without bucketing.
+Reports, in one run: examples/s of round-robin training (forward, summed losses, backward, AdamW) over the
+quickstart's epoch with the fused (packed) pass and with one pass per task on the same batches; with every batch
+padded to the fixed max_length and with shuffled (unbucketed) batches over fewer steps; examples/s of a full dev
+evaluation (each distinct sentence encoded once); and the padding fraction with and without bucketing.
 Prints a table and appends it, with the command, to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import random
 import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from _record import record  # benchmarks/_record.py (scripts run from the repository root)
 
 from minbert.config import load_config
@@ -52,61 +55,82 @@ def padding(data, streams, pad_id, n) -> float:
     return pad / total
 
 
+def fixed_length(micro, length: int, pad_id: int):
+    """The same micro-batches padded to `length` tokens, as a fixed-shape pipeline would feed them."""
+    out = []
+    for batches, fracs in micro:
+        fixed = {}
+        for n, b in batches.items():
+            extra = length - b.ids.shape[1]
+            fixed[n] = dataclasses.replace(
+                b, ids=F.pad(b.ids, (0, extra), value=pad_id), mask=F.pad(b.mask, (0, extra)),
+                types=None if b.types is None else F.pad(b.types, (0, extra)))
+        out.append((fixed, fracs))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=0, help="steps timed per setting (default: the quickstart's epoch)")
+    ap.add_argument("--fixed-steps", type=int, default=30, help="steps timed with fixed-length padding (slow)")
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     cfg = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"precision={'fp32' if args.fp32 else 'bf16'}"])
+    steps = args.steps or cfg.steps_per_epoch
     device = torch.device("cpu")
     torch.manual_seed(0)
     model, tok = build(cfg, device)
     data = load_data(cfg, tok, ("train", "dev"))
-    tech = Techniques(cfg, model, device)  # plain summed losses: the quickstart switches on no technique
     opt = AdamW(model.parameters(), lr=cfg.lr)
+    max_len = max(cfg.task(n).max_length for n in cfg.tasks)
 
-    def streams(cls):
-        return {n: cls(n, d.lengths, cfg.task(n).batch_size, cfg.seed) for n, d in data["train"].items()}
-
-    def steps_per_second(cls) -> float:
-        s = streams(cls)
+    def examples_per_second(fused: bool, cls=BatchStream, n=steps, fixed=False) -> float:
+        tech = Techniques(dataclasses.replace(cfg, fused=fused), model, device)
+        s = {n: cls(n, d.lengths, cfg.task(n).batch_size, cfg.seed) for n, d in data["train"].items()}
         model.train()
+        examples = elapsed = 0
+        for i in range(n + 2):  # the first two steps warm up
+            idx = {n: s[n].next() for n in cfg.tasks}
+            micro = step_batches(data["train"], idx, tok.pad_id, device)
+            if fixed:
+                micro = fixed_length(micro, max_len, tok.pad_id)
+            t = time.perf_counter()
+            tech.train_step(opt, micro, 0)
+            if i >= 2:
+                elapsed += time.perf_counter() - t
+                examples += sum(len(v) for v in idx.values())  # a pair counts as one example
+        return examples / elapsed
 
-        def step():
-            tech.train_step(opt, step_batches(data["train"], {n: s[n].next() for n in cfg.tasks}, tok.pad_id, device), 0)
-
-        for _ in range(3):
-            step()
-        t = time.perf_counter()
-        for _ in range(args.steps):
-            step()
-        return args.steps / (time.perf_counter() - t)
-
-    per_step = sum(cfg.task(n).batch_size for n in cfg.tasks)  # pairs count as one example
-    bucketed = steps_per_second(BatchStream) * per_step
-    shuffled = steps_per_second(ShuffledStream) * per_step
+    fused = examples_per_second(True)
+    unfused = examples_per_second(False)
+    fixed = examples_per_second(False, n=args.fixed_steps, fixed=True)
+    shuffled = examples_per_second(True, ShuffledStream, n=args.fixed_steps)
     t = time.perf_counter()
     evaluate(model, data["dev"], tok.pad_id, device, cfg.precision)
     eval_time = time.perf_counter() - t
     n_dev = sum(len(d) for d in data["dev"].values())
-    pad_b = padding(data["train"], streams(BatchStream), tok.pad_id, 200)
-    pad_s = padding(data["train"], streams(ShuffledStream), tok.pad_id, 200)
+    pad_b = padding(data["train"], {n: BatchStream(n, d.lengths, 32, cfg.seed) for n, d in data["train"].items()}, tok.pad_id, 200)
+    pad_s = padding(data["train"], {n: ShuffledStream(n, d.lengths, 32, cfg.seed) for n, d in data["train"].items()}, tok.pad_id, 200)
 
     precision = "fp32" if args.fp32 else "bf16"
     table = "\n".join(
         [
-            "| measure | bucketed | shuffled (no bucketing) | ratio |",
-            "|---|---|---|---|",
-            f"| round-robin train step, examples/s ({precision}) | {bucketed:.1f} | {shuffled:.1f} | **{bucketed / shuffled:.2f}x** |",
-            f"| padding tokens in training batches | {pad_b:.1%} | {pad_s:.1%} | |",
-            f"| dev evaluation, examples/s ({precision}; {n_dev} examples in {eval_time:.1f} s) | {n_dev / eval_time:.1f} | | |",
+            f"| round-robin training ({precision}) | examples/s | vs fused + bucketed |",
+            "|---|---|---|",
+            f"| fused pass (packed), length-bucketed batches, {steps} steps | {fused:.1f} | 1.00x |",
+            f"| one pass per task, length-bucketed batches, {steps} steps | {unfused:.1f} | {unfused / fused:.2f}x |",
+            f"| one pass per task, padded to {max_len} tokens (fixed length), {args.fixed_steps} steps | {fixed:.1f} | {fixed / fused:.2f}x |",
+            f"| fused pass, shuffled batches (no bucketing), {args.fixed_steps} steps | {shuffled:.1f} | {shuffled / fused:.2f}x |",
+            f"| dev evaluation ({n_dev} examples in {eval_time:.1f} s) | {n_dev / eval_time:.1f} | |",
+            "",
+            f"Padding in training batches: {pad_b:.1%} length-bucketed, {pad_s:.1%} shuffled (200 batches per task).",
         ]
     )
     setup = (
-        f"configs/quickstart.yaml tasks (SST linear, Quora concat bi-encoder, STS cosine bi-encoder; batch "
-        f"{per_step // len(cfg.tasks)} per task), embedded checkpoint, {args.steps} timed steps after 3 warm-up, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads. Padding measured over 200 batches per task."
+        f"configs/quickstart.yaml (SST linear, Quora concat bi-encoder, STS cosine bi-encoder; batch 32 per task; "
+        f"one epoch = {cfg.steps_per_epoch} steps), embedded checkpoint, summed losses, the same batches for both passes, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads. Each setting timed over its steps after 2 warm-up steps."
     )
     record("bench_multitask", setup, table, write=not args.no_write)
 

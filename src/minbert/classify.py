@@ -36,6 +36,7 @@ from minbert.runs import (
     progress,
     save_tensors,
     seed_everything,
+    set_threads,
 )
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,8 @@ def classify(cfg: ClassifyConfig) -> dict:
     ckpt = resolve_checkpoint(cfg.checkpoint)
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
+    if device.type == "cpu":
+        set_threads(0)
 
     tok = Tokenizer.from_pretrained(ckpt)
     splits = {s: load_split(spec, s, root, cfg.strict) for s in ("train", "dev")}

@@ -114,8 +114,10 @@ def autocast(device: torch.device, precision: str | bool):
 
 
 def set_threads(threads: int, local_processes: int = 1) -> int:
-    """CPU threads for this process: `threads`, or the machine's cores shared among the processes on it."""
-    n = threads or max(1, (os.cpu_count() or 1) // local_processes)
+    """CPU threads for this process: `threads`, or the CPUs this process may use shared among the processes on the
+    machine (torchrun's default of one thread per process would leave cores idle)."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n = threads or max(1, cpus // local_processes)
     torch.set_num_threads(n)
     return n
 

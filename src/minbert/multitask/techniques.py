@@ -6,6 +6,7 @@ Their state goes through checkpoints with the rest of the run."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 
 import torch
@@ -23,6 +24,11 @@ from minbert.multitask.packing import fused_forward
 from minbert.regularizers import REGULARIZERS
 from minbert.runs import autocast
 from minbert.tasks import TASKS
+
+
+# losses whose terms compare examples within a batch: splitting the batch changes them
+IN_BATCH_LOSSES = ("mnrl", "mnrl_sentiment", "triplet")
+log = logging.getLogger(__name__)
 
 
 class StepLoss(nn.Module):
@@ -63,6 +69,11 @@ class Techniques:
         self.margin_prev = {n: 0.0 for n, t in self.tasks.items() if t.margin_step}
         self.scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
         self.world = current().world
+        in_batch = sorted({k for t in self.tasks.values() for k in (t.loss, *t.extra_losses) if k in IN_BATCH_LOSSES})
+        if in_batch and (self.world > 1 or cfg.grad_accum > 1):
+            log.warning("%s draw negatives from within a batch: with grad_accum %d on %d processes each sees 1/%d of "
+                        "the batch, so results differ from one large batch", ", ".join(in_batch), cfg.grad_accum,
+                        self.world, cfg.grad_accum * self.world)
         self.step_loss = StepLoss(model, self.batch_losses)
         self.ddp = None
         if self.world > 1:

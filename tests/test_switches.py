@@ -1,0 +1,48 @@
+"""Speed and memory switches: gradient checkpointing, fp16 with a gradient scaler, torch.compile with fallback."""
+
+import json
+import logging
+
+import torch
+
+import minbert.multitask.train as tr
+from minbert.config import load_config
+from minbert.multitask.config import TrainConfig
+from minbert.multitask.state import snapshot_folder
+from tests.test_distributed import EXACT, assert_same_weights
+from tests.test_multitask import QUICKSTART, TINY, final_weights
+
+
+def test_gradient_checkpointing_gives_the_same_gradients_with_dropout():
+    from minbert.model import BertModel, default_checkpoint_dir
+
+    torch.manual_seed(0)
+    model = BertModel.from_pretrained(default_checkpoint_dir()).train()  # dropout on: recomputation must redraw the same masks
+    ids = torch.randint(1000, 5000, (4, 12))
+    grads = []
+    for ckpt in (False, True):
+        model.gradient_checkpointing = ckpt
+        model.zero_grad()
+        torch.manual_seed(1)
+        model(ids).last_hidden_state.pow(2).mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))
+
+
+def test_fp16_with_gradient_scaler_trains(tmp_path):
+    run = tmp_path / "fp16"
+    tr.train(load_config(TrainConfig, QUICKSTART, TINY + ["epochs=1", "steps_per_epoch=3", "precision=fp16", "combiner=pcgrad", f"out={run}"]))
+    w = final_weights(run)
+    assert all(torch.isfinite(t).all() and t.dtype == torch.float32 for t in w.values())  # fp32 master weights
+    state = json.loads((snapshot_folder(run, "last") / "state.json").read_text())
+    assert state["techniques"]["scaler"]["scale"] > 0  # the loss scale travels with checkpoints
+
+
+def test_compile_switch_matches_eager_and_falls_back_on_a_bad_backend(tmp_path, caplog):
+    tr.train(load_config(TrainConfig, QUICKSTART, EXACT + [f"out={tmp_path / 'eager'}"]))
+    tr.train(load_config(TrainConfig, QUICKSTART, EXACT + ["compile=eager", f"out={tmp_path / 'compiled'}"]))
+    assert_same_weights(tmp_path / "eager", tmp_path / "compiled")
+    with caplog.at_level(logging.WARNING):
+        tr.train(load_config(TrainConfig, QUICKSTART, EXACT + ["compile=no-such-backend", f"out={tmp_path / 'fallback'}"]))
+    assert "unknown backend 'no-such-backend'" in caplog.text
+    assert_same_weights(tmp_path / "eager", tmp_path / "fallback")
