@@ -32,43 +32,40 @@ from minbert.runs import autocast
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def epoch_seconds(cfg: TrainConfig, limit: int, repeats: int) -> tuple[float, int, int]:
-    """Median seconds of `repeats` epochs, steps per epoch, real (non-padding) tokens per epoch."""
-    cfg = dataclasses.replace(cfg, tasks={n: dataclasses.replace(t, train_limit=limit) for n, t in cfg.tasks.items()})
-    device = torch.device("cpu")
-    torch.manual_seed(0)
-    model, tok = build(cfg, device)
-    data = load_data(cfg, tok, ("train",))["train"]
-    tech, opt = Techniques(cfg, model, device), AdamW(model.parameters(), lr=cfg.lr)
-    model.train()
+class Setup:
+    """One data size: its own model, optimizer and data (the first `limit` training examples of each task)."""
 
-    def epoch() -> tuple[float, int, int]:
-        streams = {n: BatchStream(n, d.lengths, cfg.task(n).batch_size, cfg.seed) for n, d in data.items()}
-        steps, tokens, t = max(s.per_pass for s in streams.values()), 0, time.perf_counter()
+    def __init__(self, cfg: TrainConfig, limit: int):
+        self.cfg = cfg = dataclasses.replace(cfg, tasks={n: dataclasses.replace(t, train_limit=limit) for n, t in cfg.tasks.items()})
+        self.device = torch.device("cpu")
+        torch.manual_seed(0)
+        self.model, self.tok = build(cfg, self.device)
+        self.data = load_data(cfg, self.tok, ("train",))["train"]
+        self.tech, self.opt = Techniques(cfg, self.model, self.device), AdamW(self.model.parameters(), lr=cfg.lr)
+
+    def epoch(self) -> tuple[float, int, int]:
+        """Seconds, steps and real (non-padding) tokens of one pass over the data."""
+        self.model.train()
+        streams = {n: BatchStream(n, d.lengths, self.cfg.task(n).batch_size, self.cfg.seed) for n, d in self.data.items()}
+        steps, tokens, elapsed = max(s.per_pass for s in streams.values()), 0, 0.0
         for i in range(steps):
-            micro = step_batches(data, {n: s.next() for n, s in streams.items()}, tok.pad_id, device)
+            micro = step_batches(self.data, {n: s.next() for n, s in streams.items()}, self.tok.pad_id, self.device)
             tokens += sum(int(b.mask.sum()) for b in micro[0][0].values())
-            tech.train_step(opt, micro, i)
-        return time.perf_counter() - t, steps, tokens
-
-    epoch()  # warm-up
-    runs = [epoch() for _ in range(repeats)]
-    return statistics.median(r[0] for r in runs), runs[0][1], runs[0][2]
+            t = time.perf_counter()
+            self.tech.train_step(self.opt, micro, i)
+            elapsed += time.perf_counter() - t
+        return elapsed, steps, tokens
 
 
-def step_ms(model, opt, length: int, precision: str, iters: int = 6) -> float:
+def step_ms(model, opt, length: int, precision: str) -> float:
     ids = torch.randint(1000, 30000, (32, length))
-    times = []
-    for i in range(iters + 2):
-        t = time.perf_counter()
-        with autocast(torch.device("cpu"), precision):
-            loss = model(ids).last_hidden_state.float().pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if i >= 2:
-            times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1000
+    t = time.perf_counter()
+    with autocast(torch.device("cpu"), precision):
+        loss = model(ids).last_hidden_state.float().pow(2).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return (time.perf_counter() - t) * 1000
 
 
 def main() -> None:
@@ -81,9 +78,18 @@ def main() -> None:
     precision = "fp32" if args.fp32 else "bf16"
     cfg = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"precision={precision}"]).validate()
 
+    # the sizes (and below, the lengths) take turns, so that a shared VM's drift in speed, which reaches tens of
+    # percent over minutes here, falls on all of them alike
+    setups = {k: Setup(cfg, args.base * k) for k in (1, 2, 4)}
+    for st in setups.values():
+        st.epoch()  # warm-up
+    runs = {k: [] for k in setups}
+    for _ in range(args.repeats):
+        for k, st in setups.items():
+            runs[k].append(st.epoch())
     rows, first = [], None
-    for k in (1, 2, 4):
-        sec, steps, tokens = epoch_seconds(cfg, args.base * k, args.repeats)
+    for k, r in runs.items():
+        sec, steps, tokens = statistics.median(x[0] for x in r), r[0][1], r[0][2]
         first = first or (sec, tokens)
         rows.append(f"| {k}x | {args.base * k} | {steps} | {tokens} ({tokens / first[1]:.2f}x) | {sec:.1f} | {sec / first[0]:.2f}x | "
                     f"{1000 * sec / tokens:.2f} |")
@@ -92,16 +98,20 @@ def main() -> None:
 
     model = BertModel.from_pretrained(default_checkpoint_dir()).train()
     opt = AdamW(model.parameters(), lr=1e-5)
-    lines, base = [], None
-    for length in (16, 32, 64, 128, 256):
-        ms = step_ms(model, opt, length, precision)
-        base = base or ms / 16
-        lines.append(f"| {length} | {ms:.0f} | {ms / (32 * length) * 1000:.0f} | {ms / length / base:.2f}x |")
+    lengths = (16, 32, 64, 128, 256)
+    times = {n: [] for n in lengths}
+    for i in range(8):
+        for n in lengths:
+            ms = step_ms(model, opt, n, precision)
+            if i >= 2:  # two warm-up rounds
+                times[n].append(ms)
+    med = {n: statistics.median(t) for n, t in times.items()}
+    lines = [f"| {n} | {med[n]:.0f} | {med[n] / (32 * n) * 1000:.0f} | {med[n] / n / (med[16] / 16):.2f}x |" for n in lengths]
     lengths = "\n".join(["| tokens per sequence | ms per step (batch 32) | us per token | per-token cost vs 16 |", "|---|---|---|---|", *lines])
     setup = (
         f"Epoch = one pass over each task's first N training examples (quickstart tasks, batch 32 per task, fused pass, "
-        f"{precision}; median of {args.repeats} epochs after one warm-up epoch); encoder step = our BertModel on the embedded checkpoint, random ids, forward + backward + AdamW, "
-        f"median of 6 after 2 warm-up. torch {torch.__version__}, {torch.get_num_threads()} threads."
+        f"{precision}; median of {args.repeats} epochs per size after one warm-up epoch, sizes taking turns); encoder step = our BertModel on the embedded checkpoint, random ids, forward + backward + AdamW, "
+        f"median of 6 per length after 2 warm-up rounds, lengths taking turns. torch {torch.__version__}, {torch.get_num_threads()} threads."
     )
     record("bench_scaling", setup, epochs + "\n\n" + lengths, write=not args.no_write)
 

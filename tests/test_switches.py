@@ -46,3 +46,15 @@ def test_compile_switch_matches_eager_and_falls_back_on_a_bad_backend(tmp_path, 
         tr.train(load_config(TrainConfig, QUICKSTART, EXACT + ["compile=no-such-backend", f"out={tmp_path / 'fallback'}"]))
     assert "unknown backend 'no-such-backend'" in caplog.text
     assert_same_weights(tmp_path / "eager", tmp_path / "fallback")
+
+
+def test_freeze_word_embeddings_leaves_the_table_untouched(tmp_path):
+    from minbert.model import BertModel, default_checkpoint_dir
+
+    run = tmp_path / "frozen"
+    tr.train(load_config(TrainConfig, QUICKSTART, EXACT + ["freeze_word_embeddings=true", f"out={run}"]))
+    w = final_weights(run)
+    start = BertModel.from_pretrained(default_checkpoint_dir()).embeddings.word_embeddings.weight
+    assert torch.equal(w["bert.embeddings.word_embeddings.weight"], start)
+    assert not torch.equal(w["bert.embeddings.position_embeddings.weight"],
+                           BertModel.from_pretrained(default_checkpoint_dir()).embeddings.position_embeddings.weight)

@@ -95,6 +95,13 @@ def broadcast(obj):
     return box[0]
 
 
+def broadcast_tensors(tensors) -> None:
+    """Overwrite the tensors, in place, with rank 0's."""
+    if current().world > 1:
+        for t in tensors:
+            dist.broadcast(t, src=0)
+
+
 def barrier() -> None:
     if current().world > 1:
         dist.barrier()

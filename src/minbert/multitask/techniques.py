@@ -18,7 +18,7 @@ from minbert.combiners.conflicts import ConflictStats
 from minbert.losses import LOSSES
 from minbert.losses.dynamic_margin import next_margin
 from minbert.lr_schedules import LR_SCHEDULES
-from minbert.distributed import all_reduce_sum, current
+from minbert.distributed import all_reduce_sum, broadcast_tensors, current
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.packing import fused_forward
 from minbert.regularizers import REGULARIZERS
@@ -76,7 +76,9 @@ class Techniques:
                         self.world, cfg.grad_accum * self.world)
         self.step_loss = StepLoss(model, self.batch_losses)
         self.ddp = None
-        if self.world > 1:
+        if self.world > 1 and self.per_task:
+            broadcast_tensors(model.state_dict().values())  # rows are all-reduced by hand (task_grads): sync weights once
+        elif self.world > 1:
             ids = [device.index] if device.type == "cuda" else None
             # find_unused_parameters: heads of tasks not in a step, and the pooler under mean pooling, get no gradient
             self.ddp = DistributedDataParallel(self.step_loss, device_ids=ids, find_unused_parameters=True)

@@ -17,17 +17,24 @@ import torch
 
 from minbert.config import dump_yaml, from_dict, load_yaml
 from minbert.data import Tokenizer, data_dir, load_split, split_file
-from minbert.model import BertModel, resolve_checkpoint
-from minbert.multitask.config import TrainConfig
 from minbert.distributed import Dist, barrier, broadcast, current, setup, teardown
+from minbert.model import BertModel, resolve_checkpoint
+from minbert.model.compile import compile_layers
+from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, TaskData, encode_task, step_batches
 from minbert.multitask.evaluate import evaluate, results_table, write_task_predictions
 from minbert.multitask.model import MultitaskModel
 from minbert.multitask.state import load_snapshot, save_snapshot
 from minbert.multitask.techniques import Techniques
 from minbert.optim import AdamW
-from minbert.model.compile import compile_layers
-from minbert.runs import MetricsLog, NoLog, new_run_dir, progress, seed_everything, set_threads
+from minbert.runs import (
+    MetricsLog,
+    NoLog,
+    new_run_dir,
+    progress,
+    seed_everything,
+    set_threads,
+)
 from minbert.schedules import SCHEDULES
 from minbert.tasks import TASKS
 
