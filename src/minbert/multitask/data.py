@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from minbert.data import Example, Tokenizer, bucket_batches, pad
+from minbert.distributed import shard
 from minbert.multitask.config import TaskConfig
 from minbert.tasks import Task
 
@@ -105,7 +106,7 @@ def step_batches(data: dict[str, TaskData], idx: dict[str, list[int]], pad_id: i
     one-example stand-in with fraction 0, so every process runs every task in every micro-batch (DDP expects it)."""
     micro: list[tuple[dict[str, Batch], dict[str, float]]] = [({}, {}) for _ in range(accum)]
     for name, glob in idx.items():
-        mine = glob[rank::world]  # the batch is length-sorted: every world-th example balances the shares
+        mine = shard(glob, rank, world)
         bounds = [len(mine) * k // accum for k in range(accum + 1)]
         for k, (batches, fracs) in enumerate(micro):
             part = mine[bounds[k] : bounds[k + 1]]  # contiguous: similar lengths, little padding

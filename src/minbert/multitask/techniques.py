@@ -15,20 +15,30 @@ from torch.nn.parallel import DistributedDataParallel
 
 from minbert.combiners import COMBINERS
 from minbert.combiners.conflicts import ConflictStats
+from minbert.distributed import all_reduce_sum, broadcast_tensors, current
 from minbert.losses import LOSSES
 from minbert.losses.dynamic_margin import next_margin
 from minbert.lr_schedules import LR_SCHEDULES
-from minbert.distributed import all_reduce_sum, broadcast_tensors, current
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.packing import fused_forward
 from minbert.regularizers import REGULARIZERS
 from minbert.runs import autocast
 from minbert.tasks import TASKS
 
-
 # losses whose terms compare examples within a batch: splitting the batch changes them
 IN_BATCH_LOSSES = ("mnrl", "mnrl_sentiment", "triplet")
 log = logging.getLogger(__name__)
+
+
+def flat_grads(grads, params) -> torch.Tensor:
+    """One flat row from per-parameter gradients, zeros where a parameter got none."""
+    return torch.cat([g.reshape(-1) if g is not None else p.new_zeros(p.numel()) for g, p in zip(grads, params)])
+
+
+def set_grads(flat: torch.Tensor, params) -> None:
+    """A flat row back into the parameters' .grad."""
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad = g.view_as(p).clone()
 
 
 class StepLoss(nn.Module):
@@ -143,7 +153,7 @@ class Techniques:
                 loss = self.task_loss(n, b) * fracs[n]
                 grads = torch.autograd.grad(self.scale(loss), self.shared + self.own[n], allow_unused=True)
                 k = len(self.shared)
-                flat = torch.cat([g.reshape(-1) if g is not None else p.new_zeros(p.numel()) for g, p in zip(grads[:k], self.shared)])
+                flat = flat_grads(grads[:k], self.shared)
                 rows[n] = flat if n not in rows else rows[n] + flat
                 for p, g in zip(self.own[n], grads[k:]):
                     if g is not None:
@@ -151,9 +161,7 @@ class Techniques:
                 totals[n] += loss.item()
         if self.world > 1:
             own = [p for n in rows for p in self.own[n]]
-            flat = all_reduce_sum(torch.cat([p.grad.reshape(-1) if p.grad is not None else p.new_zeros(p.numel()) for p in own]))
-            for p, g in zip(own, flat.split([p.numel() for p in own])):
-                p.grad = g.view_as(p).clone()
+            set_grads(all_reduce_sum(flat_grads([p.grad for p in own], own)), own)
         rows = [rows[n] for n in totals]
         return [all_reduce_sum(r) for r in rows]
 
@@ -166,10 +174,7 @@ class Techniques:
             if self.cfg.conflict_stats and len(rows) > 1:
                 self.conflicts.update(grads, names)
             flat = self.combiner(grads, random.Random(f"{self.cfg.seed}/{step}")) if len(rows) > 1 else grads[0]
-        offset = 0
-        for p in self.shared:
-            p.grad = flat[offset : offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
+        set_grads(flat, self.shared)
 
     def after_step(self) -> None:
         for reg in self.regularizers.values():
