@@ -130,9 +130,9 @@ class BertSelfAttention(nn.Module):
 def attention_math(q, k, v, mask, p: float) -> torch.Tensor:
     """softmax(q k^T / sqrt(hs) + mask) v with dropout on the probabilities, written out.
 
-    Used for CPU training: measured on this machine (32x12x48x48, forward + backward), PyTorch's CPU SDPA kernel
-    takes 86 ms in bf16 without dropout (its backward is slow) and 34 ms with dropout (it falls back to this same
-    math with F.dropout), against 19 ms here with our cheaper dropout. Inference keeps SDPA, which is faster there.
+    Used for CPU training: measured on this machine (32x12x48x48, forward + backward, bf16; benchmarks/bench_kernels.py),
+    PyTorch's CPU SDPA kernel takes 78 ms without dropout (its backward is slow) and 34 ms with dropout (it falls
+    back to this same math with F.dropout), against 16 ms here with our cheaper dropout. Inference keeps SDPA.
     """
     s = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (B, nh, T, T)
     if mask is not None:  # an additive -inf bias: its backward is free, masked_fill's is a full pass over s
