@@ -1,11 +1,15 @@
 """Multitask throughput on the quickstart setup (SST, Quora, STS on the embedded checkpoint). Run by hand:
 
-    python benchmarks/bench_multitask.py [--steps N] [--fixed-steps 30] [--fp32]
+    python benchmarks/bench_multitask.py [--steps N] [--fixed-steps 30] [--sweep 8,16] [--sweep-steps 40] [--fp32]
 
 Reports, in one run: examples/s of round-robin training (forward, summed losses, backward, AdamW) over the
-quickstart's epoch with the fused (packed) pass and with one pass per task on the same batches; with every batch
-padded to the fixed max_length and with shuffled (unbucketed) batches over fewer steps; examples/s of a full dev
-evaluation (each distinct sentence encoded once); and the padding fraction with and without bucketing.
+quickstart's epoch with the fused (unpadded) pass, with one pass per task (both sides of a pair stacked, as the
+per-task path runs) and with one pass per sentence group (SST; each side of Quora and STS: five passes, as a
+hand-written loop calls the encoder once per input), each step timed for all three on the same batches, one after
+the other, so the machine's drift hits them alike; then, over fewer steps, every batch padded to the fixed
+max_length and shuffled (unbucketed) batches; examples/s of a full dev evaluation (each distinct sentence encoded
+once); and the padding fraction with and without bucketing. A second table repeats the three passes at smaller
+batch sizes per task (--sweep), where the per-pass costs fusion removes weigh more.
 Prints a table and appends it, with the command, to benchmarks/RESULTS.md.
 """
 
@@ -28,6 +32,7 @@ from minbert.multitask.evaluate import evaluate
 from minbert.multitask.techniques import Techniques
 from minbert.multitask.train import build, load_data
 from minbert.optim import AdamW
+from minbert.runs import autocast
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,10 +74,33 @@ def fixed_length(micro, length: int, pad_id: int):
     return out
 
 
+def five_passes(tech: Techniques, device):
+    """The step's losses with one encoder pass per sentence group: a pair task encodes its first sentences, then
+    its second ones, each padded to its own longest."""
+    model = tech.model
+
+    def losses(batches):
+        outs = {}
+        for n, b in batches.items():
+            with autocast(device, tech.cfg.precision):
+                sides = b.ids.chunk(2) if b.pair else (b.ids,)
+                masks = b.mask.chunk(2) if b.pair else (b.mask,)
+                emb = []
+                for ids, mask in zip(sides, masks):
+                    T = int(mask.sum(1).max())
+                    emb.append(model.embed(n, ids[:, :T], mask[:, :T], None if b.types is None else b.types[:, :T]))
+                outs[n] = model.head(n, torch.cat(emb), b.pair)  # (B', H) -> the head's output
+        return {n: tech.task_loss(n, b, outs[n]) for n, b in batches.items()}
+
+    return losses
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=0, help="steps timed per setting (default: the quickstart's epoch)")
     ap.add_argument("--fixed-steps", type=int, default=30, help="steps timed with fixed-length padding (slow)")
+    ap.add_argument("--sweep", default="8,16", help="batch sizes per task for the second table ('' for none)")
+    ap.add_argument("--sweep-steps", type=int, default=40, help="steps timed per batch size in the second table")
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
@@ -85,28 +113,37 @@ def main() -> None:
     opt = AdamW(model.parameters(), lr=cfg.lr)
     max_len = max(cfg.task(n).max_length for n in cfg.tasks)
 
-    def examples_per_second(fused: bool, cls=BatchStream, n=steps, fixed=False) -> float:
-        tech = Techniques(dataclasses.replace(cfg, fused=fused), model, device)
-        s = {n: cls(n, d.lengths, cfg.task(n).batch_size, cfg.seed) for n, d in data["train"].items()}
+    def examples_per_second(modes: dict[str, dict], cls=BatchStream, n=steps, fixed=False, batch=0) -> dict[str, float]:
+        """Each mode {fused, five} timed on the same steps, interleaved step by step."""
+        techs = {}
+        for name, m in modes.items():
+            techs[name] = Techniques(dataclasses.replace(cfg, fused=m.get("fused", False)), model, device)
+            if m.get("five"):
+                techs[name].step_loss.losses = five_passes(techs[name], device)
+        s = {n: cls(n, d.lengths, batch or cfg.task(n).batch_size, cfg.seed) for n, d in data["train"].items()}
         model.train()
-        examples = elapsed = 0
+        examples, elapsed = 0, dict.fromkeys(modes, 0.0)
         for i in range(n + 2):  # the first two steps warm up
             idx = {n: s[n].next() for n in cfg.tasks}
             micro = step_batches(data["train"], idx, tok.pad_id, device)
             if fixed:
                 micro = fixed_length(micro, max_len, tok.pad_id)
-            t = time.perf_counter()
-            tech.train_step(opt, micro, 0)
+            for name, tech in techs.items():
+                t = time.perf_counter()
+                tech.train_step(opt, micro, 0)
+                if i >= 2:
+                    elapsed[name] += time.perf_counter() - t
             if i >= 2:
-                elapsed += time.perf_counter() - t
                 examples += sum(len(v) for v in idx.values())  # a pair counts as one example
-        return examples / elapsed
+        return {name: examples / e for name, e in elapsed.items()}
 
-    fused = examples_per_second(True)
-    unfused = examples_per_second(False)
-    fixed = examples_per_second(False, n=args.fixed_steps, fixed=True)
-    shuffled = examples_per_second(True, ShuffledStream, n=args.fixed_steps)
-    shuffled_unfused = examples_per_second(False, ShuffledStream, n=args.fixed_steps)
+    bucketed = examples_per_second({"fused": {"fused": True}, "per-task": {}, "five": {"five": True}})
+    fused, unfused, five = bucketed["fused"], bucketed["per-task"], bucketed["five"]
+    fixed = examples_per_second({"per-task": {}}, n=args.fixed_steps, fixed=True)["per-task"]
+    shuffled = examples_per_second({"fused": {"fused": True}, "per-task": {}}, ShuffledStream, n=args.fixed_steps)
+    shuffled, shuffled_unfused = shuffled["fused"], shuffled["per-task"]
+    three = {"fused": {"fused": True}, "per-task": {}, "five": {"five": True}}
+    sweep = {b: examples_per_second(three, n=args.sweep_steps, batch=b) for b in map(int, filter(None, args.sweep.split(",")))}
     t = time.perf_counter()
     evaluate(model, data["dev"], tok.pad_id, device, cfg.precision)
     eval_time = time.perf_counter() - t
@@ -117,22 +154,34 @@ def main() -> None:
     precision = "fp32" if args.fp32 else "bf16"
     table = "\n".join(
         [
-            f"| round-robin training ({precision}) | examples/s | vs fused + bucketed |",
-            "|---|---|---|",
-            f"| fused pass (packed), length-bucketed batches, {steps} steps | {fused:.1f} | 1.00x |",
-            f"| one pass per task, length-bucketed batches, {steps} steps | {unfused:.1f} | {unfused / fused:.2f}x |",
-            f"| one pass per task, padded to {max_len} tokens (fixed length), {args.fixed_steps} steps | {fixed:.1f} | {fixed / fused:.2f}x |",
-            f"| fused pass, shuffled batches (no bucketing), {args.fixed_steps} steps | {shuffled:.1f} | {shuffled / fused:.2f}x |",
-            f"| one pass per task, shuffled batches (no bucketing), {args.fixed_steps} steps | {shuffled_unfused:.1f} | {shuffled_unfused / fused:.2f}x |",
-            f"| dev evaluation ({n_dev} examples in {eval_time:.1f} s) | {n_dev / eval_time:.1f} | |",
+            f"| round-robin training ({precision}) | examples/s | vs fused + bucketed | fused speed-up |",
+            "|---|---|---|---|",
+            f"| fused pass (unpadded), length-bucketed batches, {steps} steps | {fused:.1f} | 1.00x | |",
+            f"| one pass per task (3), length-bucketed batches, same steps | {unfused:.1f} | {unfused / fused:.2f}x | {fused / unfused:.2f}x |",
+            f"| one pass per sentence group (5), length-bucketed batches, same steps | {five:.1f} | {five / fused:.2f}x | {fused / five:.2f}x |",
+            f"| one pass per task, padded to {max_len} tokens (fixed length), {args.fixed_steps} steps | {fixed:.1f} | {fixed / fused:.2f}x | |",
+            f"| fused pass, shuffled batches (no bucketing), {args.fixed_steps} steps | {shuffled:.1f} | {shuffled / fused:.2f}x | |",
+            f"| one pass per task, shuffled batches (no bucketing), {args.fixed_steps} steps | {shuffled_unfused:.1f} | {shuffled_unfused / fused:.2f}x | {shuffled / shuffled_unfused:.2f}x (shuffled) |",
+            f"| dev evaluation ({n_dev} examples in {eval_time:.1f} s) | {n_dev / eval_time:.1f} | | |",
             "",
             f"Padding in training batches: {pad_b:.1%} length-bucketed, {pad_s:.1%} shuffled (200 batches per task).",
         ]
     )
+    if sweep:
+        table += "\n\n" + "\n".join(
+            [
+                f"| batch per task ({precision}, {args.sweep_steps} steps each) | fused examples/s | per task (3) | per sentence group (5) | fused speed-up vs 3 | vs 5 |",
+                "|---|---|---|---|---|---|",
+                *(f"| {b} | {r['fused']:.1f} | {r['per-task']:.1f} | {r['five']:.1f} | {r['fused'] / r['per-task']:.2f}x | {r['fused'] / r['five']:.2f}x |"
+                  for b, r in sweep.items()),
+                f"| {cfg.task('sst').batch_size} (table above) | {fused:.1f} | {unfused:.1f} | {five:.1f} | {fused / unfused:.2f}x | {fused / five:.2f}x |",
+            ]
+        )
     setup = (
         f"configs/quickstart.yaml (SST linear, Quora concat bi-encoder, STS cosine bi-encoder; batch 32 per task; "
-        f"one epoch = {cfg.steps_per_epoch} steps), embedded checkpoint, summed losses, the same batches for both passes, "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads. Each setting timed over its steps after 2 warm-up steps."
+        f"one epoch = {cfg.steps_per_epoch} steps), embedded checkpoint, summed losses, the same batches for every pass, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads. Settings in one block are timed step by step in turn, "
+        f"after 2 warm-up steps."
     )
     record("bench_multitask", setup, table, write=not args.no_write)
 

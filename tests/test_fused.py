@@ -1,4 +1,4 @@
-"""The fused multitask forward (all tasks' sentences packed into one encoder pass) against one pass per task."""
+"""The fused multitask forward (all tasks' sentences in one unpadded encoder pass) against one pass per task."""
 
 import dataclasses
 
@@ -8,7 +8,8 @@ import torch
 from minbert.config import load_config
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
-from minbert.multitask.packing import pack
+from minbert.model.varlen import buckets, layout
+from minbert.multitask.fused import flatten, fused_forward
 from minbert.multitask.techniques import Techniques
 from minbert.multitask.train import build, load_data
 from tests.test_multitask import QUICKSTART, TINY
@@ -50,17 +51,53 @@ def test_fused_step_has_the_per_task_loss_and_gradient_in_fp32(heads):
         assert (g_fused[n] - g).abs().max() <= 1e-5 * max(1.0, g.abs().max().item()), n
 
 
-def test_packing_places_every_token_once_and_pads_little():
+def test_flat_layout_places_every_token_once_without_padding():
     _, _, batches = setup([f"tasks.{t}.max_length=128" for t in ("sst", "quora", "sts")])
-    p = pack(batches)
+    f = flatten(batches)
     real = sum(int(b.mask.sum()) for b in batches.values())
-    assert int((p.ids != 0).sum()) == real  # [PAD] is id 0 and never a real token here
-    R, T = p.ids.shape
-    assert R * T <= 1.2 * real  # first fit, longest first, leaves little room in the rows
-    padded = sum(b.ids.numel() for b in batches.values())
-    assert R * T < padded  # less than padding each task's batch on its own
-    # each packed token sees exactly its own sentence
-    seen = p.mask.sum(-1)  # (R, T)
-    for s, (length, flat) in enumerate(zip(p.lengths.tolist(), p.gather)):
-        r, c = divmod(int(flat[0]), T)
-        assert (seen[r, c : c + length] == length).all() and p.positions[r, c : c + length].tolist() == list(range(length))
+    assert f.ids.shape == (real,) and f.types is None
+    v = f.layout
+    # sentences in flat order, longest first; each one's tokens are the batch row's real tokens, positions restart
+    rows = [r[m.bool()] for b in batches.values() for r, m in zip(b.ids, b.mask)]  # task by task
+    for i, r in enumerate(rows):
+        j = int(f.rank[i])
+        start, n = int(v.starts[j]), int(v.lengths[j])
+        assert f.ids[start : start + n].tolist() == r.tolist()
+        assert v.positions[start : start + n].tolist() == list(range(n))
+        assert (v.segment[start : start + n] == j).all()
+    assert v.lengths.tolist() == sorted(v.lengths.tolist(), reverse=True)
+    assert sum(v.sizes) == real and len(v.sizes) == len(v.grids) > 1
+    # attention grids: each bucket's (B, T) grid holds its sentences' tokens row by row, left-aligned
+    begin = 0
+    for size, (B, T), keep, mask in zip(v.sizes, v.grids, v.keep, v.mask):
+        n = v.lengths[begin : begin + B]
+        assert T == int(n[0]) and int(n.sum()) == size
+        if keep is not None:
+            rows, cols = keep // T, keep % T
+            assert rows.tolist() == [r for r, k in enumerate(n.tolist()) for _ in range(k)]
+            assert cols.tolist() == [c for k in n.tolist() for c in range(k)]
+            assert mask.reshape(B, T).reshape(-1).nonzero().squeeze(1).tolist() == keep.tolist()
+        begin += B
+    assert B * T <= 1.5 * size  # the last bucket too: padding within a bucket stays small
+
+
+def test_buckets_minimize_padded_attention_plus_a_cost_per_bucket():
+    # lengths 10, 9, 3, 3: one bucket costs 4*100 + c; cutting after 9 costs 2*100 + 2*9 + 2c
+    assert buckets([10, 9, 3, 3], cost=100) == [2, 4]  # 400+100 > 218+200
+    assert buckets([10, 9, 3, 3], cost=300) == [4]  # 700 < 818
+    assert buckets([5, 5, 5], cost=0) == [3]  # equal lengths: one bucket, nothing to gain by cutting
+    v = layout([10, 9, 3, 3], "cpu", cost=100)
+    assert v.grids == [(2, 10), (2, 3)] and v.keep[1] is None and v.mask[1] is None and v.sizes == [19, 6]
+    assert v.keep[0].tolist() == list(range(10)) + list(range(10, 19))  # row 2's last slot (19) is padding
+
+
+def test_fused_forward_without_grad_matches_per_task_outputs():
+    # no grad takes the other attention branch (SDPA on each bucket instead of the written-out math)
+    cfg, model, batches = setup(["tasks.quora.head=cross"])
+    model.eval()
+    with torch.no_grad():
+        fused = fused_forward(model, batches)
+        for name, b in batches.items():
+            sep = model(name, b)
+            for k, v in sep.items():
+                assert torch.allclose(fused[name][k], v, atol=1e-5), (name, k)

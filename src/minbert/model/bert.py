@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from minbert.errors import MinbertError
+from minbert.model import varlen
 from minbert.model.dropout import Dropout, dropout
 
 # `adapter(hidden_after_attention, mask) -> delta` is added beside a layer's feed-forward (PALs use it).
@@ -84,11 +85,10 @@ class BertEmbeddings(nn.Module):
         self.dropout = Dropout(c.hidden_dropout_prob)
 
     def forward(self, input_ids, token_type_ids=None, inputs_embeds=None, position_ids=None):
-        words = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, H)
-        T = words.shape[1]
+        words = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, H) or flat (N, H)
         if position_ids is None:
-            x = words + self.position_embeddings.weight[:T]  # positions broadcast over the batch
-        else:  # packed rows: positions restart at every sentence
+            x = words + self.position_embeddings.weight[: words.shape[1]]  # positions broadcast over the batch
+        else:  # flat sentences (model/varlen.py): positions restart at every sentence
             x = words + self.position_embeddings(position_ids)
         if token_type_ids is None:
             x = x + self.token_type_embeddings.weight[0]
@@ -109,22 +109,33 @@ class BertSelfAttention(nn.Module):
         self.dropout_p = c.attention_probs_dropout_prob
 
     def forward(self, x, mask):
+        p = self.dropout_p if self.training else 0.0
+        if isinstance(mask, varlen.Varlen):  # flat (N, H) tokens of many sentences: see model/varlen.py
+            return varlen.attention(self.qkv(x), mask, self.n_head, lambda q, k, v, m: self.attend(q, k, v, m, p))
         B, T, H = x.shape
         nh, hs = self.n_head, H // self.n_head
-        if x.device.type == "cpu" and torch.is_grad_enabled():  # CPU training: see attention_math
-            # one (H, 3H) matmul instead of three, forward and backward; parameters keep Hugging Face's names
-            w = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3H, H)
-            b = torch.cat([self.query.bias, self.key.bias, self.value.bias])  # (3H,)
-            qkv = F.linear(x, w, b).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+        if x.device.type == "cpu" and torch.is_grad_enabled():
+            # one (H, 3H) matmul instead of three, forward and backward
+            qkv = self.qkv(x).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
             q, k, v = qkv.unbind(0)  # (B, nh, T, hs) each
-            y = attention_math(q, k, v, mask, self.dropout_p if self.training else 0.0)
         else:  # inference (where concatenating the weights on every call would cost more than it saves) and GPUs
             q = self.query(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
             k = self.key(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
             v = self.value(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-            p = self.dropout_p if self.training else 0.0
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)  # (B, nh, T, hs)
-        return y.transpose(1, 2).reshape(B, T, H)  # (B, T, H)
+        return self.attend(q, k, v, mask, p).transpose(1, 2).reshape(B, T, H)  # (B, T, H)
+
+    def qkv(self, x):
+        """(..., H) -> (..., 3H) queries, keys and values from one matmul; parameters keep Hugging Face's names."""
+        w = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3H, H)
+        b = torch.cat([self.query.bias, self.key.bias, self.value.bias])  # (3H,)
+        return F.linear(x, w, b)
+
+    @staticmethod
+    def attend(q, k, v, mask, p: float):
+        """(B, nh, T, hs) each -> (B, nh, T, hs). CPU training writes the attention out (see attention_math)."""
+        if q.device.type == "cpu" and torch.is_grad_enabled():
+            return attention_math(q, k, v, mask, p)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
 
 
 def attention_math(q, k, v, mask, p: float) -> torch.Tensor:
@@ -213,13 +224,13 @@ class BertPooler(nn.Module):
         return torch.tanh(self.dense(hidden[:, 0]))  # [CLS] token
 
 
-def attention_bias(attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """(B, T) 1/0 padding mask -> (B, 1, 1, T) boolean mask for SDPA, or None when nothing is padded.
-    A (B, T, T) mask (which key each query may see: packed sentences) -> (B, 1, T, T)."""
+def attention_bias(attention_mask):
+    """(B, T) 1/0 padding mask -> (B, 1, 1, T) boolean mask for SDPA, or None when nothing is padded. A flat
+    layout of many sentences (varlen.Varlen) passes through: attention reads its buckets' masks."""
+    if isinstance(attention_mask, varlen.Varlen):
+        return attention_mask
     if attention_mask is None or bool(attention_mask.all()):
         return None  # lets SDPA pick its fastest kernel
-    if attention_mask.dim() == 3:
-        return attention_mask.bool()[:, None]  # (B, 1, T, T)
     return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
 
 

@@ -66,7 +66,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # speed and memory (none changes the math, except freeze_word_embeddings)
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast; fp16 adds a gradient scaler (GPUs without bf16)
-    fused: bool = True  # all tasks' sentences in one packed encoder pass when the step allows (multitask/packing.py)
+    fused: bool = True  # all tasks' sentences in one unpadded encoder pass when the step allows (multitask/fused.py)
     grad_accum: int = 1  # split each global batch into this many micro-batches (same gradient, less memory)
     grad_checkpointing: bool = False  # recompute encoder activations in the backward (less memory, ~1/3 more time)
     compile: str = ""  # a torch.compile backend for the encoder layers ("inductor", ...); "" = eager

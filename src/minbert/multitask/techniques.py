@@ -20,7 +20,7 @@ from minbert.losses import LOSSES
 from minbert.losses.dynamic_margin import next_margin
 from minbert.lr_schedules import LR_SCHEDULES
 from minbert.multitask.config import TrainConfig
-from minbert.multitask.packing import fused_forward
+from minbert.multitask.fused import fused_forward
 from minbert.regularizers import REGULARIZERS
 from minbert.runs import autocast
 from minbert.tasks import TASKS

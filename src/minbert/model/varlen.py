@@ -1,0 +1,101 @@
+"""Unpadded ("varlen") encoding: the tokens of many sentences as one flat (N, H) tensor with no padding at all.
+
+Everything in a BERT layer except attention works token by token, so the linear layers, GELU, LayerNorm and
+dropout run on exactly the N real tokens. Attention needs each sentence's tokens side by side: the sentences are
+sorted longest first and cut into a few buckets of similar length; each bucket is copied into a small zero-padded
+(B, T) grid for attention only, and its real tokens are taken back out. A token sees only its own sentence, and
+positions restart at every sentence, so every sentence gets exactly the states it would get in a batch of its own.
+
+Flat tokens are bucket-major: bucket 0's sentences (longest first), each sentence's tokens contiguous, then
+bucket 1's, and so on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# one bucket costs about as much fixed work (a gather, a few small kernels per layer, forward and backward) as
+# this many (sentence x token^2) units of attention work; measured only roughly, the split is not sensitive to it
+BUCKET_COST = 3000
+
+
+@dataclass
+class Varlen:
+    """Where each sentence's tokens sit in the flat (N, H) tensor and how attention regroups them."""
+
+    lengths: torch.Tensor  # (S,) tokens per sentence, in flat order
+    starts: torch.Tensor  # (S,) flat index of each sentence's first token
+    segment: torch.Tensor  # (N,) which sentence each flat token belongs to
+    sizes: list[int]  # flat tokens per bucket
+    grids: list[tuple[int, int]]  # per bucket (B, T): its sentences and its longest sentence's length
+    mask: list[torch.Tensor | None]  # per bucket (B, 1, 1, T) which keys are real
+    keep: list[torch.Tensor | None]  # per bucket (n,) the real tokens' positions in its (B * T) grid; None: no padding
+
+    @property
+    def positions(self) -> torch.Tensor:
+        """(N,) position of each token within its sentence."""
+        return torch.arange(len(self.segment), device=self.segment.device) - self.starts[self.segment]
+
+
+def buckets(lengths: list[int], cost: float = BUCKET_COST) -> list[int]:
+    """Cut points for lengths sorted longest first: minimizes sum over buckets of (B * T^2 + cost), the attention
+    work of padding each bucket to its longest sentence plus a fixed cost per bucket (dynamic programming)."""
+    S = len(lengths)
+    best, cut = [0.0] + [float("inf")] * S, [0] * (S + 1)  # best[j]: cheapest split of the first j sentences
+    for j in range(1, S + 1):
+        for i in range(j):  # last bucket = sentences i..j-1, padded to lengths[i]
+            c = best[i] + (j - i) * lengths[i] ** 2 + cost
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    bounds, j = [], S
+    while j:
+        bounds.append(j)
+        j = cut[j]
+    return bounds[::-1]  # bucket ends
+
+
+def layout(lengths: list[int], device, cost: float = BUCKET_COST) -> Varlen:
+    """The flat layout of sentences with these lengths, given longest first."""
+    assert all(a >= b for a, b in zip(lengths, lengths[1:])), "lengths must be sorted longest first"
+    n = np.asarray(lengths, dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(n)[:-1]])
+    sizes, grids, mask, keep = [], [], [], []
+    begin = 0
+    to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    for end in buckets(lengths, cost):
+        ln = n[begin:end]
+        B, T = len(ln), int(ln[0])
+        sizes.append(int(ln.sum()))
+        grids.append((B, T))
+        if (ln == T).all():  # no padding: the bucket's tokens are already a (B, T) grid
+            mask.append(None), keep.append(None)
+        else:
+            real = np.arange(T)[None, :] < ln[:, None]  # (B, T)
+            mask.append(to(real)[:, None, None, :])
+            keep.append(to(np.flatnonzero(real)))
+        begin = end
+    segment = np.repeat(np.arange(len(n)), n)
+    return Varlen(to(n), to(starts), to(segment), sizes, grids, mask, keep)
+
+
+def attention(qkv: torch.Tensor, v: Varlen, n_head: int, attend) -> torch.Tensor:
+    """(N, 3H) flat queries, keys and values -> (N, H) attention output. `attend(q, k, v, mask)` is the padded
+    attention on (B, nh, T, hs) tensors, as the caller runs it (written-out math or SDPA)."""
+    H3 = qkv.shape[1]
+    H, hs = H3 // 3, H3 // 3 // n_head
+    out = []
+    # split, index_copy and index_select rather than slicing and fancy indexing: their backwards are a concatenation,
+    # a gather and an index_add (slicing's zero-fills all N rows; fancy indexing's is an accumulating index_put,
+    # about 10x slower than index_add here)
+    for part, (B, T), mask, keep in zip(qkv.split(v.sizes), v.grids, v.mask, v.keep):
+        if keep is None:
+            grid = part.view(B, T, H3)  # (B, T, 3H)
+        else:  # padding slots stay zero: masked as keys, and their outputs are dropped below
+            grid = part.new_zeros(B * T, H3).index_copy(0, keep, part).view(B, T, H3)  # (B, T, 3H)
+        q, k, val = grid.view(B, T, 3, n_head, hs).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hs) each
+        y = attend(q, k, val, mask).transpose(1, 2).reshape(B * T, H)  # (B*T, H)
+        out.append(y if keep is None else y.index_select(0, keep))  # (n, H): the real tokens, in flat order
+    return torch.cat(out)  # (N, H)
