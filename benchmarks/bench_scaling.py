@@ -33,15 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class Setup:
-    """One data size: its own model, optimizer and data (the first `limit` training examples of each task)."""
+    """One data size: the first `limit` training examples of each task, trained by the shared model and optimizer
+    (one model for all sizes, so that the sizes differ in their data only, not in which memory they touch)."""
 
-    def __init__(self, cfg: TrainConfig, limit: int):
+    def __init__(self, cfg: TrainConfig, limit: int, shared: tuple):
         self.cfg = cfg = dataclasses.replace(cfg, tasks={n: dataclasses.replace(t, train_limit=limit) for n, t in cfg.tasks.items()})
         self.device = torch.device("cpu")
-        torch.manual_seed(0)
-        self.model, self.tok = build(cfg, self.device)
+        self.model, self.tok, self.tech, self.opt = shared
         self.data = load_data(cfg, self.tok, ("train",))["train"]
-        self.tech, self.opt = Techniques(cfg, self.model, self.device), AdamW(self.model.parameters(), lr=cfg.lr)
 
     def epoch(self) -> tuple[float, int, int]:
         """Seconds, steps and real (non-padding) tokens of one pass over the data."""
@@ -80,7 +79,10 @@ def main() -> None:
 
     # the sizes (and below, the lengths) take turns, so that a shared VM's drift in speed, which reaches tens of
     # percent over minutes here, falls on all of them alike
-    setups = {k: Setup(cfg, args.base * k) for k in (1, 2, 4)}
+    torch.manual_seed(0)
+    model, tok = build(cfg, torch.device("cpu"))
+    shared = (model, tok, Techniques(cfg, model, torch.device("cpu")), AdamW(model.parameters(), lr=cfg.lr))
+    setups = {k: Setup(cfg, args.base * k, shared) for k in (1, 2, 4)}
     for st in setups.values():
         st.epoch()  # warm-up
     runs = {k: [] for k in setups}
@@ -110,7 +112,7 @@ def main() -> None:
     lengths = "\n".join(["| tokens per sequence | ms per step (batch 32) | us per token | per-token cost vs 16 |", "|---|---|---|---|", *lines])
     setup = (
         f"Epoch = one pass over each task's first N training examples (quickstart tasks, batch 32 per task, fused pass, "
-        f"{precision}; median of {args.repeats} epochs per size after one warm-up epoch, sizes taking turns); encoder step = our BertModel on the embedded checkpoint, random ids, forward + backward + AdamW, "
+        f"{precision}; one model trains all sizes; median of {args.repeats} epochs per size after one warm-up epoch, sizes taking turns); encoder step = our BertModel on the embedded checkpoint, random ids, forward + backward + AdamW, "
         f"median of 6 per length after 2 warm-up rounds, lengths taking turns. torch {torch.__version__}, {torch.get_num_threads()} threads."
     )
     record("bench_scaling", setup, epochs + "\n\n" + lengths, write=not args.no_write)

@@ -1,14 +1,20 @@
 """Data parallel training with torchrun (gloo on CPU) against one process with the same global batch, and
 gradient accumulation against one big batch."""
 
+import os
 import shutil
+import signal
 import subprocess
+import time
 
 import pytest
+import torch
 
 import minbert.multitask.train as tr
 from minbert.config import load_config
+from minbert.runs import load_tensors
 from minbert.multitask.config import TrainConfig
+from minbert.multitask.state import snapshot_folder
 from tests.test_multitask import QUICKSTART, TINY, final_weights
 
 # no dropout anywhere: the runs must compute the same function; 3 steps of 8 examples per task
@@ -50,3 +56,29 @@ def test_gradient_accumulation_matches_one_batch(tmp_path):
     tr.train(load_config(TrainConfig, QUICKSTART, EXACT + [f"out={tmp_path / 'one'}"]))
     tr.train(load_config(TrainConfig, QUICKSTART, EXACT + ["grad_accum=3", f"out={tmp_path / 'three'}"]))
     assert_same_weights(tmp_path / "one", tmp_path / "three")
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
+def test_killed_two_process_run_with_dropout_resumes_bit_identically(tmp_path):
+    # dropout on: each rank draws its own masks, so each rank's RNG stream must come back from the checkpoint
+    args = TINY + ["epochs=2", "steps_per_epoch=3", "checkpoint_every=1"]
+    torchrun = ["torchrun", "--standalone", "--nproc-per-node", "2", "-m", "minbert", "train"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    proc = subprocess.run([*torchrun, str(QUICKSTART), *args, f"out={full}"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the checkpoint holds both ranks' generator states, and they differ
+    opt = load_tensors(snapshot_folder(full, "last") / "optimizer.safetensors")
+    assert not torch.equal(opt["extra/rng/rank0"], opt["extra/rng/rank1"])
+    proc = subprocess.Popen([*torchrun, str(QUICKSTART), *args, f"out={killed}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not (killed / "last.json").is_file():  # the first checkpoint, after step 1
+        assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers
+    proc.wait()
+    assert not (killed / "summary.json").exists(), "the kill must land before the run ends"
+    proc = subprocess.run([*torchrun, "--resume", str(killed)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = final_weights(full), final_weights(killed)
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -101,3 +101,24 @@ def test_fused_forward_without_grad_matches_per_task_outputs():
             sep = model(name, b)
             for k, v in sep.items():
                 assert torch.allclose(fused[name][k], v, atol=1e-5), (name, k)
+
+
+@pytest.mark.parametrize("grad", [True, False], ids=["training-math", "sdpa"])
+def test_flat_encoding_gives_each_sentence_its_own_states(grad):
+    # lengths 7, 7, 5, 3, 3. Cost 50: (7, 7, 5 padded to 7) + (3, 3) = 3*49 + 2*9 + 2*50 = 265 beats
+    # (7, 7) + (5, 3, 3) = 273 and one bucket = 295; cost 0: three unpadded buckets; cost 1000: one padded bucket
+    from minbert.model import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    c = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    bert = BertModel(c).train()
+    lengths = [7, 7, 5, 3, 3]
+    sents = [torch.randint(1, 50, (n,)) for n in lengths]
+    for cost, cuts in ((50, [3, 5]), (0, [2, 3, 5]), (1000, [5])):
+        assert buckets(lengths, cost) == cuts
+        v = layout(lengths, "cpu", cost)
+        with torch.set_grad_enabled(grad):
+            flat = bert.encode(bert.embeddings(torch.cat(sents), None, None, v.positions), v)  # (N, H)
+            alone = [bert.encode(bert.embeddings(s[None]))[0] for s in sents]  # (n, H) each
+        assert torch.allclose(flat, torch.cat(alone), atol=1e-5)

@@ -17,7 +17,7 @@ import torch
 
 from minbert.config import dump_yaml, from_dict, load_yaml
 from minbert.data import Tokenizer, data_dir, load_split, split_file
-from minbert.distributed import Dist, barrier, broadcast, current, setup, teardown
+from minbert.distributed import Dist, all_gather, barrier, broadcast, current, setup, teardown
 from minbert.model import BertModel, resolve_checkpoint
 from minbert.model.compile import compile_layers
 from minbert.multitask.config import TrainConfig
@@ -105,6 +105,12 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device)
         st = load_snapshot(run, "last", model, optimizer, tensors)
         tech.load_state(st["techniques"])
         tech.load_tensors(tensors)
+        if d.world > 1:  # load_snapshot restored rank 0's RNG; each rank continues its own draws
+            own = tensors.get(f"rng/rank{d.rank}")
+            if own is not None:
+                torch.set_rng_state(own)
+            else:  # saved by a run with fewer processes: a fresh stream of this rank's own
+                torch.manual_seed(cfg.seed + 7919 * d.rank + st["global_step"])
         metrics.truncate_after(st["global_step"])  # records written after the checkpoint are replayed
         log.info("resuming %s at epoch %d, step %d", run, st["epoch"], st["global_step"])
     elif d.main:
@@ -121,8 +127,11 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device)
 
     def checkpoint(**where):
         st.update(where, elapsed=time.time() - start, consumed={n: x.consumed for n, x in streams.items()}, techniques=tech.state())
+        tensors = tech.tensors()
+        if d.world > 1:  # every rank's own dropout stream (all ranks take part in the gather)
+            tensors.update({f"rng/rank{r}": t for r, t in enumerate(all_gather(torch.get_rng_state()))})
         if d.main:
-            save_snapshot(run, "last", st["global_step"], model, optimizer, st, tech.tensors())
+            save_snapshot(run, "last", st["global_step"], model, optimizer, st, tensors)
 
     for epoch in range(st["epoch"], cfg.epochs + 1):
         plan = plans[epoch]
