@@ -1,6 +1,7 @@
 """The fused multitask forward (all tasks' sentences in one unpadded encoder pass) against one pass per task."""
 
 import dataclasses
+import random
 
 import pytest
 import torch
@@ -122,3 +123,24 @@ def test_flat_encoding_gives_each_sentence_its_own_states(grad):
             flat = bert.encode(bert.embeddings(torch.cat(sents), None, None, v.positions), v)  # (N, H)
             alone = [bert.encode(bert.embeddings(s[None]))[0] for s in sents]  # (n, H) each
         assert torch.allclose(flat, torch.cat(alone), atol=1e-5)
+
+
+def test_buckets_match_an_exhaustive_split_search():
+    # the plain O(S^2) dynamic program over every possible cut, against which the run-start shortcut is checked
+    def total(lengths, ends, cost):
+        starts = [0, *ends[:-1]]
+        return sum((e - s) * lengths[s] ** 2 + cost for s, e in zip(starts, ends))
+
+    def exhaustive(lengths, cost):
+        best = [0.0] + [float("inf")] * len(lengths)
+        for j in range(1, len(lengths) + 1):
+            best[j] = min(best[i] + (j - i) * lengths[i] ** 2 + cost for i in range(j))
+        return best[-1]
+
+    rng = random.Random(0)
+    for _ in range(200):
+        lengths = sorted((rng.randint(3, 60) for _ in range(rng.randint(1, 120))), reverse=True)
+        cost = rng.choice([0, 50, 1000, 3000, 30000])
+        ends = buckets(lengths, cost)
+        assert ends[-1] == len(lengths) and ends == sorted(set(ends))
+        assert total(lengths, ends, cost) == pytest.approx(exhaustive(lengths, cost))

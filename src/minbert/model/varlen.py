@@ -41,20 +41,25 @@ class Varlen:
 
 
 def buckets(lengths: list[int], cost: float = BUCKET_COST) -> list[int]:
-    """Cut points for lengths sorted longest first: minimizes sum over buckets of (B * T^2 + cost), the attention
-    work of padding each bucket to its longest sentence plus a fixed cost per bucket (dynamic programming)."""
-    S = len(lengths)
-    best, cut = [0.0] + [float("inf")] * S, [0] * (S + 1)  # best[j]: cheapest split of the first j sentences
-    for j in range(1, S + 1):
-        for i in range(j):  # last bucket = sentences i..j-1, padded to lengths[i]
-            c = best[i] + (j - i) * lengths[i] ** 2 + cost
-            if c < best[j]:
-                best[j], cut[j] = c, i
-    bounds, j = [], S
+    """Bucket ends for lengths sorted longest first: minimizes the sum over buckets of B * T^2 + cost, the attention
+    work of padding each bucket to its longest sentence plus a fixed cost per bucket (dynamic programming).
+    A bucket only ever starts where the length changes: moving its start back over sentences as long as its
+    first one adds no padding and takes them out of a bucket padded at least as far."""
+    n = np.asarray(lengths, dtype=np.float64)
+    starts = np.flatnonzero(np.r_[True, n[1:] != n[:-1]])  # candidate bucket starts: the first of each length
+    ends = np.r_[starts[1:], len(n)]  # candidate bucket ends
+    best = np.zeros(len(starts) + 1)  # best[j]: cheapest split of the sentences before ends[j - 1]
+    cut = np.zeros(len(starts) + 1, dtype=np.int64)
+    for j in range(1, len(starts) + 1):
+        i = np.arange(j)  # last bucket = candidate starts i .. ends[j - 1], padded to the length at starts[i]
+        c = best[:j] + (ends[j - 1] - starts[i]) * n[starts[i]] ** 2 + cost
+        cut[j] = int(np.argmin(c))  # the first minimum: fewer, longer buckets on ties
+        best[j] = c[cut[j]]
+    bounds, j = [], len(starts)
     while j:
-        bounds.append(j)
+        bounds.append(int(ends[j - 1]))
         j = cut[j]
-    return bounds[::-1]  # bucket ends
+    return bounds[::-1]
 
 
 def layout(lengths: list[int], device, cost: float = BUCKET_COST) -> Varlen:
