@@ -119,7 +119,7 @@ def main() -> None:
         for name, m in modes.items():
             techs[name] = Techniques(dataclasses.replace(cfg, fused=m.get("fused", False)), model, device)
             if m.get("five"):
-                techs[name].step_loss.losses = five_passes(techs[name], device)
+                techs[name].step.step_loss.losses = five_passes(techs[name], device)
         s = {n: cls(n, d.lengths, batch or cfg.task(n).batch_size, cfg.seed) for n, d in data["train"].items()}
         model.train()
         examples, elapsed = 0, dict.fromkeys(modes, 0.0)
