@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from minbert.config import load_config
+from minbert.model.varlen import buckets, layout
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
-from minbert.model.varlen import buckets, layout
 from minbert.multitask.fused import flatten, fused_forward
 from minbert.multitask.techniques import Techniques
 from minbert.multitask.train import build, load_data
