@@ -137,12 +137,12 @@ def main() -> None:
                 examples += sum(len(v) for v in idx.values())  # a pair counts as one example
         return {name: examples / e for name, e in elapsed.items()}
 
-    bucketed = examples_per_second({"fused": {"fused": True}, "per-task": {}, "five": {"five": True}})
+    three = {"fused": {"fused": True}, "per-task": {}, "five": {"five": True}}
+    bucketed = examples_per_second(three)
     fused, unfused, five = bucketed["fused"], bucketed["per-task"], bucketed["five"]
     fixed = examples_per_second({"per-task": {}}, n=args.fixed_steps, fixed=True)["per-task"]
     shuffled = examples_per_second({"fused": {"fused": True}, "per-task": {}}, ShuffledStream, n=args.fixed_steps)
     shuffled, shuffled_unfused = shuffled["fused"], shuffled["per-task"]
-    three = {"fused": {"fused": True}, "per-task": {}, "five": {"five": True}}
     sweep = {b: examples_per_second(three, n=args.sweep_steps, batch=b) for b in map(int, filter(None, args.sweep.split(",")))}
     t = time.perf_counter()
     evaluate(model, data["dev"], tok.pad_id, device, cfg.precision)

@@ -33,18 +33,20 @@ class Flat:
 
 def flatten(batches: dict[str, Batch]) -> Flat:
     seqs, types, spans = [], [], {}  # per sentence: token ids and token types, numpy rows (cheap to slice)
+    has_types = any(b.types is not None for b in batches.values())
     for name, b in batches.items():
         n = b.mask.sum(1).tolist()
-        ids, typ = b.ids.cpu().numpy(), None if b.types is None else b.types.cpu().numpy()
+        ids = b.ids.cpu().numpy()
         spans[name] = (len(seqs), len(seqs) + len(n))
         seqs += [ids[i, :k] for i, k in enumerate(n)]
-        types += [np.zeros(k, dtype=np.int64) if typ is None else typ[i, :k] for i, k in enumerate(n)]
+        if has_types:  # cross-encoded pairs: their token types; every other task's sentences are type 0
+            typ = None if b.types is None else b.types.cpu().numpy()
+            types += [np.zeros(k, dtype=np.int64) if typ is None else typ[i, :k] for i, k in enumerate(n)]
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # longest first (stable)
     rank = np.empty(len(seqs), dtype=np.int64)
     rank[order] = np.arange(len(seqs))
     device = batches[next(iter(batches))].ids.device
     to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-    has_types = any(b.types is not None for b in batches.values())
     return Flat(to(np.concatenate([seqs[i] for i in order])),
                 to(np.concatenate([types[i] for i in order])) if has_types else None,
                 layout([len(seqs[i]) for i in order], device), to(rank), spans)
