@@ -5,9 +5,10 @@
 Reports, in one run: examples/s of round-robin training (forward, summed losses, backward, AdamW) over the
 quickstart's epoch with the fused (unpadded) pass, with one pass per task (both sides of a pair stacked, as the
 per-task path runs) and with one pass per sentence group (SST; each side of Quora and STS: five passes, as a
-hand-written loop calls the encoder once per input), each step timed for all three on the same batches, one after
-the other, so the machine's drift hits them alike; then, over fewer steps, every batch padded to the fixed
-max_length and shuffled (unbucketed) batches; examples/s of a full dev evaluation (each distinct sentence encoded
+hand-written loop calls the encoder once per input), and one pass per task computed padded (`unpad` off: every
+padding position computed, as before the per-task passes ran unpadded), each step timed for all four on the same
+batches, one after the other, so the machine's drift hits them alike; then, over fewer steps, every batch padded to
+the fixed max_length and computed padded, and shuffled (unbucketed) batches; examples/s of a full dev evaluation (each distinct sentence encoded
 once); and the padding fraction with and without bucketing. A second table repeats the three passes at smaller
 batch sizes per task (--sweep), where the per-pass costs fusion removes weigh more.
 Prints a table and appends it, with the command, to benchmarks/RESULTS.md.
@@ -114,7 +115,7 @@ def main() -> None:
     max_len = max(cfg.task(n).max_length for n in cfg.tasks)
 
     def examples_per_second(modes: dict[str, dict], cls=BatchStream, n=steps, fixed=False, batch=0) -> dict[str, float]:
-        """Each mode {fused, five} timed on the same steps, interleaved step by step."""
+        """Each mode {fused, five, padded} timed on the same steps, interleaved step by step."""
         techs = {}
         for name, m in modes.items():
             techs[name] = Techniques(dataclasses.replace(cfg, fused=m.get("fused", False)), model, device)
@@ -129,18 +130,20 @@ def main() -> None:
             if fixed:
                 micro = fixed_length(micro, max_len, tok.pad_id)
             for name, tech in techs.items():
+                model.bert.unpad = not modes[name].get("padded", False)
                 t = time.perf_counter()
                 tech.train_step(opt, micro, 0)
                 if i >= 2:
                     elapsed[name] += time.perf_counter() - t
             if i >= 2:
                 examples += sum(len(v) for v in idx.values())  # a pair counts as one example
+        model.bert.unpad = True
         return {name: examples / e for name, e in elapsed.items()}
 
     three = {"fused": {"fused": True}, "per-task": {}, "five": {"five": True}}
-    bucketed = examples_per_second(three)
-    fused, unfused, five = bucketed["fused"], bucketed["per-task"], bucketed["five"]
-    fixed = examples_per_second({"per-task": {}}, n=args.fixed_steps, fixed=True)["per-task"]
+    bucketed = examples_per_second({**three, "padded": {"padded": True}})
+    fused, unfused, five, padded = (bucketed[k] for k in ("fused", "per-task", "five", "padded"))
+    fixed = examples_per_second({"per-task": {"padded": True}}, n=args.fixed_steps, fixed=True)["per-task"]
     shuffled = examples_per_second({"fused": {"fused": True}, "per-task": {}}, ShuffledStream, n=args.fixed_steps)
     shuffled, shuffled_unfused = shuffled["fused"], shuffled["per-task"]
     sweep = {b: examples_per_second(three, n=args.sweep_steps, batch=b) for b in map(int, filter(None, args.sweep.split(",")))}
@@ -157,11 +160,12 @@ def main() -> None:
             f"| round-robin training ({precision}) | examples/s | vs fused + bucketed | fused speed-up |",
             "|---|---|---|---|",
             f"| fused pass (unpadded), length-bucketed batches, {steps} steps | {fused:.1f} | 1.00x | |",
-            f"| one pass per task (3), length-bucketed batches, same steps | {unfused:.1f} | {unfused / fused:.2f}x | {fused / unfused:.2f}x |",
-            f"| one pass per sentence group (5), length-bucketed batches, same steps | {five:.1f} | {five / fused:.2f}x | {fused / five:.2f}x |",
-            f"| one pass per task, padded to {max_len} tokens (fixed length), {args.fixed_steps} steps | {fixed:.1f} | {fixed / fused:.2f}x | |",
+            f"| one pass per task (3), unpadded, length-bucketed batches, same steps | {unfused:.1f} | {unfused / fused:.2f}x | {fused / unfused:.2f}x |",
+            f"| one pass per sentence group (5), unpadded, length-bucketed batches, same steps | {five:.1f} | {five / fused:.2f}x | {fused / five:.2f}x |",
+            f"| one pass per task (3) computed padded (unpad off), length-bucketed batches, same steps | {padded:.1f} | {padded / fused:.2f}x | {fused / padded:.2f}x |",
+            f"| one pass per task, padded to {max_len} tokens (fixed length) and computed padded, {args.fixed_steps} steps | {fixed:.1f} | {fixed / fused:.2f}x | |",
             f"| fused pass, shuffled batches (no bucketing), {args.fixed_steps} steps | {shuffled:.1f} | {shuffled / fused:.2f}x | |",
-            f"| one pass per task, shuffled batches (no bucketing), {args.fixed_steps} steps | {shuffled_unfused:.1f} | {shuffled_unfused / fused:.2f}x | {shuffled / shuffled_unfused:.2f}x (shuffled) |",
+            f"| one pass per task, unpadded, shuffled batches (no bucketing), {args.fixed_steps} steps | {shuffled_unfused:.1f} | {shuffled_unfused / fused:.2f}x | {shuffled / shuffled_unfused:.2f}x (shuffled) |",
             f"| dev evaluation ({n_dev} examples in {eval_time:.1f} s) | {n_dev / eval_time:.1f} | | |",
             "",
             f"Padding in training batches: {pad_b:.1%} length-bucketed, {pad_s:.1%} shuffled (200 batches per task).",

@@ -43,6 +43,7 @@ def test_fused_step_has_the_per_task_loss_and_gradient_in_fp32(heads):
     cfg, model, batches = setup(heads)
     model.train()
     fused, g_fused = losses_and_grads(cfg, model, batches, fused=True)
+    model.bert.unpad = False  # the per-task passes as padded batches: the fused pass against the padded math
     sep, g_sep = losses_and_grads(cfg, model, batches, fused=False)
     assert fused.keys() == sep.keys() == {"sst", "quora", "sts"}
     for n in fused:

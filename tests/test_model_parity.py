@@ -16,18 +16,23 @@ def real_batch(data_root, ckpt, n=16):
     return pad(tok.encode(sents, 128), tok.pad_id)
 
 
-def test_embedded_checkpoint_matches_transformers(data_root, ckpt):
+@pytest.mark.parametrize("unpad", [True, False], ids=["unpadded", "padded"])
+def test_embedded_checkpoint_matches_transformers(data_root, ckpt, unpad):
     ids, mask = real_batch(data_root, ckpt)
     assert (mask == 0).any(), "the batch must contain padding to test the mask path"
     ours = BertModel.from_pretrained(ckpt).eval()
+    ours.unpad = unpad
     ref = transformers.BertModel.from_pretrained(ckpt, attn_implementation="eager").eval()
     with torch.no_grad():
         o = ours(ids, mask)
         r = ref(input_ids=ids, attention_mask=mask)
     real = mask.bool()
-    assert (o.last_hidden_state - r.last_hidden_state).abs().max() <= TOL
     assert (o.last_hidden_state[real] - r.last_hidden_state[real]).abs().max() <= TOL
     assert (o.pooler_output - r.pooler_output).abs().max() <= TOL
+    if unpad:  # no work on padding: its positions come out as zeros
+        assert (o.last_hidden_state[~real] == 0).all()
+    else:  # the padded computation: every position as transformers has it, padding included
+        assert (o.last_hidden_state - r.last_hidden_state).abs().max() <= TOL
 
 
 @pytest.mark.parametrize("act", ["gelu", "relu"])
@@ -47,14 +52,18 @@ def test_tiny_random_config_matches_transformers(act):
     with torch.no_grad():
         o = ours(ids, mask, types)
         r = ref(input_ids=ids, attention_mask=mask, token_type_ids=types)
-    assert (o.last_hidden_state - r.last_hidden_state).abs().max() <= TOL
+    real = mask.bool()
+    assert (o.last_hidden_state[real] - r.last_hidden_state[real]).abs().max() <= TOL
     assert (o.pooler_output - r.pooler_output).abs().max() <= TOL
 
 
-def test_training_path_matches_transformers_outputs_and_gradients(data_root, ckpt):
-    """With gradients on, our CPU attention is written out (fused QKV, additive mask); check it and its backward."""
+@pytest.mark.parametrize("unpad", [True, False], ids=["unpadded", "padded"])
+def test_training_path_matches_transformers_outputs_and_gradients(data_root, ckpt, unpad):
+    """With gradients on, our CPU attention is written out (fused QKV, additive mask); check it and its backward,
+    unpadded (real tokens in length buckets) and padded."""
     ids, mask = real_batch(data_root, ckpt, n=8)
     ours = BertModel.from_pretrained(ckpt).eval()  # eval: no dropout, so both sides compute the same function
+    ours.unpad = unpad
     ref = transformers.BertModel.from_pretrained(ckpt, attn_implementation="eager").eval()
     grads = []
     for model, out in ((ours, lambda: ours(ids, mask)), (ref, lambda: ref(input_ids=ids, attention_mask=mask))):
@@ -62,7 +71,8 @@ def test_training_path_matches_transformers_outputs_and_gradients(data_root, ckp
         (o.last_hidden_state[mask.bool()].pow(2).mean() + o.pooler_output.sum()).backward()
         grads.append({n: p.grad for n, p in model.named_parameters()})
         grads.append(o.last_hidden_state.detach())
-    assert (grads[1] - grads[3]).abs().max() <= TOL
+    real = mask.bool()
+    assert (grads[1][real] - grads[3][real]).abs().max() <= TOL
     for name, g in grads[0].items():
         r = grads[2][name]
         assert (g - r).abs().max() <= 1e-4 * max(1.0, r.abs().max().item()), name
@@ -98,3 +108,26 @@ def test_padding_does_not_change_real_tokens(ckpt):
         a = model(alone).last_hidden_state[0]
         b = model(ids, mask).last_hidden_state[0, : alone.shape[1]]
     assert (a - b).abs().max() <= TOL
+
+
+def test_unpadding_falls_back_where_the_layout_cannot_say_the_mask(ckpt):
+    """Right padding runs unpadded; left padding (positions would not restart at 0) and an unpadded batch keep the
+    padded computation, so both settings of `unpad` give identical outputs there."""
+    from minbert.model.varlen import unpad
+
+    tok = Tokenizer.from_pretrained(ckpt)
+    ids, right = pad(tok.encode(["a short one", "a much longer sentence that forces padding on the first"], 64), tok.pad_id)
+    left = right.flip(1)
+    assert unpad(right) is not None
+    assert unpad(left) is None and unpad(torch.ones_like(right)) is None
+    assert unpad(torch.zeros_like(right)) is None  # empty rows: nothing to lay out
+    v, real = unpad(right)
+    assert real.tolist() == [right.shape[1] + t for t in range(right.shape[1])] + list(range(int(right[0].sum())))
+    model = BertModel.from_pretrained(ckpt).eval()
+    for mask in (left, torch.ones_like(right)):
+        with torch.no_grad():
+            a = model(ids, mask).last_hidden_state
+            model.unpad = False
+            b = model(ids, mask).last_hidden_state
+            model.unpad = True
+        assert torch.equal(a, b)

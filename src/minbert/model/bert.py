@@ -272,10 +272,21 @@ class BertModel(nn.Module):
 
     # recompute each layer's activations in the backward instead of storing them (less memory, ~1/3 more compute)
     gradient_checkpointing: bool = False
+    # run a right-padded (B, T) batch on CPU as flat real tokens (model/varlen.py): the same states for real tokens,
+    # zeros at padding, no work spent on padding. False: the padded computation, every position as transformers has it
+    unpad: bool = True
 
     def encode(self, x, attention_mask=None, adapters: list[Adapter] | None = None) -> torch.Tensor:
-        """Run the layer stack over embeddings x (B, T, H)."""
-        mask = attention_bias(attention_mask)
+        """Run the layer stack over embeddings x (B, T, H) with a (B, T) mask, or flat x (N, H) with a Varlen layout."""
+        u = varlen.unpad(attention_mask) if self.unpad and x.dim() == 3 and x.device.type == "cpu" else None
+        if u is None:
+            return self.layers(x, attention_bias(attention_mask), adapters)
+        B, T, H = x.shape
+        v, real = u
+        y = self.layers(x.reshape(B * T, H).index_select(0, real), v, adapters)  # (N, H) real tokens only
+        return y.new_zeros(B * T, H).index_copy(0, real, y).view(B, T, H)  # (B, T, H), zeros at padding
+
+    def layers(self, x, mask, adapters: list[Adapter] | None) -> torch.Tensor:
         for i, layer in enumerate(self.encoder.layer):
             adapter = adapters[i] if adapters is not None else None
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():

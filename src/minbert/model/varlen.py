@@ -6,6 +6,10 @@ sorted longest first and cut into a few buckets of similar length; each bucket i
 (B, T) grid for attention only, and its real tokens are taken back out. A token sees only its own sentence, and
 positions restart at every sentence, so every sentence gets exactly the states it would get in a batch of its own.
 
+Two callers build this layout: the fused multitask pass (all tasks' sentences, multitask/fused.py) and
+`BertModel.encode`, which runs any right-padded batch on CPU this way (`unpad`) and puts the states back in the
+(B, T) grid with zeros at padding.
+
 Flat tokens are bucket-major: bucket 0's sentences (longest first), each sentence's tokens contiguous, then
 bucket 1's, and so on.
 """
@@ -104,3 +108,23 @@ def attention(qkv: torch.Tensor, v: Varlen, n_head: int, attend) -> torch.Tensor
         y = attend(q, k, val, mask).transpose(1, 2).reshape(B * T, H)  # (B*T, H)
         out.append(y if keep is None else y.index_select(0, keep))  # (n, H): the real tokens, in flat order
     return torch.cat(out)  # (N, H)
+
+
+
+def unpad(attention_mask) -> tuple[Varlen, torch.Tensor] | None:
+    """A padded batch's flat layout: (B, T) 0/1 mask -> (Varlen, (N,) each real token's index in the (B * T) grid).
+    None when there is nothing to gain or the layout cannot say it: no padding, an empty row, or a mask that is not
+    right padding (positions would not restart at 0)."""
+    if attention_mask is None or isinstance(attention_mask, Varlen):
+        return None
+    m = attention_mask.bool()
+    B, T = m.shape
+    lengths = m.sum(1)  # (B,)
+    if int(lengths.sum()) == B * T or int(lengths.min()) == 0:
+        return None
+    if not torch.equal(m, torch.arange(T, device=m.device) < lengths[:, None]):
+        return None
+    order = torch.argsort(lengths, descending=True, stable=True)  # (B,) rows longest first, as layout wants
+    ln = lengths[order]
+    v = layout(ln.tolist(), m.device)
+    return v, order.repeat_interleave(ln) * T + v.positions  # (N,) row * T + position, in flat order
