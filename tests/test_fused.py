@@ -145,3 +145,25 @@ def test_buckets_match_an_exhaustive_split_search():
         ends = buckets(lengths, cost)
         assert ends[-1] == len(lengths) and ends == sorted(set(ends))
         assert total(lengths, ends, cost) == pytest.approx(exhaustive(lengths, cost))
+
+
+def test_per_task_passes_run_unpadded_with_pals_and_checkpointing(monkeypatch):
+    # per-task passes (PCGrad's, PALs') lay each padded batch out flat: PALs' adapter attention and activation
+    # checkpointing then see the flat layout; losses and gradients must equal the padded computation's
+    from minbert.model import varlen
+
+    monkeypatch.setattr(varlen, "MIN_PADDING", 1)  # the tiny batches carry little padding
+    cfg, model, batches = setup(["pals.enabled=true", "grad_checkpointing=true"] + [f"tasks.{t}.max_length=128" for t in ("sst", "quora", "sts")])
+    assert sum(varlen.unpad(b.mask) is not None for b in batches.values()) >= 2
+    torch.manual_seed(1)
+    for pal in model.pals.values():  # V^D starts at zero; make the adapters' attention count
+        torch.nn.init.normal_(pal.decoder.weight, std=0.05)
+    model.train()
+    flat, g_flat = losses_and_grads(cfg, model, batches, fused=False)
+    model.bert.unpad = False
+    padded, g_padded = losses_and_grads(cfg, model, batches, fused=False)
+    for n in padded:
+        assert abs(flat[n] - padded[n]) <= 1e-5, (n, flat[n], padded[n])
+    assert g_flat.keys() == g_padded.keys() and any("pals" in n for n in g_flat)
+    for n, g in g_padded.items():
+        assert (g_flat[n] - g).abs().max() <= 1e-5 * max(1.0, g.abs().max().item()), n

@@ -6,6 +6,7 @@ import transformers
 
 from minbert.data import DATASETS, Tokenizer, load_split, pad
 from minbert.model import BertConfig, BertModel, load_weights
+from minbert.model.varlen import unpad as unpad_layout
 
 TOL = 1e-4
 
@@ -20,6 +21,7 @@ def real_batch(data_root, ckpt, n=16):
 def test_embedded_checkpoint_matches_transformers(data_root, ckpt, unpad):
     ids, mask = real_batch(data_root, ckpt)
     assert (mask == 0).any(), "the batch must contain padding to test the mask path"
+    assert unpad_layout(mask) is not None, "the batch must have enough padding to run unpadded"
     ours = BertModel.from_pretrained(ckpt).eval()
     ours.unpad = unpad
     ref = transformers.BertModel.from_pretrained(ckpt, attn_implementation="eager").eval()
@@ -62,6 +64,7 @@ def test_training_path_matches_transformers_outputs_and_gradients(data_root, ckp
     """With gradients on, our CPU attention is written out (fused QKV, additive mask); check it and its backward,
     unpadded (real tokens in length buckets) and padded."""
     ids, mask = real_batch(data_root, ckpt, n=8)
+    assert unpad_layout(mask) is not None, "the batch must have enough padding to run unpadded"
     ours = BertModel.from_pretrained(ckpt).eval()  # eval: no dropout, so both sides compute the same function
     ours.unpad = unpad
     ref = transformers.BertModel.from_pretrained(ckpt, attn_implementation="eager").eval()
@@ -110,21 +113,27 @@ def test_padding_does_not_change_real_tokens(ckpt):
     assert (a - b).abs().max() <= TOL
 
 
-def test_unpadding_falls_back_where_the_layout_cannot_say_the_mask(ckpt):
-    """Right padding runs unpadded; left padding (positions would not restart at 0) and an unpadded batch keep the
-    padded computation, so both settings of `unpad` give identical outputs there."""
-    from minbert.model.varlen import unpad
+def test_unpadding_falls_back_where_the_layout_cannot_say_the_mask(ckpt, monkeypatch):
+    """Right padding runs unpadded; left padding (positions would not restart at 0), an unpadded batch and one with
+    less padding than varlen.MIN_PADDING keep the padded computation, so both settings of `unpad` give identical
+    outputs there."""
+    from minbert.model import varlen
 
     tok = Tokenizer.from_pretrained(ckpt)
     ids, right = pad(tok.encode(["a short one", "a much longer sentence that forces padding on the first"], 64), tok.pad_id)
     left = right.flip(1)
-    assert unpad(right) is not None
-    assert unpad(left) is None and unpad(torch.ones_like(right)) is None
-    assert unpad(torch.zeros_like(right)) is None  # empty rows: nothing to lay out
-    v, real = unpad(right)
+    padding = int((right == 0).sum())
+    monkeypatch.setattr(varlen, "MIN_PADDING", padding + 1)
+    assert unpad_layout(right) is None
+    monkeypatch.setattr(varlen, "MIN_PADDING", padding)
+    assert unpad_layout(right) is not None
+    assert unpad_layout(left) is None and unpad_layout(torch.ones_like(right)) is None
+    assert unpad_layout(torch.zeros_like(right)) is None  # empty rows: nothing to lay out
+    v, real = unpad_layout(right)
     assert real.tolist() == [right.shape[1] + t for t in range(right.shape[1])] + list(range(int(right[0].sum())))
     model = BertModel.from_pretrained(ckpt).eval()
-    for mask in (left, torch.ones_like(right)):
+    monkeypatch.setattr(varlen, "MIN_PADDING", padding + 1)
+    for mask in (left, torch.ones_like(right), right):
         with torch.no_grad():
             a = model(ids, mask).last_hidden_state
             model.unpad = False
