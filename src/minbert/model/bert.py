@@ -272,8 +272,9 @@ class BertModel(nn.Module):
 
     # recompute each layer's activations in the backward instead of storing them (less memory, ~1/3 more compute)
     gradient_checkpointing: bool = False
-    # run a right-padded (B, T) batch on CPU as flat real tokens (model/varlen.py): the same states for real tokens,
-    # zeros at padding, no work spent on padding. False: the padded computation, every position as transformers has it
+    # run a right-padded (B, T) batch on CPU as flat real tokens (model/varlen.py) when it has varlen.MIN_PADDING padding
+    # tokens or more: the same states for real tokens, zeros at padding, no work spent on padding. False: always the
+    # padded computation, every position as transformers has it
     unpad: bool = True
 
     def encode(self, x, attention_mask=None, adapters: list[Adapter] | None = None) -> torch.Tensor:
