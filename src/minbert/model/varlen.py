@@ -7,8 +7,8 @@ sorted longest first and cut into a few buckets of similar length; each bucket i
 positions restart at every sentence, so every sentence gets exactly the states it would get in a batch of its own.
 
 Two callers build this layout: the fused multitask pass (all tasks' sentences, multitask/fused.py) and
-`BertModel.encode`, which runs any right-padded batch on CPU this way (`unpad`) and puts the states back in the
-(B, T) grid with zeros at padding.
+`BertModel.encode`, which runs a right-padded batch with enough padding on CPU this way (`unpad`) and puts the
+states back in the (B, T) grid with zeros at padding.
 
 Flat tokens are bucket-major: bucket 0's sentences (longest first), each sentence's tokens contiguous, then
 bucket 1's, and so on.
@@ -25,8 +25,9 @@ import torch
 # this many (sentence x token^2) units of attention work; measured only roughly, the split is not sensitive to it
 BUCKET_COST = 3000
 # `unpad` leaves a batch with fewer padding tokens than this padded: regrouping tokens for attention costs a few
-# small kernels per layer, which outweigh the work saved on a little padding (in an ad-hoc sweep of 1, 32, 64 and
-# 128 over quickstart batches of 8 and 32 per task, 1 was up to 7% slower than padded, 32 and 64 best)
+# small kernels per layer, which outweigh the work saved on a little padding. Chosen by an ad-hoc sweep (script not
+# kept) of 1, 32, 64 and 128 over quickstart batches of 8 and 32 per task: 1 lost to padded batches at batch 8,
+# 32 and 64 did best; benchmarks/bench_multitask.py compares the per-task passes with and without unpadding
 MIN_PADDING = 32
 
 
@@ -112,7 +113,6 @@ def attention(qkv: torch.Tensor, v: Varlen, n_head: int, attend) -> torch.Tensor
         y = attend(q, k, val, mask).transpose(1, 2).reshape(B * T, H)  # (B*T, H)
         out.append(y if keep is None else y.index_select(0, keep))  # (n, H): the real tokens, in flat order
     return torch.cat(out)  # (N, H)
-
 
 
 def unpad(attention_mask) -> tuple[Varlen, torch.Tensor] | None:

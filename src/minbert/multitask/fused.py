@@ -1,15 +1,14 @@
 """Fused multitask forward: all sentences of a step's task batches (SST sentences, both sides of Quora and STS pairs,
 cross-encoded pairs) go through the encoder in one pass instead of one pass per task.
 
-The pass is unpadded (model/varlen.py): the step's sentences, sorted longest first across all tasks, are laid end
-to end as one flat run of tokens, so the linear layers, GELU, LayerNorm and dropout touch only real tokens, and
-attention runs per bucket of similar-length sentences. Per-task passes run unpadded too (BertModel.unpad), each
-over its own batch; pooling all tasks' sentences lets the buckets cut wherever lengths change. Every sentence gets
-exactly the token states it would get alone: the fused loss equals the padded per-task passes' (tests/test_fused.py,
-to 1e-5 in fp32), with one encoder call (larger matmuls, fewer small kernels), one embedding gradient and one set of
-weight casts per step instead of one per task. Per-task
-graphs (PCGrad, GradVac, conflict statistics) and PALs (a different adapter per task inside every layer) keep
-separate passes.
+The pass is unpadded (model/varlen.py): the step's sentences, sorted longest first across all tasks, are laid end to
+end as one flat run of tokens, so the linear layers, GELU, LayerNorm and dropout touch only real tokens, and
+attention runs per bucket of similar-length sentences. Per-task passes run unpadded too (BertModel.unpad, given
+enough padding), each over its own batch; pooling all tasks' sentences lets the buckets cut wherever lengths change.
+Every sentence gets exactly the token states it would get alone: the fused loss equals the padded per-task passes'
+(tests/test_fused.py, to 1e-5 in fp32), with one encoder call (larger matmuls, fewer small kernels), one embedding
+gradient and one set of weight casts per step instead of one per task. Per-task graphs (PCGrad, GradVac, conflict
+statistics) and PALs (a different adapter per task inside every layer) keep separate passes.
 """
 
 from __future__ import annotations
