@@ -38,7 +38,10 @@ def test_embedded_checkpoint_matches_transformers(data_root, ckpt, unpad):
 
 
 @pytest.mark.parametrize("act", ["gelu", "relu"])
-def test_tiny_random_config_matches_transformers(act):
+def test_tiny_random_config_matches_transformers(act, monkeypatch):
+    from minbert.model import varlen
+
+    monkeypatch.setattr(varlen, "MIN_PADDING", 1)  # this batch's 23 padding tokens run unpadded too
     torch.manual_seed(0)
     cfg = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
                max_position_embeddings=64, type_vocab_size=2, hidden_act=act)
@@ -51,12 +54,15 @@ def test_tiny_random_config_matches_transformers(act):
     mask[3, 2:] = 0
     types = torch.zeros_like(ids)
     types[:, 8:] = 1
-    with torch.no_grad():
-        o = ours(ids, mask, types)
-        r = ref(input_ids=ids, attention_mask=mask, token_type_ids=types)
     real = mask.bool()
-    assert (o.last_hidden_state[real] - r.last_hidden_state[real]).abs().max() <= TOL
-    assert (o.pooler_output - r.pooler_output).abs().max() <= TOL
+    with torch.no_grad():
+        r = ref(input_ids=ids, attention_mask=mask, token_type_ids=types)
+        for unpad in (True, False):
+            ours.unpad = unpad
+            o = ours(ids, mask, types)
+            assert (o.last_hidden_state[real] - r.last_hidden_state[real]).abs().max() <= TOL, unpad
+            assert (o.pooler_output - r.pooler_output).abs().max() <= TOL, unpad
+    assert (o.last_hidden_state - r.last_hidden_state).abs().max() <= TOL  # padded: every position
 
 
 @pytest.mark.parametrize("unpad", [True, False], ids=["unpadded", "padded"])
