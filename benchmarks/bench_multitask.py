@@ -8,9 +8,9 @@ per-task path runs) and with one pass per sentence group (SST; each side of Quor
 hand-written loop calls the encoder once per input), and one pass per task computed padded (`unpad` off: every
 padding position computed, as before the per-task passes ran unpadded), each step timed for all four on the same
 batches, one after the other, so the machine's drift hits them alike; then, over fewer steps, every batch padded to
-the fixed max_length and computed padded, and shuffled (unbucketed) batches; examples/s of a full dev evaluation (each distinct sentence encoded
-once); and the padding fraction with and without bucketing. A second table repeats the three passes at smaller
-batch sizes per task (--sweep), where the per-pass costs fusion removes weigh more.
+the fixed max_length and computed padded, and shuffled (unbucketed) batches; examples/s of a full dev evaluation
+(each distinct sentence encoded once); and the padding fraction with and without bucketing. A second table repeats
+the three passes at smaller batch sizes per task (--sweep), where the per-pass costs fusion removes weigh more.
 Prints a table and appends it, with the command, to benchmarks/RESULTS.md.
 """
 

@@ -86,8 +86,14 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device)
     seed_everything(cfg.seed)
     model, tok = build(cfg, device)
     data = load_data(cfg, tok)
+
+    def rank_seed(offset: int = 0) -> None:
+        """Each rank's own dropout stream, seeded after the weights are built (the same everywhere; DDP broadcasts
+        them). `offset` gives a resumed run a fresh stream when its checkpoint holds none for this rank."""
+        torch.manual_seed(cfg.seed + 7919 * d.rank + offset)
+
     if d.world > 1:
-        torch.manual_seed(cfg.seed + 7919 * d.rank)  # same weights everywhere (DDP broadcasts them), own dropout draws
+        rank_seed()
     optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
     tech = Techniques(cfg, model, device)
 
@@ -110,7 +116,7 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device)
             if own is not None:
                 torch.set_rng_state(own)
             else:  # saved by a run with fewer processes: a fresh stream of this rank's own
-                torch.manual_seed(cfg.seed + 7919 * d.rank + st["global_step"])
+                rank_seed(st["global_step"])
         metrics.truncate_after(st["global_step"])  # records written after the checkpoint are replayed
         log.info("resuming %s at epoch %d, step %d", run, st["epoch"], st["global_step"])
     elif d.main:
