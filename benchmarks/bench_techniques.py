@@ -1,7 +1,8 @@
 """Cost of each technique per training step, relative to plain summed round-robin, measured in one run on the
-quickstart setup (SST, Quora, STS; embedded checkpoint; bf16 unless --fp32). Run by hand:
+quickstart setup (SST, Quora, STS; embedded checkpoint; `--precision auto`: bf16 where the CPU has it natively,
+else fp32). Run by hand, with nothing else running:
 
-    python benchmarks/bench_techniques.py [--steps 10] [--fp32]
+    python benchmarks/bench_techniques.py [--steps 10] [--precision auto|fp32|bf16]
 
 Each variant trains `--steps` round-robin steps (after 2 warm-up steps) through the real training loop's
 per-step code (Techniques.train_step), with the same batches. Appends the table to benchmarks/RESULTS.md.
@@ -22,6 +23,7 @@ from minbert.multitask.data import BatchStream, step_batches
 from minbert.multitask.techniques import Techniques
 from minbert.multitask.train import build, load_data
 from minbert.optim import AdamW
+from minbert.runs import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,21 +32,23 @@ VARIANTS = {
     "conflict statistics": ["conflict_stats=true"],
     "PCGrad": ["combiner=pcgrad"],
     "GradVac": ["combiner=gradvac"],
-    "SMART (K=1)": ["regularizers.smart.weight=15"],
+    "SMART (K=1)": ["regularizers.smart.weight=1"],
     "Bregman": ["regularizers.bregman.mu=1"],
     "PALs": ["pals.enabled=true"],
     "MNRL on Quora (extra loss)": ["tasks.quora.extra_losses.mnrl.weight=1"],
+    "sentiment MNRL on SST (extra loss)": ["tasks.sst.extra_losses.mnrl_sentiment.weight=1"],
+    "heads lr x10, layer decay 0.9": ["head_lr_mult=10", "layer_lr_decay=0.9"],
 }
 
 
-def time_variant(overrides: list[str], steps: int, fp32: bool) -> float:
-    cfg = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"precision={'fp32' if fp32 else 'bf16'}", *overrides]).validate()
+def time_variant(overrides: list[str], steps: int, precision: str) -> float:
+    cfg = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"precision={precision}", *overrides]).validate()
     device = torch.device("cpu")
     torch.manual_seed(0)
     model, tok = build(cfg, device)
     data = load_data(cfg, tok, ("train",))["train"]
     tech = Techniques(cfg, model, device)
-    opt = AdamW(model.parameters(), lr=cfg.lr)
+    opt = AdamW(model.param_groups(cfg.lr, cfg.head_lr_mult, cfg.layer_lr_decay), lr=cfg.lr)
     streams = {n: BatchStream(n, d.lengths, cfg.task(n).batch_size, cfg.seed) for n, d in data.items()}
     model.train()
 
@@ -59,18 +63,26 @@ def time_variant(overrides: list[str], steps: int, fp32: bool) -> float:
     return (time.perf_counter() - t) / steps
 
 
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--fp32", action="store_true")
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    times = {name: time_variant(o, args.steps, args.fp32) for name, o in VARIANTS.items()}
+    times = {name: time_variant(o, args.steps, args.precision) for name, o in VARIANTS.items()}
+    precision = resolve_precision(torch.device("cpu"), args.precision)
     base = times["sum (baseline)"]
     rows = [f"| {name} | {t * 1000:.0f} | {t / base:.2f}x |" for name, t in times.items()]
     table = "\n".join(["| technique | ms per round-robin step | relative to sum |", "|---|---|---|", *rows])
     setup = (
-        f"configs/quickstart.yaml (batch 32 per task, {'fp32' if args.fp32 else 'bf16 autocast'}), one step = one batch "
+        f"configs/quickstart.yaml (batch 32 per task, {precision}; CPU: {cpu_name()}), one step = one batch "
         f"of each of SST, Quora, STS, forward + backward + AdamW; mean of {args.steps} steps after 2 warm-up; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads."
     )

@@ -189,6 +189,19 @@ def test_ensemble_of_one_run_twice_equals_the_run(full_run, tmp_path, capsys):
     assert "no run passed the thresholds" in capsys.readouterr().err
 
 
+def test_ensemble_thresholds_keep_the_tasks_a_run_passes(full_run, tmp_path, capsys):
+    # report 001's per-task thresholds: a run that passes SST and STS but not Quora serves those two tasks only
+    run, _ = full_run
+    single = json.loads((run / "summary.json").read_text())["dev"]
+    assert main(["ensemble", str(run), str(run), "--out", str(tmp_path / "ens"), "--min", "sst=0.0", "quora=0.99"]) == 0
+    ens = json.loads((tmp_path / "ens" / "summary.json").read_text())
+    assert set(ens["members"]) == {"sst", "sts"} and "quora/acc" not in ens["dev"]
+    assert ens["dev"]["sst/acc"] == pytest.approx(single["sst/acc"]) and ens["dev"]["sts/pearson"] == pytest.approx(single["sts/pearson"])
+    assert not (tmp_path / "ens" / "predictions" / "para-dev-output.csv").exists()
+    assert main(["ensemble", str(run), "--out", str(tmp_path / "bad"), "--min", "sentiment=0.5"]) == 2
+    assert "sentiment: unknown task" in capsys.readouterr().err
+
+
 def test_analyze_and_compare(full_run, tmp_path, capsys):
     run, _ = full_run
     assert main(["analyze", str(run), "--perplexity", "5"]) == 0

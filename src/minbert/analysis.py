@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minbert.plot import _save, plt
+from minbert.plot import save_figure, plt
 from minbert.runs import MetricsLog
 
 SENTIMENT = ["negative", "somewhat neg.", "neutral", "somewhat pos.", "positive"]
@@ -38,7 +38,7 @@ def plot_confusion(m: np.ndarray, path: Path, title: str) -> Path:
     ax.set_xticklabels(ticks, rotation=30, ha="right")
     ax.set_yticklabels(ticks)
     fig.colorbar(im, ax=ax)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_tsne(emb: np.ndarray, labels: np.ndarray, path: Path, title: str, perplexity: float, seed: int) -> Path:
@@ -51,7 +51,7 @@ def plot_tsne(emb: np.ndarray, labels: np.ndarray, path: Path, title: str, perpl
         ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.7, label=SENTIMENT[c] if len(set(labels.tolist())) == 5 else str(c))
     ax.set(title=title, xticks=[], yticks=[])
     ax.legend(markerscale=2, fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_conflicts(run: Path) -> Path | None:
@@ -69,7 +69,7 @@ def plot_conflicts(run: Path) -> Path | None:
     for ax in (a, b):
         ax.grid(alpha=0.3)
         ax.legend()
-    return _save(fig, run / "plots" / "conflicts.png")
+    return save_figure(fig, run / "plots" / "conflicts.png")
 
 
 def analyze(run: Path, perplexity: float = 30.0) -> list[Path]:

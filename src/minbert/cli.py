@@ -77,6 +77,14 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from minbert.sweep import load_sweep, report, run_sweep
+
+    sweep = load_sweep(args.sweep)
+    print(report(sweep) if args.report else run_sweep(sweep, dry_run=args.dry_run))
+    return 0
+
+
 def cmd_analyze(args) -> int:
     from pathlib import Path
 
@@ -171,6 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("--out", required=True, help="folder for the ensemble's metrics and predictions")
     en.add_argument("--min", nargs="*", metavar="task=value", help="per-task dev thresholds a run must reach to join")
     en.set_defaults(func=cmd_ensemble)
+
+    sw = sub.add_parser("sweep", help="variants x seeds of one config, run one after another (resumable), then mean +- std per variant",
+                        description="Runs every (variant, seed) of SWEEP.yaml with minbert train, one after another; finished runs are "
+                        "skipped and interrupted ones resumed, so the same command continues a sweep. Then writes OUT/results.md, "
+                        "results.csv and results.png: dev metrics as mean +- sample std over seeds per variant, and each variant's "
+                        "difference from the first one with its standard error. See src/minbert/sweep.py for the file's keys.")
+    sw.add_argument("sweep", metavar="SWEEP.yaml", help="base config, variants or grid, seeds, out")
+    sw.add_argument("--dry-run", action="store_true", help="list the runs and their state without training")
+    sw.add_argument("--report", action="store_true", help="only rebuild the table and chart from finished runs")
+    sw.set_defaults(func=cmd_sweep)
 
     an = sub.add_parser("analyze", help="SST confusion matrix, t-SNE of SST embeddings, gradient-conflict plot")
     an.add_argument("run_dir")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from minbert.errors import MinbertError
-from minbert.plot import _save, plt
+from minbert.plot import save_figure, plt
 
 COLUMNS = [("sst/acc", "dev SST acc"), ("quora/acc", "dev Quora acc"), ("sts/pearson", "dev STS r"), ("overall", "overall")]
 
@@ -42,5 +42,5 @@ def compare(runs: list[Path], chart: Path | None = None) -> str:
         ax.set(ylabel="dev metric", ylim=(0, 1), title="minbert compare")
         ax.legend(fontsize=8)
         ax.grid(axis="y", alpha=0.3)
-        _save(fig, chart)
+        save_figure(fig, chart)
     return "\n".join(lines)

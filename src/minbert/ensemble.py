@@ -2,7 +2,9 @@
 
 For each task, average the soft outputs (class probabilities, paraphrase probabilities, similarity scores) of the
 runs' best checkpoints on dev and test; with `--min`, a run joins a task's average only if its own dev metric for
-that task reached the threshold. Writes dev metrics, summary.json and prediction files like a single run.
+that task reached the threshold, so one run may serve some tasks and not others. Thresholds are on each task's own
+metric: accuracy for SST and Quora, Pearson r for STS (report 001 put STS on the (r + 1) / 2 scale of the overall
+score: its threshold t is r >= 2 t - 1 here). Writes dev metrics, summary.json and prediction files like a single run.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from minbert.tasks import TASKS, overall_score
 
 def ensemble(runs: list[Path], out: Path, thresholds: dict[str, float] | None = None) -> dict:
     thresholds = thresholds or {}
+    unknown = sorted(set(thresholds) - set(TASKS))
+    if unknown:
+        raise MinbertError(f"--min {', '.join(unknown)}: unknown task; valid: {', '.join(TASKS)}")
     start = time.time()
     soft: dict[str, dict[str, list[torch.Tensor]]] = {"dev": {}, "test": {}}
     members: dict[str, list[str]] = {}
@@ -34,7 +39,7 @@ def ensemble(runs: list[Path], out: Path, thresholds: dict[str, float] | None = 
         if not wanted:
             continue
         device = pick_device(cfg.device)
-        model, tok = build(cfg.restricted_to(wanted), device)
+        model, tok = build(cfg, device)  # every head, so the checkpoint loads whole; only `wanted` are evaluated
         load_snapshot(run, "best", model)
         data = load_data(cfg.restricted_to(wanted), tok, ("dev", "test"))
         for split, tasks in data.items():

@@ -28,7 +28,7 @@ def plot_run(run: Path) -> list[Path]:
         ax.set(xlabel="step", ylabel="training loss", title=f"loss per task: {run.name}")
         ax.legend()
         ax.grid(alpha=0.3)
-        written.append(_save(fig, run / "plots" / "loss_per_task.png"))
+        written.append(save_figure(fig, run / "plots" / "loss_per_task.png"))
     if evals:
         fig, ax = plt.subplots(figsize=(7, 4))
         for key in sorted({k for r in evals for k in r if k.startswith("dev/")}):
@@ -37,11 +37,11 @@ def plot_run(run: Path) -> list[Path]:
         ax.set(xlabel="epoch", ylabel="dev metric", title=f"dev metrics per epoch: {run.name}")
         ax.legend()
         ax.grid(alpha=0.3)
-        written.append(_save(fig, run / "plots" / "dev_metrics.png"))
+        written.append(save_figure(fig, run / "plots" / "dev_metrics.png"))
     return written
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

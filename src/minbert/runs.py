@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import random
@@ -104,10 +105,31 @@ def pick_device(name: str) -> torch.device:
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls natively (AVX-512 BF16 or AMX). Without them (e.g. Ice Lake Xeons)
+    PyTorch emulates bf16 and an autocast step is about twice as slow as fp32 (benchmarks/RESULTS.md)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(device: torch.device, precision: str) -> str:
+    """"auto": bf16 where it is fast (a CPU with AVX-512 BF16 or AMX, a GPU with bf16), else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+
 def autocast(device: torch.device, precision: str | bool):
-    """Autocast to bf16 (CPUs with AVX-512 bf16 or AMX: 1.5-2x faster here; GPUs with bf16) or fp16 (older GPUs,
-    with a gradient scaler in training); a no-op context for fp32. `True` means bf16 (the classify config's switch)."""
-    dtype = PRECISIONS[{True: "bf16", False: "fp32"}.get(precision, precision)]
+    """Autocast to bf16 (CPUs with AVX-512 bf16 or AMX, GPUs with bf16) or fp16 (older GPUs, with a gradient scaler
+    in training); a no-op context for fp32; "auto" picks bf16 where it is fast (resolve_precision). `True` means
+    bf16 (the classify config's switch)."""
+    dtype = PRECISIONS[resolve_precision(device, {True: "bf16", False: "fp32"}.get(precision, precision))]
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)

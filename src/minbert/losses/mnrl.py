@@ -7,9 +7,15 @@ class MultipleNegativesRanking(nn.Module):
     """Multiple negatives ranking loss (Henderson et al. 2017; sentence-transformers' MultipleNegativesRankingLoss;
     reports 000, 001): over the batch's positive pairs (label >= threshold), score every first sentence against
     every second one, s_ij = scale * cos(u_i, v_j), and take cross-entropy towards the diagonal, so each pair's
-    partner must outrank the other pairs' partners (in-batch negatives)."""
+    partner must outrank the other pairs' partners (in-batch negatives).
+
+    A candidate v_j (j != i) whose text is v_i's or u_i's is not a negative of pair i (Quora repeats questions
+    across pairs, and length bucketing puts equal texts in one batch): its score is masked out, as
+    sentence-transformers avoids such batches with its NoDuplicatesBatchSampler. The texts are compared through
+    the batch's sentence keys (`out["keys"]`, first sentences then seconds) when the head output carries them."""
 
     needs = "embeddings"
+    in_batch = True
 
     def __init__(self, scale: float = 20.0, threshold: float = 0.5):
         super().__init__()
@@ -21,4 +27,10 @@ class MultipleNegativesRanking(nn.Module):
         if u.shape[0] < 2:  # no negatives in this batch
             return out["u"].sum() * 0.0
         scores = self.scale * F.normalize(u, dim=-1) @ F.normalize(v, dim=-1).T  # (k, k)
+        if out.get("keys") is not None:
+            ku, kv = out["keys"].chunk(2)  # (B,) each
+            ku, kv = ku[keep], kv[keep]
+            same = (kv[None, :] == kv[:, None]) | (kv[None, :] == ku[:, None])  # (k, k): v_j repeats v_i or u_i
+            same.fill_diagonal_(False)
+            scores = scores.masked_fill(same, float("-inf"))
         return F.cross_entropy(scores, torch.arange(u.shape[0], device=u.device))

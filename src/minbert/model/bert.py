@@ -20,7 +20,7 @@ from minbert.errors import MinbertError
 from minbert.model import varlen
 from minbert.model.dropout import Dropout, dropout
 
-# `adapter(hidden_after_attention, mask) -> delta` is added beside a layer's feed-forward (PALs use it).
+# `adapter(layer_input, mask) -> delta` joins the residual of a layer's second add-norm (PALs use it).
 Adapter = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
@@ -204,8 +204,8 @@ class BertLayer(nn.Module):
     def forward(self, x, mask, adapter: Adapter | None = None):
         a = self.attention(x, mask)  # (B, T, H)
         h = self.output.dropout(self.output.dense(self.intermediate(a)))
-        if adapter is not None:  # in parallel with the feed-forward, before the second add-norm
-            h = h + adapter(a, mask)
+        if adapter is not None:  # reads the layer's input, in parallel with attention and feed-forward (Bert-n-Pals)
+            h = h + adapter(x, mask)
         return self.output.LayerNorm(h + a)
 
 
@@ -303,10 +303,12 @@ class BertModel(nn.Module):
         return BertOutput(hidden, self.pooler(hidden))
 
     def sentence_embedding(
-        self, input_ids, attention_mask=None, token_type_ids=None, pooling="cls", inputs_embeds=None, adapters=None
+        self, input_ids, attention_mask=None, token_type_ids=None, pooling="cls", inputs_embeds=None, adapters=None,
+        embedded=None,
     ):
-        """(B, H): the [CLS] state, the tanh pooler over it, or the mean of the non-padding token states."""
-        x = self.embeddings(input_ids, token_type_ids, inputs_embeds)
+        """(B, H): the [CLS] state, the tanh pooler over it, or the mean of the non-padding token states.
+        `embedded` (B, T, H): the embedding layer's output, given instead of computed (SMART perturbs it)."""
+        x = self.embeddings(input_ids, token_type_ids, inputs_embeds) if embedded is None else embedded
         hidden = self.encode(x, attention_mask, adapters)
         return pool(hidden, attention_mask, pooling, self.pooler)
 

@@ -1,42 +1,59 @@
 """Projected attention layers (Stickland & Murray 2019, "BERT and PALs"; report 003).
 
-Per task: one encoder V^E (H -> s) and one decoder V^D (s -> H) shared by all layers, and in each layer a small
-multi-head self-attention in the projected space s. The PAL output V^D MH(V^E h) is added beside the layer's
-feed-forward, before the second add-norm (BertLayer's adapter slot); only the running task's PAL is used.
+Per task: one encoder V^E (H -> s) and one decoder V^D (s -> H), both with biases, shared by all layers, and in each
+layer a small multi-head self-attention in the projected space s. As in the authors' code (Bert-n-Pals,
+`BERTPals` and `BERTLayer.forward`), a layer's PAL reads the layer's *input* h and its output
+GELU(V^D MH(V^E h)) joins the residual of the second add-norm:
 
-V^D starts at zero, so a model with fresh PALs computes exactly what the plain model does. Parameters per task:
-2 H s (V^E, V^D) + L (3 s^2 + 3 s) (each layer's query, key and value with biases).
+    LayerNorm(dropout(FFN(a)) + a + GELU(V^D MH(V^E h))),  a = the layer's attention sub-layer output.
+
+The paper's setting for BERT-base is s = 204 with 6 heads (34 per head); `pal_size` scales s with the hidden size
+(102 for the 384-wide default checkpoint, 6 heads of 17). The projected attention has the encoder's attention
+dropout, as in the reference.
+
+One difference from the reference, on purpose: V^D starts at zero (the reference draws it like BERT's weights), so a
+model with fresh PALs computes exactly what the pretrained encoder does (GELU(0) = 0) and the first steps do not
+start from a perturbed encoder; V^D still gets a gradient from the first step.
+Parameters per task: 2 H s + H + s (V^E, V^D with biases) + L (3 s^2 + 3 s) (each layer's query, key and value).
 """
 
 from __future__ import annotations
 
+import torch.nn.functional as F
 from torch import nn
 
 from minbert.errors import MinbertError
 from minbert.model.bert import BertConfig, BertSelfAttention
 
 
-def pal_size(hidden: int, heads: int = 12) -> int:
-    """The paper's 204 for hidden 768 (12 heads of 17), scaled to the checkpoint: 12 x round(17 H / 768)."""
-    return heads * max(1, round(17 * hidden / 768))
+def pal_size(hidden: int, heads: int = 6) -> int:
+    """The paper's 204 for hidden 768 (6 heads of 34), scaled to the checkpoint: heads x round(34 H / 768 / (6 / heads))."""
+    return heads * max(1, round(204 * hidden / 768 / heads))
 
 
 class PAL(nn.Module):
-    def __init__(self, hidden: int, layers: int, size: int, heads: int = 12):
+    def __init__(self, hidden: int, layers: int, size: int, heads: int = 6, attention_dropout: float = 0.1):
         super().__init__()
-        self.encoder = nn.Linear(hidden, size, bias=False)  # V^E, shared across layers
-        self.decoder = nn.Linear(size, hidden, bias=False)  # V^D, shared across layers
-        nn.init.zeros_(self.decoder.weight)
         if size % heads:
             raise MinbertError(f"pals.size {size} is not a multiple of pals.heads {heads}")
-        # each layer's attention is BERT's own self-attention, run in the projected space without attention dropout
-        projected = BertConfig(hidden_size=size, num_attention_heads=heads, attention_probs_dropout_prob=0.0)
+        self.encoder = nn.Linear(hidden, size)  # V^E, shared across layers
+        self.decoder = nn.Linear(size, hidden)  # V^D, shared across layers
+        nn.init.normal_(self.encoder.weight, std=0.02)  # BERT's initializer_range, as the reference
+        nn.init.zeros_(self.encoder.bias)
+        nn.init.zeros_(self.decoder.weight)
+        nn.init.zeros_(self.decoder.bias)
+        # each layer's attention is BERT's own self-attention (query, key, value, no output matrix) in the projected space
+        projected = BertConfig(hidden_size=size, num_attention_heads=heads, attention_probs_dropout_prob=attention_dropout)
         self.attention = nn.ModuleList(BertSelfAttention(projected) for _ in range(layers))
+        for a in self.attention:
+            for lin in (a.query, a.key, a.value):
+                nn.init.normal_(lin.weight, std=0.02)
+                nn.init.zeros_(lin.bias)
 
     def adapters(self) -> list:
-        """One callable per encoder layer: (hidden after attention (B, T, H), mask) -> (B, T, H)."""
-        return [lambda h, mask, a=a: self.decoder(a(self.encoder(h), mask)) for a in self.attention]
+        """One callable per encoder layer: (layer input h (B, T, H) or flat (N, H), mask) -> the same shape."""
+        return [lambda h, mask, a=a: F.gelu(self.decoder(a(self.encoder(h), mask))) for a in self.attention]
 
     @staticmethod
     def parameter_count(hidden: int, layers: int, size: int) -> int:
-        return 2 * hidden * size + layers * (3 * size * size + 3 * size)
+        return 2 * hidden * size + hidden + size + layers * (3 * size * size + 3 * size)

@@ -36,8 +36,8 @@ class TaskConfig:
 @dataclass(frozen=True)
 class PalsConfig:
     enabled: bool = False
-    size: int = 0  # projected size s; 0 = 204 * H / 768 in heads of 17 (96 for the 384-wide default checkpoint)
-    heads: int = 12
+    size: int = 0  # projected size s; 0 = the paper's 204 scaled by H / 768 (102 for the 384-wide default checkpoint)
+    heads: int = 6  # the paper's setting
 
 
 def default_tasks() -> dict[str, TaskConfig]:
@@ -60,12 +60,15 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0 = the schedule's natural epoch
     epochs: int = 3
     lr: float = 5e-5
+    head_lr_mult: float = 1.0  # heads' (and PALs') learning rate is lr times this: fresh layers need larger steps
+    layer_lr_decay: float = 1.0  # layer-wise decay: encoder layer i of L gets lr * decay^(L - i), embeddings decay^L
     weight_decay: float = 0.0
     max_grad_norm: float = 0.0  # clip the global gradient norm (0 = off)
     seed: int = 11711
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # speed and memory (none changes the math, except freeze_word_embeddings)
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast; fp16 adds a gradient scaler (GPUs without bf16)
+    # autocast; fp16 adds a gradient scaler (GPUs without bf16); auto = bf16 where the hardware makes it fast, else fp32
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     fused: bool = True  # all tasks' sentences in one unpadded encoder pass when the step allows (multitask/fused.py)
     grad_accum: int = 1  # split each global batch into this many micro-batches (same gradient, less memory)
     grad_checkpointing: bool = False  # recompute encoder activations in the backward (less memory, ~1/3 more time)
@@ -76,6 +79,7 @@ class TrainConfig:
     strict: bool = False  # malformed data rows stop the run
     checkpoint_every: int = 200  # steps between resumable checkpoints (and at every epoch end)
     log_every: int = 10  # steps between training-loss records in metrics.jsonl
+    max_minutes: float = 0.0  # > 0: stop training after this much wall time, then evaluate and finish (equal-time budgets)
     out: str = ""  # run directory; "" = runs/<name>-<time>
     name: str = "multitask"
     # dotted keys applied by `minbert train CONFIG --budget`: the recipe's bounded CPU setting

@@ -61,10 +61,13 @@ class Batch:
     types: torch.Tensor | None
     labels: torch.Tensor | None
     pair: bool  # bi-encoder: split the B' embeddings into u and v
+    # (B',) each row's index in the task's table of distinct sentences: equal keys are equal texts, which in-batch
+    # losses must not count as negatives of each other (None for cross-encoded pairs)
+    keys: torch.Tensor | None = None
 
     def to(self, device) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.ids), move(self.mask), move(self.types), move(self.labels), self.pair)
+        return Batch(move(self.ids), move(self.mask), move(self.types), move(self.labels), self.pair, move(self.keys))
 
 
 def make_batch(data: TaskData, idx: list[int], pad_id: int) -> Batch:
@@ -74,9 +77,9 @@ def make_batch(data: TaskData, idx: list[int], pad_id: int) -> Batch:
         types, _ = pad([data.types[i] for i in idx], 0)
         return Batch(ids, mask, types, labels, pair=False)
     sides = len(data.index[idx[0]])
-    seqs = [data.sentences[data.index[i][s]] for s in range(sides) for i in idx]  # all first sentences, then seconds
-    ids, mask = pad(seqs, pad_id)
-    return Batch(ids, mask, None, labels, pair=sides == 2)
+    keys = [data.index[i][s] for s in range(sides) for i in idx]  # all first sentences, then seconds
+    ids, mask = pad([data.sentences[k] for k in keys], pad_id)
+    return Batch(ids, mask, None, labels, pair=sides == 2, keys=torch.tensor(keys))
 
 
 class BatchStream:

@@ -33,7 +33,7 @@ class MultitaskModel(nn.Module):
         self.heads = nn.ModuleDict({n: build_head(n, t, c.hidden_size) for n, t in tasks.items()})
         if pals is not None and pals.enabled:
             size = pals.size or pal_size(c.hidden_size, pals.heads)
-            self.pals = nn.ModuleDict({n: PAL(c.hidden_size, c.num_hidden_layers, size, pals.heads) for n in tasks})
+            self.pals = nn.ModuleDict({n: PAL(c.hidden_size, c.num_hidden_layers, size, pals.heads, c.attention_probs_dropout_prob) for n in tasks})
         else:
             self.pals = None
 
@@ -41,10 +41,29 @@ class MultitaskModel(nn.Module):
         """Parameters every task's loss reaches: the encoder's (heads and PALs belong to one task each)."""
         return [p for p in self.bert.parameters() if p.requires_grad]
 
-    def embed(self, task: str, ids, mask, types=None, inputs_embeds=None) -> torch.Tensor:
-        """(B, H) sentence embeddings with the task's pooling (and its PALs)."""
+    def param_groups(self, lr: float, head_lr_mult: float = 1.0, layer_lr_decay: float = 1.0) -> list[dict]:
+        """AdamW parameter groups, each with its own "lr": encoder layer i of L at lr * layer_lr_decay^(L - i), the
+        embeddings at lr * layer_lr_decay^L, the pooler at lr, heads and PALs at lr * head_lr_mult."""
+        L = len(self.bert.encoder.layer)
+        parts = [(self.bert.embeddings, lr * layer_lr_decay**L)]
+        parts += [(layer, lr * layer_lr_decay ** (L - i)) for i, layer in enumerate(self.bert.encoder.layer)]
+        parts += [(self.bert.pooler, lr), (self.heads, lr * head_lr_mult)]
+        if self.pals is not None:
+            parts.append((self.pals, lr * head_lr_mult))
+        groups: dict[float, list] = {}  # parameters with equal rates share one group
+        for module, rate in parts:
+            groups.setdefault(rate, []).extend(p for p in module.parameters() if p.requires_grad)
+        return [{"params": ps, "lr": rate} for rate, ps in groups.items() if ps]
+
+    def embed(self, task: str, ids, mask, types=None, embedded=None) -> torch.Tensor:
+        """(B, H) sentence embeddings with the task's pooling (and its PALs); `embedded` (B, T, H) replaces the
+        embedding layer's output."""
         adapters = self.pals[task].adapters() if self.pals is not None else None
-        return self.bert.sentence_embedding(ids, mask, types, self.tasks[task].pooling, inputs_embeds, adapters)
+        return self.bert.sentence_embedding(ids, mask, types, self.tasks[task].pooling, None, adapters, embedded)
+
+    def embedded(self, task: str, batch: Batch) -> torch.Tensor:
+        """(B', T, H) the embedding layer's output for a batch (word + position + token type, LayerNorm, dropout)."""
+        return self.bert.embeddings(batch.ids, batch.types)
 
     def head(self, task: str, emb: torch.Tensor, pair: bool) -> dict:
         """Head output from embeddings; for bi-encoder pairs `emb` is (2B, H): first sentences, then seconds."""
@@ -53,9 +72,9 @@ class MultitaskModel(nn.Module):
             return self.heads[task](u, v)
         return self.heads[task](emb)
 
-    def forward(self, task: str, batch: Batch, inputs_embeds: torch.Tensor | None = None) -> dict:
-        """`inputs_embeds` (B', T, H) replaces the word embeddings of batch.ids (SMART perturbs them)."""
-        return self.head(task, self.embed(task, batch.ids, batch.mask, batch.types, inputs_embeds), batch.pair)
+    def forward(self, task: str, batch: Batch, embedded: torch.Tensor | None = None) -> dict:
+        """`embedded` (B', T, H) replaces the embedding layer's output for batch.ids (SMART perturbs it)."""
+        return self.head(task, self.embed(task, batch.ids, batch.mask, batch.types, embedded), batch.pair)
 
     def cosine_scale(self, task: str) -> float | None:
         """The task head's cosine scale, or None when its score is a logit (see Task.soft)."""

@@ -22,8 +22,6 @@ from minbert.regularizers import REGULARIZERS
 from minbert.runs import autocast
 from minbert.tasks import TASKS
 
-# losses whose terms compare examples within a batch: splitting the batch changes them
-IN_BATCH_LOSSES = ("mnrl", "mnrl_sentiment", "triplet")
 log = logging.getLogger(__name__)
 
 
@@ -42,8 +40,10 @@ class Techniques:
         self.lr_schedule = LR_SCHEDULES[cfg.lr_schedule](**cfg.lr_schedule_args)
         self.conflicts = ConflictStats()
         self.margin_prev = {n: 0.0 for n, t in self.tasks.items() if t.margin_step}
+        self.reg_window = {k: [0.0, 0] for k in self.regularizers}  # each regularizer's term: sum and count since the last log
         world = current().world
-        in_batch = sorted({k for t in self.tasks.values() for k in (t.loss, *t.extra_losses) if k in IN_BATCH_LOSSES})
+        # losses whose terms compare examples within a batch: splitting the batch changes them
+        in_batch = sorted({k for t in self.tasks.values() for k in (t.loss, *t.extra_losses) if getattr(LOSSES[k], "in_batch", False)})
         if in_batch and (world > 1 or cfg.grad_accum > 1):
             log.warning("%s draw negatives from within a batch: with grad_accum %d on %d processes each sees 1/%d of "
                         "the batch, so results differ from one large batch", ", ".join(in_batch), cfg.grad_accum,
@@ -58,12 +58,23 @@ class Techniques:
         output when a fused pass has computed it already."""
         with autocast(self.device, self.cfg.precision):
             out = self.model(name, batch) if out is None else out
+            if batch.keys is not None:  # which rows repeat a text: in-batch losses mask them out as negatives
+                out = {**out, "keys": batch.keys}
             loss = self.losses[name](out, batch.labels)
             for fn, w in self.extra[name]:
                 loss = loss + w * fn(out, batch.labels)
-            for reg in self.regularizers.values():
-                loss = loss + reg(self.model, name, batch, out, self.needs[name])
+            for k, reg in self.regularizers.items():
+                term = reg(self.model, name, batch, out, self.needs[name])
+                self.reg_window[k][0] += float(term.detach())
+                self.reg_window[k][1] += 1
+                loss = loss + term
         return loss * self.tasks[name].weight
+
+    def take_log(self) -> dict[str, float]:
+        """Each regularizer's mean term per task batch since the last call, as `train/reg/<name>`."""
+        record = {f"train/reg/{k}": a / c for k, (a, c) in self.reg_window.items() if c}
+        self.reg_window = {k: [0.0, 0] for k in self.regularizers}
+        return record
 
     def batch_losses(self, batches: dict) -> dict[str, torch.Tensor]:
         outs = {}
@@ -87,7 +98,8 @@ class Techniques:
     def end_epoch(self, optimizer, epoch: int, train_loss: float, dev: dict[str, float]) -> dict:
         """Epoch-end updates (LR schedule, dynamic margins); returns what to log."""
         self.lr_schedule.on_epoch_end(optimizer, epoch, train_loss)
-        record = {"lr": optimizer.param_groups[0]["lr"]}
+        pooler = self.model.bert.pooler.dense.weight  # its group runs at the configured rate (times the schedule)
+        record = {"lr": next(g["lr"] for g in optimizer.param_groups if any(p is pooler for p in g["params"]))}
         for n, prev in self.margin_prev.items():
             current = dev[f"{n}/{TASKS[n].metric_name}"]
             self.losses[n].margin = next_margin(self.losses[n].margin, prev, current, epoch, self.tasks[n].margin_step)
@@ -108,6 +120,7 @@ class Techniques:
             "conflicts": self.conflicts.state_dict(),
             "margins": {n: self.losses[n].margin for n in self.margin_prev},
             "margin_prev": self.margin_prev,
+            "reg_window": self.reg_window,
         }
 
     def load_state(self, state: dict) -> None:
@@ -119,6 +132,7 @@ class Techniques:
         for n, m in state["margins"].items():
             self.losses[n].margin = m
         self.margin_prev = dict(state["margin_prev"])
+        self.reg_window = {k: list(v) for k, v in state.get("reg_window", self.reg_window).items()}
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {f"{k}/{t}": v for k, reg in self.regularizers.items() for t, v in reg.state_tensors().items()}

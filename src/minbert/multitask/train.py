@@ -94,7 +94,7 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device)
 
     if d.world > 1:
         rank_seed()
-    optimizer = AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = AdamW(model.param_groups(cfg.lr, cfg.head_lr_mult, cfg.layer_lr_decay), lr=cfg.lr, weight_decay=cfg.weight_decay)
     tech = Techniques(cfg, model, device)
 
     run = resume or (Path(cfg.out) if cfg.out else None)
@@ -158,10 +158,15 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device)
             # running loss per task this epoch, and (in brackets) how many of its batches: the task mix
             bar.set_postfix({n: f"{a / c:.3f} ({c})" for n, (a, c) in st["epoch_loss"].items() if c}, refresh=False)
             if step % cfg.log_every == 0:
-                metrics.write({"step": step, "epoch": epoch, **{f"train/loss/{n}": a / c for n, (a, c) in st["window"].items() if c}})
+                metrics.write({"step": step, "epoch": epoch, **{f"train/loss/{n}": a / c for n, (a, c) in st["window"].items() if c},
+                               **tech.take_log()})
                 st["window"] = {n: [0.0, 0] for n in cfg.tasks}
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and s + 1 < len(plan):
                 checkpoint(step_in_epoch=s + 1, epoch=epoch)
+            # every rank stops at the same step: rank 0's clock decides
+            if cfg.max_minutes and broadcast(time.time() - start > 60 * cfg.max_minutes):
+                st["stopped"] = f"max_minutes {cfg.max_minutes:g} reached at step {step}"
+                break
         bar.close()
 
         dev, dev_preds = evaluate(model, data["dev"], tok.pad_id, device, cfg.precision)
@@ -177,12 +182,16 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device)
                 save_snapshot(run, "best", st["global_step"], model, state={"epoch": epoch, "dev": dev})
                 write_task_predictions(run / "predictions", "dev", data["dev"], dev_preds)  # the best epoch's, kept
         st["epoch_loss"] = {n: [0.0, 0] for n in cfg.tasks}
+        if st.get("stopped"):  # the time budget ran out: this evaluation was the last
+            log.warning("%s: training stops here", st["stopped"])
+            checkpoint(epoch=cfg.epochs + 1, step_in_epoch=0)
+            break
         checkpoint(epoch=epoch + 1, step_in_epoch=0)
 
-    return finish(run, cfg, model, tok, data, device, start, steps=st["global_step"])
+    return finish(run, cfg, model, tok, data, device, start, steps=st["global_step"], stopped=st.get("stopped"))
 
 
-def finish(run: Path, cfg: TrainConfig, model, tok, data, device, start: float, steps: int) -> dict:
+def finish(run: Path, cfg: TrainConfig, model, tok, data, device, start: float, steps: int, stopped: str | None = None) -> dict:
     """Reload the best epoch, write its test predictions (its dev ones were written when it was evaluated), print
     and save the results."""
     barrier()  # rank 0 has written the best snapshot
@@ -191,6 +200,8 @@ def finish(run: Path, cfg: TrainConfig, model, tok, data, device, start: float, 
     _, preds = evaluate(model, data["test"], tok.pad_id, device, cfg.precision)
     wall = time.time() - start
     summary = {"run_dir": str(run), "best_epoch": best["epoch"], "dev": dev, "steps": steps, "wall_time_s": round(wall, 1)}
+    if stopped:
+        summary["stopped"] = stopped
     if not current().main:
         return summary
     write_task_predictions(run / "predictions", "test", data["test"], preds)

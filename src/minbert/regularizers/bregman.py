@@ -1,8 +1,10 @@
 """Bregman proximal point optimization with momentum (Jiang et al. 2020; report 001).
 
 Keep an EMA copy of the parameters, theta_tilde <- (1 - beta) theta + beta theta_tilde after every optimizer step,
-and add mu * D(f(x; theta), f(x; theta_tilde)) to the loss (the divergence of SMART; the EMA model runs without
-dropout and without gradients), so each update stays near the recent iterates.
+and add mu * D(f(x; theta), f(x; theta_tilde)) to the loss (SMART's divergence; the EMA model runs without
+gradients), so each update stays near the recent iterates. The EMA model runs in the trained model's mode (with
+dropout while training, as the SMART term's passes do), so with dropout off the term is exactly 0 while
+theta = theta_tilde.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ class Bregman:
 
     def _ensure(self, model):
         if self.ema is None:
-            self.ema = copy.deepcopy(model).eval().requires_grad_(False)
+            self.ema = copy.deepcopy(model).requires_grad_(False)
         return self.ema
 
     def __call__(self, model, task, batch, out, needs):
         if not self.mu:
             return out[next(iter(out))].new_zeros(())
-        ema = self._ensure(model)
+        ema = self._ensure(model).train(model.training)
         with torch.no_grad():
             target = ema(task, batch)
         return self.mu * divergence(out, target, needs)

@@ -1,5 +1,5 @@
-"""The output divergences SMART and Bregman proximal point use (Jiang et al. 2020): symmetric KL for
-classification, squared error for regression."""
+"""The output divergences SMART and Bregman proximal point use (Jiang et al. 2020): symmetric KL for class logits,
+Bernoulli symmetric KL for a binary logit, squared error for real-valued scores."""
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,21 @@ def divergence(a: dict, b: dict, needs: str) -> torch.Tensor:
         x, y = a["score"].float(), b["score"].float()
         return ((torch.sigmoid(x) - torch.sigmoid(y)) * (x - y)).mean()
     return F.mse_loss(a["score"].float(), b["score"].float())
+
+
+def toward(a: dict, b: dict, needs: str) -> torch.Tensor:
+    """One direction of the symmetric divergence, KL(b || a) with b held fixed: the gradient reaches a only.
+    toward(a, b) + toward(b, a) has the value of divergence(a, b), each side pulled towards the other (MT-DNN's
+    SymKlCriterion); for squared error each half is half the error, so the sum is the plain squared error."""
+    if "logits" in a:
+        return F.kl_div(F.log_softmax(a["logits"].float(), -1), F.log_softmax(b["logits"].detach().float(), -1),
+                        log_target=True, reduction="batchmean")
+    x, y = a["score"].float(), b["score"].detach().float()
+    if needs == "logit":  # KL(q || p) for q = sigmoid(y), p = sigmoid(x): cross-entropy minus q's entropy
+        q = torch.sigmoid(y)
+        entropy = F.binary_cross_entropy(q, q, reduction="none")
+        return (F.binary_cross_entropy_with_logits(x, q, reduction="none") - entropy).mean()
+    return 0.5 * F.mse_loss(x, y)
 
 
 def detached(out: dict) -> dict:
