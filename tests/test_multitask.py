@@ -149,6 +149,11 @@ def test_interrupted_save_does_not_move_the_pointer(tmp_path, monkeypatch):
         ("tasks.sts.margin_step=0.1", "tasks.sts.margin_step: a dynamic margin needs loss cosine_embedding, not 'mse'"),
         ("combiner=mgda", "combiner: 'mgda' unknown; valid: sum, pcgrad, gradvac"),
         ("regularizers.r3f.weight=1", "regularizers: 'r3f' unknown; valid: smart, bregman"),
+        ("lr=-1e-3", "lr: -0.001 must be >= 0"),
+        ("tasks.sst.batch_size=0", "tasks.sst.batch_size: 0 must be >= 1"),
+        ("steps_per_epoch=-3", "steps_per_epoch: -3 must be >= 0"),
+        ("tasks.sts.dropout=1.5", "tasks.sts.dropout: 1.5 must be in [0, 1)"),
+        ("layer_lr_decay=1.5", "layer_lr_decay: 1.5 must be in (0, 1]"),
     ],
 )
 def test_bad_configs_fail_before_training(override, message, capsys, tmp_path):

@@ -119,8 +119,22 @@ class TrainConfig:
         for r in self.regularizers:
             if r not in REGULARIZERS:
                 raise MinbertError(f"regularizers: {r!r} unknown; valid: {', '.join(REGULARIZERS)}")
-        if self.grad_accum < 1:
-            raise MinbertError(f"grad_accum: {self.grad_accum} must be >= 1")
+        ranges = [("lr", self.lr >= 0, ">= 0"), ("head_lr_mult", self.head_lr_mult > 0, "> 0"),
+                  ("layer_lr_decay", 0 < self.layer_lr_decay <= 1, "in (0, 1]"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
+                  ("max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0 = off)"), ("epochs", self.epochs >= 1, ">= 1"),
+                  ("steps_per_epoch", self.steps_per_epoch >= 0, ">= 0 (0 = the schedule's natural epoch)"),
+                  ("grad_accum", self.grad_accum >= 1, ">= 1"), ("threads", self.threads >= 0, ">= 0 (0 = automatic)"),
+                  ("log_every", self.log_every >= 1, ">= 1"), ("checkpoint_every", self.checkpoint_every >= 0, ">= 0 (0 = epoch ends only)"),
+                  ("max_minutes", self.max_minutes >= 0, ">= 0 (0 = no limit)"),
+                  ("encoder_dropout", self.encoder_dropout < 1, "< 1 (negative = the checkpoint's)")]
+        for name, t in self.tasks.items():
+            ranges += [(f"tasks.{name}.batch_size", t.batch_size >= 1, ">= 1"), (f"tasks.{name}.dropout", 0 <= t.dropout < 1, "in [0, 1)"),
+                       (f"tasks.{name}.max_length", t.max_length >= 3, ">= 3 ([CLS], a token, [SEP])"),
+                       (f"tasks.{name}.train_limit", t.train_limit >= 0, ">= 0 (0 = all)"), (f"tasks.{name}.eval_limit", t.eval_limit >= 0, ">= 0 (0 = all)"),
+                       (f"tasks.{name}.extra_layers", t.extra_layers >= 0, ">= 0"), (f"tasks.{name}.weight", t.weight >= 0, ">= 0")]
+        for key, ok, want in ranges:
+            if not ok:
+                raise MinbertError(f"{key}: {_get(self, key)!r} must be {want}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise MinbertError(f"lr_schedule: {self.lr_schedule!r} unknown; valid: {', '.join(LR_SCHEDULES)}")
         return self
@@ -139,6 +153,12 @@ class TrainConfig:
             loss=t.loss or spec.default_loss,
             cosine_scale=t.cosine_scale or spec.label_max,
         )
+
+
+def _get(cfg, key: str):
+    for part in key.split("."):
+        cfg = cfg[part] if isinstance(cfg, dict) else getattr(cfg, part)
+    return cfg
 
 
 def _check_head_and_loss(where: str, head: str, loss: str) -> None:
