@@ -78,10 +78,18 @@ def cmd_ensemble(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from minbert.sweep import load_sweep, report, run_sweep
+    from minbert.sweep import load_sweep, report, run_search, run_sweep
 
     sweep = load_sweep(args.sweep)
-    print(report(sweep) if args.report else run_sweep(sweep, dry_run=args.dry_run))
+    if sweep.search is not None and args.report:  # the trials run so far, by folder
+        trials = {d.name: () for d in sorted(sweep.out.glob("trial-*"))}
+        print(report(dataclasses.replace(sweep, variants=trials)))
+    elif sweep.search is not None:
+        if args.dry_run:
+            raise MinbertError("--dry-run lists a grid's runs; a search picks each trial's values as it goes")
+        print(run_search(sweep))
+    else:
+        print(report(sweep) if args.report else run_sweep(sweep, dry_run=args.dry_run))
     return 0
 
 

@@ -16,6 +16,18 @@ over seeds per variant (markdown and CSV) and a chart.
 Resumable: a run with a summary.json is done and skipped, one with a checkpoint is resumed (`train --resume`), any
 other leftover folder is started again. Each run is its own process, so a crash or kill loses at most that run's
 progress since its last checkpoint. Equal-time budgets: put `max_minutes=N` in `overrides`.
+
+Where a search beats a grid, a `search:` section replaces `variants`/`grid` and Optuna's TPE sampler picks each
+trial's values (`pip install optuna`, or the `search` extra); every trial runs all `seeds` and is scored by the mean
+of one dev metric. The study lives in OUT/optuna.journal, so the same command continues it:
+
+    search:
+      trials: 12
+      metric: overall                                   # a dev metric of summary.json
+      params:
+        lr: {low: 2.0e-5, high: 2.0e-4, log: true}
+        head_lr_mult: {choices: [1, 3, 10, 30]}
+        epochs: {low: 1, high: 4, int: true}
 """
 
 from __future__ import annotations
@@ -36,7 +48,7 @@ from minbert.config import load_yaml
 from minbert.errors import MinbertError
 
 METRICS = [("sst/acc", "SST acc"), ("quora/acc", "Quora acc"), ("sts/pearson", "STS r"), ("overall", "overall")]
-KEYS = {"base", "budget", "overrides", "variants", "grid", "seeds", "out"}
+KEYS = {"base", "budget", "overrides", "variants", "grid", "search", "seeds", "out"}
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class Sweep:
     variants: dict[str, tuple[str, ...]]  # name -> overrides (after the sweep-wide ones)
     budget: bool = False
     overrides: tuple[str, ...] = field(default_factory=tuple)
+    search: dict | None = None  # Optuna: {trials, metric, params}
 
     def runs(self):
         """(variant, seed, run directory, train arguments) in the order they run: seed by seed, so a partial sweep
@@ -85,13 +98,18 @@ def load_sweep(path: str | Path) -> Sweep:
         for combo in itertools.product(*grid.values()):
             extra = tuple(f"{k}={v}" for k, v in zip(grid, combo))
             variants[",".join(extra)] = extra
+    search = raw.get("search")
+    if search is not None:
+        if variants:
+            raise MinbertError(f"{path}: give either search or variants/grid, not both")
+        check_search(path, search)
     if not variants:
         variants = {"base": ()}
     seeds = raw.get("seeds") or [11711]
     if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
         raise MinbertError(f"{path}: seeds must be a list of integers")
     out = Path(raw.get("out") or f"runs/sweeps/{path.stem}")
-    sweep = Sweep(base, out, tuple(seeds), variants, bool(raw.get("budget", False)), tuple(str(x) for x in raw.get("overrides") or []))
+    sweep = Sweep(base, out, tuple(seeds), variants, bool(raw.get("budget", False)), tuple(str(x) for x in raw.get("overrides") or []), search)
     check(sweep)
     return sweep
 
@@ -107,6 +125,72 @@ def check(sweep: Sweep) -> None:
             load_config(TrainConfig, args[0], overrides, budget=sweep.budget).validate()
         except MinbertError as e:
             raise MinbertError(f"variant {name}: {e}") from None
+
+
+def check_search(path: Path, search) -> None:
+    if not isinstance(search, dict) or not isinstance(search.get("params"), dict) or not search["params"]:
+        raise MinbertError(f"{path}: search needs params: {{key: {{low: .., high: ..}} or {{choices: [..]}}}}")
+    unknown = sorted(set(search) - {"trials", "metric", "params"})
+    if unknown:
+        raise MinbertError(f"{path}: search: unknown key(s) {', '.join(unknown)}; valid: trials, metric, params")
+    if not isinstance(search.get("trials", 10), int) or search.get("trials", 10) < 1:
+        raise MinbertError(f"{path}: search.trials must be a positive integer")
+    for key, spec in search["params"].items():
+        if not isinstance(spec, dict) or not ({"low", "high"} <= set(spec) or "choices" in spec):
+            raise MinbertError(f"{path}: search.params.{key}: give {{low: .., high: ..}} (optional log, int) or {{choices: [..]}}")
+
+
+def distributions(search: dict) -> dict:
+    import optuna.distributions as od
+
+    out = {}
+    for key, spec in search["params"].items():
+        if "choices" in spec:
+            out[key] = od.CategoricalDistribution(spec["choices"])
+        elif spec.get("int"):
+            out[key] = od.IntDistribution(int(spec["low"]), int(spec["high"]), log=bool(spec.get("log")))
+        else:
+            out[key] = od.FloatDistribution(float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+    return out
+
+
+def run_search(sweep: Sweep) -> str:
+    """Optuna's ask-and-tell loop over trials; each trial is a variant `trial-NNN` run on every seed. A trial cut
+    short by a kill is still RUNNING in the journal: it is finished (its runs resumed) before new ones are asked."""
+    try:
+        import optuna
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+    except ImportError:
+        raise MinbertError("search: needs Optuna: pip install optuna (or minbert's 'search' extra)") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    storage = JournalStorage(JournalFileBackend(str(sweep.out / "optuna.journal")))
+    study = optuna.create_study(study_name="minbert", storage=storage, direction="maximize", load_if_exists=True,
+                                sampler=optuna.samplers.TPESampler(seed=sweep.seeds[0]))
+    metric, trials, dists = sweep.search.get("metric", "overall"), sweep.search.get("trials", 10), distributions(sweep.search)
+    while True:
+        states = [t.state for t in study.trials]
+        running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+        if not running and states.count(optuna.trial.TrialState.COMPLETE) >= trials:
+            break
+        trial = running[0] if running else study.ask(dists)
+        params = trial.params
+        name = f"trial-{trial.number:03d}"
+        one = Sweep(sweep.base, sweep.out, sweep.seeds, {name: tuple(f"{k}={v}" for k, v in params.items())}, sweep.budget, sweep.overrides)
+        check(one)
+        print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in params.items()), flush=True)
+        run_sweep(one)
+        (r,) = rows(one)
+        if metric not in r.mean:
+            raise MinbertError(f"search.metric {metric!r}: not among the dev metrics {', '.join(k for k in r.mean)}")
+        study.tell(trial.number, r.mean[metric])
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    done.sort(key=lambda t: -t.value)
+    variants = {f"trial-{t.number:03d}": tuple(f"{k}={v}" for k, v in t.params.items()) for t in done}
+    md = report(Sweep(sweep.base, sweep.out, sweep.seeds, variants, sweep.budget, sweep.overrides))
+    best = done[0]
+    return md + f"\n\nbest trial: trial-{best.number:03d} ({metric} {best.value:.4f}): " + " ".join(f"{k}={v}" for k, v in best.params.items())
 
 
 def state(run: Path) -> str:
