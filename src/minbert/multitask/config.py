@@ -80,6 +80,10 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps between resumable checkpoints (and at every epoch end)
     log_every: int = 10  # steps between training-loss records in metrics.jsonl
     max_minutes: float = 0.0  # > 0: stop training after this much wall time, then evaluate and finish (equal-time budgets)
+    # divergence guard: a step with a non-finite loss or gradient is skipped; this many in a row stop the run (0 = never)
+    max_bad_steps: int = 5
+    # stop when a task's loss exceeds this factor times its running mean (and 10): the run diverged (0 = off)
+    divergence_factor: float = 100.0
     out: str = ""  # run directory; "" = runs/<name>-<time>
     name: str = "multitask"
     # dotted keys applied by `minbert train CONFIG --budget`: the recipe's bounded CPU setting
@@ -126,6 +130,8 @@ class TrainConfig:
                   ("grad_accum", self.grad_accum >= 1, ">= 1"), ("threads", self.threads >= 0, ">= 0 (0 = automatic)"),
                   ("log_every", self.log_every >= 1, ">= 1"), ("checkpoint_every", self.checkpoint_every >= 0, ">= 0 (0 = epoch ends only)"),
                   ("max_minutes", self.max_minutes >= 0, ">= 0 (0 = no limit)"),
+                  ("max_bad_steps", self.max_bad_steps >= 0, ">= 0 (0 = never stop)"),
+                  ("divergence_factor", self.divergence_factor == 0 or self.divergence_factor > 1, "> 1 (0 = off)"),
                   ("encoder_dropout", self.encoder_dropout < 1, "< 1 (negative = the checkpoint's)")]
         for name, t in self.tasks.items():
             ranges += [(f"tasks.{name}.batch_size", t.batch_size >= 1, ">= 1"), (f"tasks.{name}.dropout", 0 <= t.dropout < 1, "in [0, 1)"),

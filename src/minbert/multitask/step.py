@@ -6,6 +6,7 @@ processes) combined into one; then fp16 unscaling, clipping and the optimizer st
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 from typing import Callable
 
@@ -21,6 +22,11 @@ Micro = list[tuple[dict, dict]]  # per micro-batch: {task: Batch}, {task: its sh
 def flat_grads(grads, params) -> torch.Tensor:
     """One flat row from per-parameter gradients, zeros where a parameter got none."""
     return torch.cat([g.reshape(-1) if g is not None else p.new_zeros(p.numel()) for g, p in zip(grads, params)])
+
+
+def grads_finite(model: nn.Module) -> bool:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()))
 
 
 def set_grads(flat: torch.Tensor, params) -> None:
@@ -56,6 +62,7 @@ class Step:
         self.scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
         self.world = current().world
         self.step_loss = StepLoss(model, losses)
+        self.skipped = False  # whether the last step's update was skipped for a non-finite loss or gradient
         self.ddp = None
         if self.world > 1 and self.per_task:
             broadcast_tensors(model.state_dict().values())  # rows are all-reduced by hand (task_grads): sync weights once
@@ -79,8 +86,16 @@ class Step:
                     self.scale(total * self.world).backward()  # DDP averages over processes; the shares already sum to 1
                 for n, loss in losses.items():
                     totals[n] += fracs[n] * loss.item()
+        reduced = dict(zip(totals, all_reduce_sum(torch.tensor(list(totals.values()), dtype=torch.float64)).tolist()))
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)  # clipping and AdamW see true gradients; inf/nan skips the step
+        elif not (all(math.isfinite(v) for v in reduced.values()) and grads_finite(self.model)):
+            # a non-finite loss or gradient would poison the weights and AdamW's moments: skip this update (the
+            # gradients are the same on every process, so all skip together); the loop counts and limits these
+            optimizer.zero_grad(set_to_none=True)
+            self.skipped = True
+            return reduced
+        self.skipped = False
         if self.cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         if self.scaler is not None:
@@ -88,8 +103,7 @@ class Step:
             self.scaler.update()
         else:
             optimizer.step()
-        reduced = all_reduce_sum(torch.tensor(list(totals.values()), dtype=torch.float64))
-        return dict(zip(totals, reduced.tolist()))
+        return reduced
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
         return loss if self.scaler is None else self.scaler.scale(loss)

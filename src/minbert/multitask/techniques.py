@@ -88,8 +88,14 @@ class Techniques:
         process's micro-batches, each {task: Batch} with {task: its share of the task's global batch}; returns each
         task's weighted loss on the global batch."""
         totals = self.step.run(optimizer, micro, step)
-        self.after_step()
+        if not self.step.skipped:
+            self.after_step()
         return totals
+
+    @property
+    def skipped(self) -> bool:
+        """Whether the last step's update was skipped (a non-finite loss or gradient)."""
+        return self.step.skipped
 
     def after_step(self) -> None:
         for reg in self.regularizers.values():

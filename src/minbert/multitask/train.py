@@ -18,6 +18,7 @@ import torch
 from minbert.config import dump_yaml, from_dict, load_yaml
 from minbert.data import Tokenizer, data_dir, load_split, split_file
 from minbert.distributed import Dist, all_gather, barrier, broadcast, current, setup, teardown
+from minbert.errors import MinbertError
 from minbert.model import BertModel, resolve_checkpoint
 from minbert.model.compile import compile_layers
 from minbert.multitask.config import TrainConfig
@@ -132,6 +133,9 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device)
     start = began - st["elapsed"]
 
     def checkpoint(**where):
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise MinbertError(f"step {st['global_step']}: the weights are no longer finite, so no checkpoint is written; the run "
+                               f"diverged (lr {cfg.lr:g}): lower lr or set max_grad_norm; the last good checkpoint stays in {run}")
         st.update(where, elapsed=time.time() - start, consumed={n: x.consumed for n, x in streams.items()}, techniques=tech.state())
         tensors = tech.tensors()
         if d.world > 1:  # every rank's own dropout stream (all ranks take part in the gather)
@@ -149,17 +153,19 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device)
             # every process draws the same global batches; step_batches takes this one's share, in micro-batches
             idx = {name: streams[name].next() for name in plan[s]}
             micro = step_batches(train_data, idx, tok.pad_id, device, d.rank, d.world, cfg.grad_accum)
-            for name, loss in tech.train_step(optimizer, micro, st["global_step"]).items():
-                for acc in (st["window"][name], st["epoch_loss"][name]):
-                    acc[0] += loss
-                    acc[1] += 1
+            losses = tech.train_step(optimizer, micro, st["global_step"])
             st["global_step"] += 1
             step = st["global_step"]
+            if guard(st, losses, tech.skipped, step, cfg, run):  # False: a skipped update, its losses are not counted
+                for name, loss in losses.items():
+                    for acc in (st["window"][name], st["epoch_loss"][name]):
+                        acc[0] += loss
+                        acc[1] += 1
             # running loss per task this epoch, and (in brackets) how many of its batches: the task mix
             bar.set_postfix({n: f"{a / c:.3f} ({c})" for n, (a, c) in st["epoch_loss"].items() if c}, refresh=False)
             if step % cfg.log_every == 0:
                 metrics.write({"step": step, "epoch": epoch, **{f"train/loss/{n}": a / c for n, (a, c) in st["window"].items() if c},
-                               **tech.take_log()})
+                               **tech.take_log(), **({"train/skipped_steps": st["skipped"]} if st.get("skipped") else {})})
                 st["window"] = {n: [0.0, 0] for n in cfg.tasks}
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and s + 1 < len(plan):
                 checkpoint(step_in_epoch=s + 1, epoch=epoch)
@@ -189,6 +195,30 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device)
         checkpoint(epoch=epoch + 1, step_in_epoch=0)
 
     return finish(run, cfg, model, tok, data, device, start, steps=st["global_step"], stopped=st.get("stopped"))
+
+
+def guard(st: dict, losses: dict[str, float], skipped: bool, step: int, cfg: TrainConfig, run: Path) -> bool:
+    """The divergence guard, after each step: counts skipped (non-finite) updates and stops the run after
+    `max_bad_steps` in a row, or when a task's loss exceeds `divergence_factor` times its running mean. Returns
+    whether the step's losses count."""
+    if skipped:
+        st["bad_steps"] = st.get("bad_steps", 0) + 1
+        st["skipped"] = st.get("skipped", 0) + 1
+        bad = ", ".join(f"{n} {v:g}" for n, v in losses.items())
+        log.warning("step %d: non-finite loss or gradient (%s); update skipped", step, bad)
+        if cfg.max_bad_steps and st["bad_steps"] >= cfg.max_bad_steps:
+            raise MinbertError(f"step {step}: the loss or gradient is not finite for {st['bad_steps']} steps in a row ({bad}): the run "
+                               f"diverged at lr {cfg.lr:g}; lower lr or set max_grad_norm (the last good checkpoint stays in {run})")
+        return False
+    st["bad_steps"] = 0
+    ema = st.setdefault("loss_ema", {})
+    for n, v in losses.items():
+        if cfg.divergence_factor and n in ema and v > 10 and v > cfg.divergence_factor * ema[n]:
+            raise MinbertError(f"step {step}: task {n}'s loss is {v:.4g}, {v / ema[n]:.0f} times its running mean {ema[n]:.4g}: the "
+                               f"run diverged at lr {cfg.lr:g}; lower lr or set max_grad_norm (divergence_factor {cfg.divergence_factor:g} "
+                               f"decides; the last good checkpoint stays in {run})")
+        ema[n] = v if n not in ema else 0.98 * ema[n] + 0.02 * v
+    return True
 
 
 def finish(run: Path, cfg: TrainConfig, model, tok, data, device, start: float, steps: int, stopped: str | None = None) -> dict:
