@@ -47,3 +47,49 @@ def test_a_diverging_run_stops_with_one_line_and_keeps_no_non_finite_checkpoint(
         assert all(torch.isfinite(t).all() for t in load_file(str(folder / "model.safetensors")).values())
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(all(v == v for v in r.values() if isinstance(v, float)) for r in records)  # no NaN written
+
+
+def test_a_new_run_into_a_directory_holding_a_run_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import minbert.multitask.train as tr
+
+    run = tmp_path / "done"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: earlier\n")
+    (run / "summary.json").write_text("{}")
+    monkeypatch.setattr(tr, "build", lambda *a, **k: pytest.fail("the model was built before the refusal"))
+    assert main(["train", str(QUICKSTART), *TINY, f"out={run}"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run}: already holds a run (config.yaml)" in err and "--resume" in err and "--overwrite" in err
+    assert (run / "config.yaml").read_text() == "name: earlier\n"  # nothing lost
+
+
+def test_overwrite_clears_only_what_a_run_writes(tmp_path):
+    from minbert.runs import check_run_dir, clear_run_dir
+
+    run = tmp_path / "r"
+    (run / "checkpoints" / "last-1").mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("{}\n")
+    (run / "notes.txt").write_text("mine")
+    check_run_dir(run, resume=False, overwrite=True)
+    check_run_dir(run, resume=True, overwrite=False)
+    clear_run_dir(run)
+    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+
+
+def test_a_second_process_is_kept_out_and_a_stale_lock_is_taken_over(tmp_path):
+    import subprocess
+    import sys
+
+    from minbert.runs import RunLock
+
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / ".lock").write_text(str(sleeper.pid))
+        with pytest.raises(MinbertError, match=f"another process \\(pid {sleeper.pid}\\) is training into this directory"):
+            RunLock(tmp_path).__enter__()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with RunLock(tmp_path):  # its process is gone: the lock is stale
+        assert (tmp_path / ".lock").read_text() == str(__import__("os").getpid())
+    assert not (tmp_path / ".lock").exists()

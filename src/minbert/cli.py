@@ -57,7 +57,7 @@ def cmd_train(args) -> int:
         raise MinbertError("train needs a CONFIG file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
     from minbert.config import load_config
 
-    train(load_config(TrainConfig, args.config, args.overrides, budget=args.budget))
+    train(load_config(TrainConfig, args.config, args.overrides, budget=args.budget), overwrite=args.overwrite)
     return 0
 
 
@@ -169,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. tasks.sst.batch_size=16")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     t.add_argument("--budget", action="store_true", help="apply the config's budget section (bounded CPU run)")
+    t.add_argument("--overwrite", action="store_true", help="replace the run already in out= (default: refuse)")
     t.set_defaults(func=cmd_train)
 
     for name, text in (("evaluate", "dev metrics of a run's best checkpoint"), ("predict", "write dev and test prediction files of a run's best checkpoint")):

@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,67 @@ def new_run_dir(root: str | Path, name: str) -> Path:
         path = base.with_name(f"{base.name}-{n}")
     path.mkdir(parents=True)
     return path
+
+
+RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "last.json", "best.json", "checkpoints", "predictions", "plots")
+
+
+def check_run_dir(run: Path, resume: bool, overwrite: bool) -> None:
+    """A new run may not land in a directory that holds one: `--resume` continues it, `--overwrite` replaces it."""
+    held = [f for f in RUN_FILES[:5] if (run / f).exists()]
+    if held and not resume and not overwrite:
+        raise MinbertError(f"{run}: already holds a run ({held[0]}); continue it with `minbert train --resume {run}`, "
+                           f"replace it with --overwrite, or choose another out=")
+
+
+def clear_run_dir(run: Path) -> None:
+    """--overwrite: remove what an earlier run wrote (only the files a run writes)."""
+    for f in RUN_FILES:
+        target = run / f
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+class RunLock:
+    """`run/.lock` holds the training process's pid while it runs: a second process is refused, a lock left by a
+    killed process (its pid gone) is taken over."""
+
+    def __init__(self, run: Path):
+        self.path = run / ".lock"
+
+    def __enter__(self) -> "RunLock":
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and pid != os.getpid() and _alive(pid):
+                    raise MinbertError(f"{self.path.parent}: another process (pid {pid}) is training into this directory; "
+                                       f"wait for it, or stop it, or choose another out=") from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise MinbertError(f"{self.path}: could not take the run's lock file; remove it if no run is using this directory")
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def atomic_write_text(path: Path, text: str) -> None:

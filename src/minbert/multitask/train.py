@@ -7,6 +7,7 @@ every dev set after each epoch, the best epoch kept by overall score, resumable 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -31,6 +32,9 @@ from minbert.optim import AdamW
 from minbert.runs import (
     MetricsLog,
     NoLog,
+    RunLock,
+    check_run_dir,
+    clear_run_dir,
     new_run_dir,
     progress,
     seed_everything,
@@ -71,17 +75,21 @@ def build(cfg: TrainConfig, device) -> tuple[MultitaskModel, Tokenizer]:
     return model.to(device), Tokenizer.from_pretrained(ckpt)
 
 
-def train(cfg: TrainConfig, resume: Path | None = None) -> dict:
+def train(cfg: TrainConfig, resume: Path | None = None, overwrite: bool = False) -> dict:
     cfg = cfg.validate()
     began = time.time()  # wall time counts loading and prediction too, and adds up across resumed sessions
     d, device = setup(cfg.device)  # one process, or this rank of a torchrun job
     try:
-        return _train(cfg, resume, began, d, device)
+        with contextlib.ExitStack() as held:  # the run directory's lock, released however training ends
+            return _train(cfg, resume, began, d, device, held, overwrite)
     finally:
         teardown()
 
 
-def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device) -> dict:
+def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device, held: contextlib.ExitStack, overwrite: bool) -> dict:
+    run = resume or (Path(cfg.out) if cfg.out else None)
+    if d.main and run is not None:  # before any work: refuse a directory that holds another run
+        check_run_dir(run, resume is not None, overwrite)
     if device.type == "cpu":
         set_threads(cfg.threads, d.local_world)
     seed_everything(cfg.seed)
@@ -98,10 +106,13 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device)
     optimizer = AdamW(model.param_groups(cfg.lr, cfg.head_lr_mult, cfg.layer_lr_decay), lr=cfg.lr, weight_decay=cfg.weight_decay)
     tech = Techniques(cfg, model, device)
 
-    run = resume or (Path(cfg.out) if cfg.out else None)
     if d.main:  # only rank 0 writes: the run directory, config, metrics, checkpoints, predictions
         run = run or new_run_dir("runs", cfg.name)
         run.mkdir(parents=True, exist_ok=True)
+        held.enter_context(RunLock(run))  # a second process training into this directory is refused
+        check_run_dir(run, resume is not None, overwrite)  # again, now that the directory is ours
+        if overwrite and not resume:
+            clear_run_dir(run)
     run = Path(broadcast(str(run)))
     metrics = MetricsLog(run / "metrics.jsonl") if d.main else NoLog()
     st = {"epoch": 1, "step_in_epoch": 0, "global_step": 0, "best": -1.0, "best_epoch": 0, "elapsed": 0.0,
