@@ -154,6 +154,9 @@ def test_interrupted_save_does_not_move_the_pointer(tmp_path, monkeypatch):
         ("steps_per_epoch=-3", "steps_per_epoch: -3 must be >= 0"),
         ("tasks.sts.dropout=1.5", "tasks.sts.dropout: 1.5 must be in [0, 1)"),
         ("layer_lr_decay=1.5", "layer_lr_decay: 1.5 must be in (0, 1]"),
+        ("tasks.sst.loss=mse", "tasks.sst.loss: 'mse' gives no class logits, and sst has 5 classes; use ce"),
+        ("tasks.quora.loss=mse", "tasks.quora.loss: 'mse' regresses a concat head's output on 0/1"),
+        ("tasks.quora.loss=mnrl", "tasks.quora.loss: 'mnrl' trains the embeddings, not the concat head's output"),
     ],
 )
 def test_bad_configs_fail_before_training(override, message, capsys, tmp_path):

@@ -106,6 +106,7 @@ class TrainConfig:
                 valid = "concat, cosine, cross" if TASKS[name].pair else "linear"
                 raise MinbertError(f"tasks.{name}.head: {head!r} does not fit a {'pair' if TASKS[name].pair else 'sentence'} task; valid: {valid}")
             _check_head_and_loss(f"tasks.{name}", head, t.loss or TASKS[name].default_loss)
+            _check_task_and_loss(f"tasks.{name}", TASKS[name], head, t.loss or TASKS[name].default_loss)
             if t.margin_step and (t.loss or TASKS[name].default_loss) != "cosine_embedding":
                 raise MinbertError(f"tasks.{name}.margin_step: a dynamic margin needs loss cosine_embedding, not {t.loss or TASKS[name].default_loss!r}")
             for extra in t.extra_losses:
@@ -176,6 +177,23 @@ def _check_head_and_loss(where: str, head: str, loss: str) -> None:
         raise MinbertError(f"{where}: loss {loss!r} needs a sentence task's embeddings (head linear), not {head!r}")
     if needs in ("logit", "logits") and head == "cosine":
         raise MinbertError(f"{where}: loss {loss!r} needs logits but head 'cosine' gives a similarity; use mse, cosine_mse or cosine_embedding")
+
+
+def _check_task_and_loss(where: str, task, head: str, loss: str) -> None:
+    """Refuse a main loss whose output cannot become the task's predictions (it would train, then score nonsense):
+    from the task's label type - several classes, two classes or a real-valued score."""
+    needs, classes = LOSSES[loss].needs, task.dataset.num_labels
+    if classes > 2 and needs != "logits":
+        raise MinbertError(f"{where}.loss: {loss!r} gives no class logits, and {task.name} has {classes} classes; use ce")
+    if classes == 0 and needs in ("logits", "logit"):
+        raise MinbertError(f"{where}.loss: {loss!r} needs class labels, and {task.name} is scored on a real value "
+                           f"(0..{task.label_max:g}); use mse, cosine_mse or cosine_embedding")
+    if needs == "embeddings" and head != "cosine":
+        raise MinbertError(f"{where}.loss: {loss!r} trains the embeddings, not the {head} head's output, which would "
+                           f"make the predictions; use head cosine, or add {loss!r} under extra_losses")
+    if classes == 2 and needs == "score" and head != "cosine":
+        raise MinbertError(f"{where}.loss: {loss!r} regresses a {head} head's output on 0/1, but {task.name}'s predictions "
+                           f"read that output as a logit; use bce or ce, or head cosine")
 
 
 def num_outputs(task, cfg: TaskConfig) -> int:
