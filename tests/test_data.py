@@ -118,3 +118,23 @@ def test_bucketing_covers_every_index_once_and_pads_less():
 def test_pad_is_dynamic():
     ids, mask = pad([[1, 2, 3], [4]], pad_id=0)
     assert ids.tolist() == [[1, 2, 3], [4, 0, 0]] and mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_a_byte_order_mark_is_dropped_and_undecodable_bytes_name_their_line(tmp_path):
+    p = tmp_path / "bom.csv"
+    p.write_bytes("id\tsentence\tsentiment\na1\tgood\t3\n".encode("utf-8-sig"))  # no index column, BOM first
+    assert [e.id for e in read_examples(p, ("sentence",), SST.label)] == ["a1"]
+    p.write_bytes(b"\tid\tsentence\tsentiment\n0\ta1\tgood\t3\n1\ta2\tcaf\xe9\t2\n")  # Latin-1 on line 3
+    with pytest.raises(MinbertError, match=r"bom.csv:3: byte 0xe9 is not UTF-8; save the file as UTF-8"):
+        read_examples(p, ("sentence",), SST.label)
+
+
+def test_every_test_id_is_kept_and_repeated_ids_are_warned_about(tmp_path, caplog):
+    p = write(tmp_path, "t.csv", "\tid\tsentence1\tsentence2\n0\tq1\ta cat\ta dog\n1\tq2\t\ta bird\n2\tq1\tx\ty\n")
+    with caplog.at_level(logging.WARNING):
+        ex = read_examples(p, ("sentence1", "sentence2"), None)
+    assert [e.id for e in ex] == ["q1", "q2", "q1"] and ex[1].texts == ("", "a bird")
+    assert f"{p}:3: empty 'sentence1'; predicted on the text there is" in caplog.text
+    assert "1 id(s) appear more than once (e.g. q1)" in caplog.text
+    with pytest.raises(MinbertError, match="malformed row: empty 'sentence1'"):
+        read_examples(p, ("sentence1", "sentence2"), None, strict=True)

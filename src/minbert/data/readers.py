@@ -9,6 +9,7 @@ raise). A missing file, a wrong header or a label outside its range is always an
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 from dataclasses import dataclass
@@ -66,7 +67,13 @@ def read_examples(path: Path, text_columns: tuple[str, ...], label: LabelSpec | 
         raise MinbertError(f"{path}: no such file (set MINBERT_DATA or --data-dir to the folder of CS224N data files)")
     examples: list[Example] = []
     skipped = 0
-    with open(path, encoding="utf-8", newline="") as fp:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # a byte-order mark is dropped, not read into the first column's name
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise MinbertError(f"{path}:{line}: byte 0x{raw[e.start]:02x} is not UTF-8; save the file as UTF-8") from None
+    with io.StringIO(text, newline="") as fp:
         reader = csv.DictReader(fp, delimiter="\t")
         header = [h for h in (reader.fieldnames or []) if h]
         wanted = ["id", *text_columns] + ([label.column] if label else [])
@@ -76,6 +83,11 @@ def read_examples(path: Path, text_columns: tuple[str, ...], label: LabelSpec | 
         for row in reader:
             start, line = line + 1, reader.line_num
             problem = _problem(row, text_columns, label)
+            if problem is not None and label is None and not strict and (row.get("id") or "").strip() and None not in row:
+                # an unlabeled (test) row is predicted on whatever text it has, so the submission keeps every id
+                log.warning("%s:%d: %s; predicted on the text there is", path, start, problem)
+                examples.append(Example(row["id"].strip(), tuple((row.get(c) or "").strip() for c in text_columns), None))
+                continue
             if problem is None:
                 y = label.parse(row[label.column].strip()) if label else None
                 if label and not label.check(y):
@@ -92,6 +104,12 @@ def read_examples(path: Path, text_columns: tuple[str, ...], label: LabelSpec | 
             log.warning("%s:%d: skipped malformed row: %s", path, start, problem)
     if skipped:
         log.warning("%s: skipped %d malformed row(s) of %d (use --strict to stop instead)", path, skipped, skipped + len(examples))
+    seen: dict[str, int] = {}
+    for e in examples:
+        seen[e.id] = seen.get(e.id, 0) + 1
+    repeated = [i for i, n in seen.items() if n > 1]
+    if repeated:
+        log.warning("%s: %d id(s) appear more than once (e.g. %s); each row is kept and predicted", path, len(repeated), repeated[0])
     if not examples:
         raise MinbertError(f"{path}: no usable rows")
     return examples
