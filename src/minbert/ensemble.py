@@ -32,8 +32,10 @@ def ensemble(runs: list[Path], out: Path, thresholds: dict[str, float] | None = 
     soft: dict[str, dict[str, list[torch.Tensor]]] = {"dev": {}, "test": {}}
     members: dict[str, list[str]] = {}
     data_of: dict[str, dict] = {}  # split -> task -> TaskData (ids and labels)
+    every: set[str] = set()  # the tasks the runs were trained on
     for run in runs:
         cfg = load_run_config(run)
+        every.update(cfg.tasks)
         dev_metrics = json.loads((run / "summary.json").read_text())["dev"] if (run / "summary.json").is_file() else {}
         wanted = [t for t in cfg.tasks if dev_metrics.get(f"{t}/{TASKS[t].metric_name}", -1.0) >= thresholds.get(t, -1.0)]
         if not wanted:
@@ -49,7 +51,7 @@ def ensemble(runs: list[Path], out: Path, thresholds: dict[str, float] | None = 
                     raise MinbertError(f"{run}: its {t} {split} examples differ from the other runs' (eval limits?)")
                 soft[split].setdefault(t, []).append(soft_task(model, t, d, tok.pad_id, device, cfg.precision))
         for t in wanted:
-            members.setdefault(t, []).append(run.name)
+            members.setdefault(t, []).append(str(run))
         del model
     if not members:
         raise MinbertError(f"no run passed the thresholds {thresholds}; lower --min or add runs")
@@ -60,7 +62,7 @@ def ensemble(runs: list[Path], out: Path, thresholds: dict[str, float] | None = 
             preds[split][t] = TASKS[t].hard(torch.stack(parts).mean(0))
             if split == "dev":
                 metrics[f"{t}/{TASKS[t].metric_name}"] = TASKS[t].metric(preds[split][t], data_of["dev"][t].labels)
-    if len(metrics) == len(members):
+    if set(members) == every:  # the overall score only when no task was left out by the thresholds
         metrics["overall"] = overall_score(metrics, {t: TASKS[t] for t in members})
     out.mkdir(parents=True, exist_ok=True)
     for split in ("dev", "test"):
