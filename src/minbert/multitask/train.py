@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -221,6 +222,8 @@ def guard(st: dict, losses: dict[str, float], skipped: bool, step: int, cfg: Tra
             raise MinbertError(f"step {step}: the loss or gradient is not finite for {st['bad_steps']} steps in a row ({bad}): the run "
                                f"diverged at lr {cfg.lr:g}; lower lr or set max_grad_norm (the last good checkpoint stays in {run})")
         return False
+    if not all(math.isfinite(v) for v in losses.values()):
+        return False  # fp16: the gradient scaler skipped an overflowing step itself and lowers its scale
     st["bad_steps"] = 0
     ema = st.setdefault("loss_ema", {})
     for n, v in losses.items():
