@@ -33,6 +33,7 @@ of one dev metric. The study lives in OUT/optuna.journal, so the same command co
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import math
@@ -44,10 +45,11 @@ from pathlib import Path
 
 import numpy as np
 
+from minbert.compare import COLUMNS
 from minbert.config import load_yaml
 from minbert.errors import MinbertError
 
-METRICS = [("sst/acc", "SST acc"), ("quora/acc", "Quora acc"), ("sts/pearson", "STS r"), ("overall", "overall")]
+METRICS = [(key, title.removeprefix("dev ")) for key, title in COLUMNS]  # minbert compare's columns
 KEYS = {"base", "budget", "overrides", "variants", "grid", "search", "seeds", "out"}
 
 
@@ -177,7 +179,7 @@ def run_search(sweep: Sweep) -> str:
         trial = running[0] if running else study.ask(dists)
         params = trial.params
         name = f"trial-{trial.number:03d}"
-        one = Sweep(sweep.base, sweep.out, sweep.seeds, {name: tuple(f"{k}={v}" for k, v in params.items())}, sweep.budget, sweep.overrides)
+        one = dataclasses.replace(sweep, variants={name: tuple(f"{k}={v}" for k, v in params.items())}, search=None)
         check(one)
         print(f"{name}: " + ", ".join(f"{k}={v}" for k, v in params.items()), flush=True)
         run_sweep(one)
@@ -188,7 +190,7 @@ def run_search(sweep: Sweep) -> str:
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     done.sort(key=lambda t: -t.value)
     variants = {f"trial-{t.number:03d}": tuple(f"{k}={v}" for k, v in t.params.items()) for t in done}
-    md = report(Sweep(sweep.base, sweep.out, sweep.seeds, variants, sweep.budget, sweep.overrides))
+    md = report(dataclasses.replace(sweep, variants=variants, search=None))
     best = done[0]
     return md + f"\n\nbest trial: trial-{best.number:03d} ({metric} {best.value:.4f}): " + " ".join(f"{k}={v}" for k, v in best.params.items())
 
