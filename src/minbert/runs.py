@@ -55,8 +55,9 @@ class RunLock:
     """`run/.lock` holds the training process's pid while it runs: a second process is refused, a lock left by a
     killed process (its pid gone) is taken over."""
 
-    def __init__(self, run: Path):
+    def __init__(self, run: Path, take_over: bool = False):
         self.path = run / ".lock"
+        self.take_over = take_over  # --resume after a kill: the dead run's lock may still name an unreaped pid
 
     def __enter__(self) -> "RunLock":
         for _ in range(2):
@@ -67,7 +68,7 @@ class RunLock:
                     pid = int(self.path.read_text().strip() or 0)
                 except (OSError, ValueError):
                     pid = 0
-                if pid and pid != os.getpid() and _alive(pid):
+                if pid and pid != os.getpid() and not self.take_over and _alive(pid):
                     raise MinbertError(f"{self.path.parent}: another process (pid {pid}) is training into this directory; "
                                        f"wait for it, or stop it, or choose another out=") from None
                 self.path.unlink(missing_ok=True)  # stale: its process is gone

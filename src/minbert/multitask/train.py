@@ -110,7 +110,7 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device,
     if d.main:  # only rank 0 writes: the run directory, config, metrics, checkpoints, predictions
         run = run or new_run_dir("runs", cfg.name)
         run.mkdir(parents=True, exist_ok=True)
-        held.enter_context(RunLock(run))  # a second process training into this directory is refused
+        held.enter_context(RunLock(run, take_over=resume is not None))  # a second process training into this directory is refused
         check_run_dir(run, resume is not None, overwrite)  # again, now that the directory is ours
         if overwrite and not resume:
             clear_run_dir(run)
