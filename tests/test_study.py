@@ -4,7 +4,6 @@ metrics.jsonl, the time budget, and `minbert sweep`."""
 import json
 import math
 import shutil
-from pathlib import Path
 
 import pytest
 import torch

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ import torch
 
 from minbert.plot import save_figure, plt
 from minbert.runs import MetricsLog
+
+log = logging.getLogger(__name__)
 
 SENTIMENT = ["negative", "somewhat neg.", "neutral", "somewhat pos.", "positive"]
 
@@ -41,10 +44,17 @@ def plot_confusion(m: np.ndarray, path: Path, title: str) -> Path:
     return save_figure(fig, path)
 
 
-def plot_tsne(emb: np.ndarray, labels: np.ndarray, path: Path, title: str, perplexity: float, seed: int) -> Path:
+def plot_tsne(emb: np.ndarray, labels: np.ndarray, path: Path, title: str, perplexity: float, seed: int) -> Path | None:
     from sklearn.manifold import TSNE
 
-    xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(emb)
+    # t-SNE needs more points than its perplexity: a small dev set (eval_limit, a user's own file) gets a smaller one
+    fit = min(perplexity, (len(emb) - 1) / 3)
+    if fit < 1:
+        log.warning("%s: skipped: t-SNE needs at least 4 examples, the dev set has %d", path.name, len(emb))
+        return None
+    if fit < perplexity:
+        log.warning("%s: perplexity %g lowered to %.3g for %d examples", path.name, perplexity, fit, len(emb))
+    xy = TSNE(n_components=2, perplexity=fit, init="pca", random_state=seed).fit_transform(emb)
     fig, ax = plt.subplots(figsize=(6, 5))
     for c in sorted(set(labels.tolist())):
         sel = labels == c
@@ -72,13 +82,13 @@ def plot_conflicts(run: Path) -> Path | None:
     return save_figure(fig, run / "plots" / "conflicts.png")
 
 
-def analyze(run: Path, perplexity: float = 30.0) -> list[Path]:
+def analyze(run: Path, perplexity: float = 30.0, data_dir: str | None = None) -> list[Path]:
     from minbert.multitask.evaluate import encode_sentences, predict_task
     from minbert.multitask.state import load_snapshot
     from minbert.multitask.train import build, load_data, load_run_config
     from minbert.runs import pick_device
 
-    cfg = load_run_config(run)
+    cfg = load_run_config(run, data_dir)
     written = []
     if "sst" in cfg.tasks:
         device = pick_device(cfg.device)
@@ -95,6 +105,7 @@ def analyze(run: Path, perplexity: float = 30.0) -> list[Path]:
             emb = encode_sentences(model, "sst", data.sentences, tok.pad_id, device, cfg.precision, 64)
         emb = emb[torch.tensor([ix[0] for ix in data.index])].float().cpu().numpy()
         written.append(plot_tsne(emb, labels, run / "plots" / "sst_tsne.png", f"t-SNE of SST dev embeddings ({run.name})", perplexity, cfg.seed))
+        written = [w for w in written if w is not None]
     conflicts = plot_conflicts(run)
     if conflicts:
         written.append(conflicts)

@@ -24,7 +24,7 @@ from torch import nn
 
 from minbert.config import dump_yaml
 from minbert.data import DATASETS, Tokenizer, bucket_batches, data_dir, embed_all, load_split, pad, split_file, write_predictions
-from minbert.model import BertModel, resolve_checkpoint
+from minbert.model import BertModel, check_fits, resolve_checkpoint
 from minbert.optim import AdamW
 from minbert.runs import (
     MetricsLog,
@@ -97,6 +97,7 @@ def classify(cfg: ClassifyConfig) -> dict:
     spec = DATASETS[cfg.task]
     root = data_dir(cfg.data_dir)
     ckpt = resolve_checkpoint(cfg.checkpoint)
+    check_fits(ckpt, {"max_length": cfg.max_length})
     seed_everything(cfg.seed)
     device = pick_device(cfg.device)
     if device.type == "cpu":

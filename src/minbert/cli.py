@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import sys
 from typing import Literal, get_args, get_origin, get_type_hints
@@ -50,14 +51,17 @@ def cmd_train(args) -> int:
 
     if args.resume:
         run = Path(args.resume)
-        cfg = resume_config(run, args.overrides + ([args.config] if args.config else []))
+        cfg = resume_config(run, args.overrides + ([args.config] if args.config else []), args.data_dir)
         train(cfg, resume=run)
         return 0
     if not args.config:
         raise MinbertError("train needs a CONFIG file (e.g. configs/quickstart.yaml) or --resume RUN_DIR")
     from minbert.config import load_config
+    from minbert.data import choose_data_dir
 
-    train(load_config(TrainConfig, args.config, args.overrides, budget=args.budget), overwrite=args.overwrite)
+    cfg = load_config(TrainConfig, args.config, args.overrides, budget=args.budget)
+    typed = [o.split("=", 1)[1] for o in args.overrides if o.startswith("data_dir=")]  # on the command line: as the flag
+    train(dataclasses.replace(cfg, data_dir=choose_data_dir(args.data_dir or (typed[-1] if typed else None), cfg.data_dir)), overwrite=args.overwrite)
     return 0
 
 
@@ -73,7 +77,7 @@ def cmd_ensemble(args) -> int:
             thresholds[task] = float(value)
         except ValueError:
             raise MinbertError(f"--min {item!r}: expected task=number, e.g. sst=0.53") from None
-    ensemble([Path(r) for r in args.runs], Path(args.out), thresholds)
+    ensemble([Path(r) for r in args.runs], Path(args.out), thresholds, args.data_dir)
     return 0
 
 
@@ -98,7 +102,7 @@ def cmd_analyze(args) -> int:
 
     from minbert.analysis import analyze
 
-    for p in analyze(Path(args.run_dir), args.perplexity):
+    for p in analyze(Path(args.run_dir), args.perplexity, args.data_dir):
         print(p)
     return 0
 
@@ -122,7 +126,7 @@ def cmd_evaluate(args) -> int:
     from minbert.runs import pick_device
 
     run = Path(args.run_dir)
-    cfg = load_run_config(run)
+    cfg = load_run_config(run, args.data_dir)
     device = pick_device(cfg.device)
     model, tok = build(cfg, device)
     best = load_snapshot(run, "best", model)
@@ -151,6 +155,11 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", metavar="DIR", help="folder of the CS224N data files; wins over $MINBERT_DATA, which wins over "
+                        "the config's (or the run's saved) data_dir, which wins over ../shared/data")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from minbert.classify import ClassifyConfig
 
@@ -170,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     t.add_argument("--budget", action="store_true", help="apply the config's budget section (bounded CPU run)")
     t.add_argument("--overwrite", action="store_true", help="replace the run already in out= (default: refuse)")
+    add_data_dir(t)
     t.set_defaults(func=cmd_train)
 
     for name, text in (("evaluate", "dev metrics of a run's best checkpoint"), ("predict", "write dev and test prediction files of a run's best checkpoint")):
@@ -177,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("run_dir")
         if name == "predict":
             e.add_argument("--out", help="folder for the prediction files (default RUN_DIR/predictions)")
+        add_data_dir(e)
         e.set_defaults(func=cmd_evaluate)
 
     pl = sub.add_parser("plot", help="PNG plots of a run's metrics.jsonl (loss per task, dev metrics per epoch)")
@@ -187,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     en.add_argument("runs", nargs="+", metavar="RUN_DIR")
     en.add_argument("--out", required=True, help="folder for the ensemble's metrics and predictions")
     en.add_argument("--min", nargs="*", metavar="task=value", help="per-task dev thresholds a run must reach to join")
+    add_data_dir(en)
     en.set_defaults(func=cmd_ensemble)
 
     sw = sub.add_parser("sweep", help="variants x seeds of one config, run one after another (resumable), then mean +- std per variant",
@@ -202,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     an = sub.add_parser("analyze", help="SST confusion matrix, t-SNE of SST embeddings, gradient-conflict plot")
     an.add_argument("run_dir")
     an.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (report 001 used 30 and 50)")
+    add_data_dir(an)
     an.set_defaults(func=cmd_analyze)
 
     co = sub.add_parser("compare", help="markdown table and bar chart of several runs")
@@ -235,6 +248,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("minbert: interrupted", file=sys.stderr)
         return 130
+    except OSError as e:  # a full disk or a folder we may not write: the user's to fix, not a bug of ours
+        if e.errno not in OS_HINTS:
+            raise
+        print(f"minbert: error: {e.filename or ''}: {e.strerror}; {OS_HINTS[e.errno]}", file=sys.stderr)
+        return 2
+
+
+_WRITABLE = "choose a folder you may write to (out=, --out) or fix its permissions"
+_SPACE = "free some space; a run continues from its last complete checkpoint with `minbert train --resume RUN_DIR`"
+OS_HINTS = {errno.EACCES: _WRITABLE, errno.EPERM: _WRITABLE, errno.EROFS: _WRITABLE, errno.ENOSPC: _SPACE, errno.EDQUOT: _SPACE}
 
 
 if __name__ == "__main__":

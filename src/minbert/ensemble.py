@@ -23,7 +23,8 @@ from minbert.runs import pick_device
 from minbert.tasks import TASKS, overall_score
 
 
-def ensemble(runs: list[Path], out: Path, thresholds: dict[str, float] | None = None) -> dict:
+def ensemble(runs: list[Path], out: Path, thresholds: dict[str, float] | None = None, data_dir: str | None = None) -> dict:
+    """`data_dir`: the --data-dir flag (see minbert.data.choose_data_dir)."""
     thresholds = thresholds or {}
     unknown = sorted(set(thresholds) - set(TASKS))
     if unknown:
@@ -34,7 +35,7 @@ def ensemble(runs: list[Path], out: Path, thresholds: dict[str, float] | None = 
     data_of: dict[str, dict] = {}  # split -> task -> TaskData (ids and labels)
     every: set[str] = set()  # the tasks the runs were trained on
     for run in runs:
-        cfg = load_run_config(run)
+        cfg = load_run_config(run, data_dir)
         every.update(cfg.tasks)
         dev_metrics = json.loads((run / "summary.json").read_text())["dev"] if (run / "summary.json").is_file() else {}
         wanted = [t for t in cfg.tasks if dev_metrics.get(f"{t}/{TASKS[t].metric_name}", -1.0) >= thresholds.get(t, -1.0)]

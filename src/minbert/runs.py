@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -34,7 +35,15 @@ RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "last.json", "best.
 
 
 def check_run_dir(run: Path, resume: bool, overwrite: bool) -> None:
-    """A new run may not land in a directory that holds one: `--resume` continues it, `--overwrite` replaces it."""
+    """Before any work: `run` can be written, and holds no run unless `--resume` continues it or `--overwrite`
+    replaces it."""
+    parent = run
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise MinbertError(f"{run}: {parent} is a file, not a folder; choose another out=")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MinbertError(f"{run}: {parent} is not writable; choose another out= or fix its permissions")
     held = [f for f in RUN_FILES[:5] if (run / f).exists()]
     if held and not resume and not overwrite:
         raise MinbertError(f"{run}: already holds a run ({held[0]}); continue it with `minbert train --resume {run}`, "
@@ -115,9 +124,14 @@ def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[st
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a missing, truncated or damaged file is one MinbertError naming it."""
     if not path.is_file():
         raise MinbertError(f"{path}: no such checkpoint file")
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise MinbertError(f"{path}: not a readable safetensors file ({e}); it is truncated or damaged: "
+                           f"restore or re-download it") from None
 
 
 class MetricsLog:

@@ -1,6 +1,6 @@
 from minbert.data.batching import bucket_batches, embed_all, pad, padding_fraction
 from minbert.data.datasets import DATASETS, DatasetSpec, load_split, split_file
-from minbert.data.readers import Example, data_dir, read_examples, read_predictions, write_predictions
+from minbert.data.readers import Example, choose_data_dir, data_dir, read_examples, read_predictions, write_predictions
 from minbert.data.tokenizer import Tokenizer
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "Example",
     "Tokenizer",
     "bucket_batches",
+    "choose_data_dir",
     "embed_all",
     "data_dir",
     "load_split",

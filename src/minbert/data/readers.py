@@ -23,6 +23,12 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
+def choose_data_dir(flag: str | None, configured: str) -> str:
+    """The one rule for which data folder a command reads: `--data-dir` (or `data_dir=` on the command line), else
+    $MINBERT_DATA, else the config file's or the run's saved `data_dir`, else ../shared/data ("")."""
+    return str(flag or os.environ.get("MINBERT_DATA") or configured or "")
+
+
 def data_dir(override: str | Path | None = None) -> Path:
     """`override`, else $MINBERT_DATA, else ../shared/data beside the repository."""
     if override:

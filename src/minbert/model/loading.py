@@ -9,14 +9,15 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import logging
+import pickle
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from minbert.errors import MinbertError
 from minbert.model.bert import BertConfig
+from minbert.runs import load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,17 @@ def resolve_checkpoint(name: str | Path | None) -> Path:
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if (path / "model.safetensors").is_file():
-        return load_file(str(path / "model.safetensors"))
+        return load_tensors(path / "model.safetensors")
     if (path / "pytorch_model.bin").is_file():
         # weights_only: tensors and plain containers only, never arbitrary pickled objects
-        return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        try:
+            return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError:
+            raise MinbertError(f"{path / 'pytorch_model.bin'}: refused: the file holds Python objects besides tensors, and "
+                               f"unpickling them could run any code; use a model.safetensors version of this checkpoint") from None
+        except (RuntimeError, EOFError, OSError) as e:
+            raise MinbertError(f"{path / 'pytorch_model.bin'}: not a readable checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                               f"it is truncated or damaged") from None
     found = ", ".join(sorted(p.name for p in path.iterdir()))
     raise MinbertError(f"{path}: no model.safetensors or pytorch_model.bin (found: {found})")
 
@@ -106,3 +114,22 @@ def load_pretrained(cls, path: Path, **config_overrides):
 def _names(keys: list[str], most: int = 8) -> str:
     shown = ", ".join(keys[:most])
     return shown + (f" (+{len(keys) - most} more)" if len(keys) > most else "")
+
+
+def check_fits(path: str | Path | None, max_lengths: dict[str, int]) -> None:
+    """Before any weights load: each `{key: max_length}` fits the checkpoint's position table, and vocab.txt fits its
+    embedding rows (a different vocabulary trains quietly to nonsense). A table padded to a round size (fewer than
+    128 rows more than the vocabulary) is allowed, as some exports do."""
+    path = resolve_checkpoint(path)
+    config = BertConfig.from_json(path / "config.json")
+    for key, n in max_lengths.items():
+        if n > config.max_position_embeddings:
+            raise MinbertError(f"{key}: {n} is more than the checkpoint's {config.max_position_embeddings} positions "
+                               f"({path / 'config.json'}); use at most {config.max_position_embeddings}")
+    vocab = path / "vocab.txt"
+    if vocab.is_file():
+        with open(vocab, "rb") as f:
+            lines = sum(1 for _ in f)
+        if lines > config.vocab_size or config.vocab_size - lines >= 128:
+            raise MinbertError(f"{vocab}: {lines} tokens, but the checkpoint's embedding table has {config.vocab_size} rows "
+                               f"(config.json vocab_size): this vocabulary is not the one the weights were trained with")

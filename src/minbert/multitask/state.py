@@ -1,13 +1,17 @@
 """Resumable training state: weights and optimizer moments as safetensors, everything else as JSON.
 
 A save writes a fresh folder `checkpoints/<kind>-<step>/` and only then replaces the pointer `<kind>.json` (an
-atomic rename). A kill at any moment leaves the pointer naming a complete earlier folder; folders the pointer no
-longer names are removed after the switch.
+atomic rename). A kill at any moment leaves the pointer naming complete earlier folders. The pointer lists the newest
+KEEP folders of its kind, each with its files' sizes and SHA-256 sums; older folders are removed after the switch.
+A load checks the newest folder against the pointer and falls back to the one before, with a warning, when it is
+damaged (truncated, edited, deleted); a pointer that is missing or unreadable is rebuilt from the folders.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -16,6 +20,11 @@ from torch import nn
 
 from minbert.errors import MinbertError
 from minbert.runs import atomic_write_text, load_tensors, save_tensors
+
+log = logging.getLogger(__name__)
+
+KEEP = 2  # folders kept per kind: the newest, and one to fall back to
+FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
 
 
 def save_snapshot(run: Path, kind: str, step: int, model: nn.Module, optimizer=None, state: dict | None = None, extra: dict | None = None) -> Path:
@@ -32,33 +41,130 @@ def save_snapshot(run: Path, kind: str, step: int, model: nn.Module, optimizer=N
         tensors.update({f"extra/{k}": v for k, v in (extra or {}).items()})
         save_tensors(folder / "optimizer.safetensors", tensors)
     atomic_write_text(folder / "state.json", json.dumps(state, indent=1))
-    atomic_write_text(run / f"{kind}.json", json.dumps({"folder": folder.name, "step": step}))  # the commit
+    try:
+        earlier = [e for e in _entries(run, kind) if e["folder"] != folder.name]
+    except MinbertError:  # no pointer yet, or a broken one: this save starts a fresh list
+        earlier = []
+    kept = [_describe(folder, step)] + [e for e in earlier if (run / "checkpoints" / e["folder"]).is_dir()][: KEEP - 1]
+    _write_pointer(run, kind, kept)  # the commit
+    names = {e["folder"] for e in kept}
     for old in (run / "checkpoints").glob(f"{kind}-*"):
-        if old != folder:
+        if old.name not in names:
             shutil.rmtree(old, ignore_errors=True)
     return folder
 
 
-def snapshot_folder(run: Path, kind: str) -> Path:
+def _describe(folder: Path, step: int) -> dict:
+    files = {}
+    for name in FILES:
+        if (folder / name).is_file():
+            with open(folder / name, "rb") as f:
+                files[name] = {"size": (folder / name).stat().st_size, "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
+    return {"folder": folder.name, "step": step, "files": files}
+
+
+def _write_pointer(run: Path, kind: str, entries: list[dict]) -> None:
+    newest = entries[0]
+    atomic_write_text(run / f"{kind}.json", json.dumps({"folder": newest["folder"], "step": newest["step"], "checkpoints": entries}, indent=1))
+
+
+def _entries(run: Path, kind: str) -> list[dict]:
+    """The pointer's checkpoints, newest first; MinbertError when the pointer is missing or unreadable."""
     pointer = run / f"{kind}.json"
     if not pointer.is_file():
-        raise MinbertError(f"{run}: no {kind} checkpoint ({pointer.name} missing); is this a minbert train run directory?")
-    return run / "checkpoints" / json.loads(pointer.read_text())["folder"]
+        raise MinbertError(f"{pointer}: missing")
+    try:
+        data = json.loads(pointer.read_text())
+        return data.get("checkpoints") or [{"folder": data["folder"], "step": data["step"]}]
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise MinbertError(f"{pointer}: unreadable ({type(e).__name__}: {e})") from None
+
+
+def candidates(run: Path, kind: str) -> list[dict]:
+    """Checkpoints to try, newest first: the pointer's, then any other complete-looking folder of this kind. A
+    missing or broken pointer is rebuilt from the folders (step numbers are in their names)."""
+    folders = sorted((run / "checkpoints").glob(f"{kind}-*"), reverse=True)  # zero-padded steps: newest first
+    found = [{"folder": f.name, "step": int(f.name.rsplit("-", 1)[1])} for f in folders if f.name.rsplit("-", 1)[1].isdigit()]
+    try:
+        listed = _entries(run, kind)
+    except MinbertError as e:
+        if not found:
+            if not (run / f"{kind}.json").exists():
+                raise MinbertError(f"{run}: no {kind} checkpoint ({kind}.json missing, no checkpoints/{kind}-* folder); "
+                                   f"is this a minbert train run directory?") from None
+            raise MinbertError(f"{e}, and no checkpoints/{kind}-* folder to rebuild it from") from None
+        log.warning("%s; rebuilding it from %d checkpoint folder(s)", e, len(found))
+        try:
+            _write_pointer(run, kind, found)
+        except OSError:  # a read-only run directory: use the rebuilt list without writing it
+            pass
+        return found
+    names = {e["folder"] for e in listed}
+    return listed + [e for e in found if e["folder"] not in names]
+
+
+def verify(folder: Path, entry: dict, names=FILES) -> None:
+    """The folder's files against the sizes and sums its pointer recorded (when it recorded them)."""
+    if not folder.is_dir():
+        raise MinbertError(f"{folder}: folder missing")
+    for name in names:
+        path, want = folder / name, entry.get("files", {}).get(name)
+        if not path.is_file():
+            if want or name != "optimizer.safetensors":
+                raise MinbertError(f"{path}: missing")
+            continue
+        if want is None:
+            continue
+        if path.stat().st_size != want["size"]:
+            raise MinbertError(f"{path}: {path.stat().st_size} bytes, the pointer recorded {want['size']} (truncated or replaced)")
+        with open(path, "rb") as f:
+            if hashlib.file_digest(f, "sha256").hexdigest() != want["sha256"]:
+                raise MinbertError(f"{path}: checksum differs from the pointer's (the file was damaged or changed)")
+
+
+def snapshot_folder(run: Path, kind: str) -> Path:
+    """The newest folder of this kind that passes its checks."""
+    for entry in candidates(run, kind):
+        folder = run / "checkpoints" / entry["folder"]
+        try:
+            verify(folder, entry, ("model.safetensors", "state.json"))
+            return folder
+        except MinbertError:
+            continue
+    raise MinbertError(f"{run}: every {kind} checkpoint is damaged or missing")
 
 
 def load_snapshot(run: Path, kind: str, model: nn.Module, optimizer=None, extra: dict | None = None) -> dict:
     """Restore weights (and optimizer, torch RNG and the `extra` tensors, into the given dict, when an optimizer
-    is given); returns the saved JSON state."""
-    folder = snapshot_folder(run, kind)
-    model.load_state_dict(load_tensors(folder / "model.safetensors"))
-    state = json.loads((folder / "state.json").read_text())
-    if optimizer is not None:
-        tensors = load_tensors(folder / "optimizer.safetensors")
-        restore_optimizer(model, optimizer, tensors, state["optimizer"])
-        torch.set_rng_state(tensors["rng/torch"])
-        if extra is not None:
-            extra.update({k.removeprefix("extra/"): v for k, v in tensors.items() if k.startswith("extra/")})
-    return state
+    is given) from the newest intact checkpoint of this kind; returns the saved JSON state."""
+    needed = FILES if optimizer is not None else ("model.safetensors", "state.json")
+    damaged = []
+    for entry in candidates(run, kind):
+        folder = run / "checkpoints" / entry["folder"]
+        try:
+            verify(folder, entry, needed)
+            weights = load_tensors(folder / "model.safetensors")
+            state = json.loads((folder / "state.json").read_text())
+            tensors = load_tensors(folder / "optimizer.safetensors") if optimizer is not None else {}
+        except (MinbertError, ValueError, OSError) as e:
+            damaged.append(str(e))
+            log.warning("%s checkpoint at step %s is damaged (%s); trying the one before", kind, entry["step"], e)
+            continue
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as e:  # intact, but not this model: the run's config.yaml was changed
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise MinbertError(f"{folder / 'model.safetensors'}: does not fit the model config.yaml describes ({first}); "
+                               f"was config.yaml edited after the run?") from None
+        if optimizer is not None:
+            restore_optimizer(model, optimizer, tensors, state["optimizer"])
+            torch.set_rng_state(tensors["rng/torch"])
+            if extra is not None:
+                extra.update({k.removeprefix("extra/"): v for k, v in tensors.items() if k.startswith("extra/")})
+        if damaged:
+            log.warning("%s: continuing from the %s checkpoint at step %s", run, kind, entry["step"])
+        return state
+    raise MinbertError(f"{run}: no intact {kind} checkpoint: {damaged[0] if damaged else 'none listed'}")
 
 
 def optimizer_state(model: nn.Module, optimizer) -> tuple[dict[str, torch.Tensor], dict]:

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 
 from minbert.config import dump_yaml, from_dict, load_yaml
-from minbert.data import Tokenizer, data_dir, load_split, split_file
+from minbert.data import Tokenizer, choose_data_dir, data_dir, load_split, split_file
 from minbert.distributed import Dist, all_gather, barrier, broadcast, current, setup, teardown
 from minbert.errors import MinbertError
-from minbert.model import BertModel, resolve_checkpoint
+from minbert.model import BertModel, check_fits, resolve_checkpoint
 from minbert.model.compile import compile_layers
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, TaskData, encode_task, step_batches
@@ -91,6 +91,7 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device,
     run = resume or (Path(cfg.out) if cfg.out else None)
     if d.main and run is not None:  # before any work: refuse a directory that holds another run
         check_run_dir(run, resume is not None, overwrite)
+    check_fits(cfg.checkpoint, {f"tasks.{n}.max_length": cfg.task(n).max_length for n in cfg.tasks})
     if device.type == "cpu":
         set_threads(cfg.threads, d.local_world)
     seed_everything(cfg.seed)
@@ -255,12 +256,16 @@ def finish(run: Path, cfg: TrainConfig, model, tok, data, device, start: float, 
     return summary
 
 
-def load_run_config(run: Path) -> TrainConfig:
-    return from_dict(TrainConfig, load_yaml(run / "config.yaml")).validate()
+def load_run_config(run: Path, data_dir: str | None = None) -> TrainConfig:
+    """A run's saved config; its data folder by the rule of `choose_data_dir` (`data_dir`: the --data-dir flag)."""
+    if not (run / "config.yaml").is_file():
+        raise MinbertError(f"{run}: no config.yaml; is this a minbert train run directory?")
+    cfg = from_dict(TrainConfig, load_yaml(run / "config.yaml")).validate()
+    return dataclasses.replace(cfg, data_dir=choose_data_dir(data_dir, cfg.data_dir))
 
 
-def resume_config(run: Path, overrides: list[str]) -> TrainConfig:
-    """A resumed run keeps its saved config; only where results go may not change."""
+def resume_config(run: Path, overrides: list[str], data_dir: str | None = None) -> TrainConfig:
+    """A resumed run keeps its saved config; only where results go, and where its data is, may change."""
     if overrides:
         log.warning("ignoring overrides on --resume: a resumed run replays its saved config")
-    return dataclasses.replace(load_run_config(run), out=str(run))
+    return dataclasses.replace(load_run_config(run, data_dir), out=str(run))
