@@ -38,6 +38,7 @@ from minbert.runs import (
     clear_run_dir,
     new_run_dir,
     progress,
+    release_memory,
     seed_everything,
     set_threads,
 )
@@ -45,6 +46,8 @@ from minbert.schedules import SCHEDULES
 from minbert.tasks import TASKS
 
 log = logging.getLogger(__name__)
+
+TRIM_EVERY = 10  # steps between handing freed heap memory back to the OS (runs.release_memory)
 
 
 def load_data(cfg: TrainConfig, tok: Tokenizer, splits=("train", "dev", "test")) -> dict[str, dict[str, TaskData]]:
@@ -182,6 +185,8 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device,
                 st["window"] = {n: [0.0, 0] for n in cfg.tasks}
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and s + 1 < len(plan):
                 checkpoint(step_in_epoch=s + 1, epoch=epoch)
+            if step % TRIM_EVERY == 0:
+                release_memory()
             # every rank stops at the same step: rank 0's clock decides
             if cfg.max_minutes and broadcast(time.time() - start > 60 * cfg.max_minutes):
                 st["stopped"] = f"max_minutes {cfg.max_minutes:g} reached at step {step}"
@@ -189,6 +194,7 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device,
         bar.close()
 
         dev, dev_preds = evaluate(model, data["dev"], tok.pad_id, device, cfg.precision)
+        release_memory()
         epoch_loss = {f"train/loss/{n}": a / c for n, (a, c) in st["epoch_loss"].items() if c}
         extra = tech.end_epoch(optimizer, epoch, sum(epoch_loss.values()), dev)
         metrics.write({"step": st["global_step"], "epoch": epoch, "time": time.time() - start, **epoch_loss, **{f"dev/{k}": v for k, v in dev.items()}, **extra})

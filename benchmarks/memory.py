@@ -1,0 +1,99 @@
+"""Resident memory of a whole `minbert train` run, sampled from /proc while it trains and evaluates. Run by hand,
+with nothing else running:
+
+    python benchmarks/memory.py [--interval 5] [--label NAME] -- configs/quickstart.yaml epochs=6 steps_per_epoch=300
+
+Everything after `--` is passed to `minbert train` (an `out=` is added under runs/memory/ unless given). Every
+`--interval` seconds it reads VmRSS of the training process and the newest step in its metrics.jsonl, then writes
+runs/memory/<label>.csv and .png and appends a table to benchmarks/RESULTS.md: peak RSS, RSS at step 100 and at
+the last step, and the spread after step 100 (the goal: within 10%, and at most 2.5 GB for the quickstart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from _record import record  # benchmarks/_record.py (scripts run from the repository root)
+
+from minbert.plot import plt, save_figure
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def last_step(metrics: Path) -> int:
+    """The newest step in metrics.jsonl (0 before the first record)."""
+    try:
+        lines = metrics.read_text().splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line)["step"])
+        except (ValueError, KeyError):
+            continue
+    return 0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
+    ap.add_argument("--label", default="", help="name of this measurement (default: from the time)")
+    ap.add_argument("--no-write", action="store_true", help="print the table without appending it to RESULTS.md")
+    ap.add_argument("train", nargs=argparse.REMAINDER, help="-- CONFIG [key=value ...] for minbert train")
+    args = ap.parse_args()
+    train = [a for a in args.train if a != "--"]
+    label = args.label or time.strftime("%Y%m%d-%H%M%S")
+    out = ROOT / "runs" / "memory"
+    out.mkdir(parents=True, exist_ok=True)
+    if not any(a.startswith("out=") for a in train):
+        train.append(f"out={out / label}")
+    run = Path(next(a for a in train if a.startswith("out="))[4:])
+    proc = subprocess.Popen([sys.executable, "-m", "minbert", "train", *train, "--overwrite"], cwd=ROOT)
+    start, samples = time.time(), []  # (seconds, step, MB)
+    while proc.poll() is None:
+        mb = rss_mb(proc.pid)
+        if mb is not None:
+            samples.append((time.time() - start, last_step(run / "metrics.jsonl"), mb))
+        time.sleep(args.interval)
+    if proc.returncode or not samples:
+        sys.exit(f"minbert train exited with {proc.returncode}")
+
+    with open(out / f"{label}.csv", "w", newline="") as f:
+        csv.writer(f).writerows([("seconds", "step", "rss_mb"), *samples])
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([s[0] / 60 for s in samples], [s[2] / 1024 for s in samples])
+    ax.set(xlabel="minutes", ylabel="resident memory (GB)", title=f"minbert train {' '.join(train[:1])}")
+    ax.grid(alpha=0.3)
+    save_figure(fig, out / f"{label}.png")
+
+    peak = max(s[2] for s in samples)
+    after = [s for s in samples if s[1] >= 100]
+    steps = max(s[1] for s in samples)
+    rows = [("samples", f"{len(samples)} over {samples[-1][0] / 60:.1f} min, every {args.interval:g} s, last step {steps}"),
+            ("peak RSS (whole run, evaluations included)", f"{peak / 1024:.2f} GB")]
+    if after:
+        lo, hi = min(s[2] for s in after), max(s[2] for s in after)
+        rows += [("RSS at step 100", f"{after[0][2] / 1024:.2f} GB"), ("RSS at the last sample", f"{samples[-1][2] / 1024:.2f} GB"),
+                 ("min .. max from step 100 on", f"{lo / 1024:.2f} .. {hi / 1024:.2f} GB ({100 * (hi - lo) / lo:.0f}% spread)")]
+    table = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
+    record("memory", f"`minbert train {' '.join(train)}`; samples in runs/memory/{label}.csv, plot {label}.png", table, not args.no_write)
+
+
+if __name__ == "__main__":
+    main()
