@@ -51,7 +51,9 @@ def worker(steps: int, precision: str) -> None:
         examples += sum(len(v) for v in idx.values()) if i >= 2 else 0
     barrier()
     if d.main:
-        print("RESULT " + json.dumps({"world": d.world, "threads": threads, "eps": examples / (time.perf_counter() - t)}))
+        print(
+            "RESULT " + json.dumps({"world": d.world, "threads": threads, "eps": examples / (time.perf_counter() - t)})
+        )
 
 
 def main() -> None:
@@ -68,16 +70,31 @@ def main() -> None:
 
     res = {}
     for n in (1, 2):
-        cmd = ["torchrun", "--standalone", "--nproc-per-node", str(n), __file__, "--worker", "--steps", str(args.steps)] + (["--fp32"] if args.fp32 else [])
-        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, check=True).stdout
+        cmd = [
+            "torchrun",
+            "--standalone",
+            "--nproc-per-node",
+            str(n),
+            __file__,
+            "--worker",
+            "--steps",
+            str(args.steps),
+        ] + (["--fp32"] if args.fp32 else [])
+        out = subprocess.run(
+            cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, check=True
+        ).stdout
         res[n] = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
-    table = "\n".join([
-        "| processes (gloo) | threads each | examples/s | scaling vs 1 process |",
-        "|---|---|---|---|",
-        *(f"| {n} | {r['threads']} | {r['eps']:.1f} | {r['eps'] / res[1]['eps']:.2f}x |" for n, r in res.items()),
-    ])
-    setup = (f"quickstart tasks, global batch 32 per task (each of 2 processes takes 16), fused summed losses, {precision}, "
-             f"{args.steps} timed steps after 2 warm-up, {os.cpu_count()} CPU cores in all; python {sys.version.split()[0]}.")
+    table = "\n".join(
+        [
+            "| processes (gloo) | threads each | examples/s | scaling vs 1 process |",
+            "|---|---|---|---|",
+            *(f"| {n} | {r['threads']} | {r['eps']:.1f} | {r['eps'] / res[1]['eps']:.2f}x |" for n, r in res.items()),
+        ]
+    )
+    setup = (
+        f"quickstart tasks, global batch 32 per task (each of 2 processes takes 16), fused summed losses, {precision}, "
+        f"{args.steps} timed steps after 2 warm-up, {os.cpu_count()} CPU cores in all; python {sys.version.split()[0]}."
+    )
     record("bench_ddp", setup, table, write=not args.no_write)
 
 

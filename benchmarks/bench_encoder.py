@@ -16,12 +16,11 @@ import statistics
 import time
 
 import torch
-from _record import record  # benchmarks/_record.py (scripts run from the repository root)
 import transformers
+from _record import record  # benchmarks/_record.py (scripts run from the repository root)
 
 from minbert.model import BertModel, default_checkpoint_dir
 from minbert.optim import AdamW
-
 
 
 def matmul_peak(dtype, n=2048, iters=10) -> float:
@@ -106,7 +105,9 @@ def main() -> None:
         for kind, i in (("train", 0), ("infer", 1)):
             for m in (ours, ref):
                 m.train(kind == "train")
-            res["ours", kind], res["transformers", kind] = timed_pair(fns["ours"][i], fns["transformers"][i], args.iters)
+            res["ours", kind], res["transformers", kind] = timed_pair(
+                fns["ours"][i], fns["transformers"][i], args.iters
+            )
         for kind in ("train", "infer"):
             flops = model_flops(ours.config, args.batch, args.length, kind == "train")
             o, r = res["ours", kind], res["transformers", kind]
@@ -122,11 +123,17 @@ def main() -> None:
         for m in (ours, ref, frozen, padded):
             m.train()
         o, r = timed_pair(fns["ours"][0], ref_fused, args.iters)
-        extra.append(f"| {precision} | ours (exact) vs transformers + torch.optim.AdamW(fused=True) | {args.batch / o:.1f} | {args.batch / r:.1f} | **{r / o:.2f}x** |")
+        extra.append(
+            f"| {precision} | ours (exact) vs transformers + torch.optim.AdamW(fused=True) | {args.batch / o:.1f} | {args.batch / r:.1f} | **{r / o:.2f}x** |"
+        )
         o, r = timed_pair(ours_padded, fns["transformers"][0], args.iters)
-        extra.append(f"| {precision} | ours with unpad off (padding computed too) vs transformers | {args.batch / o:.1f} | {args.batch / r:.1f} | **{r / o:.2f}x** |")
+        extra.append(
+            f"| {precision} | ours with unpad off (padding computed too) vs transformers | {args.batch / o:.1f} | {args.batch / r:.1f} | **{r / o:.2f}x** |"
+        )
         o, r = timed_pair(ours_frozen, fns["transformers"][0], args.iters)
-        extra.append(f"| {precision} | ours with freeze_word_embeddings (changes the math) vs transformers | {args.batch / o:.1f} | {args.batch / r:.1f} | {r / o:.2f}x |")
+        extra.append(
+            f"| {precision} | ours with freeze_word_embeddings (changes the math) vs transformers | {args.batch / o:.1f} | {args.batch / r:.1f} | {r / o:.2f}x |"
+        )
     table = "\n".join(
         [
             "| precision | pass | ours ex/s | transformers ex/s | ratio | ours GFLOP/s (of peak) | transformers GFLOP/s (of peak) |",

@@ -46,18 +46,34 @@ def main() -> None:
     def sdpa(p):
         return lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p).sum().backward()
 
-    att = timed({"SDPA, no dropout": sdpa(0.0), "SDPA, dropout 0.1": sdpa(0.1),
-                 "attention_math, dropout 0.1": lambda: attention_math(q, k, v, mask, 0.1).sum().backward()})
+    att = timed(
+        {
+            "SDPA, no dropout": sdpa(0.0),
+            "SDPA, dropout 0.1": sdpa(0.1),
+            "attention_math, dropout 0.1": lambda: attention_math(q, k, v, mask, 0.1).sum().backward(),
+        }
+    )
     x = torch.randn(32, 48, 384, dtype=torch.bfloat16, requires_grad=True)
-    drop = timed({"F.dropout": lambda: F.dropout(x, 0.1).sum().backward(), "minbert dropout": lambda: dropout(x, 0.1, True).sum().backward()})
+    drop = timed(
+        {
+            "F.dropout": lambda: F.dropout(x, 0.1).sum().backward(),
+            "minbert dropout": lambda: dropout(x, 0.1, True).sum().backward(),
+        }
+    )
     model = BertModel.from_pretrained(default_checkpoint_dir())
     for p in model.parameters():
         p.grad = torch.randn_like(p) * 1e-3
-    opts = {"foreach": AdamW(model.parameters(), lr=1e-5, fused=False), "fused": AdamW(model.parameters(), lr=1e-5, fused=True)}
+    opts = {
+        "foreach": AdamW(model.parameters(), lr=1e-5, fused=False),
+        "fused": AdamW(model.parameters(), lr=1e-5, fused=True),
+    }
     adam = timed({f"AdamW, {k} path": o.step for k, o in opts.items()}, iters=10)
     rows = [f"| attention layer fwd+bwd (bf16) | {k} | {v:.1f} |" for k, v in att.items()]
     rows += [f"| dropout 32x48x384 fwd+bwd (bf16) | {k} | {v:.2f} |" for k, v in drop.items()]
-    rows += [f"| AdamW step, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters | {k} | {v:.1f} |" for k, v in adam.items()]
+    rows += [
+        f"| AdamW step, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters | {k} | {v:.1f} |"
+        for k, v in adam.items()
+    ]
     table = "\n".join(["| what | variant | ms (median) |", "|---|---|---|", *rows])
     setup = f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of interleaved calls after 2 warm-up calls each."
     record("bench_kernels", setup, table)

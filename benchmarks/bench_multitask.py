@@ -46,7 +46,10 @@ class ShuffledStream(BatchStream):
         if p != self._pass:
             order = list(range(len(self.lengths)))
             random.Random(f"{self.seed}/{self.name}/{p}").shuffle(order)
-            self._pass, self._batches = p, [order[j : j + self.batch_size] for j in range(0, len(order), self.batch_size)]
+            self._pass, self._batches = (
+                p,
+                [order[j : j + self.batch_size] for j in range(0, len(order), self.batch_size)],
+            )
         self.consumed += 1
         return self._batches[i]
 
@@ -69,8 +72,11 @@ def fixed_length(micro, length: int, pad_id: int):
         for n, b in batches.items():
             extra = length - b.ids.shape[1]
             fixed[n] = dataclasses.replace(
-                b, ids=F.pad(b.ids, (0, extra), value=pad_id), mask=F.pad(b.mask, (0, extra)),
-                types=None if b.types is None else F.pad(b.types, (0, extra)))
+                b,
+                ids=F.pad(b.ids, (0, extra), value=pad_id),
+                mask=F.pad(b.mask, (0, extra)),
+                types=None if b.types is None else F.pad(b.types, (0, extra)),
+            )
         out.append((fixed, fracs))
     return out
 
@@ -105,7 +111,9 @@ def main() -> None:
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    cfg = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"precision={'fp32' if args.fp32 else 'bf16'}"])
+    cfg = load_config(
+        TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"precision={'fp32' if args.fp32 else 'bf16'}"]
+    )
     steps = args.steps or cfg.steps_per_epoch
     device = torch.device("cpu")
     torch.manual_seed(0)
@@ -146,13 +154,23 @@ def main() -> None:
     fixed = examples_per_second({"per-task": {"padded": True}}, n=args.fixed_steps, fixed=True)["per-task"]
     shuffled = examples_per_second({"fused": {"fused": True}, "per-task": {}}, ShuffledStream, n=args.fixed_steps)
     shuffled, shuffled_unfused = shuffled["fused"], shuffled["per-task"]
-    sweep = {b: examples_per_second(three, n=args.sweep_steps, batch=b) for b in map(int, filter(None, args.sweep.split(",")))}
+    sweep = {
+        b: examples_per_second(three, n=args.sweep_steps, batch=b)
+        for b in map(int, filter(None, args.sweep.split(",")))
+    }
     t = time.perf_counter()
     evaluate(model, data["dev"], tok.pad_id, device, cfg.precision)
     eval_time = time.perf_counter() - t
     n_dev = sum(len(d) for d in data["dev"].values())
-    pad_b = padding(data["train"], {n: BatchStream(n, d.lengths, 32, cfg.seed) for n, d in data["train"].items()}, tok.pad_id, 200)
-    pad_s = padding(data["train"], {n: ShuffledStream(n, d.lengths, 32, cfg.seed) for n, d in data["train"].items()}, tok.pad_id, 200)
+    pad_b = padding(
+        data["train"], {n: BatchStream(n, d.lengths, 32, cfg.seed) for n, d in data["train"].items()}, tok.pad_id, 200
+    )
+    pad_s = padding(
+        data["train"],
+        {n: ShuffledStream(n, d.lengths, 32, cfg.seed) for n, d in data["train"].items()},
+        tok.pad_id,
+        200,
+    )
 
     precision = "fp32" if args.fp32 else "bf16"
     table = "\n".join(
@@ -176,8 +194,10 @@ def main() -> None:
             [
                 f"| batch per task ({precision}, {args.sweep_steps} steps each) | fused examples/s | per task (3) | per sentence group (5) | fused speed-up vs 3 | vs 5 |",
                 "|---|---|---|---|---|---|",
-                *(f"| {b} | {r['fused']:.1f} | {r['per-task']:.1f} | {r['five']:.1f} | {r['fused'] / r['per-task']:.2f}x | {r['fused'] / r['five']:.2f}x |"
-                  for b, r in sweep.items()),
+                *(
+                    f"| {b} | {r['fused']:.1f} | {r['per-task']:.1f} | {r['five']:.1f} | {r['fused'] / r['per-task']:.2f}x | {r['fused'] / r['five']:.2f}x |"
+                    for b, r in sweep.items()
+                ),
                 f"| {cfg.task('sst').batch_size} (table above) | {fused:.1f} | {unfused:.1f} | {five:.1f} | {fused / unfused:.2f}x | {fused / five:.2f}x |",
             ]
         )

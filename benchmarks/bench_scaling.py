@@ -37,7 +37,9 @@ class Setup:
     (one model for all sizes, so that the sizes differ in their data only, not in which memory they touch)."""
 
     def __init__(self, cfg: TrainConfig, limit: int, shared: tuple):
-        self.cfg = cfg = dataclasses.replace(cfg, tasks={n: dataclasses.replace(t, train_limit=limit) for n, t in cfg.tasks.items()})
+        self.cfg = cfg = dataclasses.replace(
+            cfg, tasks={n: dataclasses.replace(t, train_limit=limit) for n, t in cfg.tasks.items()}
+        )
         self.device = torch.device("cpu")
         self.model, self.tok, self.tech, self.opt = shared
         self.data = load_data(cfg, self.tok, ("train",))["train"]
@@ -45,7 +47,9 @@ class Setup:
     def epoch(self) -> tuple[float, int, int]:
         """Seconds, steps and real (non-padding) tokens of one pass over the data."""
         self.model.train()
-        streams = {n: BatchStream(n, d.lengths, self.cfg.task(n).batch_size, self.cfg.seed) for n, d in self.data.items()}
+        streams = {
+            n: BatchStream(n, d.lengths, self.cfg.task(n).batch_size, self.cfg.seed) for n, d in self.data.items()
+        }
         steps, tokens, elapsed = max(s.per_pass for s in streams.values()), 0, 0.0
         for i in range(steps):
             micro = step_batches(self.data, {n: s.next() for n, s in streams.items()}, self.tok.pad_id, self.device)
@@ -93,10 +97,17 @@ def main() -> None:
     for k, r in runs.items():
         sec, steps, tokens = statistics.median(x[0] for x in r), r[0][1], r[0][2]
         first = first or (sec, tokens)
-        rows.append(f"| {k}x | {args.base * k} | {steps} | {tokens} ({tokens / first[1]:.2f}x) | {sec:.1f} | {sec / first[0]:.2f}x | "
-                    f"{1000 * sec / tokens:.2f} |")
-    epochs = "\n".join(["| data | examples per task | steps | real tokens per epoch (vs 1x) | s per epoch | vs 1x | ms per 1k tokens |",
-                        "|---|---|---|---|---|---|---|", *rows])
+        rows.append(
+            f"| {k}x | {args.base * k} | {steps} | {tokens} ({tokens / first[1]:.2f}x) | {sec:.1f} | {sec / first[0]:.2f}x | "
+            f"{1000 * sec / tokens:.2f} |"
+        )
+    epochs = "\n".join(
+        [
+            "| data | examples per task | steps | real tokens per epoch (vs 1x) | s per epoch | vs 1x | ms per 1k tokens |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
 
     model = BertModel.from_pretrained(default_checkpoint_dir()).train()
     opt = AdamW(model.parameters(), lr=1e-5)
@@ -108,8 +119,16 @@ def main() -> None:
             if i >= 2:  # two warm-up rounds
                 times[n].append(ms)
     med = {n: statistics.median(t) for n, t in times.items()}
-    lines = [f"| {n} | {med[n]:.0f} | {med[n] / (32 * n) * 1000:.0f} | {med[n] / n / (med[16] / 16):.2f}x |" for n in lengths]
-    lengths = "\n".join(["| tokens per sequence | ms per step (batch 32) | us per token | per-token cost vs 16 |", "|---|---|---|---|", *lines])
+    lines = [
+        f"| {n} | {med[n]:.0f} | {med[n] / (32 * n) * 1000:.0f} | {med[n] / n / (med[16] / 16):.2f}x |" for n in lengths
+    ]
+    lengths = "\n".join(
+        [
+            "| tokens per sequence | ms per step (batch 32) | us per token | per-token cost vs 16 |",
+            "|---|---|---|---|",
+            *lines,
+        ]
+    )
     setup = (
         f"Epoch = one pass over each task's first N training examples (quickstart tasks, batch 32 per task, fused pass, "
         f"{precision}; one model trains all sizes; median of {args.repeats} epochs per size after one warm-up epoch, sizes taking turns); encoder step = our BertModel on the embedded checkpoint, random ids, forward + backward + AdamW, "

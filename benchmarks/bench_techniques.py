@@ -42,7 +42,9 @@ VARIANTS = {
 
 
 def time_variant(overrides: list[str], steps: int, precision: str) -> float:
-    cfg = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"precision={precision}", *overrides]).validate()
+    cfg = load_config(
+        TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"precision={precision}", *overrides]
+    ).validate()
     device = torch.device("cpu")
     torch.manual_seed(0)
     model, tok = build(cfg, device)

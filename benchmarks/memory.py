@@ -85,14 +85,27 @@ def main() -> None:
     peak = max(s[2] for s in samples)
     after = [s for s in samples if s[1] >= 100]
     steps = max(s[1] for s in samples)
-    rows = [("samples", f"{len(samples)} over {samples[-1][0] / 60:.1f} min, every {args.interval:g} s, last step {steps}"),
-            ("peak RSS (whole run, evaluations included)", f"{peak / 1024:.2f} GB")]
+    rows = [
+        ("samples", f"{len(samples)} over {samples[-1][0] / 60:.1f} min, every {args.interval:g} s, last step {steps}"),
+        ("peak RSS (whole run, evaluations included)", f"{peak / 1024:.2f} GB"),
+    ]
     if after:
         lo, hi = min(s[2] for s in after), max(s[2] for s in after)
-        rows += [("RSS at step 100", f"{after[0][2] / 1024:.2f} GB"), ("RSS at the last sample", f"{samples[-1][2] / 1024:.2f} GB"),
-                 ("min .. max from step 100 on", f"{lo / 1024:.2f} .. {hi / 1024:.2f} GB ({100 * (hi - lo) / lo:.0f}% spread)")]
+        rows += [
+            ("RSS at step 100", f"{after[0][2] / 1024:.2f} GB"),
+            ("RSS at the last sample", f"{samples[-1][2] / 1024:.2f} GB"),
+            (
+                "min .. max from step 100 on",
+                f"{lo / 1024:.2f} .. {hi / 1024:.2f} GB ({100 * (hi - lo) / lo:.0f}% spread)",
+            ),
+        ]
     table = "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in rows)
-    record("memory", f"`minbert train {' '.join(train)}`; samples in runs/memory/{label}.csv, plot {label}.png", table, not args.no_write)
+    record(
+        "memory",
+        f"`minbert train {' '.join(train)}`; samples in runs/memory/{label}.csv, plot {label}.png",
+        table,
+        not args.no_write,
+    )
 
 
 if __name__ == "__main__":

@@ -72,10 +72,14 @@ def test_state_dict_round_trip_continues_identically():
     oa = AdamW(a.parameters(), lr=1e-2, weight_decay=0.1)
     x = torch.randn(8, 4)
     for _ in range(3):
-        oa.zero_grad(); a(x).square().sum().backward(); oa.step()
+        oa.zero_grad()
+        a(x).square().sum().backward()
+        oa.step()
     b.load_state_dict(a.state_dict())
     ob = AdamW(b.parameters(), lr=1e-2, weight_decay=0.1)
     ob.load_state_dict(copy.deepcopy(oa.state_dict()))  # in-process load shares tensors
     for m, o in ((a, oa), (b, ob)):
-        o.zero_grad(); m(x).square().sum().backward(); o.step()
+        o.zero_grad()
+        m(x).square().sum().backward()
+        o.step()
     torch.testing.assert_close(a.weight, b.weight, atol=0, rtol=0)

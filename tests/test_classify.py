@@ -47,7 +47,9 @@ def test_finetune_run_directory(tmp_path, ckpt):
     assert abs(acc - summary["dev/acc"]) < 1e-6
     best = load_file(str(run / "best" / "model.safetensors"))
     orig = load_file(str(ckpt / "model.safetensors"))
-    assert not torch.equal(best["bert.encoder.layer.0.attention.self.query.weight"], orig["encoder.layer.0.attention.self.query.weight"])
+    assert not torch.equal(
+        best["bert.encoder.layer.0.attention.self.query.weight"], orig["encoder.layer.0.attention.self.query.weight"]
+    )
 
 
 def test_saved_classifier_dir_is_a_loadable_bert_checkpoint(tmp_path):

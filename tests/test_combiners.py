@@ -14,7 +14,8 @@ from minbert.combiners.pcgrad import PCGrad
 
 def test_pcgrad_two_conflicting_tasks_by_hand():
     g = torch.tensor([[1.0, 0.0], [-1.0, 1.0]])  # g1 . g2 = -1 < 0
-    # g1 - (g1.g2 / |g2|^2) g2 = (1, 0) + 0.5 (-1, 1) = (0.5, 0.5);  g2 - (g2.g1 / |g1|^2) g1 = (-1, 1) + (1, 0) = (0, 1)
+    # g1 - (g1.g2 / |g2|^2) g2 = (1, 0) + 0.5 (-1, 1) = (0.5, 0.5)
+    # g2 - (g2.g1 / |g1|^2) g1 = (-1, 1) + (1, 0) = (0, 1)
     assert torch.allclose(PCGrad()(g, random.Random(0)), torch.tensor([0.5, 1.5]))
 
 

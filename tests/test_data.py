@@ -3,7 +3,16 @@ import random
 
 import pytest
 
-from minbert.data import DATASETS, Tokenizer, bucket_batches, load_split, pad, padding_fraction, read_predictions, write_predictions
+from minbert.data import (
+    DATASETS,
+    Tokenizer,
+    bucket_batches,
+    load_split,
+    pad,
+    padding_fraction,
+    read_predictions,
+    write_predictions,
+)
 from minbert.data.readers import read_examples
 from minbert.errors import MinbertError
 
@@ -39,7 +48,11 @@ def test_real_quora_dirty_row_is_fatal_when_strict(data_root):
 
 
 def test_malformed_row_names_file_line_and_reason(tmp_path, caplog):
-    p = write(tmp_path, "s.csv", "\tid\tsentence\tsentiment\n0\ta1\t good film\t3\n1\ta2\t bad\t\n2\ta3\t\t1\n3\ta4\tok\tx\n4\ta5\tfine\t2\n")
+    p = write(
+        tmp_path,
+        "s.csv",
+        "\tid\tsentence\tsentiment\n0\ta1\t good film\t3\n1\ta2\t bad\t\n2\ta3\t\t1\n3\ta4\tok\tx\n4\ta5\tfine\t2\n",
+    )
     with caplog.at_level(logging.WARNING):
         ex = read_examples(p, ("sentence",), SST.label)
     assert [e.id for e in ex] == ["a1", "a5"]

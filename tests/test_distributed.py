@@ -12,15 +12,17 @@ import torch
 
 import minbert.multitask.train as tr
 from minbert.config import load_config
-from minbert.runs import load_tensors
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.state import snapshot_folder
+from minbert.runs import load_tensors
 from tests.test_multitask import QUICKSTART, TINY, final_weights
 
 # no dropout anywhere: the runs must compute the same function; 3 steps of 8 examples per task
-EXACT = TINY + ["epochs=1", "steps_per_epoch=3", "checkpoint_every=0", "encoder_dropout=0"] + [
-    f"tasks.{t}.dropout=0" for t in ("sst", "quora", "sts")
-]
+EXACT = (
+    TINY
+    + ["epochs=1", "steps_per_epoch=3", "checkpoint_every=0", "encoder_dropout=0"]
+    + [f"tasks.{t}.dropout=0" for t in ("sst", "quora", "sts")]
+)
 
 
 def files(run):
@@ -41,13 +43,27 @@ def test_two_gloo_processes_match_one_process_and_only_rank_0_writes(tmp_path, e
     tr.train(load_config(TrainConfig, QUICKSTART, EXACT + extra + [f"out={single}"]))
     work = tmp_path / "cwd"
     work.mkdir()
-    cmd = ["torchrun", "--standalone", "--nproc-per-node", "2", "-m", "minbert", "train", str(QUICKSTART), *EXACT, *extra, f"out={ddp}"]
+    cmd = [
+        "torchrun",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "minbert",
+        "train",
+        str(QUICKSTART),
+        *EXACT,
+        *extra,
+        f"out={ddp}",
+    ]
     proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert_same_weights(single, ddp)
     # rank 1 wrote nothing: the same files as one process, metrics lines not doubled, nothing beside the run
     assert files(ddp) == files(single)
-    assert len((ddp / "metrics.jsonl").read_text().splitlines()) == len((single / "metrics.jsonl").read_text().splitlines())
+    assert len((ddp / "metrics.jsonl").read_text().splitlines()) == len(
+        (single / "metrics.jsonl").read_text().splitlines()
+    )
     assert list(work.iterdir()) == []
     assert proc.stdout.count("| dev (best epoch") == 1
 
@@ -64,13 +80,19 @@ def test_killed_two_process_run_with_dropout_resumes_bit_identically(tmp_path):
     args = TINY + ["epochs=2", "steps_per_epoch=3", "checkpoint_every=1"]
     torchrun = ["torchrun", "--standalone", "--nproc-per-node", "2", "-m", "minbert", "train"]
     full, killed = tmp_path / "full", tmp_path / "killed"
-    proc = subprocess.run([*torchrun, str(QUICKSTART), *args, f"out={full}"], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [*torchrun, str(QUICKSTART), *args, f"out={full}"], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     # the checkpoint holds both ranks' generator states, and they differ
     opt = load_tensors(snapshot_folder(full, "last") / "optimizer.safetensors")
     assert not torch.equal(opt["extra/rng/rank0"], opt["extra/rng/rank1"])
-    proc = subprocess.Popen([*torchrun, str(QUICKSTART), *args, f"out={killed}"], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [*torchrun, str(QUICKSTART), *args, f"out={killed}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while not (killed / "last.json").is_file():  # the first checkpoint, after step 1
         assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"

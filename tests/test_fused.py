@@ -23,7 +23,7 @@ def setup(overrides):
     model, tok = build(cfg, torch.device("cpu"))
     data = load_data(cfg, tok, splits=("train",))["train"]
     streams = {n: BatchStream(n, d.lengths, cfg.task(n).batch_size, cfg.seed) for n, d in data.items()}
-    (batches, _), = step_batches(data, {n: s.next() for n, s in streams.items()}, tok.pad_id, "cpu")
+    ((batches, _),) = step_batches(data, {n: s.next() for n, s in streams.items()}, tok.pad_id, "cpu")
     return cfg, model, batches
 
 
@@ -32,13 +32,18 @@ def losses_and_grads(cfg, model, batches, fused):
     model.zero_grad(set_to_none=True)
     losses = tech.batch_losses(batches)
     sum(losses.values()).backward()
-    return {n: v.item() for n, v in losses.items()}, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return {n: v.item() for n, v in losses.items()}, {
+        n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
+    }
 
 
-@pytest.mark.parametrize("heads", [
-    [],  # quickstart: SST linear, Quora concat bi-encoder, STS cosine bi-encoder; mean pooling
-    ["tasks.quora.head=cross", "tasks.sst.pooling=pooler", "tasks.sts.pooling=cls"],
-])
+@pytest.mark.parametrize(
+    "heads",
+    [
+        [],  # quickstart: SST linear, Quora concat bi-encoder, STS cosine bi-encoder; mean pooling
+        ["tasks.quora.head=cross", "tasks.sst.pooling=pooler", "tasks.sts.pooling=cls"],
+    ],
+)
 def test_fused_step_has_the_per_task_loss_and_gradient_in_fp32(heads):
     cfg, model, batches = setup(heads)
     model.train()
@@ -112,8 +117,15 @@ def test_flat_encoding_gives_each_sentence_its_own_states(grad):
     from minbert.model import BertConfig, BertModel
 
     torch.manual_seed(0)
-    c = BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                   hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    c = BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     bert = BertModel(c).train()
     lengths = [7, 7, 5, 3, 3]
     sents = [torch.randint(1, 50, (n,)) for n in lengths]
@@ -153,7 +165,10 @@ def test_per_task_passes_run_unpadded_with_pals_and_checkpointing(monkeypatch):
     from minbert.model import varlen
 
     monkeypatch.setattr(varlen, "MIN_PADDING", 1)  # the tiny batches carry little padding
-    cfg, model, batches = setup(["pals.enabled=true", "grad_checkpointing=true"] + [f"tasks.{t}.max_length=128" for t in ("sst", "quora", "sts")])
+    cfg, model, batches = setup(
+        ["pals.enabled=true", "grad_checkpointing=true"]
+        + [f"tasks.{t}.max_length=128" for t in ("sst", "quora", "sts")]
+    )
     assert sum(varlen.unpad(b.mask) is not None for b in batches.values()) >= 2
     torch.manual_seed(1)
     for pal in model.pals.values():  # V^D starts at zero; make the adapters' attention count

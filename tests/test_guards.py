@@ -21,7 +21,9 @@ def test_guard_skips_counts_and_stops_after_max_bad_steps(tmp_path):
     assert guard(st, {"sst": 1.5}, False, 4, cfg, tmp_path) and st["bad_steps"] == 0 and st["skipped"] == 2
     guard(st, {"sst": float("nan")}, True, 5, cfg, tmp_path)
     guard(st, {"sst": float("nan")}, True, 6, cfg, tmp_path)
-    with pytest.raises(MinbertError, match=r"step 7: the loss or gradient is not finite for 3 steps in a row \(sst nan\)"):
+    with pytest.raises(
+        MinbertError, match=r"step 7: the loss or gradient is not finite for 3 steps in a row \(sst nan\)"
+    ):
         guard(st, {"sst": float("nan")}, True, 7, cfg, tmp_path)
 
 
@@ -85,7 +87,9 @@ def test_a_second_process_is_kept_out_and_a_stale_lock_is_taken_over(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         (tmp_path / ".lock").write_text(str(sleeper.pid))
-        with pytest.raises(MinbertError, match=f"another process \\(pid {sleeper.pid}\\) is training into this directory"):
+        with pytest.raises(
+            MinbertError, match=f"another process \\(pid {sleeper.pid}\\) is training into this directory"
+        ):
             RunLock(tmp_path).__enter__()
     finally:
         sleeper.kill()

@@ -52,7 +52,10 @@ def test_pretraining_layout_bin_with_gamma_beta_loads(ckpt, tmp_path):
     """bert-base-uncased ships pytorch_model.bin with `bert.` prefixes, LayerNorm gamma/beta and cls.* heads."""
     d = copy_ckpt(ckpt, tmp_path / "c")
     state = load_file(str(ckpt / "model.safetensors"))
-    renamed = {"bert." + k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v for k, v in state.items()}
+    renamed = {
+        "bert." + k.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta"): v
+        for k, v in state.items()
+    }
     renamed["cls.predictions.bias"] = torch.zeros(30522)
     torch.save(renamed, d / "pytorch_model.bin")
     a, b = BertModel.from_pretrained(d), BertModel.from_pretrained(ckpt)

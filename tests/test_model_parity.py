@@ -43,8 +43,16 @@ def test_tiny_random_config_matches_transformers(act, monkeypatch):
 
     monkeypatch.setattr(varlen, "MIN_PADDING", 1)  # this batch's 23 padding tokens run unpadded too
     torch.manual_seed(0)
-    cfg = dict(vocab_size=99, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=37,
-               max_position_embeddings=64, type_vocab_size=2, hidden_act=act)
+    cfg = dict(
+        vocab_size=99,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+        hidden_act=act,
+    )
     ref = transformers.BertModel(transformers.BertConfig(**cfg, attn_implementation="eager")).eval()
     ours = BertModel(BertConfig(**cfg)).eval()
     load_weights(ours, ref.state_dict(), "reference")
@@ -112,7 +120,9 @@ def test_padding_does_not_change_real_tokens(ckpt):
     model = BertModel.from_pretrained(ckpt).eval()
     tok = Tokenizer.from_pretrained(ckpt)
     alone = torch.tensor(tok.encode(["a short one"], 64))
-    ids, mask = pad(tok.encode(["a short one", "a much longer sentence that forces padding on the first"], 64), tok.pad_id)
+    ids, mask = pad(
+        tok.encode(["a short one", "a much longer sentence that forces padding on the first"], 64), tok.pad_id
+    )
     with torch.no_grad():
         a = model(alone).last_hidden_state[0]
         b = model(ids, mask).last_hidden_state[0, : alone.shape[1]]
@@ -126,7 +136,9 @@ def test_unpadding_falls_back_where_the_layout_cannot_say_the_mask(ckpt, monkeyp
     from minbert.model import varlen
 
     tok = Tokenizer.from_pretrained(ckpt)
-    ids, right = pad(tok.encode(["a short one", "a much longer sentence that forces padding on the first"], 64), tok.pad_id)
+    ids, right = pad(
+        tok.encode(["a short one", "a much longer sentence that forces padding on the first"], 64), tok.pad_id
+    )
     left = right.flip(1)
     padding = int((right == 0).sum())
     monkeypatch.setattr(varlen, "MIN_PADDING", padding + 1)

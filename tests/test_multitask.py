@@ -24,7 +24,9 @@ from minbert.tasks import TASKS
 
 QUICKSTART = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
 TINY = ["epochs=2", "steps_per_epoch=6", "checkpoint_every=2", "log_every=1", "precision=fp32", "device=cpu"] + [
-    f"tasks.{t}.{k}={v}" for t in ("sst", "quora", "sts") for k, v in (("train_limit", 96), ("eval_limit", 48), ("batch_size", 8), ("max_length", 24))
+    f"tasks.{t}.{k}={v}"
+    for t in ("sst", "quora", "sts")
+    for k, v in (("train_limit", 96), ("eval_limit", 48), ("batch_size", 8), ("max_length", 24))
 ]
 
 
@@ -55,7 +57,13 @@ def test_run_prints_results_and_writes_files(full_run):
     summary = json.loads((run / "summary.json").read_text())
     dev = summary["dev"]
     assert dev["overall"] == pytest.approx((dev["sst/acc"] + dev["quora/acc"] + (dev["sts/pearson"] + 1) / 2) / 3)
-    for name in ("sst-dev-output.csv", "para-dev-output.csv", "sts-dev-output.csv", "sst-test-output.csv", "sts-test-output.csv"):
+    for name in (
+        "sst-dev-output.csv",
+        "para-dev-output.csv",
+        "sts-dev-output.csv",
+        "sst-test-output.csv",
+        "sts-test-output.csv",
+    ):
         assert (run / "predictions" / name).is_file()
     assert len(read_predictions(run / "predictions" / "sts-test-output.csv")) == 48  # eval_limit
     assert (run / "predictions" / "para-dev-output.csv").read_text().startswith("id \t Predicted_Is_Paraphrase \n")
@@ -80,9 +88,14 @@ def test_kill_and_resume_is_bit_identical(full_run, tmp_path):
     run_cli("--resume", str(killed))
     a, b = final_weights(run), final_weights(killed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert json.loads((run / "summary.json").read_text())["dev"] == json.loads((killed / "summary.json").read_text())["dev"]
+    assert (
+        json.loads((run / "summary.json").read_text())["dev"]
+        == json.loads((killed / "summary.json").read_text())["dev"]
+    )
     assert (run / "metrics.jsonl").read_text().count("\n") == (killed / "metrics.jsonl").read_text().count("\n")
-    assert (run / "predictions" / "sts-test-output.csv").read_text() == (killed / "predictions" / "sts-test-output.csv").read_text()
+    assert (run / "predictions" / "sts-test-output.csv").read_text() == (
+        killed / "predictions" / "sts-test-output.csv"
+    ).read_text()
 
 
 def test_evaluate_predict_and_plot_reload_a_run(full_run, tmp_path, capsys):
@@ -92,7 +105,9 @@ def test_evaluate_predict_and_plot_reload_a_run(full_run, tmp_path, capsys):
     dev = json.loads((run / "summary.json").read_text())["dev"]
     assert f"{dev['sst/acc']:.4f}" in out and f"{dev['overall']:.4f}" in out
     assert main(["predict", str(run), "--out", str(tmp_path / "p")]) == 0
-    assert (tmp_path / "p" / "sst-test-output.csv").read_text() == (run / "predictions" / "sst-test-output.csv").read_text()
+    assert (tmp_path / "p" / "sst-test-output.csv").read_text() == (
+        run / "predictions" / "sst-test-output.csv"
+    ).read_text()
     assert main(["plot", str(run)]) == 0
     for png in ("loss_per_task.png", "dev_metrics.png"):
         assert (run / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -163,8 +178,13 @@ def test_ensemble_of_one_run_twice_equals_the_run(full_run, tmp_path, capsys):
     ens = json.loads((tmp_path / "ens" / "summary.json").read_text())
     single = json.loads((run / "summary.json").read_text())["dev"]
     assert ens["dev"] == pytest.approx(single)
-    assert (tmp_path / "ens" / "predictions" / "sst-dev-output.csv").read_text() == (run / "predictions" / "sst-dev-output.csv").read_text()
-    assert main(["ensemble", str(run), "--out", str(tmp_path / "none"), "--min", "sst=1.01", "quora=1.01", "sts=1.01"]) == 2
+    assert (tmp_path / "ens" / "predictions" / "sst-dev-output.csv").read_text() == (
+        run / "predictions" / "sst-dev-output.csv"
+    ).read_text()
+    assert (
+        main(["ensemble", str(run), "--out", str(tmp_path / "none"), "--min", "sst=1.01", "quora=1.01", "sts=1.01"])
+        == 2
+    )
     assert "no run passed the thresholds" in capsys.readouterr().err
 
 
@@ -175,7 +195,9 @@ def test_ensemble_thresholds_keep_the_tasks_a_run_passes(full_run, tmp_path, cap
     assert main(["ensemble", str(run), str(run), "--out", str(tmp_path / "ens"), "--min", "sst=0.0", "quora=0.99"]) == 0
     ens = json.loads((tmp_path / "ens" / "summary.json").read_text())
     assert set(ens["members"]) == {"sst", "sts"} and "quora/acc" not in ens["dev"]
-    assert ens["dev"]["sst/acc"] == pytest.approx(single["sst/acc"]) and ens["dev"]["sts/pearson"] == pytest.approx(single["sts/pearson"])
+    assert ens["dev"]["sst/acc"] == pytest.approx(single["sst/acc"]) and ens["dev"]["sts/pearson"] == pytest.approx(
+        single["sts/pearson"]
+    )
     assert not (tmp_path / "ens" / "predictions" / "para-dev-output.csv").exists()
     assert main(["ensemble", str(run), "--out", str(tmp_path / "bad"), "--min", "sentiment=0.5"]) == 2
     assert "sentiment: unknown task" in capsys.readouterr().err
@@ -195,9 +217,18 @@ def test_analyze_and_compare(full_run, tmp_path, capsys):
     assert f"| {run.name} | {dev['sst/acc']:.4f} |" in out and (tmp_path / "c.png").is_file()
 
 
-TECH = TINY + ["epochs=2", "steps_per_epoch=4", "combiner=gradvac", "conflict_stats=true", "lr_schedule=plateau",
-               "regularizers.bregman.mu=0.5", "regularizers.bregman.beta=0.5", "tasks.sts.loss=cosine_embedding",
-               "tasks.sts.loss_args.threshold=3.0", "tasks.sts.margin_step=0.1"]
+TECH = TINY + [
+    "epochs=2",
+    "steps_per_epoch=4",
+    "combiner=gradvac",
+    "conflict_stats=true",
+    "lr_schedule=plateau",
+    "regularizers.bregman.mu=0.5",
+    "regularizers.bregman.beta=0.5",
+    "tasks.sts.loss=cosine_embedding",
+    "tasks.sts.loss_args.threshold=3.0",
+    "tasks.sts.margin_step=0.1",
+]
 
 
 def test_interrupted_run_with_stateful_techniques_resumes_exactly(tmp_path, monkeypatch):
@@ -227,7 +258,12 @@ def test_interrupted_run_with_stateful_techniques_resumes_exactly(tmp_path, monk
 def test_per_task_gradient_path_sums_like_plain_training(tmp_path):
     import minbert.multitask.train as tr
 
-    base = TINY + ["epochs=1", "steps_per_epoch=3", "checkpoint_every=0", "fused=false"]  # per-task passes in both: same dropout draws
+    base = TINY + [
+        "epochs=1",
+        "steps_per_epoch=3",
+        "checkpoint_every=0",
+        "fused=false",
+    ]  # per-task passes in both: same dropout draws
     tr.train(load_config(TrainConfig, QUICKSTART, base + [f"out={tmp_path / 'plain'}"]))
     tr.train(load_config(TrainConfig, QUICKSTART, base + ["conflict_stats=true", f"out={tmp_path / 'rows'}"]))
     a, b = final_weights(tmp_path / "plain"), final_weights(tmp_path / "rows")

@@ -12,7 +12,9 @@ from minbert.multitask.train import train
 
 RECIPES = sorted((Path(__file__).parents[1] / "configs" / "reports").glob("*.yaml"))
 SMOKE = ["epochs=1", "steps_per_epoch=2", "precision=fp32", "checkpoint_every=0"] + [
-    f"tasks.{t}.{k}={v}" for t in ("sst", "quora", "sts") for k, v in (("train_limit", 16), ("eval_limit", 16), ("batch_size", 4), ("max_length", 16))
+    f"tasks.{t}.{k}={v}"
+    for t in ("sst", "quora", "sts")
+    for k, v in (("train_limit", 16), ("eval_limit", 16), ("batch_size", 4), ("max_length", 16))
 ]
 
 

@@ -31,7 +31,9 @@ def frequencies(plan):
     return [c[t] for t in SIZES]
 
 
-@pytest.mark.parametrize("name,epoch", [("proportional", 1), ("proportional", 4), ("annealed", 1), ("annealed", 3), ("annealed", 5)])
+@pytest.mark.parametrize(
+    "name,epoch", [("proportional", 1), ("proportional", 4), ("annealed", 1), ("annealed", 3), ("annealed", 5)]
+)
 def test_sampled_frequencies_match_the_formula(name, epoch):
     steps, epochs = 30000, 5
     a = 1.0 if name == "proportional" else alpha(epoch, epochs)

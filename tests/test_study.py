@@ -20,7 +20,14 @@ from minbert.multitask.model import MultitaskModel
 from minbert.sweep import load_sweep, rows
 from tests.test_multitask import QUICKSTART, TINY, run_cli
 
-TINY_BERT = BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=3, num_attention_heads=4, intermediate_size=32, max_position_embeddings=32)
+TINY_BERT = BertConfig(
+    vocab_size=50,
+    hidden_size=24,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    intermediate_size=32,
+    max_position_embeddings=32,
+)
 
 
 def test_batches_carry_sentence_keys_equal_for_equal_texts():
@@ -83,7 +90,15 @@ def test_param_groups_give_heads_and_layers_their_rates():
 def test_smart_term_is_logged_and_the_time_budget_stops_training(tmp_path):
     # issue 6's check: with the encoder's dropout off, the SMART term is still clearly non-zero
     run = tmp_path / "smart"
-    run_cli(str(QUICKSTART), *TINY, "encoder_dropout=0", "regularizers.smart.weight=1", "log_every=1", "max_minutes=0.0001", f"out={run}")
+    run_cli(
+        str(QUICKSTART),
+        *TINY,
+        "encoder_dropout=0",
+        "regularizers.smart.weight=1",
+        "log_every=1",
+        "max_minutes=0.0001",
+        f"out={run}",
+    )
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     smart = [r["train/reg/smart"] for r in records if "train/reg/smart" in r]
     assert smart and min(smart) > 1e-6
@@ -95,8 +110,13 @@ def test_smart_term_is_logged_and_the_time_budget_stops_training(tmp_path):
 @pytest.mark.slow
 def test_sweep_runs_every_variant_and_seed_skips_finished_ones_and_averages(tmp_path, capsys):
     out = tmp_path / "sweep"
-    spec = {"base": str(QUICKSTART), "overrides": TINY + ["epochs=1", "steps_per_epoch=2"],
-            "variants": {"plain": [], "heads-x10": ["head_lr_mult=10"]}, "seeds": [1, 2], "out": str(out)}
+    spec = {
+        "base": str(QUICKSTART),
+        "overrides": TINY + ["epochs=1", "steps_per_epoch=2"],
+        "variants": {"plain": [], "heads-x10": ["head_lr_mult=10"]},
+        "seeds": [1, 2],
+        "out": str(out),
+    }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(spec))
     assert main(["sweep", str(path)]) == 0
@@ -122,7 +142,9 @@ def test_sweep_runs_every_variant_and_seed_skips_finished_ones_and_averages(tmp_
 
 def test_sweep_refuses_a_bad_variant_before_any_run(tmp_path, capsys):
     path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump({"base": str(QUICKSTART), "variants": {"bad": ["lr_schedule=nope"]}, "out": str(tmp_path / "o")}))
+    path.write_text(
+        yaml.safe_dump({"base": str(QUICKSTART), "variants": {"bad": ["lr_schedule=nope"]}, "out": str(tmp_path / "o")})
+    )
     assert main(["sweep", str(path)]) == 2
     assert "variant bad: lr_schedule" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -135,9 +157,17 @@ def test_sweep_refuses_a_bad_variant_before_any_run(tmp_path, capsys):
 def test_optuna_search_runs_its_trials_and_continues_where_it_stopped(tmp_path, capsys):
     pytest.importorskip("optuna")
     out = tmp_path / "search"
-    spec = {"base": str(QUICKSTART), "overrides": TINY + ["epochs=1", "steps_per_epoch=2"], "seeds": [1], "out": str(out),
-            "search": {"trials": 1, "metric": "overall", "params": {"lr": {"low": 1e-5, "high": 1e-4, "log": True},
-                                                                   "head_lr_mult": {"choices": [1, 10]}}}}
+    spec = {
+        "base": str(QUICKSTART),
+        "overrides": TINY + ["epochs=1", "steps_per_epoch=2"],
+        "seeds": [1],
+        "out": str(out),
+        "search": {
+            "trials": 1,
+            "metric": "overall",
+            "params": {"lr": {"low": 1e-5, "high": 1e-4, "log": True}, "head_lr_mult": {"choices": [1, 10]}},
+        },
+    }
     path = tmp_path / "search.yaml"
     path.write_text(yaml.safe_dump(spec))
     assert main(["sweep", str(path)]) == 0

@@ -17,7 +17,9 @@ def test_gradient_checkpointing_gives_the_same_gradients_with_dropout():
     from minbert.model import BertModel, default_checkpoint_dir
 
     torch.manual_seed(0)
-    model = BertModel.from_pretrained(default_checkpoint_dir()).train()  # dropout on: recomputation must redraw the same masks
+    model = BertModel.from_pretrained(
+        default_checkpoint_dir()
+    ).train()  # dropout on: recomputation must redraw the same masks
     ids = torch.randint(1000, 5000, (4, 12))
     grads = []
     for ckpt in (False, True):
@@ -31,7 +33,13 @@ def test_gradient_checkpointing_gives_the_same_gradients_with_dropout():
 
 def test_fp16_with_gradient_scaler_trains(tmp_path):
     run = tmp_path / "fp16"
-    tr.train(load_config(TrainConfig, QUICKSTART, TINY + ["epochs=1", "steps_per_epoch=3", "precision=fp16", "combiner=pcgrad", f"out={run}"]))
+    tr.train(
+        load_config(
+            TrainConfig,
+            QUICKSTART,
+            TINY + ["epochs=1", "steps_per_epoch=3", "precision=fp16", "combiner=pcgrad", f"out={run}"],
+        )
+    )
     w = final_weights(run)
     assert all(torch.isfinite(t).all() and t.dtype == torch.float32 for t in w.values())  # fp32 master weights
     state = json.loads((snapshot_folder(run, "last") / "state.json").read_text())
@@ -43,7 +51,9 @@ def test_compile_switch_matches_eager_and_falls_back_on_a_bad_backend(tmp_path, 
     tr.train(load_config(TrainConfig, QUICKSTART, EXACT + ["compile=eager", f"out={tmp_path / 'compiled'}"]))
     assert_same_weights(tmp_path / "eager", tmp_path / "compiled")
     with caplog.at_level(logging.WARNING):
-        tr.train(load_config(TrainConfig, QUICKSTART, EXACT + ["compile=no-such-backend", f"out={tmp_path / 'fallback'}"]))
+        tr.train(
+            load_config(TrainConfig, QUICKSTART, EXACT + ["compile=no-such-backend", f"out={tmp_path / 'fallback'}"])
+        )
     assert "unknown backend 'no-such-backend'" in caplog.text
     assert_same_weights(tmp_path / "eager", tmp_path / "fallback")
 
@@ -56,5 +66,7 @@ def test_freeze_word_embeddings_leaves_the_table_untouched(tmp_path):
     w = final_weights(run)
     start = BertModel.from_pretrained(default_checkpoint_dir()).embeddings.word_embeddings.weight
     assert torch.equal(w["bert.embeddings.word_embeddings.weight"], start)
-    assert not torch.equal(w["bert.embeddings.position_embeddings.weight"],
-                           BertModel.from_pretrained(default_checkpoint_dir()).embeddings.position_embeddings.weight)
+    assert not torch.equal(
+        w["bert.embeddings.position_embeddings.weight"],
+        BertModel.from_pretrained(default_checkpoint_dir()).embeddings.position_embeddings.weight,
+    )

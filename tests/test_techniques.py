@@ -19,13 +19,23 @@ from minbert.regularizers import REGULARIZERS
 from minbert.regularizers.divergence import divergence, toward
 from minbert.regularizers.smart import adversarial_delta
 
-TINY = BertConfig(vocab_size=50, hidden_size=24, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32, max_position_embeddings=32)
+TINY = BertConfig(
+    vocab_size=50,
+    hidden_size=24,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=32,
+    max_position_embeddings=32,
+)
 QUIET = dataclasses.replace(TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
 def tiny_model(pals=False, seed=0, config=TINY, dropout=0.1):
     torch.manual_seed(seed)
-    tasks = {"sst": TaskConfig(head="linear", loss="ce", dropout=dropout), "sts": TaskConfig(head="cosine", loss="mse", cosine_scale=5.0)}
+    tasks = {
+        "sst": TaskConfig(head="linear", loss="ce", dropout=dropout),
+        "sts": TaskConfig(head="cosine", loss="mse", cosine_scale=5.0),
+    }
     return MultitaskModel(BertModel(config), tasks, PalsConfig(enabled=pals, size=12, heads=3))
 
 
@@ -43,7 +53,9 @@ def test_divergences_are_symmetric_kl_and_mse():
     assert torch.allclose(divergence({"logits": a}, {"logits": b}, "logits"), kl(p, q) + kl(q, p), atol=1e-6)
     x, y = torch.randn(6), torch.randn(6)
     bern = lambda s: torch.stack([1 - torch.sigmoid(s), torch.sigmoid(s)], -1)  # noqa: E731
-    assert torch.allclose(divergence({"score": x}, {"score": y}, "logit"), kl(bern(x), bern(y)) + kl(bern(y), bern(x)), atol=1e-6)
+    assert torch.allclose(
+        divergence({"score": x}, {"score": y}, "logit"), kl(bern(x), bern(y)) + kl(bern(y), bern(x)), atol=1e-6
+    )
     assert torch.allclose(divergence({"score": x}, {"score": y}, "score"), F.mse_loss(x, y))
 
 
@@ -79,13 +91,16 @@ def reference_smart(model, task, batch, clean_logits, sigma, eta, eps):
     embed = (embed * batch.mask.unsqueeze(2).float()).detach()  # generate_noise: masked, here held fixed
     noise = (noise * batch.mask.unsqueeze(2).float()).requires_grad_()
     adv_logits = model(task, batch, embedded=embed + noise)["logits"]
-    adv_loss = F.kl_div(F.log_softmax(adv_logits, dim=-1), F.softmax(clean_logits.detach(), dim=-1), reduction="batchmean")
+    adv_loss = F.kl_div(
+        F.log_softmax(adv_logits, dim=-1), F.softmax(clean_logits.detach(), dim=-1), reduction="batchmean"
+    )
     (delta_grad,) = torch.autograd.grad(adv_loss, noise)
     direction = delta_grad / (delta_grad.abs().max(-1, keepdim=True)[0] + eps)
     adv_logits = model(task, batch, embedded=(embed + direction * eta).detach())["logits"]
     a, b = clean_logits, adv_logits
-    return (F.kl_div(F.log_softmax(a, -1), F.softmax(b.detach(), -1), reduction="batchmean")
-            + F.kl_div(F.log_softmax(b, -1), F.softmax(a.detach(), -1), reduction="batchmean"))
+    return F.kl_div(F.log_softmax(a, -1), F.softmax(b.detach(), -1), reduction="batchmean") + F.kl_div(
+        F.log_softmax(b, -1), F.softmax(a.detach(), -1), reduction="batchmean"
+    )
 
 
 def test_smart_matches_mt_dnn_reference_with_dropout_off():
@@ -114,13 +129,20 @@ def test_smart_term_beats_random_noise_of_the_same_size():
     smart = REGULARIZERS["smart"](weight=1.0, eta=1e-3)
     adv = smart(model, "sst", batch, out, "logits").item()
     x = model.embedded("sst", batch).detach()
-    rand = max(divergence(model("sst", batch, embedded=x + 1e-3 * torch.sign(torch.randn_like(x))), out, "logits").item() for _ in range(10))
+    rand = max(
+        divergence(model("sst", batch, embedded=x + 1e-3 * torch.sign(torch.randn_like(x))), out, "logits").item()
+        for _ in range(10)
+    )
     assert adv > 2 * rand > 0
 
 
 def test_one_way_halves_add_up_to_the_symmetric_divergence():
     a, b = torch.randn(3, 5, requires_grad=True), torch.randn(3, 5)
-    for needs, key, x, y in (("logits", "logits", a, b), ("logit", "score", a[:, 0], b[:, 0]), ("score", "score", a[:, 0], b[:, 0])):
+    for needs, key, x, y in (
+        ("logits", "logits", a, b),
+        ("logit", "score", a[:, 0], b[:, 0]),
+        ("score", "score", a[:, 0], b[:, 0]),
+    ):
         A, B = {key: x}, {key: y}
         assert torch.allclose(toward(A, B, needs) + toward(B, A, needs), divergence(A, B, needs), atol=1e-6)
     y = torch.randn(3, 5, requires_grad=True)
@@ -174,8 +196,10 @@ def test_fresh_pals_reproduce_the_plain_model_exactly():
     with torch.no_grad():
         palled.pals["sst"].decoder.weight.normal_()
     assert not torch.allclose(plain("sst", batch)["logits"], palled("sst", batch)["logits"])
-    assert torch.equal(plain("sts", Batch(batch.ids, batch.mask, None, None, pair=True))["score"],
-                       palled("sts", Batch(batch.ids, batch.mask, None, None, pair=True))["score"])  # other task's PAL untouched
+    assert torch.equal(
+        plain("sts", Batch(batch.ids, batch.mask, None, None, pair=True))["score"],
+        palled("sts", Batch(batch.ids, batch.mask, None, None, pair=True))["score"],
+    )  # other task's PAL untouched
 
 
 def reference_pal_layer(layer, pal, attn, x, mask):
@@ -194,8 +218,10 @@ def reference_pal_layer(layer, pal, attn, x, mask):
     extra = F.gelu(pal.decoder(ctx))  # aug_dense2, then gelu
     bert_ext = (1.0 - mask[:, None, None, :].float()) * -10000.0
     a_self = layer.attention.self
+
     def bh(t):  # noqa: E306
         return t.view(t.shape[0], t.shape[1], a_self.n_head, -1).permute(0, 2, 1, 3)
+
     q, k, v = bh(a_self.query(x)), bh(a_self.key(x)), bh(a_self.value(x))
     s_ = (q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1]) + bert_ext).softmax(-1)
     ctx = (s_ @ v).permute(0, 2, 1, 3).reshape(x.shape)
@@ -222,7 +248,11 @@ def test_pal_layer_matches_bert_n_pals_reference():
 def test_pal_parameter_count_matches_formula():
     for hidden, layers, size, heads in ((24, 2, 12, 3), (384, 6, 102, 6), (768, 12, 204, 6)):
         pal = PAL(hidden, layers, size, heads)
-        assert sum(p.numel() for p in pal.parameters()) == PAL.parameter_count(hidden, layers, size) == 2 * hidden * size + hidden + size + layers * (3 * size**2 + 3 * size)
+        assert (
+            sum(p.numel() for p in pal.parameters())
+            == PAL.parameter_count(hidden, layers, size)
+            == 2 * hidden * size + hidden + size + layers * (3 * size**2 + 3 * size)
+        )
     assert pal_size(768) == 204 and pal_size(384) == 102
     model = tiny_model(pals=True)
     assert sum(p.numel() for p in model.pals.parameters()) == 2 * PAL.parameter_count(24, 2, 12)

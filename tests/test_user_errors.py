@@ -113,10 +113,14 @@ def test_run_directory_cases(tmp_path, capsys):
     for argv, message in cases:
         assert main(argv) == 2, argv
         assert message in error_line(capsys.readouterr().err), argv
-    assert (finished / "config.yaml").read_text() == "name: earlier\n" and (finished / "summary.json").read_text() == "{}"
+    assert (finished / "config.yaml").read_text() == "name: earlier\n" and (
+        finished / "summary.json"
+    ).read_text() == "{}"
 
 
-@pytest.mark.parametrize("code,hint", [(errno.ENOSPC, "free some space"), (errno.EROFS, "choose a folder you may write to")])
+@pytest.mark.parametrize(
+    "code,hint", [(errno.ENOSPC, "free some space"), (errno.EROFS, "choose a folder you may write to")]
+)
 def test_a_full_disk_or_read_only_folder_is_one_line(code, hint, monkeypatch, capsys, tmp_path):
     def fail(run):
         raise OSError(code, "simulated", str(run / "plots" / "loss_per_task.png"))
@@ -137,10 +141,10 @@ def test_an_unexpected_os_error_is_still_a_traceback(monkeypatch, tmp_path):
 
 
 def test_data_dir_rule_flag_then_env_then_saved(tmp_path, monkeypatch):
+    from minbert.config import dump_yaml
     from minbert.data import choose_data_dir
     from minbert.multitask.config import TrainConfig
     from minbert.multitask.train import load_run_config
-    from minbert.config import dump_yaml
 
     dump_yaml(TrainConfig(data_dir="/saved"), tmp_path / "config.yaml")
     monkeypatch.delenv("MINBERT_DATA", raising=False)
@@ -219,7 +223,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(damage, tmp_pa
     assert snapshot_folder(tmp_path, "last").name == "last-00000001"
 
 
-@pytest.mark.parametrize("pointer", [None, "{not json", '{"folder": "last-00000009"}'], ids=["missing", "garbage", "wrong"])
+@pytest.mark.parametrize(
+    "pointer", [None, "{not json", '{"folder": "last-00000009"}'], ids=["missing", "garbage", "wrong"]
+)
 def test_a_missing_or_broken_pointer_is_rebuilt_from_the_folders(pointer, tmp_path, caplog):
     snap(tmp_path, 1, 1)
     snap(tmp_path, 2, 2)
@@ -264,7 +270,10 @@ def test_resume_after_the_newest_checkpoint_is_truncated_continues_from_the_one_
     truncate(run / "checkpoints" / "last-00000012" / "optimizer.safetensors")
     done = subprocess.run([*cmd, "--resume", str(run)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "last checkpoint at step 12 is damaged" in done.stderr and "continuing from the last checkpoint at step 10" in done.stderr
+    assert (
+        "last checkpoint at step 12 is damaged" in done.stderr
+        and "continuing from the last checkpoint at step 10" in done.stderr
+    )
     again = load_file(str(run / "checkpoints" / "last-00000012" / "model.safetensors"))
     assert all(torch.equal(final[k], again[k]) for k in final)  # the two replayed steps land on the same weights
     assert (run / "summary.json").is_file() and (run / "metrics.jsonl").read_text().count("\n") == lines

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minbert.plot import save_figure, plt
+from minbert.plot import plt, save_figure
 from minbert.runs import MetricsLog
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,9 @@ def plot_tsne(emb: np.ndarray, labels: np.ndarray, path: Path, title: str, perpl
     fig, ax = plt.subplots(figsize=(6, 5))
     for c in sorted(set(labels.tolist())):
         sel = labels == c
-        ax.scatter(xy[sel, 0], xy[sel, 1], s=6, alpha=0.7, label=SENTIMENT[c] if len(set(labels.tolist())) == 5 else str(c))
+        ax.scatter(
+            xy[sel, 0], xy[sel, 1], s=6, alpha=0.7, label=SENTIMENT[c] if len(set(labels.tolist())) == 5 else str(c)
+        )
     ax.set(title=title, xticks=[], yticks=[])
     ax.legend(markerscale=2, fontsize=8)
     return save_figure(fig, path)
@@ -99,12 +101,27 @@ def analyze(run: Path, perplexity: float = 30.0, data_dir: str | None = None) ->
         preds = predict_task(model, "sst", data, tok.pad_id, device, cfg.precision).long().numpy()
         m = confusion_matrix(preds, labels, 5)
         (run / "plots").mkdir(exist_ok=True)
-        (run / "plots" / "sst_confusion.json").write_text(json.dumps({"rows_true_cols_predicted": m.round(4).tolist(), "accuracy": float((preds == labels).mean())}, indent=1))
-        written.append(plot_confusion(m, run / "plots" / "sst_confusion.png", f"SST dev, normalized per true class ({run.name})"))
+        (run / "plots" / "sst_confusion.json").write_text(
+            json.dumps(
+                {"rows_true_cols_predicted": m.round(4).tolist(), "accuracy": float((preds == labels).mean())}, indent=1
+            )
+        )
+        written.append(
+            plot_confusion(m, run / "plots" / "sst_confusion.png", f"SST dev, normalized per true class ({run.name})")
+        )
         with torch.inference_mode():
             emb = encode_sentences(model, "sst", data.sentences, tok.pad_id, device, cfg.precision, 64)
         emb = emb[torch.tensor([ix[0] for ix in data.index])].float().cpu().numpy()
-        written.append(plot_tsne(emb, labels, run / "plots" / "sst_tsne.png", f"t-SNE of SST dev embeddings ({run.name})", perplexity, cfg.seed))
+        written.append(
+            plot_tsne(
+                emb,
+                labels,
+                run / "plots" / "sst_tsne.png",
+                f"t-SNE of SST dev embeddings ({run.name})",
+                perplexity,
+                cfg.seed,
+            )
+        )
         written = [w for w in written if w is not None]
     conflicts = plot_conflicts(run)
     if conflicts:

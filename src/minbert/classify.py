@@ -23,7 +23,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from minbert.config import dump_yaml
-from minbert.data import DATASETS, Tokenizer, bucket_batches, data_dir, embed_all, load_split, pad, split_file, write_predictions
+from minbert.data import (
+    DATASETS,
+    Tokenizer,
+    bucket_batches,
+    data_dir,
+    embed_all,
+    load_split,
+    pad,
+    split_file,
+    write_predictions,
+)
 from minbert.model import BertModel, check_fits, resolve_checkpoint
 from minbert.optim import AdamW
 from minbert.runs import (
@@ -158,10 +168,19 @@ def classify(cfg: ClassifyConfig) -> dict:
             if cfg.max_steps and step >= cfg.max_steps:
                 break
         bar.close()
-        dev_acc = accuracy(predict(model, dev_logits, len(tokens["dev"]), cfg, device, lengths=[len(t) for t in tokens["dev"]]), labels["dev"])
+        dev_acc = accuracy(
+            predict(model, dev_logits, len(tokens["dev"]), cfg, device, lengths=[len(t) for t in tokens["dev"]]),
+            labels["dev"],
+        )
         improved = dev_acc > best
-        metrics.write({"epoch": epoch, "step": step, "train/loss": total / n, "dev/acc": dev_acc, "time": time.time() - t0})
-        print(f"epoch {epoch}/{cfg.epochs}  train loss {total / n:.4f}  dev acc {dev_acc:.4f}{'  (best)' if improved else ''}  {time.time() - t0:.0f}s", flush=True)
+        metrics.write(
+            {"epoch": epoch, "step": step, "train/loss": total / n, "dev/acc": dev_acc, "time": time.time() - t0}
+        )
+        print(
+            f"epoch {epoch}/{cfg.epochs}  train loss {total / n:.4f}  dev acc {dev_acc:.4f}"
+            f"{'  (best)' if improved else ''}  {time.time() - t0:.0f}s",
+            flush=True,
+        )
         if improved:
             best, best_epoch = dev_acc, epoch
             save_classifier(run / "best", model, cfg, ckpt)
@@ -169,7 +188,15 @@ def classify(cfg: ClassifyConfig) -> dict:
             break
 
     model.load_state_dict(load_tensors(run / "best" / "model.safetensors"))
-    summary = {"task": cfg.task, "mode": cfg.mode, "dev/acc": best, "best_epoch": best_epoch, "steps": step, "wall_time_s": round(time.time() - t0, 1), "run_dir": str(run)}
+    summary = {
+        "task": cfg.task,
+        "mode": cfg.mode,
+        "dev/acc": best,
+        "best_epoch": best_epoch,
+        "steps": step,
+        "wall_time_s": round(time.time() - t0, 1),
+        "run_dir": str(run),
+    }
     write_split_predictions(model, splits, tokens, cfg, device, run, logits_fn)
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"{cfg.task} dev accuracy {best:.4f} (epoch {best_epoch}); predictions in {run / 'predictions'}")
@@ -213,7 +240,12 @@ def save_classifier(path: Path, model: SentimentClassifier, cfg: ClassifyConfig,
     path.mkdir(parents=True, exist_ok=True)
     save_tensors(path / "model.safetensors", model.state_dict())
     config = json.loads(model.bert.config.to_json())
-    config["minbert"] = {"head": "sentiment", "num_labels": model.classifier.out_features, "pooling": model.pooling, "classify": dataclasses.asdict(cfg)}
+    config["minbert"] = {
+        "head": "sentiment",
+        "num_labels": model.classifier.out_features,
+        "pooling": model.pooling,
+        "classify": dataclasses.asdict(cfg),
+    }
     atomic_write_text(path / "config.json", json.dumps(config, indent=2))
     for name in ("vocab.txt", "tokenizer_config.json"):
         if (ckpt / name).is_file() and not (path / name).is_file():

@@ -19,7 +19,9 @@ def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
     for f in dataclasses.fields(cls):
         tp, flag = hints[f.name], "--" + f.name.replace("_", "-")
         if tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default {f.default})")
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=f"(default {f.default})"
+            )
         elif get_origin(tp) is Literal:
             parser.add_argument(flag, choices=get_args(tp), default=None, help=f"(default {f.default})")
         elif tp in (int, float, str):
@@ -60,8 +62,15 @@ def cmd_train(args) -> int:
     from minbert.data import choose_data_dir
 
     cfg = load_config(TrainConfig, args.config, args.overrides, budget=args.budget)
-    typed = [o.split("=", 1)[1] for o in args.overrides if o.startswith("data_dir=")]  # on the command line: as the flag
-    train(dataclasses.replace(cfg, data_dir=choose_data_dir(args.data_dir or (typed[-1] if typed else None), cfg.data_dir)), overwrite=args.overwrite)
+    typed = [
+        o.split("=", 1)[1] for o in args.overrides if o.startswith("data_dir=")
+    ]  # on the command line: as the flag
+    train(
+        dataclasses.replace(
+            cfg, data_dir=choose_data_dir(args.data_dir or (typed[-1] if typed else None), cfg.data_dir)
+        ),
+        overwrite=args.overwrite,
+    )
     return 0
 
 
@@ -156,8 +165,12 @@ def cmd_plot(args) -> int:
 
 
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", metavar="DIR", help="folder of the CS224N data files; wins over $MINBERT_DATA, which wins over "
-                        "the config's (or the run's saved) data_dir, which wins over ../shared/data")
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="folder of the CS224N data files; wins over $MINBERT_DATA, which wins over "
+        "the config's (or the run's saved) data_dir, which wins over ../shared/data",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,14 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="multitask training from a YAML config (see configs/)")
     t.add_argument("config", nargs="?", help="YAML file of TrainConfig keys")
-    t.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. tasks.sst.batch_size=16")
+    t.add_argument(
+        "overrides", nargs="*", metavar="key.sub=value", help="config overrides, e.g. tasks.sst.batch_size=16"
+    )
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     t.add_argument("--budget", action="store_true", help="apply the config's budget section (bounded CPU run)")
     t.add_argument("--overwrite", action="store_true", help="replace the run already in out= (default: refuse)")
     add_data_dir(t)
     t.set_defaults(func=cmd_train)
 
-    for name, text in (("evaluate", "dev metrics of a run's best checkpoint"), ("predict", "write dev and test prediction files of a run's best checkpoint")):
+    for name, text in (
+        ("evaluate", "dev metrics of a run's best checkpoint"),
+        ("predict", "write dev and test prediction files of a run's best checkpoint"),
+    ):
         e = sub.add_parser(name, help=text)
         e.add_argument("run_dir")
         if name == "predict":
@@ -201,11 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_dir(en)
     en.set_defaults(func=cmd_ensemble)
 
-    sw = sub.add_parser("sweep", help="variants x seeds of one config, run one after another (resumable), then mean +- std per variant",
-                        description="Runs every (variant, seed) of SWEEP.yaml with minbert train, one after another; finished runs are "
-                        "skipped and interrupted ones resumed, so the same command continues a sweep. Then writes OUT/results.md, "
-                        "results.csv and results.png: dev metrics as mean +- sample std over seeds per variant, and each variant's "
-                        "difference from the first one with its standard error. See src/minbert/sweep.py for the file's keys.")
+    sw = sub.add_parser(
+        "sweep",
+        help="variants x seeds of one config, run one after another (resumable), then mean +- std per variant",
+        description="Runs every (variant, seed) of SWEEP.yaml with minbert train, one after another; finished runs are "
+        "skipped and interrupted ones resumed, so the same command continues a sweep. Then writes OUT/results.md, "
+        "results.csv and results.png: dev metrics as mean +- sample std over seeds per variant, and each variant's "
+        "difference from the first one with its standard error. See src/minbert/sweep.py for the file's keys.",
+    )
     sw.add_argument("sweep", metavar="SWEEP.yaml", help="base config, variants or grid, seeds, out")
     sw.add_argument("--dry-run", action="store_true", help="list the runs and their state without training")
     sw.add_argument("--report", action="store_true", help="only rebuild the table and chart from finished runs")
@@ -257,7 +278,13 @@ def main(argv: list[str] | None = None) -> int:
 
 _WRITABLE = "choose a folder you may write to (out=, --out) or fix its permissions"
 _SPACE = "free some space; a run continues from its last complete checkpoint with `minbert train --resume RUN_DIR`"
-OS_HINTS = {errno.EACCES: _WRITABLE, errno.EPERM: _WRITABLE, errno.EROFS: _WRITABLE, errno.ENOSPC: _SPACE, errno.EDQUOT: _SPACE}
+OS_HINTS = {
+    errno.EACCES: _WRITABLE,
+    errno.EPERM: _WRITABLE,
+    errno.EROFS: _WRITABLE,
+    errno.ENOSPC: _SPACE,
+    errno.EDQUOT: _SPACE,
+}
 
 
 if __name__ == "__main__":

@@ -9,9 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from minbert.errors import MinbertError
-from minbert.plot import save_figure, plt
+from minbert.plot import plt, save_figure
 
-COLUMNS = [("sst/acc", "dev SST acc"), ("quora/acc", "dev Quora acc"), ("sts/pearson", "dev STS r"), ("overall", "overall")]
+COLUMNS = [
+    ("sst/acc", "dev SST acc"),
+    ("quora/acc", "dev Quora acc"),
+    ("sts/pearson", "dev STS r"),
+    ("overall", "overall"),
+]
 
 
 def load_summary(run: Path) -> dict:

@@ -149,4 +149,3 @@ def dump_yaml(obj, path: Path) -> None:
 
 def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else key
-

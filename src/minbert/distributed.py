@@ -39,7 +39,9 @@ def current() -> Dist:
     if not (dist.is_available() and dist.is_initialized()):
         return Dist()
     env = os.environ
-    return Dist(dist.get_rank(), dist.get_world_size(), int(env.get("LOCAL_RANK", 0)), int(env.get("LOCAL_WORLD_SIZE", 1)))
+    return Dist(
+        dist.get_rank(), dist.get_world_size(), int(env.get("LOCAL_RANK", 0)), int(env.get("LOCAL_WORLD_SIZE", 1))
+    )
 
 
 def setup(device_name: str) -> tuple[Dist, torch.device]:
@@ -118,5 +120,5 @@ def gathered_rows(fn, n: int) -> torch.Tensor:
     parts = all_gather(part.cpu())
     out = torch.empty((n, *parts[0].shape[1:]), dtype=parts[0].dtype)
     for r, p in enumerate(parts):
-        out[r::d.world] = p
+        out[r :: d.world] = p
     return out.to(part.device)

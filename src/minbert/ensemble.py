@@ -23,7 +23,9 @@ from minbert.runs import pick_device
 from minbert.tasks import TASKS, overall_score
 
 
-def ensemble(runs: list[Path], out: Path, thresholds: dict[str, float] | None = None, data_dir: str | None = None) -> dict:
+def ensemble(
+    runs: list[Path], out: Path, thresholds: dict[str, float] | None = None, data_dir: str | None = None
+) -> dict:
     """`data_dir`: the --data-dir flag (see minbert.data.choose_data_dir)."""
     thresholds = thresholds or {}
     unknown = sorted(set(thresholds) - set(TASKS))
@@ -38,7 +40,9 @@ def ensemble(runs: list[Path], out: Path, thresholds: dict[str, float] | None = 
         cfg = load_run_config(run, data_dir)
         every.update(cfg.tasks)
         dev_metrics = json.loads((run / "summary.json").read_text())["dev"] if (run / "summary.json").is_file() else {}
-        wanted = [t for t in cfg.tasks if dev_metrics.get(f"{t}/{TASKS[t].metric_name}", -1.0) >= thresholds.get(t, -1.0)]
+        wanted = [
+            t for t in cfg.tasks if dev_metrics.get(f"{t}/{TASKS[t].metric_name}", -1.0) >= thresholds.get(t, -1.0)
+        ]
         if not wanted:
             continue
         device = pick_device(cfg.device)
@@ -68,8 +72,14 @@ def ensemble(runs: list[Path], out: Path, thresholds: dict[str, float] | None = 
     out.mkdir(parents=True, exist_ok=True)
     for split in ("dev", "test"):
         write_task_predictions(out / "predictions", split, data_of.get(split, {}), preds[split])
-    summary = {"run_dir": str(out), "dev": metrics, "members": members, "thresholds": thresholds,
-               "wall_time_s": round(time.time() - start, 1), "steps": None}
+    summary = {
+        "run_dir": str(out),
+        "dev": metrics,
+        "members": members,
+        "thresholds": thresholds,
+        "wall_time_s": round(time.time() - start, 1),
+        "steps": None,
+    }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(results_table({f"ensemble of {len(runs)} runs": metrics}, list(members)))
     for t, names in members.items():

@@ -32,7 +32,16 @@ def new_run_dir(root: str | Path, name: str) -> Path:
     return path
 
 
-RUN_FILES = ("config.yaml", "metrics.jsonl", "summary.json", "last.json", "best.json", "checkpoints", "predictions", "plots")
+RUN_FILES = (
+    "config.yaml",
+    "metrics.jsonl",
+    "summary.json",
+    "last.json",
+    "best.json",
+    "checkpoints",
+    "predictions",
+    "plots",
+)
 
 
 def check_run_dir(run: Path, resume: bool, overwrite: bool) -> None:
@@ -47,8 +56,10 @@ def check_run_dir(run: Path, resume: bool, overwrite: bool) -> None:
         raise MinbertError(f"{run}: {parent} is not writable; choose another out= or fix its permissions")
     held = [f for f in RUN_FILES[:5] if (run / f).exists()]
     if held and not resume and not overwrite:
-        raise MinbertError(f"{run}: already holds a run ({held[0]}); continue it with `minbert train --resume {run}`, "
-                           f"replace it with --overwrite, or choose another out=")
+        raise MinbertError(
+            f"{run}: already holds a run ({held[0]}); continue it with `minbert train --resume {run}`, "
+            f"replace it with --overwrite, or choose another out="
+        )
 
 
 def clear_run_dir(run: Path) -> None:
@@ -79,14 +90,18 @@ class RunLock:
                 except (OSError, ValueError):
                     pid = 0
                 if pid and pid != os.getpid() and not self.take_over and _alive(pid):
-                    raise MinbertError(f"{self.path.parent}: another process (pid {pid}) is training into this directory; "
-                                       f"wait for it, or stop it, or choose another out=") from None
+                    raise MinbertError(
+                        f"{self.path.parent}: another process (pid {pid}) is training into this directory; "
+                        f"wait for it, or stop it, or choose another out="
+                    ) from None
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
                 continue
             with os.fdopen(fd, "w") as f:
                 f.write(str(os.getpid()))
             return self
-        raise MinbertError(f"{self.path}: could not take the run's lock file; remove it if no run is using this directory")
+        raise MinbertError(
+            f"{self.path}: could not take the run's lock file; remove it if no run is using this directory"
+        )
 
     def __exit__(self, *exc) -> None:
         self.path.unlink(missing_ok=True)
@@ -131,8 +146,9 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except (SafetensorError, OSError) as e:
-        raise MinbertError(f"{path}: not a readable safetensors file ({e}); it is truncated or damaged: "
-                           f"restore or re-download it") from None
+        raise MinbertError(
+            f"{path}: not a readable safetensors file ({e}); it is truncated or damaged: restore or re-download it"
+        ) from None
 
 
 class MetricsLog:
@@ -172,7 +188,9 @@ class NoLog(MetricsLog):
 def progress(iterable, desc: str, **kw):
     """A tqdm bar (task, step, loss, ETA); redrawn every 30 s instead of every step when the output is a log file."""
     interactive = sys.stderr.isatty()
-    return tqdm(iterable, desc=desc, mininterval=0.5 if interactive else 30.0, leave=interactive, dynamic_ncols=True, **kw)
+    return tqdm(
+        iterable, desc=desc, mininterval=0.5 if interactive else 30.0, leave=interactive, dynamic_ncols=True, **kw
+    )
 
 
 def pick_device(name: str) -> torch.device:
@@ -198,7 +216,7 @@ def cpu_has_bf16() -> bool:
 
 
 def resolve_precision(device: torch.device, precision: str) -> str:
-    """"auto": bf16 where it is fast (a CPU with AVX-512 BF16 or AMX, a GPU with bf16), else fp32."""
+    """ "auto": bf16 where it is fast (a CPU with AVX-512 BF16 or AMX, a GPU with bf16), else fp32."""
     if precision != "auto":
         return precision
     if device.type == "cuda":

@@ -69,7 +69,14 @@ class Sweep:
         for seed in self.seeds:
             for name, extra in self.variants.items():
                 run = self.out / name / f"seed{seed}"
-                args = [str(self.base), *(["--budget"] if self.budget else []), *self.overrides, *extra, f"seed={seed}", f"out={run}"]
+                args = [
+                    str(self.base),
+                    *(["--budget"] if self.budget else []),
+                    *self.overrides,
+                    *extra,
+                    f"seed={seed}",
+                    f"out={run}",
+                ]
                 yield name, seed, run, args
 
 
@@ -85,7 +92,9 @@ def load_sweep(path: str | Path) -> Sweep:
     if not base.is_absolute() and not base.is_file() and (path.parent / base).is_file():
         base = path.parent / base
     if not base.is_file():
-        raise MinbertError(f"{path}: base {raw['base']!r} not found (relative to {path.parent} or the working directory)")
+        raise MinbertError(
+            f"{path}: base {raw['base']!r} not found (relative to {path.parent} or the working directory)"
+        )
     variants: dict[str, tuple[str, ...]] = {}
     for name, extra in (raw.get("variants") or {}).items():
         if not isinstance(extra, list):
@@ -111,7 +120,15 @@ def load_sweep(path: str | Path) -> Sweep:
     if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
         raise MinbertError(f"{path}: seeds must be a list of integers")
     out = Path(raw.get("out") or f"runs/sweeps/{path.stem}")
-    sweep = Sweep(base, out, tuple(seeds), variants, bool(raw.get("budget", False)), tuple(str(x) for x in raw.get("overrides") or []), search)
+    sweep = Sweep(
+        base,
+        out,
+        tuple(seeds),
+        variants,
+        bool(raw.get("budget", False)),
+        tuple(str(x) for x in raw.get("overrides") or []),
+        search,
+    )
     check(sweep)
     return sweep
 
@@ -139,7 +156,9 @@ def check_search(path: Path, search) -> None:
         raise MinbertError(f"{path}: search.trials must be a positive integer")
     for key, spec in search["params"].items():
         if not isinstance(spec, dict) or not ({"low", "high"} <= set(spec) or "choices" in spec):
-            raise MinbertError(f"{path}: search.params.{key}: give {{low: .., high: ..}} (optional log, int) or {{choices: [..]}}")
+            raise MinbertError(
+                f"{path}: search.params.{key}: give {{low: .., high: ..}} (optional log, int) or {{choices: [..]}}"
+            )
 
 
 def distributions(search: dict) -> dict:
@@ -168,9 +187,18 @@ def run_search(sweep: Sweep) -> str:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sweep.out.mkdir(parents=True, exist_ok=True)
     storage = JournalStorage(JournalFileBackend(str(sweep.out / "optuna.journal")))
-    study = optuna.create_study(study_name="minbert", storage=storage, direction="maximize", load_if_exists=True,
-                                sampler=optuna.samplers.TPESampler(seed=sweep.seeds[0]))
-    metric, trials, dists = sweep.search.get("metric", "overall"), sweep.search.get("trials", 10), distributions(sweep.search)
+    study = optuna.create_study(
+        study_name="minbert",
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=optuna.samplers.TPESampler(seed=sweep.seeds[0]),
+    )
+    metric, trials, dists = (
+        sweep.search.get("metric", "overall"),
+        sweep.search.get("trials", 10),
+        distributions(sweep.search),
+    )
     while True:
         states = [t.state for t in study.trials]
         running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
@@ -192,7 +220,11 @@ def run_search(sweep: Sweep) -> str:
     variants = {f"trial-{t.number:03d}": tuple(f"{k}={v}" for k, v in t.params.items()) for t in done}
     md = report(dataclasses.replace(sweep, variants=variants, search=None))
     best = done[0]
-    return md + f"\n\nbest trial: trial-{best.number:03d} ({metric} {best.value:.4f}): " + " ".join(f"{k}={v}" for k, v in best.params.items())
+    return (
+        md
+        + f"\n\nbest trial: trial-{best.number:03d} ({metric} {best.value:.4f}): "
+        + " ".join(f"{k}={v}" for k, v in best.params.items())
+    )
 
 
 def state(run: Path) -> str:
@@ -208,14 +240,20 @@ def run_sweep(sweep: Sweep, dry_run: bool = False) -> str:
     for i, (name, seed, run, args) in enumerate(todo, 1):
         kind = state(run)
         cmd = [sys.executable, "-m", "minbert", "train", *(["--resume", str(run)] if kind == "resume" else args)]
-        print(f"[{i}/{len(todo)}] {name} seed {seed}: {kind}" + ("" if kind == "done" else "  " + " ".join(cmd[3:])), flush=True)
+        print(
+            f"[{i}/{len(todo)}] {name} seed {seed}: {kind}" + ("" if kind == "done" else "  " + " ".join(cmd[3:])),
+            flush=True,
+        )
         if kind == "done" or dry_run:
             continue
         if kind == "new" and run.exists():
             shutil.rmtree(run)  # a start that died before its first checkpoint
         done = subprocess.run(cmd)
         if done.returncode:
-            raise MinbertError(f"{run}: minbert train exited with {done.returncode}; fix it and run the sweep again (finished runs are kept)")
+            raise MinbertError(
+                f"{run}: minbert train exited with {done.returncode}; "
+                "fix it and run the sweep again (finished runs are kept)"
+            )
         report(sweep)  # the table so far, after every run
     return "" if dry_run else report(sweep)
 
@@ -231,7 +269,11 @@ class Row:
 def rows(sweep: Sweep) -> list[Row]:
     out = []
     for name in sweep.variants:
-        summaries = [json.loads((r / "summary.json").read_text()) for n, _, r, _ in sweep.runs() if n == name and (r / "summary.json").is_file()]
+        summaries = [
+            json.loads((r / "summary.json").read_text())
+            for n, _, r, _ in sweep.runs()
+            if n == name and (r / "summary.json").is_file()
+        ]
         if not summaries:
             continue
         values = {k: [s["dev"][k] for s in summaries if k in s["dev"]] for k, _ in METRICS}
@@ -250,23 +292,41 @@ def report(sweep: Sweep) -> str:
         raise MinbertError(f"{sweep.out}: no finished runs yet")
     present = [(k, t) for k, t in METRICS if any(k in r.mean for r in table)]
     base = table[0]
-    lines = ["| variant | n | " + " | ".join(t for _, t in present) + " | Δ overall vs " + base.name + " | wall time | steps |",
-             "|---|---|" + "---|" * (len(present) + 3)]
+    lines = [
+        "| variant | n | "
+        + " | ".join(t for _, t in present)
+        + " | Δ overall vs "
+        + base.name
+        + " | wall time | steps |",
+        "|---|---|" + "---|" * (len(present) + 3),
+    ]
     for r in table:
         cells = [fmt(r.mean.get(k), r.std.get(k)) for k, _ in present]
-        lines.append(f"| {r.name} | {r.n} | " + " | ".join(cells) + f" | {delta(r, base)} | "
-                     f"{r.mean['wall_time_s'] / 60:.1f} min | {r.mean['steps']:.0f} |")
+        lines.append(
+            f"| {r.name} | {r.n} | " + " | ".join(cells) + f" | {delta(r, base)} | "
+            f"{r.mean['wall_time_s'] / 60:.1f} min | {r.mean['steps']:.0f} |"
+        )
     lines.append("")
-    lines.append("mean ± sample std over seeds; Δ: difference of means ± its standard error, * where it exceeds twice the "
-                 "standard error (beyond seed noise at this n).")
+    lines.append(
+        "mean ± sample std over seeds; Δ: difference of means ± its standard error, * where it exceeds twice the "
+        "standard error (beyond seed noise at this n)."
+    )
     md = "\n".join(lines)
     sweep.out.mkdir(parents=True, exist_ok=True)
     (sweep.out / "results.md").write_text(md + "\n")
     with open(sweep.out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["variant", "n"] + [c for k, _ in present for c in (f"{k} mean", f"{k} std")] + ["wall_time_s mean", "steps mean"])
+        w.writerow(
+            ["variant", "n"]
+            + [c for k, _ in present for c in (f"{k} mean", f"{k} std")]
+            + ["wall_time_s mean", "steps mean"]
+        )
         for r in table:
-            w.writerow([r.name, r.n] + [x for k, _ in present for x in (r.mean.get(k), r.std.get(k))] + [r.mean["wall_time_s"], r.mean["steps"]])
+            w.writerow(
+                [r.name, r.n]
+                + [x for k, _ in present for x in (r.mean.get(k), r.std.get(k))]
+                + [r.mean["wall_time_s"], r.mean["steps"]]
+            )
     chart(table, present, sweep.out / "results.png")
     return md
 

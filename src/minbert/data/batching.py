@@ -11,7 +11,9 @@ import torch
 from minbert.runs import autocast
 
 
-def bucket_batches(lengths: list[int], batch_size: int, rng: random.Random | None = None, chunk: int = 50) -> list[list[int]]:
+def bucket_batches(
+    lengths: list[int], batch_size: int, rng: random.Random | None = None, chunk: int = 50
+) -> list[list[int]]:
     """Index batches. With rng (training): shuffle, sort within chunks of `chunk` batches by length, shuffle the
     batches. Without rng (evaluation): sort everything by length, for the least padding; order is restored by
     the caller through the indices."""
@@ -49,7 +51,9 @@ def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
 
 
 @torch.inference_mode()
-def embed_all(embed, seqs: list[list[int]], pad_id: int, width: int, device, precision, batch_size: int) -> torch.Tensor:
+def embed_all(
+    embed, seqs: list[list[int]], pad_id: int, width: int, device, precision, batch_size: int
+) -> torch.Tensor:
     """(N, width) `embed(ids, mask)` of every sequence, in length-sorted batches, returned in the original order."""
     out = torch.empty(len(seqs), width, device=device)
     for idx in bucket_batches([len(s) for s in seqs], batch_size):

@@ -23,12 +23,18 @@ DATASETS: dict[str, DatasetSpec] = {
     "sst": DatasetSpec(
         "sst",
         {"train": ("ids-sst-train.csv",), "dev": ("ids-sst-dev.csv",), "test": ("ids-sst-test-student.csv",)},
-        ("sentence",), LabelSpec("sentiment", int_label(5), 0, 4), "Predicted_Sentiment", 5,
+        ("sentence",),
+        LabelSpec("sentiment", int_label(5), 0, 4),
+        "Predicted_Sentiment",
+        5,
     ),
     "cfimdb": DatasetSpec(
         "cfimdb",
         {"train": ("ids-cfimdb-train.csv",), "dev": ("ids-cfimdb-dev.csv",), "test": ("ids-cfimdb-test-student.csv",)},
-        ("sentence",), LabelSpec("sentiment", int_label(2), 0, 1), "Predicted_Sentiment", 2,
+        ("sentence",),
+        LabelSpec("sentiment", int_label(2), 0, 1),
+        "Predicted_Sentiment",
+        2,
     ),
     # The official names come first; these machines only have a split of the official dev set (-from-dev).
     "quora": DatasetSpec(
@@ -38,13 +44,19 @@ DATASETS: dict[str, DatasetSpec] = {
             "dev": ("quora-dev.csv", "quora-dev-from-dev.csv"),
             "test": ("quora-test-student.csv",),
         },
-        ("sentence1", "sentence2"), LabelSpec("is_duplicate", int_label(2), 0, 1), "Predicted_Is_Paraphrase", 2,
+        ("sentence1", "sentence2"),
+        LabelSpec("is_duplicate", int_label(2), 0, 1),
+        "Predicted_Is_Paraphrase",
+        2,
     ),
     "sts": DatasetSpec(
         "sts",
         {"train": ("sts-train.csv",), "dev": ("sts-dev.csv",), "test": ("sts-test-student.csv",)},
         # "Similiarity" (sic) is the CS224N spelling; kept so their scripts read our files.
-        ("sentence1", "sentence2"), LabelSpec("similarity", float, 0.0, 5.0), "Predicted_Similiarity", 0,
+        ("sentence1", "sentence2"),
+        LabelSpec("similarity", float, 0.0, 5.0),
+        "Predicted_Similiarity",
+        0,
     ),
 }
 

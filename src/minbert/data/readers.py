@@ -66,7 +66,9 @@ def int_label(num_labels: int) -> Callable[[str], int]:
     return parse
 
 
-def read_examples(path: Path, text_columns: tuple[str, ...], label: LabelSpec | None, strict: bool = False) -> list[Example]:
+def read_examples(
+    path: Path, text_columns: tuple[str, ...], label: LabelSpec | None, strict: bool = False
+) -> list[Example]:
     """Read one CS224N file. `label=None` reads an unlabeled file; a labeled spec requires the label column."""
     path = Path(path)
     if not path.is_file():
@@ -84,15 +86,25 @@ def read_examples(path: Path, text_columns: tuple[str, ...], label: LabelSpec | 
         header = [h for h in (reader.fieldnames or []) if h]
         wanted = ["id", *text_columns] + ([label.column] if label else [])
         if any(c not in header for c in wanted):
-            raise MinbertError(f"{path}: expected columns {', '.join(wanted)}; found {', '.join(header) or 'no header'}")
+            raise MinbertError(
+                f"{path}: expected columns {', '.join(wanted)}; found {', '.join(header) or 'no header'}"
+            )
         line = 1
         for row in reader:
             start, line = line + 1, reader.line_num
             problem = _problem(row, text_columns, label)
-            if problem is not None and label is None and not strict and (row.get("id") or "").strip() and None not in row:
+            if (
+                problem is not None
+                and label is None
+                and not strict
+                and (row.get("id") or "").strip()
+                and None not in row
+            ):
                 # an unlabeled (test) row is predicted on whatever text it has, so the submission keeps every id
                 log.warning("%s:%d: %s; predicted on the text there is", path, start, problem)
-                examples.append(Example(row["id"].strip(), tuple((row.get(c) or "").strip() for c in text_columns), None))
+                examples.append(
+                    Example(row["id"].strip(), tuple((row.get(c) or "").strip() for c in text_columns), None)
+                )
                 continue
             if problem is None:
                 y = label.parse(row[label.column].strip()) if label else None
@@ -109,13 +121,23 @@ def read_examples(path: Path, text_columns: tuple[str, ...], label: LabelSpec | 
             skipped += 1
             log.warning("%s:%d: skipped malformed row: %s", path, start, problem)
     if skipped:
-        log.warning("%s: skipped %d malformed row(s) of %d (use --strict to stop instead)", path, skipped, skipped + len(examples))
+        log.warning(
+            "%s: skipped %d malformed row(s) of %d (use --strict to stop instead)",
+            path,
+            skipped,
+            skipped + len(examples),
+        )
     seen: dict[str, int] = {}
     for e in examples:
         seen[e.id] = seen.get(e.id, 0) + 1
     repeated = [i for i, n in seen.items() if n > 1]
     if repeated:
-        log.warning("%s: %d id(s) appear more than once (e.g. %s); each row is kept and predicted", path, len(repeated), repeated[0])
+        log.warning(
+            "%s: %d id(s) appear more than once (e.g. %s); each row is kept and predicted",
+            path,
+            len(repeated),
+            repeated[0],
+        )
     if not examples:
         raise MinbertError(f"{path}: no usable rows")
     return examples

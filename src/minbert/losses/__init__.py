@@ -3,8 +3,9 @@ returned: "logits" (B, C) for classes, "score" (B,) for one real-valued output (
 the label scale), and for bi-encoder pairs "u", "v" (B, H), the two sentence embeddings.
 
 A loss class says what it `needs` from the head: "logits" (class logits), "logit" (one score that is a logit),
-"score" (one real-valued score), "embeddings" (bi-encoder u and v), "sentence" (a sentence task's embedding "emb"); the config check uses it to refuse a head and
-loss that cannot work together. Each is built from the task config as `LOSSES[name](**loss_args)`; a new loss is one file plus one line here.
+"score" (one real-valued score), "embeddings" (bi-encoder u and v), "sentence" (a sentence task's embedding
+"emb"); the config check uses it to refuse a head and loss that cannot work together. Each is built from the task
+config as `LOSSES[name](**loss_args)`; a new loss is one file plus one line here.
 """
 
 from __future__ import annotations

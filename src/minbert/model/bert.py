@@ -46,7 +46,9 @@ class BertConfig:
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
-            raise MinbertError(f"{path}: no config.json; a checkpoint directory needs config.json and weights") from None
+            raise MinbertError(
+                f"{path}: no config.json; a checkpoint directory needs config.json and weights"
+            ) from None
         except json.JSONDecodeError as e:
             raise MinbertError(f"{path}: not valid JSON ({e})") from None
         if raw.get("model_type", "bert") != "bert":
@@ -141,13 +143,15 @@ class BertSelfAttention(nn.Module):
 def attention_math(q, k, v, mask, p: float) -> torch.Tensor:
     """softmax(q k^T / sqrt(hs) + mask) v with dropout on the probabilities, written out.
 
-    Used for CPU training: measured on this machine (32x12x48x48, forward + backward, bf16; benchmarks/bench_kernels.py),
-    PyTorch's CPU SDPA kernel takes 78 ms without dropout (its backward is slow) and 34 ms with dropout (it falls
-    back to this same math with F.dropout), against 16 ms here with our cheaper dropout. Inference keeps SDPA.
+    Used for CPU training: PyTorch's CPU SDPA kernel has a slow backward without dropout and, with dropout, falls
+    back to this same math with F.dropout; written out with our cheaper dropout it is several times faster
+    (benchmarks/bench_kernels.py). Inference keeps SDPA.
     """
     s = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (B, nh, T, T)
     if mask is not None:  # an additive -inf bias: its backward is free, masked_fill's is a full pass over s
-        s = s + torch.zeros(mask.shape, dtype=s.dtype, device=s.device).masked_fill_(~mask, float("-inf"))  # (B, 1, 1, T)
+        s = s + torch.zeros(mask.shape, dtype=s.dtype, device=s.device).masked_fill_(
+            ~mask, float("-inf")
+        )  # (B, 1, 1, T)
     return dropout(s.softmax(-1), p, p > 0) @ v  # (B, nh, T, hs)
 
 
@@ -272,9 +276,9 @@ class BertModel(nn.Module):
 
     # recompute each layer's activations in the backward instead of storing them (less memory, ~1/3 more compute)
     gradient_checkpointing: bool = False
-    # run a right-padded (B, T) batch on CPU as flat real tokens (model/varlen.py) when it has varlen.MIN_PADDING padding
-    # tokens or more: the same states for real tokens, zeros at padding, no work spent on padding. False: always the
-    # padded computation, every position as transformers has it
+    # run a right-padded (B, T) batch on CPU as flat real tokens (model/varlen.py) when it has varlen.MIN_PADDING
+    # padding tokens or more: the same states for real tokens, zeros at padding, no work spent on padding. False:
+    # always the padded computation, every position as transformers has it
     unpad: bool = True
 
     def encode(self, x, attention_mask=None, adapters: list[Adapter] | None = None) -> torch.Tensor:
@@ -297,13 +301,21 @@ class BertModel(nn.Module):
                 x = layer(x, mask, adapter)
         return x
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, inputs_embeds=None, adapters=None, position_ids=None):
+    def forward(
+        self, input_ids, attention_mask=None, token_type_ids=None, inputs_embeds=None, adapters=None, position_ids=None
+    ):
         x = self.embeddings(input_ids, token_type_ids, inputs_embeds, position_ids)
         hidden = self.encode(x, attention_mask, adapters)
         return BertOutput(hidden, self.pooler(hidden))
 
     def sentence_embedding(
-        self, input_ids, attention_mask=None, token_type_ids=None, pooling="cls", inputs_embeds=None, adapters=None,
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        pooling="cls",
+        inputs_embeds=None,
+        adapters=None,
         embedded=None,
     ):
         """(B, H): the [CLS] state, the tanh pooler over it, or the mean of the non-padding token states.

@@ -23,7 +23,11 @@ def compile_layers(bert, backend: str) -> bool:
         log.warning("compile: inductor needs a C++ compiler on CPU and none is on PATH; running eagerly")
         return False
     if backend not in torch._dynamo.list_backends(exclude_tags=()):
-        log.warning("compile: unknown backend %r (known: %s); running eagerly", backend, ", ".join(torch._dynamo.list_backends()))
+        log.warning(
+            "compile: unknown backend %r (known: %s); running eagerly",
+            backend,
+            ", ".join(torch._dynamo.list_backends()),
+        )
         return False
     torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly instead of raising
     for layer in bert.encoder.layer:

@@ -39,7 +39,9 @@ class ConcatPairHead(nn.Module):
     """Bi-encoder pair head: concatenate chosen features of u and v (u, v, |u-v|, u*v; SBERT's classifier), then
     dropout, optional learnable layers and a linear layer to one score or `num_labels` logits."""
 
-    def __init__(self, hidden: int, num_labels: int, dropout: float, features=("u", "v", "|u-v|"), extra_layers: int = 0):
+    def __init__(
+        self, hidden: int, num_labels: int, dropout: float, features=("u", "v", "|u-v|"), extra_layers: int = 0
+    ):
         super().__init__()
         bad = [f for f in features if f not in PAIR_FEATURES]
         if bad or not features:

@@ -60,11 +60,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             return torch.load(path / "pytorch_model.bin", map_location="cpu", weights_only=True)
         except pickle.UnpicklingError:
-            raise MinbertError(f"{path / 'pytorch_model.bin'}: refused: the file holds Python objects besides tensors, and "
-                               f"unpickling them could run any code; use a model.safetensors version of this checkpoint") from None
+            raise MinbertError(
+                f"{path / 'pytorch_model.bin'}: refused: the file holds Python objects besides tensors, and "
+                f"unpickling them could run any code; use a model.safetensors version of this checkpoint"
+            ) from None
         except (RuntimeError, EOFError, OSError) as e:
-            raise MinbertError(f"{path / 'pytorch_model.bin'}: not a readable checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                               f"it is truncated or damaged") from None
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise MinbertError(
+                f"{path / 'pytorch_model.bin'}: not a readable checkpoint ({why}); it is truncated or damaged"
+            ) from None
     found = ", ".join(sorted(p.name for p in path.iterdir()))
     raise MinbertError(f"{path}: no model.safetensors or pytorch_model.bin (found: {found})")
 
@@ -86,7 +90,11 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str)
     required = [k for k in missing if not k.startswith(OPTIONAL_PREFIXES)]
     if required:
         raise MinbertError(f"{source}: checkpoint is missing {len(required)} tensor(s): {_names(required)}")
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if wrong:
         raise MinbertError(f"{source}: tensor shapes do not match config.json: {_names(wrong)}")
     extra = [k for k in state if k not in own and k not in IGNORED_KEYS]
@@ -124,12 +132,16 @@ def check_fits(path: str | Path | None, max_lengths: dict[str, int]) -> None:
     config = BertConfig.from_json(path / "config.json")
     for key, n in max_lengths.items():
         if n > config.max_position_embeddings:
-            raise MinbertError(f"{key}: {n} is more than the checkpoint's {config.max_position_embeddings} positions "
-                               f"({path / 'config.json'}); use at most {config.max_position_embeddings}")
+            raise MinbertError(
+                f"{key}: {n} is more than the checkpoint's {config.max_position_embeddings} positions "
+                f"({path / 'config.json'}); use at most {config.max_position_embeddings}"
+            )
     vocab = path / "vocab.txt"
     if vocab.is_file():
         with open(vocab, "rb") as f:
             lines = sum(1 for _ in f)
         if lines > config.vocab_size or config.vocab_size - lines >= 128:
-            raise MinbertError(f"{vocab}: {lines} tokens, but the checkpoint's embedding table has {config.vocab_size} rows "
-                               f"(config.json vocab_size): this vocabulary is not the one the weights were trained with")
+            raise MinbertError(
+                f"{vocab}: {lines} tokens, but the checkpoint's embedding table has {config.vocab_size} rows "
+                f"(config.json vocab_size): this vocabulary is not the one the weights were trained with"
+            )

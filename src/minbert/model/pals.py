@@ -27,7 +27,8 @@ from minbert.model.bert import BertConfig, BertSelfAttention
 
 
 def pal_size(hidden: int, heads: int = 6) -> int:
-    """The paper's 204 for hidden 768 (6 heads of 34), scaled to the checkpoint: heads x round(34 H / 768 / (6 / heads))."""
+    """The paper's 204 for hidden 768 (6 heads of 34), scaled to the checkpoint:
+    heads x round(34 H / 768 / (6 / heads))."""
     return heads * max(1, round(204 * hidden / 768 / heads))
 
 
@@ -42,8 +43,10 @@ class PAL(nn.Module):
         nn.init.zeros_(self.encoder.bias)
         nn.init.zeros_(self.decoder.weight)
         nn.init.zeros_(self.decoder.bias)
-        # each layer's attention is BERT's own self-attention (query, key, value, no output matrix) in the projected space
-        projected = BertConfig(hidden_size=size, num_attention_heads=heads, attention_probs_dropout_prob=attention_dropout)
+        # each layer's attention is BERT's own self-attention (query, key, value, no output matrix), projected
+        projected = BertConfig(
+            hidden_size=size, num_attention_heads=heads, attention_probs_dropout_prob=attention_dropout
+        )
         self.attention = nn.ModuleList(BertSelfAttention(projected) for _ in range(layers))
         for a in self.attention:
             for lin in (a.query, a.key, a.value):

@@ -16,7 +16,9 @@ HEADS = ("linear", "concat", "cosine", "cross")
 
 @dataclass(frozen=True)
 class TaskConfig:
-    head: str = ""  # linear (sentences), concat | cosine (bi-encoder pairs), cross (cross-encoder pairs); "" = task default
+    head: str = (
+        ""  # linear (sentences), concat | cosine (bi-encoder pairs), cross (cross-encoder pairs); "" = task default
+    )
     loss: str = ""  # a key of minbert.losses.LOSSES; "" = task default
     loss_args: dict[str, float] = field(default_factory=dict)
     weight: float = 1.0  # this task's factor in the summed loss
@@ -79,8 +81,10 @@ class TrainConfig:
     strict: bool = False  # malformed data rows stop the run
     checkpoint_every: int = 200  # steps between resumable checkpoints (and at every epoch end)
     log_every: int = 10  # steps between training-loss records in metrics.jsonl
-    max_minutes: float = 0.0  # > 0: stop training after this much wall time, then evaluate and finish (equal-time budgets)
-    # divergence guard: a step with a non-finite loss or gradient is skipped; this many in a row stop the run (0 = never)
+    # > 0: stop training after this much wall time, then evaluate and finish (equal-time budgets)
+    max_minutes: float = 0.0
+    # divergence guard: a step with a non-finite loss or gradient is skipped; this many in a row stop the run
+    # (0 = never)
     max_bad_steps: int = 5
     # stop when a task's loss exceeds this factor times its running mean (and 10): the run diverged (0 = off)
     divergence_factor: float = 100.0
@@ -101,14 +105,17 @@ class TrainConfig:
                 raise MinbertError(f"tasks.{name}.head: {t.head!r} unknown; valid: {', '.join(HEADS)}")
             if t.loss and t.loss not in LOSSES:
                 raise MinbertError(f"tasks.{name}.loss: {t.loss!r} unknown; valid: {', '.join(LOSSES)}")
-            head = t.head or TASKS[name].default_head
+            head, kind = t.head or TASKS[name].default_head, "pair" if TASKS[name].pair else "sentence"
             if (head == "linear") == TASKS[name].pair:
                 valid = "concat, cosine, cross" if TASKS[name].pair else "linear"
-                raise MinbertError(f"tasks.{name}.head: {head!r} does not fit a {'pair' if TASKS[name].pair else 'sentence'} task; valid: {valid}")
-            _check_head_and_loss(f"tasks.{name}", head, t.loss or TASKS[name].default_loss)
-            _check_task_and_loss(f"tasks.{name}", TASKS[name], head, t.loss or TASKS[name].default_loss)
-            if t.margin_step and (t.loss or TASKS[name].default_loss) != "cosine_embedding":
-                raise MinbertError(f"tasks.{name}.margin_step: a dynamic margin needs loss cosine_embedding, not {t.loss or TASKS[name].default_loss!r}")
+                raise MinbertError(f"tasks.{name}.head: {head!r} does not fit a {kind} task; valid: {valid}")
+            loss = t.loss or TASKS[name].default_loss
+            _check_head_and_loss(f"tasks.{name}", head, loss)
+            _check_task_and_loss(f"tasks.{name}", TASKS[name], head, loss)
+            if t.margin_step and loss != "cosine_embedding":
+                raise MinbertError(
+                    f"tasks.{name}.margin_step: a dynamic margin needs loss cosine_embedding, not {loss!r}"
+                )
             for extra in t.extra_losses:
                 if extra not in LOSSES:
                     raise MinbertError(f"tasks.{name}.extra_losses: {extra!r} unknown; valid: {', '.join(LOSSES)}")
@@ -124,21 +131,33 @@ class TrainConfig:
         for r in self.regularizers:
             if r not in REGULARIZERS:
                 raise MinbertError(f"regularizers: {r!r} unknown; valid: {', '.join(REGULARIZERS)}")
-        ranges = [("lr", self.lr >= 0, ">= 0"), ("head_lr_mult", self.head_lr_mult > 0, "> 0"),
-                  ("layer_lr_decay", 0 < self.layer_lr_decay <= 1, "in (0, 1]"), ("weight_decay", self.weight_decay >= 0, ">= 0"),
-                  ("max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0 = off)"), ("epochs", self.epochs >= 1, ">= 1"),
-                  ("steps_per_epoch", self.steps_per_epoch >= 0, ">= 0 (0 = the schedule's natural epoch)"),
-                  ("grad_accum", self.grad_accum >= 1, ">= 1"), ("threads", self.threads >= 0, ">= 0 (0 = automatic)"),
-                  ("log_every", self.log_every >= 1, ">= 1"), ("checkpoint_every", self.checkpoint_every >= 0, ">= 0 (0 = epoch ends only)"),
-                  ("max_minutes", self.max_minutes >= 0, ">= 0 (0 = no limit)"),
-                  ("max_bad_steps", self.max_bad_steps >= 0, ">= 0 (0 = never stop)"),
-                  ("divergence_factor", self.divergence_factor == 0 or self.divergence_factor > 1, "> 1 (0 = off)"),
-                  ("encoder_dropout", self.encoder_dropout < 1, "< 1 (negative = the checkpoint's)")]
+        ranges = [
+            ("lr", self.lr >= 0, ">= 0"),
+            ("head_lr_mult", self.head_lr_mult > 0, "> 0"),
+            ("layer_lr_decay", 0 < self.layer_lr_decay <= 1, "in (0, 1]"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0 = off)"),
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("steps_per_epoch", self.steps_per_epoch >= 0, ">= 0 (0 = the schedule's natural epoch)"),
+            ("grad_accum", self.grad_accum >= 1, ">= 1"),
+            ("threads", self.threads >= 0, ">= 0 (0 = automatic)"),
+            ("log_every", self.log_every >= 1, ">= 1"),
+            ("checkpoint_every", self.checkpoint_every >= 0, ">= 0 (0 = epoch ends only)"),
+            ("max_minutes", self.max_minutes >= 0, ">= 0 (0 = no limit)"),
+            ("max_bad_steps", self.max_bad_steps >= 0, ">= 0 (0 = never stop)"),
+            ("divergence_factor", self.divergence_factor == 0 or self.divergence_factor > 1, "> 1 (0 = off)"),
+            ("encoder_dropout", self.encoder_dropout < 1, "< 1 (negative = the checkpoint's)"),
+        ]
         for name, t in self.tasks.items():
-            ranges += [(f"tasks.{name}.batch_size", t.batch_size >= 1, ">= 1"), (f"tasks.{name}.dropout", 0 <= t.dropout < 1, "in [0, 1)"),
-                       (f"tasks.{name}.max_length", t.max_length >= 3, ">= 3 ([CLS], a token, [SEP])"),
-                       (f"tasks.{name}.train_limit", t.train_limit >= 0, ">= 0 (0 = all)"), (f"tasks.{name}.eval_limit", t.eval_limit >= 0, ">= 0 (0 = all)"),
-                       (f"tasks.{name}.extra_layers", t.extra_layers >= 0, ">= 0"), (f"tasks.{name}.weight", t.weight >= 0, ">= 0")]
+            ranges += [
+                (f"tasks.{name}.batch_size", t.batch_size >= 1, ">= 1"),
+                (f"tasks.{name}.dropout", 0 <= t.dropout < 1, "in [0, 1)"),
+                (f"tasks.{name}.max_length", t.max_length >= 3, ">= 3 ([CLS], a token, [SEP])"),
+                (f"tasks.{name}.train_limit", t.train_limit >= 0, ">= 0 (0 = all)"),
+                (f"tasks.{name}.eval_limit", t.eval_limit >= 0, ">= 0 (0 = all)"),
+                (f"tasks.{name}.extra_layers", t.extra_layers >= 0, ">= 0"),
+                (f"tasks.{name}.weight", t.weight >= 0, ">= 0"),
+            ]
         for key, ok, want in ranges:
             if not ok:
                 raise MinbertError(f"{key}: {_get(self, key)!r} must be {want}")
@@ -172,11 +191,16 @@ def _check_head_and_loss(where: str, head: str, loss: str) -> None:
     """Refuse combinations that cannot train: e.g. BCE needs a logit, a cosine head gives a similarity."""
     needs = LOSSES[loss].needs
     if needs == "embeddings" and head not in ("concat", "cosine"):
-        raise MinbertError(f"{where}: loss {loss!r} needs bi-encoder embeddings; use head concat or cosine, not {head!r}")
+        raise MinbertError(
+            f"{where}: loss {loss!r} needs bi-encoder embeddings; use head concat or cosine, not {head!r}"
+        )
     if needs == "sentence" and head != "linear":
         raise MinbertError(f"{where}: loss {loss!r} needs a sentence task's embeddings (head linear), not {head!r}")
     if needs in ("logit", "logits") and head == "cosine":
-        raise MinbertError(f"{where}: loss {loss!r} needs logits but head 'cosine' gives a similarity; use mse, cosine_mse or cosine_embedding")
+        raise MinbertError(
+            f"{where}: loss {loss!r} needs logits but head 'cosine' gives a similarity; "
+            "use mse, cosine_mse or cosine_embedding"
+        )
 
 
 def _check_task_and_loss(where: str, task, head: str, loss: str) -> None:
@@ -184,16 +208,24 @@ def _check_task_and_loss(where: str, task, head: str, loss: str) -> None:
     from the task's label type - several classes, two classes or a real-valued score."""
     needs, classes = LOSSES[loss].needs, task.dataset.num_labels
     if classes > 2 and needs != "logits":
-        raise MinbertError(f"{where}.loss: {loss!r} gives no class logits, and {task.name} has {classes} classes; use ce")
+        raise MinbertError(
+            f"{where}.loss: {loss!r} gives no class logits, and {task.name} has {classes} classes; use ce"
+        )
     if classes == 0 and needs in ("logits", "logit"):
-        raise MinbertError(f"{where}.loss: {loss!r} needs class labels, and {task.name} is scored on a real value "
-                           f"(0..{task.label_max:g}); use mse, cosine_mse or cosine_embedding")
+        raise MinbertError(
+            f"{where}.loss: {loss!r} needs class labels, and {task.name} is scored on a real value "
+            f"(0..{task.label_max:g}); use mse, cosine_mse or cosine_embedding"
+        )
     if needs == "embeddings" and head != "cosine":
-        raise MinbertError(f"{where}.loss: {loss!r} trains the embeddings, not the {head} head's output, which would "
-                           f"make the predictions; use head cosine, or add {loss!r} under extra_losses")
+        raise MinbertError(
+            f"{where}.loss: {loss!r} trains the embeddings, not the {head} head's output, which would "
+            f"make the predictions; use head cosine, or add {loss!r} under extra_losses"
+        )
     if classes == 2 and needs == "score" and head != "cosine":
-        raise MinbertError(f"{where}.loss: {loss!r} regresses a {head} head's output on 0/1, but {task.name}'s predictions "
-                           f"read that output as a logit; use bce or ce, or head cosine")
+        raise MinbertError(
+            f"{where}.loss: {loss!r} regresses a {head} head's output on 0/1, but {task.name}'s predictions "
+            f"read that output as a logit; use bce or ce, or head cosine"
+        )
 
 
 def num_outputs(task, cfg: TaskConfig) -> int:

@@ -101,8 +101,15 @@ class BatchStream:
         return self._batches[i]
 
 
-def step_batches(data: dict[str, TaskData], idx: dict[str, list[int]], pad_id: int, device, rank: int = 0, world: int = 1,
-                 accum: int = 1) -> list[tuple[dict[str, Batch], dict[str, float]]]:
+def step_batches(
+    data: dict[str, TaskData],
+    idx: dict[str, list[int]],
+    pad_id: int,
+    device,
+    rank: int = 0,
+    world: int = 1,
+    accum: int = 1,
+) -> list[tuple[dict[str, Batch], dict[str, float]]]:
     """This process's part of one step: its share of every task's global batch `idx`, cut into `accum`
     micro-batches, each task with the fraction of its global batch it holds (so the fractions over micro-batches
     and processes sum to 1 and the summed gradient is the global batch's). A share too small to split gets a

@@ -14,23 +14,32 @@ from minbert.runs import autocast
 from minbert.tasks import TASKS, overall_score
 
 
-def predict_task(model: MultitaskModel, task: str, data: TaskData, pad_id: int, device, precision: str, batch_size: int = 64) -> torch.Tensor:
+def predict_task(
+    model: MultitaskModel, task: str, data: TaskData, pad_id: int, device, precision: str, batch_size: int = 64
+) -> torch.Tensor:
     """Predictions in example order (classes, 0/1, or similarities)."""
     return TASKS[task].hard(soft_task(model, task, data, pad_id, device, precision, batch_size))
 
 
 @torch.inference_mode()
-def soft_task(model: MultitaskModel, task: str, data: TaskData, pad_id: int, device, precision: str, batch_size: int = 64) -> torch.Tensor:
+def soft_task(
+    model: MultitaskModel, task: str, data: TaskData, pad_id: int, device, precision: str, batch_size: int = 64
+) -> torch.Tensor:
     """Soft scores in example order (Task.soft). Bi-encoder and sentence tasks encode each distinct sentence once."""
     model.eval()
     spec, scale = TASKS[task], model.cosine_scale(task)
     if data.joint is not None:  # cross-encoder: every pair is its own encoder input
+
         def scores(pairs: list[int]) -> torch.Tensor:
             out = torch.empty(len(pairs))
             lengths = [data.lengths[i] for i in pairs]
             for idx in bucket_batches(lengths, batch_size):
                 with autocast(device, precision):
-                    out[idx] = spec.soft(model(task, make_batch(data, [pairs[i] for i in idx], pad_id).to(device)), scale).float().cpu()
+                    out[idx] = (
+                        spec.soft(model(task, make_batch(data, [pairs[i] for i in idx], pad_id).to(device)), scale)
+                        .float()
+                        .cpu()
+                    )
             return out
 
         return gathered_rows(scores, len(data))  # with several processes each scores its share
@@ -44,15 +53,22 @@ def soft_task(model: MultitaskModel, task: str, data: TaskData, pad_id: int, dev
     return torch.cat(parts)
 
 
-def encode_sentences(model: MultitaskModel, task: str, sentences, pad_id, device, precision, batch_size) -> torch.Tensor:
+def encode_sentences(
+    model: MultitaskModel, task: str, sentences, pad_id, device, precision, batch_size
+) -> torch.Tensor:
     """(S, H) embeddings of distinct sentences with the task's pooling (and PALs)."""
     embed = lambda ids, mask: model.embed(task, ids, mask)  # noqa: E731
     width = model.bert.config.hidden_size
     # with several processes each encodes its share of the sentences and all get every embedding back
-    return gathered_rows(lambda idx: embed_all(embed, [sentences[i] for i in idx], pad_id, width, device, precision, batch_size), len(sentences))
+    return gathered_rows(
+        lambda idx: embed_all(embed, [sentences[i] for i in idx], pad_id, width, device, precision, batch_size),
+        len(sentences),
+    )
 
 
-def evaluate(model, data: dict[str, TaskData], pad_id, device, precision) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+def evaluate(
+    model, data: dict[str, TaskData], pad_id, device, precision
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Metrics {"sst/acc": .., "quora/acc": .., "sts/pearson": .., "overall": ..} and the predictions."""
     metrics, preds = {}, {}
     for task, d in data.items():
@@ -64,7 +80,9 @@ def evaluate(model, data: dict[str, TaskData], pad_id, device, precision) -> tup
     return metrics, preds
 
 
-def write_task_predictions(folder: Path, split: str, data: dict[str, TaskData], preds: dict[str, torch.Tensor]) -> list[Path]:
+def write_task_predictions(
+    folder: Path, split: str, data: dict[str, TaskData], preds: dict[str, torch.Tensor]
+) -> list[Path]:
     paths = []
     for task, p in preds.items():
         spec = TASKS[task]

@@ -47,9 +47,13 @@ def flatten(batches: dict[str, Batch]) -> Flat:
     rank[order] = np.arange(len(seqs))
     device = batches[next(iter(batches))].ids.device
     to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-    return Flat(to(np.concatenate([seqs[i] for i in order])),
-                to(np.concatenate([types[i] for i in order])) if has_types else None,
-                layout([len(seqs[i]) for i in order], device), to(rank), spans)
+    return Flat(
+        to(np.concatenate([seqs[i] for i in order])),
+        to(np.concatenate([types[i] for i in order])) if has_types else None,
+        layout([len(seqs[i]) for i in order], device),
+        to(rank),
+        spans,
+    )
 
 
 def pooled(x: torch.Tensor, v: Varlen, pooling: str, pooler) -> torch.Tensor:

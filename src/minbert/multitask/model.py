@@ -33,7 +33,12 @@ class MultitaskModel(nn.Module):
         self.heads = nn.ModuleDict({n: build_head(n, t, c.hidden_size) for n, t in tasks.items()})
         if pals is not None and pals.enabled:
             size = pals.size or pal_size(c.hidden_size, pals.heads)
-            self.pals = nn.ModuleDict({n: PAL(c.hidden_size, c.num_hidden_layers, size, pals.heads, c.attention_probs_dropout_prob) for n in tasks})
+            self.pals = nn.ModuleDict(
+                {
+                    n: PAL(c.hidden_size, c.num_hidden_layers, size, pals.heads, c.attention_probs_dropout_prob)
+                    for n in tasks
+                }
+            )
         else:
             self.pals = None
 

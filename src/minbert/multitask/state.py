@@ -27,7 +27,15 @@ KEEP = 2  # folders kept per kind: the newest, and one to fall back to
 FILES = ("model.safetensors", "optimizer.safetensors", "state.json")
 
 
-def save_snapshot(run: Path, kind: str, step: int, model: nn.Module, optimizer=None, state: dict | None = None, extra: dict | None = None) -> Path:
+def save_snapshot(
+    run: Path,
+    kind: str,
+    step: int,
+    model: nn.Module,
+    optimizer=None,
+    state: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
     """`extra`: more tensors to keep with the optimizer state (e.g. a regularizer's EMA weights)."""
     folder = run / "checkpoints" / f"{kind}-{step:08d}"
     if folder.exists():
@@ -59,13 +67,19 @@ def _describe(folder: Path, step: int) -> dict:
     for name in FILES:
         if (folder / name).is_file():
             with open(folder / name, "rb") as f:
-                files[name] = {"size": (folder / name).stat().st_size, "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
+                files[name] = {
+                    "size": (folder / name).stat().st_size,
+                    "sha256": hashlib.file_digest(f, "sha256").hexdigest(),
+                }
     return {"folder": folder.name, "step": step, "files": files}
 
 
 def _write_pointer(run: Path, kind: str, entries: list[dict]) -> None:
     newest = entries[0]
-    atomic_write_text(run / f"{kind}.json", json.dumps({"folder": newest["folder"], "step": newest["step"], "checkpoints": entries}, indent=1))
+    atomic_write_text(
+        run / f"{kind}.json",
+        json.dumps({"folder": newest["folder"], "step": newest["step"], "checkpoints": entries}, indent=1),
+    )
 
 
 def _entries(run: Path, kind: str) -> list[dict]:
@@ -84,14 +98,18 @@ def candidates(run: Path, kind: str) -> list[dict]:
     """Checkpoints to try, newest first: the pointer's, then any other complete-looking folder of this kind. A
     missing or broken pointer is rebuilt from the folders (step numbers are in their names)."""
     folders = sorted((run / "checkpoints").glob(f"{kind}-*"), reverse=True)  # zero-padded steps: newest first
-    found = [{"folder": f.name, "step": int(f.name.rsplit("-", 1)[1])} for f in folders if f.name.rsplit("-", 1)[1].isdigit()]
+    found = [
+        {"folder": f.name, "step": int(f.name.rsplit("-", 1)[1])} for f in folders if f.name.rsplit("-", 1)[1].isdigit()
+    ]
     try:
         listed = _entries(run, kind)
     except MinbertError as e:
         if not found:
             if not (run / f"{kind}.json").exists():
-                raise MinbertError(f"{run}: no {kind} checkpoint ({kind}.json missing, no checkpoints/{kind}-* folder); "
-                                   f"is this a minbert train run directory?") from None
+                raise MinbertError(
+                    f"{run}: no {kind} checkpoint ({kind}.json missing, no checkpoints/{kind}-* folder); "
+                    f"is this a minbert train run directory?"
+                ) from None
             raise MinbertError(f"{e}, and no checkpoints/{kind}-* folder to rebuild it from") from None
         log.warning("%s; rebuilding it from %d checkpoint folder(s)", e, len(found))
         try:
@@ -116,7 +134,9 @@ def verify(folder: Path, entry: dict, names=FILES) -> None:
         if want is None:
             continue
         if path.stat().st_size != want["size"]:
-            raise MinbertError(f"{path}: {path.stat().st_size} bytes, the pointer recorded {want['size']} (truncated or replaced)")
+            raise MinbertError(
+                f"{path}: {path.stat().st_size} bytes, the pointer recorded {want['size']} (truncated or replaced)"
+            )
         with open(path, "rb") as f:
             if hashlib.file_digest(f, "sha256").hexdigest() != want["sha256"]:
                 raise MinbertError(f"{path}: checksum differs from the pointer's (the file was damaged or changed)")
@@ -154,8 +174,10 @@ def load_snapshot(run: Path, kind: str, model: nn.Module, optimizer=None, extra:
             model.load_state_dict(weights)
         except RuntimeError as e:  # intact, but not this model: the run's config.yaml was changed
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise MinbertError(f"{folder / 'model.safetensors'}: does not fit the model config.yaml describes ({first}); "
-                               f"was config.yaml edited after the run?") from None
+            raise MinbertError(
+                f"{folder / 'model.safetensors'}: does not fit the model config.yaml describes ({first}); "
+                f"was config.yaml edited after the run?"
+            ) from None
         if optimizer is not None:
             restore_optimizer(model, optimizer, tensors, state["optimizer"])
             torch.set_rng_state(tensors["rng/torch"])

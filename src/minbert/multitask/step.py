@@ -57,15 +57,25 @@ class Step:
         # per-task gradients are only materialized when something needs them; plain summing just accumulates
         self.per_task = cfg.combiner != "sum" or cfg.conflict_stats
         self.shared = model.shared_parameters()
-        self.own = {n: [p for m in (model.heads[n], model.pals[n] if model.pals is not None else None) if m is not None
-                        for p in m.parameters() if p.requires_grad] for n in cfg.tasks}
+        self.own = {
+            n: [
+                p
+                for m in (model.heads[n], model.pals[n] if model.pals is not None else None)
+                if m is not None
+                for p in m.parameters()
+                if p.requires_grad
+            ]
+            for n in cfg.tasks
+        }
         self.scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
         self.world = current().world
         self.step_loss = StepLoss(model, losses)
         self.skipped = False  # whether the last step's update was skipped for a non-finite loss or gradient
         self.ddp = None
         if self.world > 1 and self.per_task:
-            broadcast_tensors(model.state_dict().values())  # rows are all-reduced by hand (task_grads): sync weights once
+            broadcast_tensors(
+                model.state_dict().values()
+            )  # rows are all-reduced by hand (task_grads): sync weights once
         elif self.world > 1:
             ids = [device.index] if device.type == "cuda" else None
             # find_unused_parameters: heads of tasks not in a step, and the pooler under mean pooling, get no gradient
@@ -83,7 +93,9 @@ class Step:
                 sync = self.ddp is None or i == len(micro) - 1  # average across processes once, after the last
                 with contextlib.nullcontext() if sync else self.ddp.no_sync():
                     total, losses = (self.ddp or self.step_loss)(batches, fracs)
-                    self.scale(total * self.world).backward()  # DDP averages over processes; the shares already sum to 1
+                    self.scale(
+                        total * self.world
+                    ).backward()  # DDP averages over processes; the shares already sum to 1
                 for n, loss in losses.items():
                     totals[n] += fracs[n] * loss.item()
         reduced = dict(zip(totals, all_reduce_sum(torch.tensor(list(totals.values()), dtype=torch.float64)).tolist()))

@@ -32,7 +32,10 @@ class Techniques:
         self.losses = {n: LOSSES[t.loss](**t.loss_args) for n, t in self.tasks.items()}
         self.needs = {n: LOSSES[t.loss].needs for n, t in self.tasks.items()}
         self.extra = {
-            n: [(LOSSES[k](**{a: v for a, v in args.items() if a != "weight"}), args.get("weight", 1.0)) for k, args in t.extra_losses.items()]
+            n: [
+                (LOSSES[k](**{a: v for a, v in args.items() if a != "weight"}), args.get("weight", 1.0))
+                for k, args in t.extra_losses.items()
+            ]
             for n, t in self.tasks.items()
         }
         self.regularizers = {k: REGULARIZERS[k](**args) for k, args in cfg.regularizers.items()}
@@ -40,16 +43,32 @@ class Techniques:
         self.lr_schedule = LR_SCHEDULES[cfg.lr_schedule](**cfg.lr_schedule_args)
         self.conflicts = ConflictStats()
         self.margin_prev = {n: 0.0 for n, t in self.tasks.items() if t.margin_step}
-        self.reg_window = {k: [0.0, 0] for k in self.regularizers}  # each regularizer's term: sum and count since the last log
+        self.reg_window = {
+            k: [0.0, 0] for k in self.regularizers
+        }  # each regularizer's term: sum and count since the last log
         world = current().world
         # losses whose terms compare examples within a batch: splitting the batch changes them
-        in_batch = sorted({k for t in self.tasks.values() for k in (t.loss, *t.extra_losses) if getattr(LOSSES[k], "in_batch", False)})
+        in_batch = sorted(
+            {k for t in self.tasks.values() for k in (t.loss, *t.extra_losses) if getattr(LOSSES[k], "in_batch", False)}
+        )
         if in_batch and (world > 1 or cfg.grad_accum > 1):
-            log.warning("%s draw negatives from within a batch: with grad_accum %d on %d processes each sees 1/%d of "
-                        "the batch, so results differ from one large batch", ", ".join(in_batch), cfg.grad_accum,
-                        world, cfg.grad_accum * world)
-        self.step = Step(cfg, model, device, self.batch_losses, self.task_loss, self.combiner,
-                         self.conflicts if cfg.conflict_stats else None)
+            log.warning(
+                "%s draw negatives from within a batch: with grad_accum %d on %d processes each sees 1/%d of "
+                "the batch, so results differ from one large batch",
+                ", ".join(in_batch),
+                cfg.grad_accum,
+                world,
+                cfg.grad_accum * world,
+            )
+        self.step = Step(
+            cfg,
+            model,
+            device,
+            self.batch_losses,
+            self.task_loss,
+            self.combiner,
+            self.conflicts if cfg.conflict_stats else None,
+        )
         # PALs put a different adapter in every layer per task, so their tasks cannot share one encoder pass
         self.fused = cfg.fused and not self.step.per_task and model.pals is None
 

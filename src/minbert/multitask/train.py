@@ -68,7 +68,11 @@ def load_data(cfg: TrainConfig, tok: Tokenizer, splits=("train", "dev", "test"))
 
 def build(cfg: TrainConfig, device) -> tuple[MultitaskModel, Tokenizer]:
     ckpt = resolve_checkpoint(cfg.checkpoint)
-    drop = {} if cfg.encoder_dropout < 0 else {"hidden_dropout_prob": cfg.encoder_dropout, "attention_probs_dropout_prob": cfg.encoder_dropout}
+    drop = (
+        {}
+        if cfg.encoder_dropout < 0
+        else {"hidden_dropout_prob": cfg.encoder_dropout, "attention_probs_dropout_prob": cfg.encoder_dropout}
+    )
     bert = BertModel.from_pretrained(ckpt, **drop)
     bert.gradient_checkpointing = cfg.grad_checkpointing
     if cfg.freeze_word_embeddings:
@@ -90,7 +94,9 @@ def train(cfg: TrainConfig, resume: Path | None = None, overwrite: bool = False)
         teardown()
 
 
-def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device, held: contextlib.ExitStack, overwrite: bool) -> dict:
+def _train(
+    cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device, held: contextlib.ExitStack, overwrite: bool
+) -> dict:
     run = resume or (Path(cfg.out) if cfg.out else None)
     if d.main and run is not None:  # before any work: refuse a directory that holds another run
         check_run_dir(run, resume is not None, overwrite)
@@ -108,21 +114,33 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device,
 
     if d.world > 1:
         rank_seed()
-    optimizer = AdamW(model.param_groups(cfg.lr, cfg.head_lr_mult, cfg.layer_lr_decay), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = AdamW(
+        model.param_groups(cfg.lr, cfg.head_lr_mult, cfg.layer_lr_decay), lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
     tech = Techniques(cfg, model, device)
 
     if d.main:  # only rank 0 writes: the run directory, config, metrics, checkpoints, predictions
         run = run or new_run_dir("runs", cfg.name)
         run.mkdir(parents=True, exist_ok=True)
-        held.enter_context(RunLock(run, take_over=resume is not None))  # a second process training into this directory is refused
+        held.enter_context(
+            RunLock(run, take_over=resume is not None)
+        )  # a second process training into this directory is refused
         check_run_dir(run, resume is not None, overwrite)  # again, now that the directory is ours
         if overwrite and not resume:
             clear_run_dir(run)
     run = Path(broadcast(str(run)))
     metrics = MetricsLog(run / "metrics.jsonl") if d.main else NoLog()
-    st = {"epoch": 1, "step_in_epoch": 0, "global_step": 0, "best": -1.0, "best_epoch": 0, "elapsed": 0.0,
-          "consumed": {n: 0 for n in cfg.tasks}, "epoch_loss": {n: [0.0, 0] for n in cfg.tasks},
-          "window": {n: [0.0, 0] for n in cfg.tasks}}  # loss sums and counts: this epoch's, and since the last log
+    st = {
+        "epoch": 1,
+        "step_in_epoch": 0,
+        "global_step": 0,
+        "best": -1.0,
+        "best_epoch": 0,
+        "elapsed": 0.0,
+        "consumed": {n: 0 for n in cfg.tasks},
+        "epoch_loss": {n: [0.0, 0] for n in cfg.tasks},
+        "window": {n: [0.0, 0] for n in cfg.tasks},
+    }  # loss sums and counts: this epoch's, and since the last log
     if resume:
         tensors: dict = {}
         st = load_snapshot(run, "last", model, optimizer, tensors)
@@ -143,16 +161,28 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device,
     train_data = data["train"]
     sizes = {n: len(d) for n, d in train_data.items()}
     per_pass = {n: -(-sizes[n] // cfg.task(n).batch_size) for n in cfg.tasks}
-    streams = {n: BatchStream(n, d.lengths, cfg.task(n).batch_size, cfg.seed, st["consumed"][n]) for n, d in train_data.items()}
-    plans = {e: SCHEDULES[cfg.schedule](sizes, per_pass, e, cfg.epochs, cfg.steps_per_epoch, cfg.seed) for e in range(1, cfg.epochs + 1)}
+    streams = {
+        n: BatchStream(n, d.lengths, cfg.task(n).batch_size, cfg.seed, st["consumed"][n]) for n, d in train_data.items()
+    }
+    plans = {
+        e: SCHEDULES[cfg.schedule](sizes, per_pass, e, cfg.epochs, cfg.steps_per_epoch, cfg.seed)
+        for e in range(1, cfg.epochs + 1)
+    }
     total_steps = sum(len(p) for p in plans.values())
     start = began - st["elapsed"]
 
     def checkpoint(**where):
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-            raise MinbertError(f"step {st['global_step']}: the weights are no longer finite, so no checkpoint is written; the run "
-                               f"diverged (lr {cfg.lr:g}): lower lr or set max_grad_norm; the last good checkpoint stays in {run}")
-        st.update(where, elapsed=time.time() - start, consumed={n: x.consumed for n, x in streams.items()}, techniques=tech.state())
+            raise MinbertError(
+                f"step {st['global_step']}: the weights are no longer finite, so no checkpoint is written; the run "
+                f"diverged (lr {cfg.lr:g}): lower lr or set max_grad_norm; the last good checkpoint stays in {run}"
+            )
+        st.update(
+            where,
+            elapsed=time.time() - start,
+            consumed={n: x.consumed for n, x in streams.items()},
+            techniques=tech.state(),
+        )
         tensors = tech.tensors()
         if d.world > 1:  # every rank's own dropout stream (all ranks take part in the gather)
             tensors.update({f"rng/rank{r}": t for r, t in enumerate(all_gather(torch.get_rng_state()))})
@@ -162,8 +192,14 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device,
     for epoch in range(st["epoch"], cfg.epochs + 1):
         plan = plans[epoch]
         model.train()
-        bar = progress(range(st["step_in_epoch"], len(plan)), f"epoch {epoch}/{cfg.epochs}", unit="step", total=len(plan),
-                       initial=st["step_in_epoch"], disable=not d.main)
+        bar = progress(
+            range(st["step_in_epoch"], len(plan)),
+            f"epoch {epoch}/{cfg.epochs}",
+            unit="step",
+            total=len(plan),
+            initial=st["step_in_epoch"],
+            disable=not d.main,
+        )
         for s in bar:
             tech.lr_schedule.on_step(optimizer, st["global_step"], total_steps)
             # every process draws the same global batches; step_batches takes this one's share, in micro-batches
@@ -180,8 +216,15 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device,
             # running loss per task this epoch, and (in brackets) how many of its batches: the task mix
             bar.set_postfix({n: f"{a / c:.3f} ({c})" for n, (a, c) in st["epoch_loss"].items() if c}, refresh=False)
             if step % cfg.log_every == 0:
-                metrics.write({"step": step, "epoch": epoch, **{f"train/loss/{n}": a / c for n, (a, c) in st["window"].items() if c},
-                               **tech.take_log(), **({"train/skipped_steps": st["skipped"]} if st.get("skipped") else {})})
+                metrics.write(
+                    {
+                        "step": step,
+                        "epoch": epoch,
+                        **{f"train/loss/{n}": a / c for n, (a, c) in st["window"].items() if c},
+                        **tech.take_log(),
+                        **({"train/skipped_steps": st["skipped"]} if st.get("skipped") else {}),
+                    }
+                )
                 st["window"] = {n: [0.0, 0] for n in cfg.tasks}
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and s + 1 < len(plan):
                 checkpoint(step_in_epoch=s + 1, epoch=epoch)
@@ -197,10 +240,25 @@ def _train(cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device,
         release_memory()
         epoch_loss = {f"train/loss/{n}": a / c for n, (a, c) in st["epoch_loss"].items() if c}
         extra = tech.end_epoch(optimizer, epoch, sum(epoch_loss.values()), dev)
-        metrics.write({"step": st["global_step"], "epoch": epoch, "time": time.time() - start, **epoch_loss, **{f"dev/{k}": v for k, v in dev.items()}, **extra})
+        metrics.write(
+            {
+                "step": st["global_step"],
+                "epoch": epoch,
+                "time": time.time() - start,
+                **epoch_loss,
+                **{f"dev/{k}": v for k, v in dev.items()},
+                **extra,
+            }
+        )
         improved = dev["overall"] > st["best"]
         if d.main:
-            print(f"epoch {epoch}/{cfg.epochs}  " + "  ".join(f"{k} {v:.4f}" for k, v in dev.items()) + ("  (best)" if improved else "") + f"  {time.time() - start:.0f}s", flush=True)
+            print(
+                f"epoch {epoch}/{cfg.epochs}  "
+                + "  ".join(f"{k} {v:.4f}" for k, v in dev.items())
+                + ("  (best)" if improved else "")
+                + f"  {time.time() - start:.0f}s",
+                flush=True,
+            )
         if improved:
             st.update(best=dev["overall"], best_epoch=epoch)
             if d.main:
@@ -226,8 +284,11 @@ def guard(st: dict, losses: dict[str, float], skipped: bool, step: int, cfg: Tra
         bad = ", ".join(f"{n} {v:g}" for n, v in losses.items())
         log.warning("step %d: non-finite loss or gradient (%s); update skipped", step, bad)
         if cfg.max_bad_steps and st["bad_steps"] >= cfg.max_bad_steps:
-            raise MinbertError(f"step {step}: the loss or gradient is not finite for {st['bad_steps']} steps in a row ({bad}): the run "
-                               f"diverged at lr {cfg.lr:g}; lower lr or set max_grad_norm (the last good checkpoint stays in {run})")
+            raise MinbertError(
+                f"step {step}: the loss or gradient is not finite for {st['bad_steps']} steps in a row ({bad}): "
+                f"the run diverged at lr {cfg.lr:g}; lower lr or set max_grad_norm (the last good checkpoint stays "
+                f"in {run})"
+            )
         return False
     if not all(math.isfinite(v) for v in losses.values()):
         return False  # fp16: the gradient scaler skipped an overflowing step itself and lowers its scale
@@ -235,14 +296,18 @@ def guard(st: dict, losses: dict[str, float], skipped: bool, step: int, cfg: Tra
     ema = st.setdefault("loss_ema", {})
     for n, v in losses.items():
         if cfg.divergence_factor and n in ema and v > 10 and v > cfg.divergence_factor * ema[n]:
-            raise MinbertError(f"step {step}: task {n}'s loss is {v:.4g}, {v / ema[n]:.0f} times its running mean {ema[n]:.4g}: the "
-                               f"run diverged at lr {cfg.lr:g}; lower lr or set max_grad_norm (divergence_factor {cfg.divergence_factor:g} "
-                               f"decides; the last good checkpoint stays in {run})")
+            raise MinbertError(
+                f"step {step}: task {n}'s loss is {v:.4g}, {v / ema[n]:.0f} times its running mean {ema[n]:.4g}: the "
+                f"run diverged at lr {cfg.lr:g}; lower lr or set max_grad_norm (divergence_factor "
+                f"{cfg.divergence_factor:g} decides; the last good checkpoint stays in {run})"
+            )
         ema[n] = v if n not in ema else 0.98 * ema[n] + 0.02 * v
     return True
 
 
-def finish(run: Path, cfg: TrainConfig, model, tok, data, device, start: float, steps: int, stopped: str | None = None) -> dict:
+def finish(
+    run: Path, cfg: TrainConfig, model, tok, data, device, start: float, steps: int, stopped: str | None = None
+) -> dict:
     """Reload the best epoch, write its test predictions (its dev ones were written when it was evaluated), print
     and save the results."""
     barrier()  # rank 0 has written the best snapshot
@@ -250,7 +315,13 @@ def finish(run: Path, cfg: TrainConfig, model, tok, data, device, start: float, 
     dev = best["dev"]
     _, preds = evaluate(model, data["test"], tok.pad_id, device, cfg.precision)
     wall = time.time() - start
-    summary = {"run_dir": str(run), "best_epoch": best["epoch"], "dev": dev, "steps": steps, "wall_time_s": round(wall, 1)}
+    summary = {
+        "run_dir": str(run),
+        "best_epoch": best["epoch"],
+        "dev": dev,
+        "steps": steps,
+        "wall_time_s": round(wall, 1),
+    }
     if stopped:
         summary["stopped"] = stopped
     if not current().main:

@@ -9,7 +9,9 @@ def divergence(a: dict, b: dict, needs: str) -> torch.Tensor:
     """Mean divergence between two head outputs of the same batch; gradients flow into both unless detached."""
     if "logits" in a:
         p, q = F.log_softmax(a["logits"].float(), -1), F.log_softmax(b["logits"].float(), -1)
-        return (F.kl_div(q, p, log_target=True, reduction="batchmean") + F.kl_div(p, q, log_target=True, reduction="batchmean"))
+        return F.kl_div(q, p, log_target=True, reduction="batchmean") + F.kl_div(
+            p, q, log_target=True, reduction="batchmean"
+        )
     if needs == "logit":  # Bernoulli KL both ways, which for logits a, b is (sigmoid(a) - sigmoid(b)) (a - b)
         x, y = a["score"].float(), b["score"].float()
         return ((torch.sigmoid(x) - torch.sigmoid(y)) * (x - y)).mean()
@@ -21,8 +23,12 @@ def toward(a: dict, b: dict, needs: str) -> torch.Tensor:
     toward(a, b) + toward(b, a) has the value of divergence(a, b), each side pulled towards the other (MT-DNN's
     SymKlCriterion); for squared error each half is half the error, so the sum is the plain squared error."""
     if "logits" in a:
-        return F.kl_div(F.log_softmax(a["logits"].float(), -1), F.log_softmax(b["logits"].detach().float(), -1),
-                        log_target=True, reduction="batchmean")
+        return F.kl_div(
+            F.log_softmax(a["logits"].float(), -1),
+            F.log_softmax(b["logits"].detach().float(), -1),
+            log_target=True,
+            reduction="batchmean",
+        )
     x, y = a["score"].float(), b["score"].detach().float()
     if needs == "logit":  # KL(q || p) for q = sigmoid(y), p = sigmoid(x): cross-entropy minus q's entropy
         q = torch.sigmoid(y)

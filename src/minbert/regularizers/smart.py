@@ -2,9 +2,9 @@
 (`mt_dnn/perturbation.py`, `SmartPerturbation`) computes it:
 
 1. x = the embedding layer's output (B', T, H), held fixed; delta ~ N(0, sigma^2) on real tokens.
-2. `steps` ascent steps on KL(f(x) || f(x + delta)) (squared error for scores): g = the gradient in delta, normalized per token by its inf-norm,
-   delta <- delta + eta g / (|g|_inf + eps); the first step replaces the initial noise, as in the reference, so
-   after one step every token moves by eta in its worst direction.
+2. `steps` ascent steps on KL(f(x) || f(x + delta)) (squared error for scores): g = the gradient in delta,
+   normalized per token by its inf-norm, delta <- delta + eta g / (|g|_inf + eps); the first step replaces the
+   initial noise, as in the reference, so after one step every token moves by eta in its worst direction.
    `eps` only guards the division. The reference adds it as an absolute 1e-6, but at sigma = 1e-5 the divergence's
    gradient is about 1e-11 per element on the default checkpoint (SST, STS; dropout off), so an absolute 1e-6 shrinks
    the step a hundred-thousandfold and the term to ~1e-13. Here eps is relative to the batch's largest |g|: the
@@ -25,12 +25,16 @@ import torch
 from minbert.regularizers.divergence import detached, toward
 
 
-def adversarial_delta(f, x: torch.Tensor, clean: dict, needs: str, steps: int, sigma: float, eta: float, eps: float) -> torch.Tensor:
+def adversarial_delta(
+    f, x: torch.Tensor, clean: dict, needs: str, steps: int, sigma: float, eta: float, eps: float
+) -> torch.Tensor:
     """The perturbation of the embedding output x (B', T, H) after `steps` ascent steps; `f(x') -> head output`."""
     delta = torch.randn_like(x) * sigma
     for k in range(steps):
         delta.requires_grad_(True)
-        (g,) = torch.autograd.grad(toward(f(x + delta), clean, needs), delta)  # KL(f(x) || f(x + delta)), as the reference
+        (g,) = torch.autograd.grad(
+            toward(f(x + delta), clean, needs), delta
+        )  # KL(f(x) || f(x + delta)), as the reference
         top = g.abs().amax(-1, keepdim=True)  # (B', T, 1) per-token inf-norm; padding tokens get no gradient
         step = eta * g / (top + eps * top.max() + torch.finfo(g.dtype).tiny)
         delta = (step if k == 0 else delta + step).detach()

@@ -4,6 +4,7 @@ head outputs become the predictions written to CS224N files."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import torch
 
