@@ -27,8 +27,8 @@ def worker(steps: int, precision: str) -> None:
     from minbert.distributed import barrier, setup
     from minbert.multitask.config import TrainConfig
     from minbert.multitask.data import BatchStream, step_batches
+    from minbert.multitask.run import build, load_data
     from minbert.multitask.techniques import Techniques
-    from minbert.multitask.train import build, load_data
     from minbert.optim import AdamW
     from minbert.runs import set_threads
 

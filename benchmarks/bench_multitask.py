@@ -30,8 +30,8 @@ from minbert.config import load_config
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, make_batch, step_batches
 from minbert.multitask.evaluate import evaluate
+from minbert.multitask.run import build, load_data
 from minbert.multitask.techniques import Techniques
-from minbert.multitask.train import build, load_data
 from minbert.optim import AdamW
 from minbert.runs import autocast
 

@@ -24,8 +24,8 @@ from minbert.config import load_config
 from minbert.model import BertModel, default_checkpoint_dir
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
+from minbert.multitask.run import build, load_data
 from minbert.multitask.techniques import Techniques
-from minbert.multitask.train import build, load_data
 from minbert.optim import AdamW
 from minbert.runs import autocast
 

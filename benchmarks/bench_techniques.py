@@ -20,8 +20,8 @@ from _record import record  # benchmarks/_record.py (scripts run from the reposi
 from minbert.config import load_config
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
+from minbert.multitask.run import build, load_data
 from minbert.multitask.techniques import Techniques
-from minbert.multitask.train import build, load_data
 from minbert.optim import AdamW
 from minbert.runs import resolve_precision
 

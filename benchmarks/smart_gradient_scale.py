@@ -8,7 +8,7 @@ import torch
 from minbert.config import load_config
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import make_batch
-from minbert.multitask.train import build, load_data
+from minbert.multitask.run import build, load_data
 from minbert.regularizers.divergence import detached, divergence
 
 cfg = load_config(

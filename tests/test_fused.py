@@ -11,8 +11,8 @@ from minbert.model.varlen import buckets, layout
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
 from minbert.multitask.fused import flatten, fused_forward
+from minbert.multitask.run import build, load_data
 from minbert.multitask.techniques import Techniques
-from minbert.multitask.train import build, load_data
 from tests.test_multitask import QUICKSTART, TINY
 
 

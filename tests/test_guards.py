@@ -9,16 +9,16 @@ import torch
 from minbert.cli import main
 from minbert.errors import MinbertError
 from minbert.multitask.config import TrainConfig
-from minbert.multitask.train import guard
+from minbert.multitask.train import TrainState, guard
 from tests.test_multitask import QUICKSTART, TINY
 
 
 def test_guard_skips_counts_and_stops_after_max_bad_steps(tmp_path):
-    cfg, st = TrainConfig(max_bad_steps=3), {}
+    cfg, st = TrainConfig(max_bad_steps=3), TrainState(["sst"])
     assert guard(st, {"sst": 1.6}, False, 1, cfg, tmp_path)
     assert not guard(st, {"sst": float("nan")}, True, 2, cfg, tmp_path)
     assert not guard(st, {"sst": float("inf")}, True, 3, cfg, tmp_path)
-    assert guard(st, {"sst": 1.5}, False, 4, cfg, tmp_path) and st["bad_steps"] == 0 and st["skipped"] == 2
+    assert guard(st, {"sst": 1.5}, False, 4, cfg, tmp_path) and st.bad_steps == 0 and st.skipped == 2
     guard(st, {"sst": float("nan")}, True, 5, cfg, tmp_path)
     guard(st, {"sst": float("nan")}, True, 6, cfg, tmp_path)
     with pytest.raises(
@@ -28,13 +28,13 @@ def test_guard_skips_counts_and_stops_after_max_bad_steps(tmp_path):
 
 
 def test_guard_stops_an_exploding_loss_but_not_a_noisy_one(tmp_path):
-    cfg, st = TrainConfig(divergence_factor=100), {}
+    cfg, st = TrainConfig(divergence_factor=100), TrainState(["sts"])
     for step in range(20):
         assert guard(st, {"sts": 0.5 + 0.3 * (step % 3)}, False, step, cfg, tmp_path)
     assert guard(st, {"sts": 8.0}, False, 21, cfg, tmp_path)  # 12x its mean, and below the absolute floor of 10
     with pytest.raises(MinbertError, match="task sts's loss is 1e\\+09"):
         guard(st, {"sts": 1e9}, False, 22, cfg, tmp_path)
-    assert guard({}, {"sts": 1e9}, False, 1, TrainConfig(divergence_factor=0), tmp_path)  # off
+    assert guard(TrainState(["sts"]), {"sts": 1e9}, False, 1, TrainConfig(divergence_factor=0), tmp_path)  # off
 
 
 @pytest.mark.slow

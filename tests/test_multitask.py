@@ -18,8 +18,8 @@ from minbert.data import Tokenizer, read_predictions
 from minbert.multitask.config import TaskConfig, TrainConfig
 from minbert.multitask.data import encode_task, make_batch
 from minbert.multitask.evaluate import predict_task
+from minbert.multitask.run import build, load_data
 from minbert.multitask.state import load_snapshot, save_snapshot, snapshot_folder
-from minbert.multitask.train import build, load_data
 from minbert.tasks import TASKS
 
 QUICKSTART = Path(__file__).parents[1] / "configs" / "quickstart.yaml"

@@ -144,7 +144,7 @@ def test_data_dir_rule_flag_then_env_then_saved(tmp_path, monkeypatch):
     from minbert.config import dump_yaml
     from minbert.data import choose_data_dir
     from minbert.multitask.config import TrainConfig
-    from minbert.multitask.train import load_run_config
+    from minbert.multitask.run import load_run_config
 
     dump_yaml(TrainConfig(data_dir="/saved"), tmp_path / "config.yaml")
     monkeypatch.delenv("MINBERT_DATA", raising=False)

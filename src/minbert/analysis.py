@@ -86,16 +86,13 @@ def plot_conflicts(run: Path) -> Path | None:
 
 def analyze(run: Path, perplexity: float = 30.0, data_dir: str | None = None) -> list[Path]:
     from minbert.multitask.evaluate import encode_sentences, predict_task
-    from minbert.multitask.state import load_snapshot
-    from minbert.multitask.train import build, load_data, load_run_config
-    from minbert.runs import pick_device
+    from minbert.multitask.run import load_data, load_run, load_run_config
 
     cfg = load_run_config(run, data_dir)
     written = []
     if "sst" in cfg.tasks:
-        device = pick_device(cfg.device)
-        model, tok = build(cfg, device)
-        load_snapshot(run, "best", model)
+        r = load_run(run, data_dir)
+        model, tok, device = r.model, r.tok, r.device
         data = load_data(cfg.restricted_to(["sst"]), tok, ("dev",))["dev"]["sst"]
         labels = data.labels.long().numpy()
         preds = predict_task(model, "sst", data, tok.pad_id, device, cfg.precision).long().numpy()

@@ -49,7 +49,8 @@ def cmd_train(args) -> int:
     from pathlib import Path
 
     from minbert.multitask.config import TrainConfig
-    from minbert.multitask.train import resume_config, train
+    from minbert.multitask.run import resume_config
+    from minbert.multitask.train import train
 
     if args.resume:
         run = Path(args.resume)
@@ -130,27 +131,21 @@ def cmd_evaluate(args) -> int:
     from pathlib import Path
 
     from minbert.multitask.evaluate import evaluate, results_table, write_task_predictions
-    from minbert.multitask.state import load_snapshot
-    from minbert.multitask.train import build, load_data, load_run_config
-    from minbert.runs import pick_device
+    from minbert.multitask.run import load_data, load_run
 
-    run = Path(args.run_dir)
-    cfg = load_run_config(run, args.data_dir)
-    device = pick_device(cfg.device)
-    model, tok = build(cfg, device)
-    best = load_snapshot(run, "best", model)
+    r = load_run(args.run_dir, args.data_dir)
     splits = ("dev",) if args.command == "evaluate" else ("dev", "test")
-    data = load_data(cfg, tok, splits)
+    data = load_data(r.cfg, r.tok, splits)
     rows = {}
     for split in splits:
-        metrics, preds = evaluate(model, data[split], tok.pad_id, device, cfg.precision)
+        metrics, preds = evaluate(r.model, data[split], r.tok.pad_id, r.device, r.cfg.precision)
         if metrics:
-            rows[f"{split} (epoch {best['epoch']})"] = metrics
+            rows[f"{split} (epoch {r.best['epoch']})"] = metrics
         if args.command == "predict":
-            out = Path(args.out) if args.out else run / "predictions"
+            out = Path(args.out) if args.out else r.dir / "predictions"
             for p in write_task_predictions(out, split, data[split], preds):
                 print(p)
-    print(results_table(rows, list(cfg.tasks)))
+    print(results_table(rows, list(r.cfg.tasks)))
     return 0
 
 

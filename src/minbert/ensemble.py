@@ -17,9 +17,7 @@ import torch
 
 from minbert.errors import MinbertError
 from minbert.multitask.evaluate import results_table, soft_task, write_task_predictions
-from minbert.multitask.state import load_snapshot
-from minbert.multitask.train import build, load_data, load_run_config
-from minbert.runs import pick_device
+from minbert.multitask.run import load_data, load_run, load_run_config
 from minbert.tasks import TASKS, overall_score
 
 
@@ -45,9 +43,8 @@ def ensemble(
         ]
         if not wanted:
             continue
-        device = pick_device(cfg.device)
-        model, tok = build(cfg, device)  # every head, so the checkpoint loads whole; only `wanted` are evaluated
-        load_snapshot(run, "best", model)
+        r = load_run(run, data_dir)  # every head, so the checkpoint loads whole; only `wanted` are evaluated
+        model, tok, device = r.model, r.tok, r.device
         data = load_data(cfg.restricted_to(wanted), tok, ("dev", "test"))
         for split, tasks in data.items():
             for t, d in tasks.items():

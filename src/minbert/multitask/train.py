@@ -1,8 +1,13 @@
-"""The multitask training loop: one shared encoder, a schedule of task batches, summed losses, AdamW, evaluation on
-every dev set after each epoch, the best epoch kept by overall score, resumable at any checkpoint.
+"""The multitask training recipe: one shared encoder, a schedule of task batches, AdamW, evaluation on every dev set
+after each epoch, the best epoch kept by overall score, resumable at any checkpoint.
 
     minbert train configs/quickstart.yaml [key.sub=value ...]
     minbert train --resume runs/quickstart-...
+
+`Trainer` splits it the way torchtune's recipes do: `setup` (model, data, optimizer, techniques, run directory),
+`restore` (a checkpoint's state), `train_epoch` (the steps of one epoch; one step is multitask/step.py),
+`evaluate_epoch` (dev metrics, the best epoch kept) and `finish` (test predictions, summary). Everything a checkpoint
+restores besides tensors is one `TrainState`.
 """
 
 from __future__ import annotations
@@ -13,20 +18,19 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from minbert.config import dump_yaml, from_dict, load_yaml
-from minbert.data import Tokenizer, choose_data_dir, data_dir, load_split, split_file
+from minbert.config import dump_yaml
 from minbert.distributed import Dist, all_gather, barrier, broadcast, current, setup, teardown
 from minbert.errors import MinbertError
-from minbert.model import BertModel, check_fits, resolve_checkpoint
-from minbert.model.compile import compile_layers
+from minbert.model import check_fits
 from minbert.multitask.config import TrainConfig
-from minbert.multitask.data import BatchStream, TaskData, encode_task, step_batches
+from minbert.multitask.data import BatchStream, step_batches
 from minbert.multitask.evaluate import evaluate, results_table, write_task_predictions
-from minbert.multitask.model import MultitaskModel
+from minbert.multitask.run import build, load_data, load_run_config, resume_config  # noqa: F401 (re-exported)
 from minbert.multitask.state import load_snapshot, save_snapshot
 from minbert.multitask.techniques import Techniques
 from minbert.optim import AdamW
@@ -43,44 +47,55 @@ from minbert.runs import (
     set_threads,
 )
 from minbert.schedules import SCHEDULES
-from minbert.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
 TRIM_EVERY = 10  # steps between handing freed heap memory back to the OS (runs.release_memory)
 
 
-def load_data(cfg: TrainConfig, tok: Tokenizer, splits=("train", "dev", "test")) -> dict[str, dict[str, TaskData]]:
-    """{split: {task: TaskData}}, tokenized once; a missing test file only skips that task's test predictions."""
-    root = data_dir(cfg.data_dir)
-    out: dict[str, dict[str, TaskData]] = {s: {} for s in splits}
-    for name in cfg.tasks:
-        task, tcfg = TASKS[name], cfg.task(name)
-        for split in splits:
-            if split == "test" and split_file(task.dataset, "test", root) is None:
-                log.warning("no %s test file under %s: its test predictions are skipped", name, root)
-                continue
-            examples = load_split(task.dataset, split, root, cfg.strict)
-            limit = tcfg.train_limit if split == "train" else tcfg.eval_limit
-            out[split][name] = encode_task(task, examples[:limit] if limit else examples, tok, tcfg)
-    return out
+def _sums(tasks) -> dict[str, list]:
+    return {n: [0.0, 0] for n in tasks}
 
 
-def build(cfg: TrainConfig, device) -> tuple[MultitaskModel, Tokenizer]:
-    ckpt = resolve_checkpoint(cfg.checkpoint)
-    drop = (
-        {}
-        if cfg.encoder_dropout < 0
-        else {"hidden_dropout_prob": cfg.encoder_dropout, "attention_probs_dropout_prob": cfg.encoder_dropout}
-    )
-    bert = BertModel.from_pretrained(ckpt, **drop)
-    bert.gradient_checkpointing = cfg.grad_checkpointing
-    if cfg.freeze_word_embeddings:
-        bert.embeddings.word_embeddings.weight.requires_grad_(False)
-    if cfg.compile:
-        compile_layers(bert, cfg.compile)
-    model = MultitaskModel(bert, {n: cfg.task(n) for n in cfg.tasks}, cfg.pals)
-    return model.to(device), Tokenizer.from_pretrained(ckpt)
+@dataclass
+class TrainState:
+    """Where training stands: everything a checkpoint restores besides weights, optimizer moments and RNG (JSON)."""
+
+    tasks: list[str]
+    epoch: int = 1
+    step_in_epoch: int = 0
+    global_step: int = 0
+    best: float = -1.0  # the best epoch's overall dev score so far
+    best_epoch: int = 0
+    elapsed: float = 0.0  # wall seconds before this session (a resumed run's clock continues)
+    consumed: dict[str, int] = field(default_factory=dict)  # batches drawn per task
+    epoch_loss: dict[str, list] = field(default_factory=dict)  # per task [sum, count] this epoch
+    window: dict[str, list] = field(default_factory=dict)  # per task [sum, count] since the last log record
+    bad_steps: int = 0  # non-finite steps in a row (the divergence guard)
+    skipped: int = 0  # non-finite steps in all
+    loss_ema: dict[str, float] = field(default_factory=dict)  # running loss per task (the divergence guard)
+    stopped: str = ""  # why training stopped early (the time budget)
+    techniques: dict = field(default_factory=dict)  # the techniques' own state (Techniques.state)
+
+    def __post_init__(self):
+        self.consumed = self.consumed or {n: 0 for n in self.tasks}
+        self.epoch_loss = self.epoch_loss or _sums(self.tasks)
+        self.window = self.window or _sums(self.tasks)
+
+    @classmethod
+    def from_json(cls, saved: dict) -> TrainState:
+        """A checkpoint's state.json (keys it does not know, like the optimizer's, are left out)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in names} | {"tasks": list(saved["consumed"])})
+
+    def count(self, losses: dict[str, float]) -> None:
+        for name, loss in losses.items():
+            for acc in (self.window[name], self.epoch_loss[name]):
+                acc[0] += loss
+                acc[1] += 1
+
+    def mean(self, sums: dict[str, list]) -> dict[str, float]:
+        return {f"train/loss/{n}": a / c for n, (a, c) in sums.items() if c}
 
 
 def train(cfg: TrainConfig, resume: Path | None = None, overwrite: bool = False) -> dict:
@@ -89,211 +104,209 @@ def train(cfg: TrainConfig, resume: Path | None = None, overwrite: bool = False)
     d, device = setup(cfg.device)  # one process, or this rank of a torchrun job
     try:
         with contextlib.ExitStack() as held:  # the run directory's lock, released however training ends
-            return _train(cfg, resume, began, d, device, held, overwrite)
+            t = Trainer(cfg, d, device, began)
+            t.setup(resume, overwrite, held)
+            for epoch in range(t.st.epoch, cfg.epochs + 1):
+                t.train_epoch(epoch)
+                t.evaluate_epoch(epoch)
+                if t.st.stopped:  # the time budget ran out: this evaluation was the last
+                    log.warning("%s: training stops here", t.st.stopped)
+                    t.checkpoint(epoch=cfg.epochs + 1, step_in_epoch=0)
+                    break
+                t.checkpoint(epoch=epoch + 1, step_in_epoch=0)
+            return t.finish()
     finally:
         teardown()
 
 
-def _train(
-    cfg: TrainConfig, resume: Path | None, began: float, d: Dist, device, held: contextlib.ExitStack, overwrite: bool
-) -> dict:
-    run = resume or (Path(cfg.out) if cfg.out else None)
-    if d.main and run is not None:  # before any work: refuse a directory that holds another run
-        check_run_dir(run, resume is not None, overwrite)
-    check_fits(cfg.checkpoint, {f"tasks.{n}.max_length": cfg.task(n).max_length for n in cfg.tasks})
-    if device.type == "cpu":
-        set_threads(cfg.threads, d.local_world)
-    seed_everything(cfg.seed)
-    model, tok = build(cfg, device)
-    data = load_data(cfg, tok)
+class Trainer:
+    def __init__(self, cfg: TrainConfig, d: Dist, device, began: float):
+        self.cfg, self.d, self.device, self.began = cfg, d, device, began
 
-    def rank_seed(offset: int = 0) -> None:
+    def setup(self, resume: Path | None, overwrite: bool, held: contextlib.ExitStack) -> None:
+        """Model, data, optimizer and techniques; the run directory (rank 0); the state, fresh or restored."""
+        cfg, d = self.cfg, self.d
+        run = resume or (Path(cfg.out) if cfg.out else None)
+        if d.main and run is not None:  # before any work: refuse a directory that holds another run
+            check_run_dir(run, resume is not None, overwrite)
+        check_fits(cfg.checkpoint, {f"tasks.{n}.max_length": cfg.task(n).max_length for n in cfg.tasks})
+        if self.device.type == "cpu":
+            set_threads(cfg.threads, d.local_world)
+        seed_everything(cfg.seed)
+        self.model, self.tok = build(cfg, self.device)
+        self.data = load_data(cfg, self.tok)
+        if d.world > 1:
+            self.rank_seed()
+        groups = self.model.param_groups(cfg.lr, cfg.head_lr_mult, cfg.layer_lr_decay)
+        self.optimizer = AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.tech = Techniques(cfg, self.model, self.device)
+        if d.main:  # only rank 0 writes: the run directory, config, metrics, checkpoints, predictions
+            run = run or new_run_dir("runs", cfg.name)
+            run.mkdir(parents=True, exist_ok=True)
+            held.enter_context(RunLock(run, take_over=resume is not None))  # keeps a second process out
+            check_run_dir(run, resume is not None, overwrite)  # again, now that the directory is ours
+            if overwrite and not resume:
+                clear_run_dir(run)
+        self.run = Path(broadcast(str(run)))
+        self.metrics = MetricsLog(self.run / "metrics.jsonl") if d.main else NoLog()
+        self.st = TrainState(list(cfg.tasks))
+        if resume:
+            self.restore()
+        elif d.main:
+            dump_yaml(cfg, self.run / "config.yaml")
+        log.info("run directory: %s", self.run)
+        train = self.data["train"]
+        sizes = {n: len(x) for n, x in train.items()}
+        per_pass = {n: -(-sizes[n] // cfg.task(n).batch_size) for n in cfg.tasks}
+        self.streams = {
+            n: BatchStream(n, x.lengths, cfg.task(n).batch_size, cfg.seed, self.st.consumed[n])
+            for n, x in train.items()
+        }
+        schedule = SCHEDULES[cfg.schedule]
+        self.plans = {
+            e: schedule(sizes, per_pass, e, cfg.epochs, cfg.steps_per_epoch, cfg.seed) for e in range(1, cfg.epochs + 1)
+        }
+        self.total_steps = sum(len(p) for p in self.plans.values())
+        self.start = self.began - self.st.elapsed  # this session's loading counts too
+
+    def rank_seed(self, offset: int = 0) -> None:
         """Each rank's own dropout stream, seeded after the weights are built (the same everywhere; DDP broadcasts
         them). `offset` gives a resumed run a fresh stream when its checkpoint holds none for this rank."""
-        torch.manual_seed(cfg.seed + 7919 * d.rank + offset)
+        torch.manual_seed(self.cfg.seed + 7919 * self.d.rank + offset)
 
-    if d.world > 1:
-        rank_seed()
-    optimizer = AdamW(
-        model.param_groups(cfg.lr, cfg.head_lr_mult, cfg.layer_lr_decay), lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
-    tech = Techniques(cfg, model, device)
-
-    if d.main:  # only rank 0 writes: the run directory, config, metrics, checkpoints, predictions
-        run = run or new_run_dir("runs", cfg.name)
-        run.mkdir(parents=True, exist_ok=True)
-        held.enter_context(
-            RunLock(run, take_over=resume is not None)
-        )  # a second process training into this directory is refused
-        check_run_dir(run, resume is not None, overwrite)  # again, now that the directory is ours
-        if overwrite and not resume:
-            clear_run_dir(run)
-    run = Path(broadcast(str(run)))
-    metrics = MetricsLog(run / "metrics.jsonl") if d.main else NoLog()
-    st = {
-        "epoch": 1,
-        "step_in_epoch": 0,
-        "global_step": 0,
-        "best": -1.0,
-        "best_epoch": 0,
-        "elapsed": 0.0,
-        "consumed": {n: 0 for n in cfg.tasks},
-        "epoch_loss": {n: [0.0, 0] for n in cfg.tasks},
-        "window": {n: [0.0, 0] for n in cfg.tasks},
-    }  # loss sums and counts: this epoch's, and since the last log
-    if resume:
+    def restore(self) -> None:
+        """The last checkpoint's weights, optimizer moments, RNG streams, techniques' state and training state."""
         tensors: dict = {}
-        st = load_snapshot(run, "last", model, optimizer, tensors)
-        tech.load_state(st["techniques"])
-        tech.load_tensors(tensors)
-        if d.world > 1:  # load_snapshot restored rank 0's RNG; each rank continues its own draws
-            own = tensors.get(f"rng/rank{d.rank}")
+        self.st = TrainState.from_json(load_snapshot(self.run, "last", self.model, self.optimizer, tensors))
+        self.tech.load_state(self.st.techniques)
+        self.tech.load_tensors(tensors)
+        if self.d.world > 1:  # load_snapshot restored rank 0's RNG; each rank continues its own draws
+            own = tensors.get(f"rng/rank{self.d.rank}")
             if own is not None:
                 torch.set_rng_state(own)
             else:  # saved by a run with fewer processes: a fresh stream of this rank's own
-                rank_seed(st["global_step"])
-        metrics.truncate_after(st["global_step"])  # records written after the checkpoint are replayed
-        log.info("resuming %s at epoch %d, step %d", run, st["epoch"], st["global_step"])
-    elif d.main:
-        dump_yaml(cfg, run / "config.yaml")
-    log.info("run directory: %s", run)
+                self.rank_seed(self.st.global_step)
+        self.metrics.truncate_after(self.st.global_step)  # records written after the checkpoint are replayed
+        log.info("resuming %s at epoch %d, step %d", self.run, self.st.epoch, self.st.global_step)
 
-    train_data = data["train"]
-    sizes = {n: len(d) for n, d in train_data.items()}
-    per_pass = {n: -(-sizes[n] // cfg.task(n).batch_size) for n in cfg.tasks}
-    streams = {
-        n: BatchStream(n, d.lengths, cfg.task(n).batch_size, cfg.seed, st["consumed"][n]) for n, d in train_data.items()
-    }
-    plans = {
-        e: SCHEDULES[cfg.schedule](sizes, per_pass, e, cfg.epochs, cfg.steps_per_epoch, cfg.seed)
-        for e in range(1, cfg.epochs + 1)
-    }
-    total_steps = sum(len(p) for p in plans.values())
-    start = began - st["elapsed"]
-
-    def checkpoint(**where):
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-            raise MinbertError(
-                f"step {st['global_step']}: the weights are no longer finite, so no checkpoint is written; the run "
-                f"diverged (lr {cfg.lr:g}): lower lr or set max_grad_norm; the last good checkpoint stays in {run}"
-            )
-        st.update(
-            where,
-            elapsed=time.time() - start,
-            consumed={n: x.consumed for n, x in streams.items()},
-            techniques=tech.state(),
-        )
-        tensors = tech.tensors()
-        if d.world > 1:  # every rank's own dropout stream (all ranks take part in the gather)
-            tensors.update({f"rng/rank{r}": t for r, t in enumerate(all_gather(torch.get_rng_state()))})
-        if d.main:
-            save_snapshot(run, "last", st["global_step"], model, optimizer, st, tensors)
-
-    for epoch in range(st["epoch"], cfg.epochs + 1):
-        plan = plans[epoch]
-        model.train()
-        bar = progress(
-            range(st["step_in_epoch"], len(plan)),
-            f"epoch {epoch}/{cfg.epochs}",
-            unit="step",
-            total=len(plan),
-            initial=st["step_in_epoch"],
-            disable=not d.main,
-        )
+    def train_epoch(self, epoch: int) -> None:
+        cfg, st, plan = self.cfg, self.st, self.plans[epoch]
+        self.model.train()
+        bar = progress(range(st.step_in_epoch, len(plan)), f"epoch {epoch}/{cfg.epochs}", unit="step",
+                       total=len(plan), initial=st.step_in_epoch, disable=not self.d.main)  # fmt: skip
         for s in bar:
-            tech.lr_schedule.on_step(optimizer, st["global_step"], total_steps)
+            self.tech.lr_schedule.on_step(self.optimizer, st.global_step, self.total_steps)
             # every process draws the same global batches; step_batches takes this one's share, in micro-batches
-            idx = {name: streams[name].next() for name in plan[s]}
-            micro = step_batches(train_data, idx, tok.pad_id, device, d.rank, d.world, cfg.grad_accum)
-            losses = tech.train_step(optimizer, micro, st["global_step"])
-            st["global_step"] += 1
-            step = st["global_step"]
-            if guard(st, losses, tech.skipped, step, cfg, run):  # False: a skipped update, its losses are not counted
-                for name, loss in losses.items():
-                    for acc in (st["window"][name], st["epoch_loss"][name]):
-                        acc[0] += loss
-                        acc[1] += 1
+            idx = {name: self.streams[name].next() for name in plan[s]}
+            micro = step_batches(self.data["train"], idx, self.tok.pad_id, self.device, self.d.rank, self.d.world,
+                                 cfg.grad_accum)  # fmt: skip
+            losses = self.tech.train_step(self.optimizer, micro, st.global_step)
+            st.global_step += 1
+            step = st.global_step
+            if guard(st, losses, self.tech.skipped, step, cfg, self.run):  # False: a skipped update, not counted
+                st.count(losses)
             # running loss per task this epoch, and (in brackets) how many of its batches: the task mix
-            bar.set_postfix({n: f"{a / c:.3f} ({c})" for n, (a, c) in st["epoch_loss"].items() if c}, refresh=False)
+            bar.set_postfix({n: f"{a / c:.3f} ({c})" for n, (a, c) in st.epoch_loss.items() if c}, refresh=False)
             if step % cfg.log_every == 0:
-                metrics.write(
-                    {
-                        "step": step,
-                        "epoch": epoch,
-                        **{f"train/loss/{n}": a / c for n, (a, c) in st["window"].items() if c},
-                        **tech.take_log(),
-                        **({"train/skipped_steps": st["skipped"]} if st.get("skipped") else {}),
-                    }
+                skipped = {"train/skipped_steps": st.skipped} if st.skipped else {}
+                self.metrics.write(
+                    {"step": step, "epoch": epoch, **st.mean(st.window), **self.tech.take_log(), **skipped}
                 )
-                st["window"] = {n: [0.0, 0] for n in cfg.tasks}
+                st.window = _sums(cfg.tasks)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and s + 1 < len(plan):
-                checkpoint(step_in_epoch=s + 1, epoch=epoch)
+                self.checkpoint(step_in_epoch=s + 1, epoch=epoch)
             if step % TRIM_EVERY == 0:
                 release_memory()
             # every rank stops at the same step: rank 0's clock decides
-            if cfg.max_minutes and broadcast(time.time() - start > 60 * cfg.max_minutes):
-                st["stopped"] = f"max_minutes {cfg.max_minutes:g} reached at step {step}"
+            if cfg.max_minutes and broadcast(time.time() - self.start > 60 * cfg.max_minutes):
+                st.stopped = f"max_minutes {cfg.max_minutes:g} reached at step {step}"
                 break
         bar.close()
 
-        dev, dev_preds = evaluate(model, data["dev"], tok.pad_id, device, cfg.precision)
+    def evaluate_epoch(self, epoch: int) -> None:
+        """Dev metrics after an epoch; a better overall score keeps this epoch as the best (snapshot and dev
+        predictions)."""
+        cfg, st = self.cfg, self.st
+        dev, dev_preds = evaluate(self.model, self.data["dev"], self.tok.pad_id, self.device, cfg.precision)
         release_memory()
-        epoch_loss = {f"train/loss/{n}": a / c for n, (a, c) in st["epoch_loss"].items() if c}
-        extra = tech.end_epoch(optimizer, epoch, sum(epoch_loss.values()), dev)
-        metrics.write(
-            {
-                "step": st["global_step"],
-                "epoch": epoch,
-                "time": time.time() - start,
-                **epoch_loss,
-                **{f"dev/{k}": v for k, v in dev.items()},
-                **extra,
-            }
-        )
-        improved = dev["overall"] > st["best"]
-        if d.main:
-            print(
-                f"epoch {epoch}/{cfg.epochs}  "
-                + "  ".join(f"{k} {v:.4f}" for k, v in dev.items())
-                + ("  (best)" if improved else "")
-                + f"  {time.time() - start:.0f}s",
-                flush=True,
-            )
+        epoch_loss = st.mean(st.epoch_loss)
+        extra = self.tech.end_epoch(self.optimizer, epoch, sum(epoch_loss.values()), dev)
+        seconds = time.time() - self.start
+        dev_log = {f"dev/{k}": v for k, v in dev.items()}
+        self.metrics.write({"step": st.global_step, "epoch": epoch, "time": seconds, **epoch_loss, **dev_log, **extra})
+        improved = dev["overall"] > st.best
+        if self.d.main:
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in dev.items())
+            print(f"epoch {epoch}/{cfg.epochs}  {shown}{'  (best)' if improved else ''}  {seconds:.0f}s", flush=True)
         if improved:
-            st.update(best=dev["overall"], best_epoch=epoch)
-            if d.main:
-                save_snapshot(run, "best", st["global_step"], model, state={"epoch": epoch, "dev": dev})
-                write_task_predictions(run / "predictions", "dev", data["dev"], dev_preds)  # the best epoch's, kept
-        st["epoch_loss"] = {n: [0.0, 0] for n in cfg.tasks}
-        if st.get("stopped"):  # the time budget ran out: this evaluation was the last
-            log.warning("%s: training stops here", st["stopped"])
-            checkpoint(epoch=cfg.epochs + 1, step_in_epoch=0)
-            break
-        checkpoint(epoch=epoch + 1, step_in_epoch=0)
+            st.best, st.best_epoch = dev["overall"], epoch
+            if self.d.main:
+                save_snapshot(self.run, "best", st.global_step, self.model, state={"epoch": epoch, "dev": dev})
+                write_task_predictions(self.run / "predictions", "dev", self.data["dev"], dev_preds)  # kept
+        st.epoch_loss = _sums(cfg.tasks)
 
-    return finish(run, cfg, model, tok, data, device, start, steps=st["global_step"], stopped=st.get("stopped"))
+    def checkpoint(self, **where) -> None:
+        """A resumable snapshot; `where`: the epoch and step in it that training continues from."""
+        st = self.st
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise MinbertError(
+                f"step {st.global_step}: the weights are no longer finite, so no checkpoint is written; the run "
+                f"diverged (lr {self.cfg.lr:g}): lower lr or set max_grad_norm; the last good checkpoint stays in "
+                f"{self.run}"
+            )
+        st.epoch, st.step_in_epoch = where["epoch"], where["step_in_epoch"]
+        st.elapsed = time.time() - self.start
+        st.consumed = {n: x.consumed for n, x in self.streams.items()}
+        st.techniques = self.tech.state()
+        tensors = self.tech.tensors()
+        if self.d.world > 1:  # every rank's own dropout stream (all ranks take part in the gather)
+            tensors.update({f"rng/rank{r}": t for r, t in enumerate(all_gather(torch.get_rng_state()))})
+        if self.d.main:
+            state = dataclasses.asdict(st)
+            del state["tasks"]  # the same as consumed's keys
+            save_snapshot(self.run, "last", st.global_step, self.model, self.optimizer, state, tensors)
+
+    def finish(self) -> dict:
+        """Reload the best epoch, write its test predictions (its dev ones were written when it was evaluated),
+        print and save the results."""
+        cfg, run = self.cfg, self.run
+        barrier()  # rank 0 has written the best snapshot
+        best = load_snapshot(run, "best", self.model)
+        _, preds = evaluate(self.model, self.data["test"], self.tok.pad_id, self.device, cfg.precision)
+        wall = time.time() - self.start
+        summary = {"run_dir": str(run), "best_epoch": best["epoch"], "dev": best["dev"], "steps": self.st.global_step,
+                   "wall_time_s": round(wall, 1)}  # fmt: skip
+        if self.st.stopped:
+            summary["stopped"] = self.st.stopped
+        if not current().main:
+            return summary
+        write_task_predictions(run / "predictions", "test", self.data["test"], preds)
+        (run / "summary.json").write_text(json.dumps(summary, indent=2))
+        print(results_table({f"dev (best epoch {best['epoch']})": best["dev"]}, list(cfg.tasks)))
+        print(f"wall time {wall:.0f}s, {self.st.global_step} steps; predictions in {run / 'predictions'}", flush=True)
+        return summary
 
 
-def guard(st: dict, losses: dict[str, float], skipped: bool, step: int, cfg: TrainConfig, run: Path) -> bool:
+def guard(st: TrainState, losses: dict[str, float], skipped: bool, step: int, cfg: TrainConfig, run: Path) -> bool:
     """The divergence guard, after each step: counts skipped (non-finite) updates and stops the run after
     `max_bad_steps` in a row, or when a task's loss exceeds `divergence_factor` times its running mean. Returns
     whether the step's losses count."""
     if skipped:
-        st["bad_steps"] = st.get("bad_steps", 0) + 1
-        st["skipped"] = st.get("skipped", 0) + 1
+        st.bad_steps += 1
+        st.skipped += 1
         bad = ", ".join(f"{n} {v:g}" for n, v in losses.items())
         log.warning("step %d: non-finite loss or gradient (%s); update skipped", step, bad)
-        if cfg.max_bad_steps and st["bad_steps"] >= cfg.max_bad_steps:
+        if cfg.max_bad_steps and st.bad_steps >= cfg.max_bad_steps:
             raise MinbertError(
-                f"step {step}: the loss or gradient is not finite for {st['bad_steps']} steps in a row ({bad}): "
+                f"step {step}: the loss or gradient is not finite for {st.bad_steps} steps in a row ({bad}): "
                 f"the run diverged at lr {cfg.lr:g}; lower lr or set max_grad_norm (the last good checkpoint stays "
                 f"in {run})"
             )
         return False
     if not all(math.isfinite(v) for v in losses.values()):
         return False  # fp16: the gradient scaler skipped an overflowing step itself and lowers its scale
-    st["bad_steps"] = 0
-    ema = st.setdefault("loss_ema", {})
+    st.bad_steps = 0
+    ema = st.loss_ema
     for n, v in losses.items():
         if cfg.divergence_factor and n in ema and v > 10 and v > cfg.divergence_factor * ema[n]:
             raise MinbertError(
@@ -303,46 +316,3 @@ def guard(st: dict, losses: dict[str, float], skipped: bool, step: int, cfg: Tra
             )
         ema[n] = v if n not in ema else 0.98 * ema[n] + 0.02 * v
     return True
-
-
-def finish(
-    run: Path, cfg: TrainConfig, model, tok, data, device, start: float, steps: int, stopped: str | None = None
-) -> dict:
-    """Reload the best epoch, write its test predictions (its dev ones were written when it was evaluated), print
-    and save the results."""
-    barrier()  # rank 0 has written the best snapshot
-    best = load_snapshot(run, "best", model)
-    dev = best["dev"]
-    _, preds = evaluate(model, data["test"], tok.pad_id, device, cfg.precision)
-    wall = time.time() - start
-    summary = {
-        "run_dir": str(run),
-        "best_epoch": best["epoch"],
-        "dev": dev,
-        "steps": steps,
-        "wall_time_s": round(wall, 1),
-    }
-    if stopped:
-        summary["stopped"] = stopped
-    if not current().main:
-        return summary
-    write_task_predictions(run / "predictions", "test", data["test"], preds)
-    (run / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(results_table({f"dev (best epoch {best['epoch']})": dev}, list(cfg.tasks)))
-    print(f"wall time {wall:.0f}s, {steps} steps; predictions in {run / 'predictions'}", flush=True)
-    return summary
-
-
-def load_run_config(run: Path, data_dir: str | None = None) -> TrainConfig:
-    """A run's saved config; its data folder by the rule of `choose_data_dir` (`data_dir`: the --data-dir flag)."""
-    if not (run / "config.yaml").is_file():
-        raise MinbertError(f"{run}: no config.yaml; is this a minbert train run directory?")
-    cfg = from_dict(TrainConfig, load_yaml(run / "config.yaml")).validate()
-    return dataclasses.replace(cfg, data_dir=choose_data_dir(data_dir, cfg.data_dir))
-
-
-def resume_config(run: Path, overrides: list[str], data_dir: str | None = None) -> TrainConfig:
-    """A resumed run keeps its saved config; only where results go, and where its data is, may change."""
-    if overrides:
-        log.warning("ignoring overrides on --resume: a resumed run replays its saved config")
-    return dataclasses.replace(load_run_config(run, data_dir), out=str(run))

@@ -1,0 +1,93 @@
+"""What every command does with a run: build its model and tokenizer from a config, read and tokenize its data,
+and load a finished run (`load_run`) - its saved config, the model with its best checkpoint, the tokenizer."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from minbert.config import from_dict, load_yaml
+from minbert.data import Tokenizer, choose_data_dir, data_dir, load_split, split_file
+from minbert.errors import MinbertError
+from minbert.model import BertModel, resolve_checkpoint
+from minbert.model.compile import compile_layers
+from minbert.multitask.config import TrainConfig
+from minbert.multitask.data import TaskData, encode_task
+from minbert.multitask.model import MultitaskModel
+from minbert.multitask.state import load_snapshot
+from minbert.runs import pick_device
+from minbert.tasks import TASKS
+
+log = logging.getLogger(__name__)
+
+
+def build(cfg: TrainConfig, device) -> tuple[MultitaskModel, Tokenizer]:
+    """The model (pretrained encoder, fresh heads) and the tokenizer of `cfg.checkpoint`."""
+    ckpt = resolve_checkpoint(cfg.checkpoint)
+    drop = {}
+    if cfg.encoder_dropout >= 0:
+        drop = {"hidden_dropout_prob": cfg.encoder_dropout, "attention_probs_dropout_prob": cfg.encoder_dropout}
+    bert = BertModel.from_pretrained(ckpt, **drop)
+    bert.gradient_checkpointing = cfg.grad_checkpointing
+    if cfg.freeze_word_embeddings:
+        bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    if cfg.compile:
+        compile_layers(bert, cfg.compile)
+    model = MultitaskModel(bert, {n: cfg.task(n) for n in cfg.tasks}, cfg.pals)
+    return model.to(device), Tokenizer.from_pretrained(ckpt)
+
+
+def load_data(cfg: TrainConfig, tok: Tokenizer, splits=("train", "dev", "test")) -> dict[str, dict[str, TaskData]]:
+    """{split: {task: TaskData}}, tokenized once; a missing test file only skips that task's test predictions."""
+    root = data_dir(cfg.data_dir)
+    out: dict[str, dict[str, TaskData]] = {s: {} for s in splits}
+    for name in cfg.tasks:
+        task, tcfg = TASKS[name], cfg.task(name)
+        for split in splits:
+            if split == "test" and split_file(task.dataset, "test", root) is None:
+                log.warning("no %s test file under %s: its test predictions are skipped", name, root)
+                continue
+            examples = load_split(task.dataset, split, root, cfg.strict)
+            limit = tcfg.train_limit if split == "train" else tcfg.eval_limit
+            out[split][name] = encode_task(task, examples[:limit] if limit else examples, tok, tcfg)
+    return out
+
+
+def load_run_config(run: Path, data_dir: str | None = None) -> TrainConfig:
+    """A run's saved config; its data folder by the rule of `choose_data_dir` (`data_dir`: the --data-dir flag)."""
+    if not (run / "config.yaml").is_file():
+        raise MinbertError(f"{run}: no config.yaml; is this a minbert train run directory?")
+    cfg = from_dict(TrainConfig, load_yaml(run / "config.yaml")).validate()
+    return dataclasses.replace(cfg, data_dir=choose_data_dir(data_dir, cfg.data_dir))
+
+
+def resume_config(run: Path, overrides: list[str], data_dir: str | None = None) -> TrainConfig:
+    """A resumed run keeps its saved config; only where results go, and where its data is, may change."""
+    if overrides:
+        log.warning("ignoring overrides on --resume: a resumed run replays its saved config")
+    return dataclasses.replace(load_run_config(run, data_dir), out=str(run))
+
+
+@dataclass
+class LoadedRun:
+    dir: Path
+    cfg: TrainConfig
+    model: MultitaskModel  # every task's head, with the best epoch's weights, in eval mode
+    tok: Tokenizer
+    device: torch.device
+    best: dict  # the best checkpoint's saved state: {"epoch": .., "dev": {metric: value}}
+
+
+def load_run(run: str | Path, data_dir: str | None = None, device: str | None = None) -> LoadedRun:
+    """A finished (or interrupted) run's best checkpoint, ready to evaluate or predict."""
+    run = Path(run)
+    cfg = load_run_config(run, data_dir)
+    where = pick_device(device or cfg.device)
+    model, tok = build(cfg, where)
+    best = load_snapshot(run, "best", model)
+    model.eval()
+    return LoadedRun(run, cfg, model, tok, where, best)
