@@ -9,7 +9,7 @@ Stateful combiners (GradVac's EMA targets) expose `state_dict()` / `load_state_d
 from __future__ import annotations
 
 import random
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 
@@ -22,4 +22,4 @@ class Combiner(Protocol):
     def __call__(self, grads: torch.Tensor, rng: random.Random) -> torch.Tensor: ...
 
 
-COMBINERS = {"sum": Sum, "pcgrad": PCGrad, "gradvac": GradVac}
+COMBINERS: dict[str, Callable[..., Combiner]] = {"sum": Sum, "pcgrad": PCGrad, "gradvac": GradVac}

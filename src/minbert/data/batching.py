@@ -32,10 +32,10 @@ def bucket_batches(
     return batches
 
 
-def pad(seqs: list[list[int]], pad_id: int, value_pad: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) padded ids and (B, T) attention mask, T = the longest sequence in this batch."""
     T = max(len(s) for s in seqs)
-    ids = np.full((len(seqs), T), pad_id if value_pad is None else value_pad, dtype=np.int64)
+    ids = np.full((len(seqs), T), pad_id, dtype=np.int64)
     mask = np.zeros((len(seqs), T), dtype=np.int64)
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = s

@@ -35,10 +35,6 @@ class Tokenizer:
             cfg = json.loads((d / "tokenizer_config.json").read_text())
         return cls(d / "vocab.txt", lowercase=cfg.get("do_lower_case", True), strip_accents=cfg.get("strip_accents"))
 
-    @property
-    def vocab_size(self) -> int:
-        return self._tok.get_vocab_size()
-
     def encode(self, texts: list[str], max_length: int) -> list[list[int]]:
         """[CLS] text [SEP] for each text, truncated to max_length tokens."""
         self._tok.enable_truncation(max_length)
@@ -49,6 +45,3 @@ class Tokenizer:
         self._tok.enable_truncation(max_length)  # longest-first: trims the longer sentence first
         enc = self._tok.encode_batch(list(zip(a, b)))
         return [e.ids for e in enc], [e.type_ids for e in enc]
-
-    def tokens(self, text: str) -> list[str]:
-        return self._tok.encode(text).tokens

@@ -5,15 +5,12 @@ the label scale), and for bi-encoder pairs "u", "v" (B, H), the two sentence emb
 A loss class says what it `needs` from the head: "logits" (class logits), "logit" (one score that is a logit),
 "score" (one real-valued score), "embeddings" (bi-encoder u and v), "sentence" (a sentence task's embedding
 "emb"); the config check uses it to refuse a head and loss that cannot work together. Each is built from the task
-config as `LOSSES[name](**loss_args)`; a new loss is one file plus one line here.
+config as `LOSSES[name](**loss_args)`; a new loss is one file (a subclass of `losses.base.Loss`) plus one line here.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
-from torch import nn
-
+from minbert.losses.base import Loss
 from minbert.losses.bce import BinaryCrossEntropy
 from minbert.losses.cosine_embedding import CosineEmbedding
 from minbert.losses.cosine_mse import CosineMSE
@@ -23,7 +20,7 @@ from minbert.losses.mnrl_sentiment import SentimentClustering
 from minbert.losses.mse import MSE
 from minbert.losses.triplet import Triplet
 
-LOSSES: dict[str, Callable[..., nn.Module]] = {
+LOSSES: dict[str, type[Loss]] = {
     "ce": CrossEntropy,
     "bce": BinaryCrossEntropy,
     "mse": MSE,

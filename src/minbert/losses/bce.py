@@ -1,8 +1,9 @@
 import torch.nn.functional as F
-from torch import nn
+
+from minbert.losses.base import Loss
 
 
-class BinaryCrossEntropy(nn.Module):
+class BinaryCrossEntropy(Loss):
     """Sigmoid cross-entropy on one logit per pair (paraphrase: 1 = duplicate)."""
 
     needs = "logit"

@@ -1,9 +1,10 @@
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from minbert.losses.base import Loss
 
 
-class CosineEmbedding(nn.Module):
+class CosineEmbedding(Loss):
     """PyTorch's CosineEmbeddingLoss on bi-encoder pairs (reports 000, 004): a similar pair costs 1 - cos(u, v), a
     dissimilar one max(0, cos(u, v) - margin). A pair is similar when its label >= threshold (STS: 3, Quora: 1).
     `margin` is a plain attribute so a schedule (report 004's dynamic margin) can move it between epochs."""

@@ -1,8 +1,9 @@
 import torch.nn.functional as F
-from torch import nn
+
+from minbert.losses.base import Loss
 
 
-class CosineMSE(nn.Module):
+class CosineMSE(Loss):
     """Cosine-similarity MSE (report 000; sentence-transformers' CosineSimilarityLoss): the mean of
     (cos(u, v) - label / label_max)^2, so a similarity label of 0..5 is compared on the cosine's own 0..1 scale."""
 

@@ -1,8 +1,9 @@
 import torch.nn.functional as F
-from torch import nn
+
+from minbert.losses.base import Loss
 
 
-class CrossEntropy(nn.Module):
+class CrossEntropy(Loss):
     """Softmax cross-entropy over class logits (sentiment; paraphrase with a 2-class head)."""
 
     needs = "logits"

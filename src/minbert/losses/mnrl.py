@@ -1,9 +1,10 @@
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from minbert.losses.base import Loss
 
 
-class MultipleNegativesRanking(nn.Module):
+class MultipleNegativesRanking(Loss):
     """Multiple negatives ranking loss (Henderson et al. 2017; sentence-transformers' MultipleNegativesRankingLoss;
     reports 000, 001): over the batch's positive pairs (label >= threshold), score every first sentence against
     every second one, s_ij = scale * cos(u_i, v_j), and take cross-entropy towards the diagonal, so each pair's

@@ -1,9 +1,10 @@
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from minbert.losses.base import Loss
 
 
-class SentimentClustering(nn.Module):
+class SentimentClustering(Loss):
     """Report 001's MNRL for sentiment: from the batch take two sentences of each class present twice, a_c and b_c;
     with normalized embeddings A, B the scores S = scale * A B^T should be the identity (a_i and b_j share a class
     iff i = j): cross-entropy of each row of S towards its diagonal. Pulls same-class embeddings together.

@@ -1,8 +1,9 @@
 import torch.nn.functional as F
-from torch import nn
+
+from minbert.losses.base import Loss
 
 
-class MSE(nn.Module):
+class MSE(Loss):
     """Mean squared error of the head's score against the label, on the label's own scale (STS: 0..5)."""
 
     needs = "score"

@@ -1,8 +1,9 @@
 import torch
-from torch import nn
+
+from minbert.losses.base import Loss
 
 
-class Triplet(nn.Module):
+class Triplet(Loss):
     """Triplet loss for similarity pairs (report 003; sentence-transformers' TripletLoss with Euclidean distance):
     anchor u_i, positive v_i, negative v_{i+1} (the next pair's second sentence), and each pair's term weighted by
     its label / label_max, so that a weakly similar pair pulls weakly:

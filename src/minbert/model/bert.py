@@ -249,10 +249,10 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str
             return hidden.mean(1)
         m = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-    raise MinbertError(f"unknown pooling {pooling!r}; valid: cls, pooler, mean")
+    raise MinbertError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
 
 
-POOLINGS = ("cls", "pooler", "mean")
+POOLINGS = ("cls", "pooler", "mean")  # what `pool` accepts
 
 
 class BertModel(nn.Module):

@@ -3,6 +3,9 @@ and for bi-encoder pairs the embeddings "u", "v" (B, H) that embedding losses (c
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -74,3 +77,38 @@ class CosinePairHead(nn.Module):
         cos = F.cosine_similarity(u.float(), v.float(), dim=-1, eps=1e-8)
         score = (cos.clamp(min=0) if self.relu else cos) * self.scale
         return {"score": score, "u": u, "v": v}
+
+
+@dataclass(frozen=True)
+class HeadKind:
+    """One member of the head family: how it is built from a task's config, and what it reads and gives."""
+
+    build: Callable[..., nn.Module]  # (task config, hidden size, number of outputs) -> the head
+    pair: bool  # reads a sentence pair
+    cross: bool = False  # the pair is encoded jointly ([CLS] a [SEP] b [SEP], token types) and read as one input
+    bi_encoder: bool = False  # each sentence is encoded alone; the head's output carries u and v
+    similarity: bool = False  # its score is a similarity on the label scale, not a logit
+
+
+def _sentence(cfg, hidden: int, outputs: int) -> nn.Module:
+    return SentenceHead(hidden, outputs, cfg.dropout, cfg.extra_layers)
+
+
+# Heads by the name a config gives them (`tasks.<task>.head`); a new head is its class above plus one line here.
+HEADS: dict[str, HeadKind] = {
+    "linear": HeadKind(_sentence, pair=False),
+    "concat": HeadKind(
+        lambda cfg, hidden, outputs: ConcatPairHead(hidden, outputs, cfg.dropout, cfg.features, cfg.extra_layers),
+        pair=True,
+        bi_encoder=True,
+    ),
+    "cosine": HeadKind(
+        lambda cfg, hidden, outputs: CosinePairHead(
+            hidden, scale=cfg.cosine_scale, dropout=cfg.dropout, extra_layers=cfg.extra_layers
+        ),
+        pair=True,
+        bi_encoder=True,
+        similarity=True,
+    ),
+    "cross": HeadKind(_sentence, pair=True, cross=True),
+}

@@ -9,9 +9,8 @@ from typing import Any, Literal
 
 from minbert.errors import MinbertError
 from minbert.losses import LOSSES
+from minbert.model.heads import HEADS
 from minbert.schedules import SCHEDULES
-
-HEADS = ("linear", "concat", "cosine", "cross")
 
 
 @dataclass(frozen=True)
@@ -106,8 +105,8 @@ class TrainConfig:
             if t.loss and t.loss not in LOSSES:
                 raise MinbertError(f"tasks.{name}.loss: {t.loss!r} unknown; valid: {', '.join(LOSSES)}")
             head, kind = t.head or TASKS[name].default_head, "pair" if TASKS[name].pair else "sentence"
-            if (head == "linear") == TASKS[name].pair:
-                valid = "concat, cosine, cross" if TASKS[name].pair else "linear"
+            if HEADS[head].pair != TASKS[name].pair:
+                valid = ", ".join(k for k, h in HEADS.items() if h.pair == TASKS[name].pair)
                 raise MinbertError(f"tasks.{name}.head: {head!r} does not fit a {kind} task; valid: {valid}")
             loss = t.loss or TASKS[name].default_loss
             _check_head_and_loss(f"tasks.{name}", head, loss)
@@ -190,13 +189,13 @@ def _get(cfg, key: str):
 def _check_head_and_loss(where: str, head: str, loss: str) -> None:
     """Refuse combinations that cannot train: e.g. BCE needs a logit, a cosine head gives a similarity."""
     needs = LOSSES[loss].needs
-    if needs == "embeddings" and head not in ("concat", "cosine"):
+    if needs == "embeddings" and not HEADS[head].bi_encoder:
         raise MinbertError(
             f"{where}: loss {loss!r} needs bi-encoder embeddings; use head concat or cosine, not {head!r}"
         )
-    if needs == "sentence" and head != "linear":
+    if needs == "sentence" and HEADS[head].pair:
         raise MinbertError(f"{where}: loss {loss!r} needs a sentence task's embeddings (head linear), not {head!r}")
-    if needs in ("logit", "logits") and head == "cosine":
+    if needs in ("logit", "logits") and HEADS[head].similarity:
         raise MinbertError(
             f"{where}: loss {loss!r} needs logits but head 'cosine' gives a similarity; "
             "use mse, cosine_mse or cosine_embedding"
@@ -216,12 +215,12 @@ def _check_task_and_loss(where: str, task, head: str, loss: str) -> None:
             f"{where}.loss: {loss!r} needs class labels, and {task.name} is scored on a real value "
             f"(0..{task.label_max:g}); use mse, cosine_mse or cosine_embedding"
         )
-    if needs == "embeddings" and head != "cosine":
+    if needs == "embeddings" and not HEADS[head].similarity:
         raise MinbertError(
             f"{where}.loss: {loss!r} trains the embeddings, not the {head} head's output, which would "
             f"make the predictions; use head cosine, or add {loss!r} under extra_losses"
         )
-    if classes == 2 and needs == "score" and head != "cosine":
+    if classes == 2 and needs == "score" and not HEADS[head].similarity:
         raise MinbertError(
             f"{where}.loss: {loss!r} regresses a {head} head's output on 0/1, but {task.name}'s predictions "
             f"read that output as a logit; use bce or ce, or head cosine"

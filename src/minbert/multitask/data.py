@@ -14,6 +14,7 @@ import torch
 
 from minbert.data import Example, Tokenizer, bucket_batches, pad
 from minbert.distributed import shard
+from minbert.model.heads import HEADS
 from minbert.multitask.config import TaskConfig
 from minbert.tasks import Task
 
@@ -40,7 +41,7 @@ class TaskData:
 
 def encode_task(task: Task, examples: list[Example], tok: Tokenizer, cfg: TaskConfig) -> TaskData:
     labels = None if examples[0].label is None else torch.tensor([e.label for e in examples], dtype=torch.float32)
-    if cfg.head == "cross":
+    if HEADS[cfg.head].cross:
         joint, types = tok.encode_pairs([e.texts[0] for e in examples], [e.texts[1] for e in examples], cfg.max_length)
         return TaskData(examples, labels, [], [], joint, types)
     table: dict[str, int] = {}

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from minbert.model import BertModel
-from minbert.model.heads import ConcatPairHead, CosinePairHead, SentenceHead
+from minbert.model.heads import HEADS, CosinePairHead
 from minbert.model.pals import PAL, pal_size
 from minbert.multitask.config import PalsConfig, TaskConfig, num_outputs
 from minbert.multitask.data import Batch
@@ -14,12 +14,7 @@ from minbert.tasks import TASKS
 
 
 def build_head(name: str, cfg: TaskConfig, hidden: int) -> nn.Module:
-    task = TASKS[name]
-    if cfg.head == "cosine":
-        return CosinePairHead(hidden, scale=cfg.cosine_scale, dropout=cfg.dropout, extra_layers=cfg.extra_layers)
-    if cfg.head == "concat":
-        return ConcatPairHead(hidden, num_outputs(task, cfg), cfg.dropout, cfg.features, cfg.extra_layers)
-    return SentenceHead(hidden, num_outputs(task, cfg), cfg.dropout, cfg.extra_layers)  # linear, cross
+    return HEADS[cfg.head].build(cfg, hidden, num_outputs(TASKS[name], cfg))
 
 
 class MultitaskModel(nn.Module):

@@ -48,9 +48,7 @@ class Techniques:
         }  # each regularizer's term: sum and count since the last log
         world = current().world
         # losses whose terms compare examples within a batch: splitting the batch changes them
-        in_batch = sorted(
-            {k for t in self.tasks.values() for k in (t.loss, *t.extra_losses) if getattr(LOSSES[k], "in_batch", False)}
-        )
+        in_batch = sorted({k for t in self.tasks.values() for k in (t.loss, *t.extra_losses) if LOSSES[k].in_batch})
         if in_batch and (world > 1 or cfg.grad_accum > 1):
             log.warning(
                 "%s draw negatives from within a batch: with grad_accum %d on %d processes each sees 1/%d of "
