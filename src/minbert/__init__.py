@@ -1,3 +1,10 @@
 """minbert: a from-scratch BERT and a multitask fine-tuning toolkit."""
 
 __version__ = "0.1.0"
+
+
+def load(run_dir, device=None):
+    """A trained run's best checkpoint, ready to predict: see minbert.api."""
+    from minbert.api import load as _load
+
+    return _load(run_dir, device)

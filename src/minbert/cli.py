@@ -133,6 +133,8 @@ def cmd_evaluate(args) -> int:
     from minbert.multitask.evaluate import evaluate, results_table, write_task_predictions
     from minbert.multitask.run import load_data, load_run
 
+    if args.command == "predict" and args.input:
+        return predict_text(args)
     r = load_run(args.run_dir, args.data_dir)
     splits = ("dev",) if args.command == "evaluate" else ("dev", "test")
     data = load_data(r.cfg, r.tok, splits)
@@ -146,6 +148,27 @@ def cmd_evaluate(args) -> int:
             for p in write_task_predictions(out, split, data[split], preds):
                 print(p)
     print(results_table(rows, list(r.cfg.tasks)))
+    return 0
+
+
+def predict_text(args) -> int:
+    """`minbert predict RUN --task T --input FILE|-`: predictions for new text, one line each."""
+    from minbert.api import load, read_inputs, write_outputs
+    from minbert.tasks import TASKS
+
+    if not args.task:
+        raise MinbertError("predict --input needs --task (one of the run's tasks, e.g. --task sst)")
+    if args.task not in TASKS:
+        raise MinbertError(f"--task {args.task}: unknown task; valid: {', '.join(TASKS)}")
+    inputs = read_inputs(args.input, TASKS[args.task].pair, args.task)
+    model = load(args.run_dir)
+    preds = model.predict(args.task, inputs)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8", newline="") as f:
+            write_outputs(inputs, preds, args.format, f)
+        print(f"{len(preds)} predictions in {args.out}", file=sys.stderr)
+    else:
+        write_outputs(inputs, preds, args.format, sys.stdout)
     return 0
 
 
@@ -199,7 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
         e = sub.add_parser(name, help=text)
         e.add_argument("run_dir")
         if name == "predict":
-            e.add_argument("--out", help="folder for the prediction files (default RUN_DIR/predictions)")
+            e.add_argument(
+                "--out",
+                help="folder for the CS224N prediction files (default RUN_DIR/predictions); with "
+                "--input, the file for the predictions (default stdout)",
+            )
+            e.add_argument(
+                "--input",
+                metavar="FILE",
+                help="predict new text: one sentence per line (pairs: two "
+                "tab-separated sentences) or JSON lines; - reads stdin",
+            )
+            e.add_argument("--task", help="with --input: which of the run's tasks to predict")
+            e.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="with --input (default jsonl)")
         add_data_dir(e)
         e.set_defaults(func=cmd_evaluate)
 

@@ -1,0 +1,146 @@
+"""Use what you trained: `minbert.load(RUN_DIR)` gives the run's best checkpoint as a model that predicts every task
+it was trained on, from plain text.
+
+    import minbert
+    m = minbert.load("runs/best-...")
+    m.tasks                                   # ["sst", "quora", "sts"]
+    m.predict("sst", ["a gorgeous, witty film", "a tedious mess"])
+    m.predict("sts", [("a man plays guitar", "a person plays a guitar")])
+    m.embed(["a gorgeous, witty film"])       # (1, H) sentence embeddings
+
+Prediction runs under `torch.inference_mode`, batched and length-bucketed, in the run's precision ("auto": bf16 where
+the hardware has it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from minbert.data import Example
+from minbert.errors import MinbertError
+from minbert.multitask.data import encode_task
+from minbert.multitask.evaluate import encode_sentences, soft_task
+from minbert.multitask.run import LoadedRun, load_run
+from minbert.tasks import TASKS
+
+Inputs = Sequence[str] | Sequence[tuple[str, str]]
+
+
+class Model:
+    """A trained multitask run: `predict(task, inputs)`, `embed(sentences)`, `tasks`."""
+
+    def __init__(self, run: LoadedRun):
+        self.run = run
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.run.cfg.tasks)
+
+    def predict(self, task: str, inputs: Inputs, batch_size: int = 64) -> list[dict]:
+        """One dict per input: a classification task gives its "label" and the "probabilities" of every class (a
+        two-class task the "probability" of 1), a regression task its "score" on the label scale (STS: 0..5)."""
+        spec, soft = TASKS.get(task), self.soft(task, inputs, batch_size)
+        if soft.dim() == 2:  # class probabilities (N, C)
+            return [{"label": int(p.argmax()), "probabilities": [round(float(x), 6) for x in p]} for p in soft]
+        if spec.metric_name == "pearson":
+            return [{"score": round(float(s), 6)} for s in soft]
+        return [{"label": int(s > 0.5), "probability": round(float(s), 6)} for s in soft]
+
+    def soft(self, task: str, inputs: Inputs, batch_size: int = 64) -> torch.Tensor:
+        """What ensembles average (Task.soft): class probabilities (N, C), P(1) (N,), or the score (N,)."""
+        if task not in self.run.cfg.tasks:
+            raise MinbertError(f"task {task!r}: this run was trained on {', '.join(self.tasks)}")
+        spec = TASKS[task]
+        examples = [_example(i, x, spec.pair, task) for i, x in enumerate(inputs)]
+        if not examples:
+            return torch.empty(0)
+        data = encode_task(spec, examples, self.run.tok, self.run.cfg.task(task))
+        r = self.run
+        return soft_task(r.model, task, data, r.tok.pad_id, r.device, r.cfg.precision, batch_size)
+
+    @torch.inference_mode()
+    def embed(self, sentences: Sequence[str], task: str | None = None, batch_size: int = 64) -> torch.Tensor:
+        """(N, H) sentence embeddings of the shared encoder with `task`'s pooling (and PALs); default: the first
+        task's."""
+        task = task or self.tasks[0]
+        if task not in self.run.cfg.tasks:
+            raise MinbertError(f"task {task!r}: this run was trained on {', '.join(self.tasks)}")
+        r = self.run
+        ids = r.tok.encode([str(s) for s in sentences], r.cfg.task(task).max_length)
+        r.model.eval()
+        return encode_sentences(r.model, task, ids, r.tok.pad_id, r.device, r.cfg.precision, batch_size).float().cpu()
+
+
+def _example(i: int, x, pair: bool, task: str) -> Example:
+    texts = (x,) if isinstance(x, str) else tuple(x)
+    if len(texts) != (2 if pair else 1) or not all(isinstance(t, str) for t in texts):
+        want = "a pair of sentences (a, b)" if pair else "one sentence (a string)"
+        raise MinbertError(f"{task} input {i + 1}: expected {want}, got {x!r}")
+    return Example(str(i), texts, None)
+
+
+def load(run_dir: str | Path, device: str | None = None) -> Model:
+    """The best checkpoint of a `minbert train` run directory, on `device` ("cpu", "cuda"; default the run's)."""
+    return Model(load_run(Path(run_dir), device=device))
+
+
+def read_inputs(path: str, pair: bool, task: str) -> list:
+    """Inputs for `minbert predict --input`: one sentence per line (a pair task: two tab-separated sentences), or
+    JSON lines with "text" (pairs: "text_a" and "text_b", or "sentence1" and "sentence2"); "-" reads stdin. Blank
+    lines are skipped."""
+    import json
+    import sys
+
+    if path == "-":
+        lines, where = sys.stdin.read().splitlines(), "stdin"
+    else:
+        try:
+            lines, where = Path(path).read_text(encoding="utf-8-sig").splitlines(), path
+        except FileNotFoundError:
+            raise MinbertError(f"{path}: no such input file") from None
+        except UnicodeDecodeError as e:
+            raise MinbertError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        if line.lstrip().startswith("{"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise MinbertError(f"{where}:{n}: not valid JSON ({e.msg})") from None
+            keys = [("text_a", "text_b"), ("sentence1", "sentence2")] if pair else [("text",), ("sentence",)]
+            found = next((k for k in keys if all(x in obj for x in k)), None)
+            if found is None:
+                want = " or ".join("+".join(k) for k in keys)
+                raise MinbertError(f"{where}:{n}: a JSON line for {task} needs the key(s) {want}")
+            out.append(tuple(str(obj[x]) for x in found) if pair else str(obj[found[0]]))
+        elif pair:
+            parts = line.split("\t")
+            if len(parts) != 2:
+                raise MinbertError(f"{where}:{n}: {task} reads pairs: two sentences separated by one tab")
+            out.append((parts[0], parts[1]))
+        else:
+            out.append(line)
+    return out
+
+
+def write_outputs(inputs: list, preds: list[dict], fmt: str, stream) -> None:
+    """One line per prediction: JSON lines ({"input": .., "label": .., ...}) or CSV with a header."""
+    import csv
+    import json
+
+    if fmt == "jsonl":
+        for x, p in zip(inputs, preds):
+            stream.write(json.dumps({"input": x if isinstance(x, str) else list(x), **p}) + "\n")
+        return
+    pair = bool(inputs) and not isinstance(inputs[0], str)
+    keys = list(preds[0]) if preds else []
+    w = csv.writer(stream)
+    w.writerow((["sentence1", "sentence2"] if pair else ["sentence"]) + keys)
+    for x, p in zip(inputs, preds):
+        values = [" ".join(f"{v:.6f}" for v in p[k]) if isinstance(p[k], list) else p[k] for k in keys]
+        w.writerow(([*x] if pair else [x]) + values)

@@ -1,0 +1,75 @@
+"""Use what you trained: `minbert.load(RUN)` predicts what the run's own evaluation predicted, from plain text, and
+`minbert predict RUN --task T --input FILE|-` prints one prediction per line."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import minbert
+from minbert.data import DATASETS, data_dir, load_split, read_predictions
+from tests.test_multitask import QUICKSTART, TINY
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("api") / "run"
+    cmd = [sys.executable, "-m", "minbert", "train", str(QUICKSTART), *TINY, f"out={out}"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return out
+
+
+def dev_rows(task: str, n: int = 48):
+    return load_split(DATASETS[task], "dev", data_dir(), False)[:n]
+
+
+@pytest.mark.slow
+def test_load_predicts_what_the_runs_own_evaluation_predicted(run):
+    m = minbert.load(run)
+    assert m.tasks == ["sst", "quora", "sts"]
+    sst, quora, sts = dev_rows("sst"), dev_rows("quora"), dev_rows("sts")
+    got = m.predict("sst", [e.texts[0] for e in sst])
+    want = read_predictions(run / "predictions" / "sst-dev-output.csv")
+    assert [p["label"] for p in got] == [int(want[e.id]) for e in sst]
+    assert all(abs(sum(p["probabilities"]) - 1) < 1e-4 and len(p["probabilities"]) == 5 for p in got)
+    got = m.predict("quora", [e.texts for e in quora])
+    want = read_predictions(run / "predictions" / "para-dev-output.csv")
+    assert [p["label"] for p in got] == [int(want[e.id]) for e in quora] and 0 <= got[0]["probability"] <= 1
+    got = m.predict("sts", [e.texts for e in sts])
+    want = read_predictions(run / "predictions" / "sts-dev-output.csv")
+    assert all(abs(p["score"] - float(want[e.id])) < 1e-3 for p, e in zip(got, sts))
+    emb = m.embed(["a gorgeous, witty film", "a tedious mess"])
+    assert emb.shape == (2, 384) and torch.isfinite(emb).all()
+
+
+@pytest.mark.slow
+def test_predict_reads_stdin_and_prints_one_line_per_input(run):
+    cmd = [sys.executable, "-m", "minbert", "predict", str(run), "--task", "sst", "--input", "-"]
+    done = subprocess.run(cmd, input="a gorgeous, witty film\na tedious mess\n", capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(x) for x in done.stdout.splitlines()]
+    assert [x["input"] for x in lines] == ["a gorgeous, witty film", "a tedious mess"]
+    assert all(0 <= x["label"] <= 4 for x in lines)
+    pairs = '{"sentence1": "a man plays guitar", "sentence2": "a person plays a guitar"}\n'
+    cmd = [sys.executable, "-m", "minbert", "predict", str(run), "--task", "sts", "--input", "-", "--format", "csv"]
+    done = subprocess.run(cmd, input=pairs, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    header, row = done.stdout.splitlines()
+    assert header == "sentence1,sentence2,score" and row.startswith("a man plays guitar,a person plays a guitar,")
+    done = subprocess.run(cmd[:-2], input="no tab here\n", capture_output=True, text=True)
+    assert done.returncode == 2 and "stdin:1: sts reads pairs: two sentences separated by one tab" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_inputs_are_checked_before_any_model_work(tmp_path, capsys):
+    from minbert.api import read_inputs
+    from minbert.cli import main
+    from minbert.errors import MinbertError
+
+    (tmp_path / "in.jsonl").write_text('{"text": "fine"}\n\n{"txt": "no"}\n')
+    with pytest.raises(MinbertError, match=r"in.jsonl:3: a JSON line for sst needs the key\(s\) text or sentence"):
+        read_inputs(str(tmp_path / "in.jsonl"), False, "sst")
+    assert main(["predict", str(tmp_path), "--input", "-"]) == 2
+    assert "predict --input needs --task" in capsys.readouterr().err
