@@ -73,3 +73,34 @@ def test_inputs_are_checked_before_any_model_work(tmp_path, capsys):
         read_inputs(str(tmp_path / "in.jsonl"), False, "sst")
     assert main(["predict", str(tmp_path), "--input", "-"]) == 2
     assert "predict --input needs --task" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_early_stopping_and_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "es"
+    args = ["epochs=4", "lr=0", "early_stopping.patience=1", "loggers=[tensorboard]", f"out={run}"]
+    subprocess.run(
+        [sys.executable, "-m", "minbert", "train", str(QUICKSTART), *TINY, *args], check=True, capture_output=True
+    )
+    summary = json.loads((run / "summary.json").read_text())
+    # lr 0: no epoch beats the first, so the run stops after the second of four
+    assert summary["steps"] == 12 and summary["best_epoch"] == 1
+    assert summary["stopped"].startswith("early stopping: no better overall than epoch 1's")
+    events = EventAccumulator(str(run / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("dev/overall")] == [6, 12]
+    assert len(events.Scalars("train/loss/sst")) == 12  # log_every 1
+
+
+def test_early_stopping_metric_and_loggers_are_checked(capsys, tmp_path):
+    from minbert.cli import main
+
+    assert main(["train", str(QUICKSTART), "early_stopping.metric=sts/acc", f"out={tmp_path / 'x'}"]) == 2
+    assert (
+        "early_stopping.metric: 'sts/acc' is not a dev metric of these tasks; valid: overall, sst/acc"
+        in capsys.readouterr().err
+    )
+    assert main(["train", str(QUICKSTART), "loggers=[mlflow]", f"out={tmp_path / 'x'}"]) == 2
+    assert "loggers: 'mlflow' unknown; valid: tensorboard, wandb" in capsys.readouterr().err

@@ -151,15 +151,53 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
-class MetricsLog:
-    """metrics.jsonl: one JSON object per line, flushed as written so a crash loses nothing logged."""
+LOGGERS = {"tensorboard": "tensorboard", "wandb": "wandb"}  # sink -> the package it needs
 
-    def __init__(self, path: Path):
+
+def check_loggers(loggers) -> None:
+    """Before any work: each sink is known and its package installed."""
+    import importlib.util
+
+    for name in loggers:
+        if name not in LOGGERS:
+            raise MinbertError(f"loggers: {name!r} unknown; valid: {', '.join(LOGGERS)}")
+        if importlib.util.find_spec(LOGGERS[name]) is None:
+            raise MinbertError(f"loggers: {name} needs its package: pip install {LOGGERS[name]}")
+
+
+class MetricsLog:
+    """metrics.jsonl: one JSON object per line, flushed as written so a crash loses nothing logged; and the same
+    numbers to TensorBoard (RUN/tensorboard) or W&B when `loggers` names them. Each record's "step" is its x."""
+
+    def __init__(self, path: Path, loggers=(), config: dict | None = None):
         self.path = path
+        self.sinks = []
+        if "tensorboard" in loggers:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.sinks.append(("tensorboard", SummaryWriter(str(path.parent / "tensorboard"))))
+        if "wandb" in loggers:
+            import wandb
+
+            self.sinks.append(("wandb", wandb.init(dir=str(path.parent), name=path.parent.name, config=config)))
 
     def write(self, record: dict) -> None:
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        scalars = {k: v for k, v in record.items() if k not in ("step", "epoch") and isinstance(v, (int, float))}
+        if "time" in record:  # an epoch's record: its training losses are the epoch's means, kept apart from the steps'
+            scalars = {("epoch_mean/" + k if k.startswith("train/") else k): v for k, v in scalars.items()}
+        for kind, sink in self.sinks:
+            if kind == "tensorboard":
+                for k, v in scalars.items():
+                    sink.add_scalar(k, v, record.get("step", 0))
+                sink.flush()
+            else:
+                sink.log(scalars, step=record.get("step", 0))
+
+    def close(self) -> None:
+        for kind, sink in self.sinks:
+            sink.close() if kind == "tensorboard" else sink.finish()
 
     def truncate_after(self, step: int) -> None:
         """Drop records past `step`: a resumed run replays those steps and writes them again."""

@@ -41,6 +41,12 @@ class PalsConfig:
     heads: int = 6  # the paper's setting
 
 
+@dataclass(frozen=True)
+class EarlyStopping:
+    patience: int = 0  # stop after this many evaluations without a better `metric` (0 = off)
+    metric: str = "overall"  # the dev metric that picks the best epoch: overall, sst/acc, quora/acc, sts/pearson, ...
+
+
 def default_tasks() -> dict[str, TaskConfig]:
     return {"sst": TaskConfig(), "quora": TaskConfig(), "sts": TaskConfig()}
 
@@ -82,6 +88,9 @@ class TrainConfig:
     log_every: int = 10  # steps between training-loss records in metrics.jsonl
     # > 0: stop training after this much wall time, then evaluate and finish (equal-time budgets)
     max_minutes: float = 0.0
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
+    # where metrics go besides metrics.jsonl: "tensorboard" (pip install tensorboard), "wandb" (pip install wandb)
+    loggers: tuple[str, ...] = ()
     # divergence guard: a step with a non-finite loss or gradient is skipped; this many in a row stop the run
     # (0 = never)
     max_bad_steps: int = 5
@@ -143,6 +152,7 @@ class TrainConfig:
             ("log_every", self.log_every >= 1, ">= 1"),
             ("checkpoint_every", self.checkpoint_every >= 0, ">= 0 (0 = epoch ends only)"),
             ("max_minutes", self.max_minutes >= 0, ">= 0 (0 = no limit)"),
+            ("early_stopping.patience", self.early_stopping.patience >= 0, ">= 0 (0 = off)"),
             ("max_bad_steps", self.max_bad_steps >= 0, ">= 0 (0 = never stop)"),
             ("divergence_factor", self.divergence_factor == 0 or self.divergence_factor > 1, "> 1 (0 = off)"),
             ("encoder_dropout", self.encoder_dropout < 1, "< 1 (negative = the checkpoint's)"),
@@ -162,6 +172,15 @@ class TrainConfig:
                 raise MinbertError(f"{key}: {_get(self, key)!r} must be {want}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise MinbertError(f"lr_schedule: {self.lr_schedule!r} unknown; valid: {', '.join(LR_SCHEDULES)}")
+        metrics = ["overall"] + [f"{n}/{TASKS[n].metric_name}" for n in self.tasks]
+        if self.early_stopping.metric not in metrics:
+            raise MinbertError(
+                f"early_stopping.metric: {self.early_stopping.metric!r} is not a dev metric of these "
+                f"tasks; valid: {', '.join(metrics)}"
+            )
+        from minbert.runs import check_loggers
+
+        check_loggers(self.loggers)
         return self
 
     def restricted_to(self, names: list[str]) -> "TrainConfig":

@@ -65,7 +65,7 @@ class TrainState:
     epoch: int = 1
     step_in_epoch: int = 0
     global_step: int = 0
-    best: float = -1.0  # the best epoch's overall dev score so far
+    best: float = -1.0  # the best epoch's dev score so far (early_stopping.metric; overall by default)
     best_epoch: int = 0
     elapsed: float = 0.0  # wall seconds before this session (a resumed run's clock continues)
     consumed: dict[str, int] = field(default_factory=dict)  # batches drawn per task
@@ -148,7 +148,9 @@ class Trainer:
             if overwrite and not resume:
                 clear_run_dir(run)
         self.run = Path(broadcast(str(run)))
-        self.metrics = MetricsLog(self.run / "metrics.jsonl") if d.main else NoLog()
+        self.metrics = (
+            MetricsLog(self.run / "metrics.jsonl", cfg.loggers, dataclasses.asdict(cfg)) if d.main else NoLog()
+        )
         self.st = TrainState(list(cfg.tasks))
         if resume:
             self.restore()
@@ -234,16 +236,21 @@ class Trainer:
         seconds = time.time() - self.start
         dev_log = {f"dev/{k}": v for k, v in dev.items()}
         self.metrics.write({"step": st.global_step, "epoch": epoch, "time": seconds, **epoch_loss, **dev_log, **extra})
-        improved = dev["overall"] > st.best
+        metric, patience = cfg.early_stopping.metric, cfg.early_stopping.patience
+        improved = dev[metric] > st.best
         if self.d.main:
             shown = "  ".join(f"{k} {v:.4f}" for k, v in dev.items())
             print(f"epoch {epoch}/{cfg.epochs}  {shown}{'  (best)' if improved else ''}  {seconds:.0f}s", flush=True)
         if improved:
-            st.best, st.best_epoch = dev["overall"], epoch
+            st.best, st.best_epoch = dev[metric], epoch
             if self.d.main:
                 save_snapshot(self.run, "best", st.global_step, self.model, state={"epoch": epoch, "dev": dev})
                 write_task_predictions(self.run / "predictions", "dev", self.data["dev"], dev_preds)  # kept
         st.epoch_loss = _sums(cfg.tasks)
+        if patience and epoch - st.best_epoch >= patience and not st.stopped:
+            st.stopped = (
+                f"early stopping: no better {metric} than epoch {st.best_epoch}'s {st.best:.4f} in {patience} epoch(s)"
+            )
 
     def checkpoint(self, **where) -> None:
         """A resumable snapshot; `where`: the epoch and step in it that training continues from."""
@@ -280,6 +287,7 @@ class Trainer:
             summary["stopped"] = self.st.stopped
         if not current().main:
             return summary
+        self.metrics.close()
         write_task_predictions(run / "predictions", "test", self.data["test"], preds)
         (run / "summary.json").write_text(json.dumps(summary, indent=2))
         print(results_table({f"dev (best epoch {best['epoch']})": best["dev"]}, list(cfg.tasks)))
