@@ -5,9 +5,6 @@ Shapes: B batch, T tokens, H hidden size, nh heads, hs = H // nh head size.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -18,58 +15,12 @@ from torch.utils.checkpoint import checkpoint
 
 from minbert.errors import MinbertError
 from minbert.model import varlen
+from minbert.model.config import ACTIVATIONS, BertConfig
 from minbert.model.dropout import Dropout, dropout
+from minbert.model.loading import load_pretrained
 
 # `adapter(layer_input, mask) -> delta` joins the residual of a layer's second add-norm (PALs use it).
 Adapter = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class BertConfig:
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-    pad_token_id: int = 0
-    initializer_range: float = 0.02
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "BertConfig":
-        path = Path(path)
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise MinbertError(
-                f"{path}: no config.json; a checkpoint directory needs config.json and weights"
-            ) from None
-        except json.JSONDecodeError as e:
-            raise MinbertError(f"{path}: not valid JSON ({e})") from None
-        if raw.get("model_type", "bert") != "bert":
-            raise MinbertError(f"{path}: model_type is {raw['model_type']!r}; minbert loads BERT checkpoints only")
-        if raw.get("position_embedding_type", "absolute") != "absolute":
-            raise MinbertError(f"{path}: position_embedding_type {raw['position_embedding_type']!r} is not supported")
-        if raw.get("hidden_act", "gelu") not in ACTIVATIONS:
-            raise MinbertError(f"{path}: hidden_act {raw['hidden_act']!r} unknown; known: {sorted(ACTIVATIONS)}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
-
-    def to_json(self) -> str:
-        return json.dumps({"model_type": "bert", **dataclasses.asdict(self)}, indent=2)
-
-
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "gelu": F.gelu,  # exact erf form, as Hugging Face's "gelu"
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-}
 
 
 class BertOutput(NamedTuple):
@@ -326,6 +277,4 @@ class BertModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, path: str | Path, **config_overrides) -> "BertModel":
-        from minbert.model.loading import load_pretrained
-
         return load_pretrained(cls, Path(path), **config_overrides)

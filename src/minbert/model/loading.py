@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from minbert.errors import MinbertError
-from minbert.model.bert import BertConfig
+from minbert.model.config import BertConfig
 from minbert.runs import load_tensors
 
 log = logging.getLogger(__name__)
