@@ -214,7 +214,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace the run already in out= (default: refuse)")
     add_data_dir(t)
     t.set_defaults(func=cmd_train)
+    _add_run_commands(sub)
+    _add_study_commands(sub)
+    return p
 
+
+def _add_run_commands(sub) -> None:
+    """The commands that use a finished run: evaluate, predict, plot."""
     for name, text in (
         ("evaluate", "dev metrics of a run's best checkpoint"),
         ("predict", "write dev and test prediction files of a run's best checkpoint"),
@@ -237,11 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="with --input (default jsonl)")
         add_data_dir(e)
         e.set_defaults(func=cmd_evaluate)
-
     pl = sub.add_parser("plot", help="PNG plots of a run's metrics.jsonl (loss per task, dev metrics per epoch)")
     pl.add_argument("run_dir")
     pl.set_defaults(func=cmd_plot)
 
+
+def _add_study_commands(sub) -> None:
+    """The commands over several runs: ensemble, sweep, analyze, compare."""
     en = sub.add_parser("ensemble", help="average the soft outputs of several runs' best checkpoints")
     en.add_argument("runs", nargs="+", metavar="RUN_DIR")
     en.add_argument("--out", required=True, help="folder for the ensemble's metrics and predictions")
@@ -272,7 +280,6 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("runs", nargs="+", metavar="RUN_DIR")
     co.add_argument("--chart", default="compare.png", help="where to write the bar chart (default compare.png)")
     co.set_defaults(func=cmd_compare)
-    return p
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -58,12 +58,7 @@ def ensemble(
     if not members:
         raise MinbertError(f"no run passed the thresholds {thresholds}; lower --min or add runs")
 
-    metrics, preds = {}, {"dev": {}, "test": {}}
-    for split in ("dev", "test"):
-        for t, parts in soft[split].items():
-            preds[split][t] = TASKS[t].hard(torch.stack(parts).mean(0))
-            if split == "dev":
-                metrics[f"{t}/{TASKS[t].metric_name}"] = TASKS[t].metric(preds[split][t], data_of["dev"][t].labels)
+    metrics, preds = _average(soft, data_of)
     if set(members) == every:  # the overall score only when no task was left out by the thresholds
         metrics["overall"] = overall_score(metrics, {t: TASKS[t] for t in members})
     out.mkdir(parents=True, exist_ok=True)
@@ -82,3 +77,14 @@ def ensemble(
     for t, names in members.items():
         print(f"{t}: {len(names)} run(s): {', '.join(names)}")
     return summary
+
+
+def _average(soft: dict, data_of: dict) -> tuple[dict[str, float], dict[str, dict]]:
+    """Members' soft outputs -> the ensemble's predictions per split and task, and its dev metrics."""
+    metrics, preds = {}, {"dev": {}, "test": {}}
+    for split in ("dev", "test"):
+        for t, parts in soft[split].items():
+            preds[split][t] = TASKS[t].hard(torch.stack(parts).mean(0))
+            if split == "dev":
+                metrics[f"{t}/{TASKS[t].metric_name}"] = TASKS[t].metric(preds[split][t], data_of["dev"][t].labels)
+    return metrics, preds

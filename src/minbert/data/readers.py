@@ -75,13 +75,7 @@ def read_examples(
         raise MinbertError(f"{path}: no such file (set MINBERT_DATA or --data-dir to the folder of CS224N data files)")
     examples: list[Example] = []
     skipped = 0
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")  # a byte-order mark is dropped, not read into the first column's name
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise MinbertError(f"{path}:{line}: byte 0x{raw[e.start]:02x} is not UTF-8; save the file as UTF-8") from None
-    with io.StringIO(text, newline="") as fp:
+    with io.StringIO(_text(path), newline="") as fp:
         reader = csv.DictReader(fp, delimiter="\t")
         header = [h for h in (reader.fieldnames or []) if h]
         wanted = ["id", *text_columns] + ([label.column] if label else [])
@@ -127,20 +121,30 @@ def read_examples(
             skipped,
             skipped + len(examples),
         )
+    _warn_repeated_ids(path, examples)
+    if not examples:
+        raise MinbertError(f"{path}: no usable rows")
+    return examples
+
+
+def _text(path: Path) -> str:
+    """The file as text; a byte-order mark is dropped (not read into the first column's name)."""
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise MinbertError(f"{path}:{line}: byte 0x{raw[e.start]:02x} is not UTF-8; save the file as UTF-8") from None
+
+
+def _warn_repeated_ids(path: Path, examples: list[Example]) -> None:
     seen: dict[str, int] = {}
     for e in examples:
         seen[e.id] = seen.get(e.id, 0) + 1
     repeated = [i for i, n in seen.items() if n > 1]
     if repeated:
-        log.warning(
-            "%s: %d id(s) appear more than once (e.g. %s); each row is kept and predicted",
-            path,
-            len(repeated),
-            repeated[0],
-        )
-    if not examples:
-        raise MinbertError(f"{path}: no usable rows")
-    return examples
+        log.warning("%s: %d id(s) appear more than once (e.g. %s); each row is kept and predicted", path,
+                    len(repeated), repeated[0])  # fmt: skip
 
 
 def _problem(row: dict, text_columns: tuple[str, ...], label: LabelSpec | None) -> str | None:

@@ -102,43 +102,44 @@ class TrainConfig:
     budget: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "TrainConfig":
+        """Every check that can run before the model and the data load; the first failure is one MinbertError."""
+        from minbert.runs import check_loggers
         from minbert.tasks import TASKS
 
         if not self.tasks:
             raise MinbertError(f"tasks: name at least one of {', '.join(TASKS)}")
         for name, t in self.tasks.items():
-            if name not in TASKS:
-                raise MinbertError(f"tasks.{name}: unknown task; valid: {', '.join(TASKS)}")
-            if t.head and t.head not in HEADS:
-                raise MinbertError(f"tasks.{name}.head: {t.head!r} unknown; valid: {', '.join(HEADS)}")
-            if t.loss and t.loss not in LOSSES:
-                raise MinbertError(f"tasks.{name}.loss: {t.loss!r} unknown; valid: {', '.join(LOSSES)}")
-            head, kind = t.head or TASKS[name].default_head, "pair" if TASKS[name].pair else "sentence"
-            if HEADS[head].pair != TASKS[name].pair:
-                valid = ", ".join(k for k, h in HEADS.items() if h.pair == TASKS[name].pair)
-                raise MinbertError(f"tasks.{name}.head: {head!r} does not fit a {kind} task; valid: {valid}")
-            loss = t.loss or TASKS[name].default_loss
-            _check_head_and_loss(f"tasks.{name}", head, loss)
-            _check_task_and_loss(f"tasks.{name}", TASKS[name], head, loss)
-            if t.margin_step and loss != "cosine_embedding":
-                raise MinbertError(
-                    f"tasks.{name}.margin_step: a dynamic margin needs loss cosine_embedding, not {loss!r}"
-                )
-            for extra in t.extra_losses:
-                if extra not in LOSSES:
-                    raise MinbertError(f"tasks.{name}.extra_losses: {extra!r} unknown; valid: {', '.join(LOSSES)}")
-                _check_head_and_loss(f"tasks.{name}.extra_losses.{extra}", head, extra)
-        if self.schedule not in SCHEDULES:
-            raise MinbertError(f"schedule: {self.schedule!r} unknown; valid: {', '.join(SCHEDULES)}")
+            _check_task(name, t)
+        self._check_names()
+        for key, ok, want in self._ranges():
+            if not ok:
+                raise MinbertError(f"{key}: {_get(self, key)!r} must be {want}")
+        metrics = ["overall"] + [f"{n}/{TASKS[n].metric_name}" for n in self.tasks]
+        if self.early_stopping.metric not in metrics:
+            raise MinbertError(
+                f"early_stopping.metric: {self.early_stopping.metric!r} is not a dev metric of these "
+                f"tasks; valid: {', '.join(metrics)}"
+            )
+        check_loggers(self.loggers)
+        return self
+
+    def _check_names(self) -> None:
+        """Each technique named is in its registry."""
         from minbert.combiners import COMBINERS
         from minbert.lr_schedules import LR_SCHEDULES
         from minbert.regularizers import REGULARIZERS
 
-        if self.combiner not in COMBINERS:
-            raise MinbertError(f"combiner: {self.combiner!r} unknown; valid: {', '.join(COMBINERS)}")
-        for r in self.regularizers:
-            if r not in REGULARIZERS:
-                raise MinbertError(f"regularizers: {r!r} unknown; valid: {', '.join(REGULARIZERS)}")
+        for key, name, registry in (
+            ("schedule", self.schedule, SCHEDULES),
+            ("combiner", self.combiner, COMBINERS),
+            ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
+            *(("regularizers", r, REGULARIZERS) for r in self.regularizers),
+        ):
+            if name not in registry:
+                raise MinbertError(f"{key}: {name!r} unknown; valid: {', '.join(registry)}")
+
+    def _ranges(self) -> list[tuple[str, bool, str]]:
+        """(key, whether its value is in range, the range) for every number with one."""
         ranges = [
             ("lr", self.lr >= 0, ">= 0"),
             ("head_lr_mult", self.head_lr_mult > 0, "> 0"),
@@ -167,21 +168,7 @@ class TrainConfig:
                 (f"tasks.{name}.extra_layers", t.extra_layers >= 0, ">= 0"),
                 (f"tasks.{name}.weight", t.weight >= 0, ">= 0"),
             ]
-        for key, ok, want in ranges:
-            if not ok:
-                raise MinbertError(f"{key}: {_get(self, key)!r} must be {want}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise MinbertError(f"lr_schedule: {self.lr_schedule!r} unknown; valid: {', '.join(LR_SCHEDULES)}")
-        metrics = ["overall"] + [f"{n}/{TASKS[n].metric_name}" for n in self.tasks]
-        if self.early_stopping.metric not in metrics:
-            raise MinbertError(
-                f"early_stopping.metric: {self.early_stopping.metric!r} is not a dev metric of these "
-                f"tasks; valid: {', '.join(metrics)}"
-            )
-        from minbert.runs import check_loggers
-
-        check_loggers(self.loggers)
-        return self
+        return ranges
 
     def restricted_to(self, names: list[str]) -> "TrainConfig":
         return dataclasses.replace(self, tasks={n: t for n, t in self.tasks.items() if n in names})
@@ -203,6 +190,31 @@ def _get(cfg, key: str):
     for part in key.split("."):
         cfg = cfg[part] if isinstance(cfg, dict) else getattr(cfg, part)
     return cfg
+
+
+def _check_task(name: str, t: TaskConfig) -> None:
+    """A task's name, head and losses: known, fitting the task (sentence or pair) and each other."""
+    from minbert.tasks import TASKS
+
+    if name not in TASKS:
+        raise MinbertError(f"tasks.{name}: unknown task; valid: {', '.join(TASKS)}")
+    if t.head and t.head not in HEADS:
+        raise MinbertError(f"tasks.{name}.head: {t.head!r} unknown; valid: {', '.join(HEADS)}")
+    if t.loss and t.loss not in LOSSES:
+        raise MinbertError(f"tasks.{name}.loss: {t.loss!r} unknown; valid: {', '.join(LOSSES)}")
+    task = TASKS[name]
+    head, kind, loss = t.head or task.default_head, "pair" if task.pair else "sentence", t.loss or task.default_loss
+    if HEADS[head].pair != task.pair:
+        valid = ", ".join(k for k, h in HEADS.items() if h.pair == task.pair)
+        raise MinbertError(f"tasks.{name}.head: {head!r} does not fit a {kind} task; valid: {valid}")
+    _check_head_and_loss(f"tasks.{name}", head, loss)
+    _check_task_and_loss(f"tasks.{name}", task, head, loss)
+    if t.margin_step and loss != "cosine_embedding":
+        raise MinbertError(f"tasks.{name}.margin_step: a dynamic margin needs loss cosine_embedding, not {loss!r}")
+    for extra in t.extra_losses:
+        if extra not in LOSSES:
+            raise MinbertError(f"tasks.{name}.extra_losses: {extra!r} unknown; valid: {', '.join(LOSSES)}")
+        _check_head_and_loss(f"tasks.{name}.extra_losses.{extra}", head, extra)
 
 
 def _check_head_and_loss(where: str, head: str, loss: str) -> None:
