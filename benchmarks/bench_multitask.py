@@ -31,6 +31,7 @@ from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, make_batch, step_batches
 from minbert.multitask.evaluate import evaluate
 from minbert.multitask.run import build, load_data
+from minbert.multitask.step import train_step
 from minbert.multitask.techniques import Techniques
 from minbert.optim import AdamW
 from minbert.runs import autocast
@@ -128,7 +129,7 @@ def main() -> None:
         for name, m in modes.items():
             techs[name] = Techniques(dataclasses.replace(cfg, fused=m.get("fused", False)), model, device)
             if m.get("five"):
-                techs[name].step.step_loss.losses = five_passes(techs[name], device)
+                techs[name].step_loss.losses = five_passes(techs[name], device)
         s = {n: cls(n, d.lengths, batch or cfg.task(n).batch_size, cfg.seed) for n, d in data["train"].items()}
         model.train()
         examples, elapsed = 0, dict.fromkeys(modes, 0.0)
@@ -140,7 +141,7 @@ def main() -> None:
             for name, tech in techs.items():
                 model.bert.unpad = not modes[name].get("padded", False)
                 t = time.perf_counter()
-                tech.train_step(opt, micro, 0)
+                train_step(tech, opt, micro, 0)
                 if i >= 2:
                     elapsed[name] += time.perf_counter() - t
             if i >= 2:

@@ -41,6 +41,11 @@ class MultitaskModel(nn.Module):
         """Parameters every task's loss reaches: the encoder's (heads and PALs belong to one task each)."""
         return [p for p in self.bert.parameters() if p.requires_grad]
 
+    def task_parameters(self, task: str) -> list[nn.Parameter]:
+        """The parameters only this task's loss reaches: its head, and its PALs when enabled."""
+        modules = [self.heads[task]] + ([self.pals[task]] if self.pals is not None else [])
+        return [p for m in modules for p in m.parameters() if p.requires_grad]
+
     def param_groups(self, lr: float, head_lr_mult: float = 1.0, layer_lr_decay: float = 1.0) -> list[dict]:
         """AdamW parameter groups, each with its own "lr": encoder layer i of L at lr * layer_lr_decay^(L - i), the
         embeddings at lr * layer_lr_decay^L, the pooler at lr, heads and PALs at lr * head_lr_mult."""

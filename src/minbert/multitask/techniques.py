@@ -8,16 +8,17 @@ from __future__ import annotations
 import logging
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from minbert.combiners import COMBINERS
 from minbert.combiners.conflicts import ConflictStats
-from minbert.distributed import current
+from minbert.distributed import broadcast_tensors, current
 from minbert.losses import LOSSES
 from minbert.losses.dynamic_margin import next_margin
 from minbert.lr_schedules import LR_SCHEDULES
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.fused import fused_forward
-from minbert.multitask.step import Step
+from minbert.multitask.step import StepLoss
 from minbert.regularizers import REGULARIZERS
 from minbert.runs import autocast
 from minbert.tasks import TASKS
@@ -58,17 +59,22 @@ class Techniques:
                 world,
                 cfg.grad_accum * world,
             )
-        self.step = Step(
-            cfg,
-            model,
-            device,
-            self.batch_losses,
-            self.task_loss,
-            self.combiner,
-            self.conflicts if cfg.conflict_stats else None,
-        )
+        # how the step runs: per-task gradients are only materialized when something needs them
+        self.per_task = cfg.combiner != "sum" or cfg.conflict_stats
+        self.shared = model.shared_parameters()
+        self.own = {n: model.task_parameters(n) for n in cfg.tasks}
+        self.scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+        self.world = world
+        self.step_loss = StepLoss(model, self.batch_losses)
+        self.ddp = None
+        if world > 1 and self.per_task:
+            broadcast_tensors(model.state_dict().values())  # rows are all-reduced by hand: sync weights once
+        elif world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            # find_unused_parameters: heads of tasks not in a step, and the pooler under mean pooling, get no gradient
+            self.ddp = DistributedDataParallel(self.step_loss, device_ids=ids, find_unused_parameters=True)
         # PALs put a different adapter in every layer per task, so their tasks cannot share one encoder pass
-        self.fused = cfg.fused and not self.step.per_task and model.pals is None
+        self.fused = cfg.fused and not self.per_task and model.pals is None
 
     def task_loss(self, name: str, batch, out: dict | None = None) -> torch.Tensor:
         """The weighted loss of one task's batch: its loss, extra losses and regularizer terms. `out`: the head
@@ -100,24 +106,6 @@ class Techniques:
                 outs = fused_forward(self.model, batches)
         return {n: self.task_loss(n, b, outs.get(n)) for n, b in batches.items()}
 
-    def train_step(self, optimizer, micro: list[tuple[dict, dict]], step: int) -> dict[str, float]:
-        """One optimizer step (multitask/step.py), then the regularizers' after-step updates. `micro`: this
-        process's micro-batches, each {task: Batch} with {task: its share of the task's global batch}; returns each
-        task's weighted loss on the global batch."""
-        totals = self.step.run(optimizer, micro, step)
-        if not self.step.skipped:
-            self.after_step()
-        return totals
-
-    @property
-    def skipped(self) -> bool:
-        """Whether the last step's update was skipped (a non-finite loss or gradient)."""
-        return self.step.skipped
-
-    def after_step(self) -> None:
-        for reg in self.regularizers.values():
-            reg.after_step(self.model)
-
     def end_epoch(self, optimizer, epoch: int, train_loss: float, dev: dict[str, float]) -> dict:
         """Epoch-end updates (LR schedule, dynamic margins); returns what to log."""
         self.lr_schedule.on_epoch_end(optimizer, epoch, train_loss)
@@ -137,7 +125,7 @@ class Techniques:
 
     def state(self) -> dict:
         return {
-            "scaler": self.step.scaler.state_dict() if self.step.scaler is not None else {},
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "combiner": self.combiner.state_dict(),
             "lr_schedule": self.lr_schedule.state_dict(),
             "conflicts": self.conflicts.state_dict(),
@@ -147,8 +135,8 @@ class Techniques:
         }
 
     def load_state(self, state: dict) -> None:
-        if self.step.scaler is not None and state.get("scaler"):
-            self.step.scaler.load_state_dict(state["scaler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         self.combiner.load_state_dict(state["combiner"])
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         self.conflicts.load_state_dict(state["conflicts"])

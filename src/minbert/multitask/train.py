@@ -32,6 +32,7 @@ from minbert.multitask.data import BatchStream, step_batches
 from minbert.multitask.evaluate import evaluate, results_table, write_task_predictions
 from minbert.multitask.run import build, load_data, load_run_config, resume_config  # noqa: F401 (re-exported)
 from minbert.multitask.state import load_snapshot, save_snapshot
+from minbert.multitask.step import train_step
 from minbert.multitask.techniques import Techniques
 from minbert.optim import AdamW
 from minbert.runs import (
@@ -202,10 +203,10 @@ class Trainer:
             idx = {name: self.streams[name].next() for name in plan[s]}
             micro = step_batches(self.data["train"], idx, self.tok.pad_id, self.device, self.d.rank, self.d.world,
                                  cfg.grad_accum)  # fmt: skip
-            losses = self.tech.train_step(self.optimizer, micro, st.global_step)
+            losses, skipped = train_step(self.tech, self.optimizer, micro, st.global_step)
             st.global_step += 1
             step = st.global_step
-            if guard(st, losses, self.tech.skipped, step, cfg, self.run):  # False: a skipped update, not counted
+            if guard(st, losses, skipped, step, cfg, self.run):  # False: a skipped update, not counted
                 st.count(losses)
             # running loss per task this epoch, and (in brackets) how many of its batches: the task mix
             bar.set_postfix({n: f"{a / c:.3f} ({c})" for n, (a, c) in st.epoch_loss.items() if c}, refresh=False)
