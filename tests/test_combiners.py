@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from minbert.combiners import COMBINERS
-from minbert.combiners.conflicts import ConflictStats
 from minbert.combiners.gradvac import GradVac
 from minbert.combiners.pcgrad import PCGrad
+from minbert.multitask.conflicts import ConflictStats
 
 
 def test_pcgrad_two_conflicting_tasks_by_hand():

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from minbert.errors import MinbertError
 from minbert.losses import LOSSES
 from minbert.model.heads import HEADS
-from minbert.schedules import SCHEDULES
+from minbert.sampling import SAMPLERS
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class TrainConfig:
     checkpoint: str = "default"  # embedded all-MiniLM-L6-v2, or a Hugging Face BERT directory
     data_dir: str = ""  # "" = $MINBERT_DATA, else ../shared/data
     tasks: dict[str, TaskConfig] = field(default_factory=default_tasks)
-    schedule: str = "round_robin"  # a key of minbert.schedules.SCHEDULES
+    schedule: str = "round_robin"  # task sampling: a key of minbert.sampling.SAMPLERS
     combiner: str = "sum"  # how per-task gradients become one: a key of minbert.combiners.COMBINERS
     combiner_args: dict[str, float] = field(default_factory=dict)  # e.g. gradvac: {beta: 0.01}
     conflict_stats: bool = False  # record per-pair gradient cosines each epoch (also with "sum")
@@ -130,7 +130,7 @@ class TrainConfig:
         from minbert.regularizers import REGULARIZERS
 
         for key, name, registry in (
-            ("schedule", self.schedule, SCHEDULES),
+            ("schedule", self.schedule, SAMPLERS),
             ("combiner", self.combiner, COMBINERS),
             ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
             *(("regularizers", r, REGULARIZERS) for r in self.regularizers),

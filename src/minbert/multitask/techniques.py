@@ -11,12 +11,12 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from minbert.combiners import COMBINERS
-from minbert.combiners.conflicts import ConflictStats
 from minbert.distributed import broadcast_tensors, current
 from minbert.losses import LOSSES
 from minbert.losses.dynamic_margin import next_margin
 from minbert.lr_schedules import LR_SCHEDULES
 from minbert.multitask.config import TrainConfig
+from minbert.multitask.conflicts import ConflictStats
 from minbert.multitask.fused import fused_forward
 from minbert.multitask.step import StepLoss
 from minbert.regularizers import REGULARIZERS

@@ -47,7 +47,7 @@ from minbert.runs import (
     seed_everything,
     set_threads,
 )
-from minbert.schedules import SCHEDULES
+from minbert.sampling import SAMPLERS
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class Trainer:
             n: BatchStream(n, x.lengths, cfg.task(n).batch_size, cfg.seed, self.st.consumed[n])
             for n, x in train.items()
         }
-        schedule = SCHEDULES[cfg.schedule]
+        schedule = SAMPLERS[cfg.schedule]
         self.plans = {
             e: schedule(sizes, per_pass, e, cfg.epochs, cfg.steps_per_epoch, cfg.seed) for e in range(1, cfg.epochs + 1)
         }

@@ -1,30 +1,31 @@
-"""Task schedules: which task(s) each training step draws a batch from.
+"""Task sampling: which task(s) each training step draws a batch from (the config's `schedule`; learning-rate
+schedules are `lr_schedules/`).
 
-A schedule is a function `(sizes, batches, epoch, epochs, steps, seed) -> list[tuple[str, ...]]` returning, for
+A sampler is a function `(sizes, batches, epoch, epochs, steps, seed) -> list[tuple[str, ...]]` returning, for
 each step of one epoch, the tasks that contribute a batch to it (round-robin: all of them, summed; the others: one).
 It is a pure function of its arguments, seeded by `seed + epoch`, so a resumed run replays the same order.
 
 - sizes: training examples per task (N_i); batches: batches in one pass over each task's data
-- epoch: 1-based; epochs: total E; steps: steps in this epoch, 0 = the schedule's natural length
+- epoch: 1-based; epochs: total E; steps: steps in this epoch, 0 = the sampler's natural length
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from minbert.schedules.annealed import annealed
-from minbert.schedules.proportional import proportional
-from minbert.schedules.round_robin import round_robin
-from minbert.schedules.sequential import sequential
+from minbert.sampling.annealed import annealed
+from minbert.sampling.proportional import proportional
+from minbert.sampling.round_robin import round_robin
+from minbert.sampling.sequential import sequential
 
 
-class Schedule(Protocol):
+class Sampler(Protocol):
     def __call__(
         self, sizes: dict[str, int], batches: dict[str, int], epoch: int, epochs: int, steps: int, seed: int
     ) -> list[tuple[str, ...]]: ...
 
 
-SCHEDULES: dict[str, Schedule] = {
+SAMPLERS: dict[str, Sampler] = {
     "sequential": sequential,
     "round_robin": round_robin,
     "proportional": proportional,

@@ -1,7 +1,7 @@
 """Annealed sampling (Stickland & Murray 2019, report 001): p_i proportional to N_i^alpha with
 alpha = 1 - 0.8 (e - 1) / (E - 1), so large tasks dominate early and sampling evens out towards the last epoch."""
 
-from minbert.schedules.proportional import weighted_tasks
+from minbert.sampling.proportional import weighted_tasks
 
 
 def alpha(epoch: int, epochs: int) -> float:

@@ -3,21 +3,21 @@ import collections
 import pytest
 from scipy.stats import chisquare
 
-from minbert.schedules import SCHEDULES
-from minbert.schedules.annealed import alpha
+from minbert.sampling import SAMPLERS
+from minbert.sampling.annealed import alpha
 
 SIZES = {"sst": 8544, "quora": 14164, "sts": 6040}
 TINY = {"a": 3, "b": 1, "c": 2}  # batches per pass
 
 
 def test_sequential_exact_order():
-    assert SCHEDULES["sequential"](TINY, TINY, 1, 3, 0, 0) == [("a",), ("a",), ("a",), ("b",), ("c",), ("c",)]
-    assert SCHEDULES["sequential"](TINY, TINY, 1, 3, 4, 0) == [("a",), ("a",), ("a",), ("b",)]
+    assert SAMPLERS["sequential"](TINY, TINY, 1, 3, 0, 0) == [("a",), ("a",), ("a",), ("b",), ("c",), ("c",)]
+    assert SAMPLERS["sequential"](TINY, TINY, 1, 3, 4, 0) == [("a",), ("a",), ("a",), ("b",)]
 
 
 def test_round_robin_exact_order():
-    assert SCHEDULES["round_robin"](TINY, TINY, 1, 3, 0, 0) == [("a", "b", "c")] * 3  # one pass of the largest
-    assert SCHEDULES["round_robin"](TINY, TINY, 2, 3, 5, 0) == [("a", "b", "c")] * 5
+    assert SAMPLERS["round_robin"](TINY, TINY, 1, 3, 0, 0) == [("a", "b", "c")] * 3  # one pass of the largest
+    assert SAMPLERS["round_robin"](TINY, TINY, 2, 3, 5, 0) == [("a", "b", "c")] * 5
 
 
 @pytest.mark.parametrize("epoch,expected", [(1, 1.0), (2, 0.6), (3, 0.2)])
@@ -39,19 +39,19 @@ def test_sampled_frequencies_match_the_formula(name, epoch):
     a = 1.0 if name == "proportional" else alpha(epoch, epochs)
     weights = [n**a for n in SIZES.values()]
     expected = [steps * w / sum(weights) for w in weights]
-    plan = SCHEDULES[name](SIZES, SIZES, epoch, epochs, steps, seed=7)
+    plan = SAMPLERS[name](SIZES, SIZES, epoch, epochs, steps, seed=7)
     assert len(plan) == steps
     assert chisquare(frequencies(plan), expected).pvalue > 1e-3
 
 
 def test_annealing_evens_out_the_tasks():
-    first = frequencies(SCHEDULES["annealed"](SIZES, SIZES, 1, 5, 20000, 0))
-    last = frequencies(SCHEDULES["annealed"](SIZES, SIZES, 5, 5, 20000, 0))
+    first = frequencies(SAMPLERS["annealed"](SIZES, SIZES, 1, 5, 20000, 0))
+    last = frequencies(SAMPLERS["annealed"](SIZES, SIZES, 5, 5, 20000, 0))
     assert max(first) / min(first) > 2.0 > max(last) / min(last)
 
 
 def test_seeded_by_seed_plus_epoch():
-    f = SCHEDULES["proportional"]
+    f = SAMPLERS["proportional"]
     assert f(SIZES, SIZES, 2, 3, 100, 5) == f(SIZES, SIZES, 2, 3, 100, 5)
     assert f(SIZES, SIZES, 2, 3, 100, 5) == f(SIZES, SIZES, 3, 3, 100, 4)  # same seed + epoch
     assert f(SIZES, SIZES, 2, 3, 100, 5) != f(SIZES, SIZES, 3, 3, 100, 5)
