@@ -277,3 +277,8 @@ def test_resume_after_the_newest_checkpoint_is_truncated_continues_from_the_one_
     again = load_file(str(run / "checkpoints" / "last-00000012" / "model.safetensors"))
     assert all(torch.equal(final[k], again[k]) for k in final)  # the two replayed steps land on the same weights
     assert (run / "summary.json").is_file() and (run / "metrics.jsonl").read_text().count("\n") == lines
+
+
+def test_train_takes_checkpoint_as_a_flag(tmp_path, capsys):
+    assert main(["train", str(QUICKSTART), "--checkpoint", str(tmp_path / "nowhere"), f"out={tmp_path / 'x'}"]) == 2
+    assert f"checkpoint directory {tmp_path / 'nowhere'} does not exist" in error_line(capsys.readouterr().err)

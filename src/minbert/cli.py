@@ -63,13 +63,12 @@ def cmd_train(args) -> int:
     from minbert.data import choose_data_dir
 
     cfg = load_config(TrainConfig, args.config, args.overrides, budget=args.budget)
-    typed = [
-        o.split("=", 1)[1] for o in args.overrides if o.startswith("data_dir=")
-    ]  # on the command line: as the flag
+    if args.checkpoint:
+        cfg = dataclasses.replace(cfg, checkpoint=args.checkpoint)
+    typed = [o.split("=", 1)[1] for o in args.overrides if o.startswith("data_dir=")]  # typed here: as the flag
+    data = choose_data_dir(args.data_dir or (typed[-1] if typed else None), cfg.data_dir)
     train(
-        dataclasses.replace(
-            cfg, data_dir=choose_data_dir(args.data_dir or (typed[-1] if typed else None), cfg.data_dir)
-        ),
+        dataclasses.replace(cfg, data_dir=data),
         overwrite=args.overwrite,
     )
     return 0
@@ -212,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     t.add_argument("--budget", action="store_true", help="apply the config's budget section (bounded CPU run)")
     t.add_argument("--overwrite", action="store_true", help="replace the run already in out= (default: refuse)")
+    t.add_argument(
+        "--checkpoint", metavar="DIR", help="a Hugging Face BERT directory to start from (as checkpoint=DIR)"
+    )
     add_data_dir(t)
     t.set_defaults(func=cmd_train)
     _add_run_commands(sub)
