@@ -91,7 +91,7 @@ def analyze(run: Path, perplexity: float = 30.0, data_dir: str | None = None) ->
     cfg = load_run_config(run, data_dir)
     written = []
     if "sst" in cfg.tasks:
-        r = load_run(run, data_dir)
+        r = load_run(run, cfg=cfg)
         model, tok, device = r.model, r.tok, r.device
         data = load_data(cfg.restricted_to(["sst"]), tok, ("dev",))["dev"]["sst"]
         labels = data.labels.long().numpy()

@@ -51,8 +51,7 @@ class Model:
 
     def soft(self, task: str, inputs: Inputs, batch_size: int = 64) -> torch.Tensor:
         """What ensembles average (Task.soft): class probabilities (N, C), P(1) (N,), or the score (N,)."""
-        if task not in self.run.cfg.tasks:
-            raise MinbertError(f"task {task!r}: this run was trained on {', '.join(self.tasks)}")
+        self._check(task)
         spec = TASKS[task]
         examples = [_example(i, x, spec.pair, task) for i, x in enumerate(inputs)]
         if not examples:
@@ -66,12 +65,15 @@ class Model:
         """(N, H) sentence embeddings of the shared encoder with `task`'s pooling (and PALs); default: the first
         task's."""
         task = task or self.tasks[0]
-        if task not in self.run.cfg.tasks:
-            raise MinbertError(f"task {task!r}: this run was trained on {', '.join(self.tasks)}")
+        self._check(task)
         r = self.run
         ids = r.tok.encode([str(s) for s in sentences], r.cfg.task(task).max_length)
         r.model.eval()
         return encode_sentences(r.model, task, ids, r.tok.pad_id, r.device, r.cfg.precision, batch_size).float().cpu()
+
+    def _check(self, task: str) -> None:
+        if task not in self.run.cfg.tasks:
+            raise MinbertError(f"task {task!r}: this run was trained on {', '.join(self.tasks)}")
 
 
 def _example(i: int, x, pair: bool, task: str) -> Example:

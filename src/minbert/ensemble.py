@@ -43,7 +43,7 @@ def ensemble(
         ]
         if not wanted:
             continue
-        r = load_run(run, data_dir)  # every head, so the checkpoint loads whole; only `wanted` are evaluated
+        r = load_run(run, cfg=cfg)  # every head, so the checkpoint loads whole; only `wanted` are evaluated
         model, tok, device = r.model, r.tok, r.device
         data = load_data(cfg.restricted_to(wanted), tok, ("dev", "test"))
         for split, tasks in data.items():

@@ -82,10 +82,13 @@ class LoadedRun:
     best: dict  # the best checkpoint's saved state: {"epoch": .., "dev": {metric: value}}
 
 
-def load_run(run: str | Path, data_dir: str | None = None, device: str | None = None) -> LoadedRun:
-    """A finished (or interrupted) run's best checkpoint, ready to evaluate or predict."""
+def load_run(
+    run: str | Path, data_dir: str | None = None, device: str | None = None, cfg: TrainConfig | None = None
+) -> LoadedRun:
+    """A finished (or interrupted) run's best checkpoint, ready to evaluate or predict; `cfg`: its config when the
+    caller has read it already (load_run_config)."""
     run = Path(run)
-    cfg = load_run_config(run, data_dir)
+    cfg = cfg or load_run_config(run, data_dir)
     where = pick_device(device or cfg.device)
     model, tok = build(cfg, where)
     best = load_snapshot(run, "best", model)

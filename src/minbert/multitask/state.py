@@ -66,12 +66,13 @@ def _describe(folder: Path, step: int) -> dict:
     files = {}
     for name in FILES:
         if (folder / name).is_file():
-            with open(folder / name, "rb") as f:
-                files[name] = {
-                    "size": (folder / name).stat().st_size,
-                    "sha256": hashlib.file_digest(f, "sha256").hexdigest(),
-                }
+            files[name] = {"size": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
     return {"folder": folder.name, "step": step, "files": files}
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _write_pointer(run: Path, kind: str, entries: list[dict]) -> None:
@@ -128,18 +129,15 @@ def verify(folder: Path, entry: dict, names=FILES) -> None:
     for name in names:
         path, want = folder / name, entry.get("files", {}).get(name)
         if not path.is_file():
-            if want or name != "optimizer.safetensors":
-                raise MinbertError(f"{path}: missing")
-            continue
+            raise MinbertError(f"{path}: missing")
         if want is None:
             continue
         if path.stat().st_size != want["size"]:
             raise MinbertError(
                 f"{path}: {path.stat().st_size} bytes, the pointer recorded {want['size']} (truncated or replaced)"
             )
-        with open(path, "rb") as f:
-            if hashlib.file_digest(f, "sha256").hexdigest() != want["sha256"]:
-                raise MinbertError(f"{path}: checksum differs from the pointer's (the file was damaged or changed)")
+        if _sha256(path) != want["sha256"]:
+            raise MinbertError(f"{path}: checksum differs from the pointer's (the file was damaged or changed)")
 
 
 def snapshot_folder(run: Path, kind: str) -> Path:
