@@ -2,6 +2,7 @@ import pytest
 
 from minbert.data import data_dir
 from minbert.model import default_checkpoint_dir
+from tests.helpers import QUICKSTART, TINY, run_cli
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +16,11 @@ def data_root():
 @pytest.fixture(scope="session")
 def ckpt():
     return default_checkpoint_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """(run directory, its output): the quickstart on a tiny budget, trained once for every test that only reads a
+    finished run."""
+    run = tmp_path_factory.mktemp("tiny") / "run"
+    return run, run_cli(str(QUICKSTART), *TINY, f"out={run}")

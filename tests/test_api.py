@@ -10,15 +10,12 @@ import torch
 
 import minbert
 from minbert.data import DATASETS, data_dir, load_split, read_predictions
-from tests.test_multitask import QUICKSTART, TINY
+from tests.helpers import QUICKSTART, TINY
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("api") / "run"
-    cmd = [sys.executable, "-m", "minbert", "train", str(QUICKSTART), *TINY, f"out={out}"]
-    subprocess.run(cmd, check=True, capture_output=True)
-    return out
+def run(tiny_run):
+    return tiny_run[0]
 
 
 def dev_rows(task: str, n: int = 48):

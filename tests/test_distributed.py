@@ -15,7 +15,7 @@ from minbert.config import load_config
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.state import snapshot_folder
 from minbert.runs import load_tensors
-from tests.test_multitask import QUICKSTART, TINY, final_weights
+from tests.helpers import QUICKSTART, TINY, final_weights
 
 # no dropout anywhere: the runs must compute the same function; 3 steps of 8 examples per task
 EXACT = (

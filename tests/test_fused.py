@@ -13,7 +13,7 @@ from minbert.multitask.data import BatchStream, step_batches
 from minbert.multitask.fused import flatten, fused_forward
 from minbert.multitask.run import build, load_data
 from minbert.multitask.techniques import Techniques
-from tests.test_multitask import QUICKSTART, TINY
+from tests.helpers import QUICKSTART, TINY
 
 
 def setup(overrides):

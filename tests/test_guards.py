@@ -10,7 +10,7 @@ from minbert.cli import main
 from minbert.errors import MinbertError
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.train import TrainState, guard
-from tests.test_multitask import QUICKSTART, TINY
+from tests.helpers import QUICKSTART, TINY
 
 
 def test_guard_skips_counts_and_stops_after_max_bad_steps(tmp_path):

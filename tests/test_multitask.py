@@ -6,11 +6,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from minbert.cli import main
 from minbert.config import load_config
@@ -21,38 +19,11 @@ from minbert.multitask.evaluate import predict_task
 from minbert.multitask.run import build, load_data
 from minbert.multitask.state import load_snapshot, save_snapshot, snapshot_folder
 from minbert.tasks import TASKS
-
-QUICKSTART = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
-TINY = ["epochs=2", "steps_per_epoch=6", "checkpoint_every=2", "log_every=1", "precision=fp32", "device=cpu"] + [
-    f"tasks.{t}.{k}={v}"
-    for t in ("sst", "quora", "sts")
-    for k, v in (("train_limit", 96), ("eval_limit", 48), ("batch_size", 8), ("max_length", 24))
-]
+from tests.helpers import QUICKSTART, TINY, final_weights, run_cli
 
 
-def run_cli(*args, wait=True):
-    cmd = [sys.executable, "-m", "minbert", "train", *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if wait:
-        out, _ = proc.communicate(timeout=600)
-        assert proc.returncode == 0, out
-        return out
-    return proc
-
-
-@pytest.fixture(scope="module")
-def full_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("mt") / "full"
-    out = run_cli(str(QUICKSTART), *TINY, f"out={run}")
-    return run, out
-
-
-def final_weights(run: Path) -> dict:
-    return load_file(str(snapshot_folder(run, "last") / "model.safetensors"))
-
-
-def test_run_prints_results_and_writes_files(full_run):
-    run, out = full_run
+def test_run_prints_results_and_writes_files(tiny_run):
+    run, out = tiny_run
     assert "| dev (best epoch" in out and "sst/acc" in out and "sts/pearson" in out and "overall" in out
     summary = json.loads((run / "summary.json").read_text())
     dev = summary["dev"]
@@ -72,8 +43,8 @@ def test_run_prints_results_and_writes_files(full_run):
     assert sum("train/loss/quora" in r and "dev/overall" not in r for r in records) == 12
 
 
-def test_kill_and_resume_is_bit_identical(full_run, tmp_path):
-    run, _ = full_run
+def test_kill_and_resume_is_bit_identical(tiny_run, tmp_path):
+    run, _ = tiny_run
     killed = tmp_path / "killed"
     proc = run_cli(str(QUICKSTART), *TINY, f"out={killed}", wait=False)
     deadline = time.time() + 300
@@ -98,8 +69,8 @@ def test_kill_and_resume_is_bit_identical(full_run, tmp_path):
     ).read_text()
 
 
-def test_evaluate_predict_and_plot_reload_a_run(full_run, tmp_path, capsys):
-    run, _ = full_run
+def test_evaluate_predict_and_plot_reload_a_run(tiny_run, tmp_path, capsys):
+    run, _ = tiny_run
     assert main(["evaluate", str(run)]) == 0
     out = capsys.readouterr().out
     dev = json.loads((run / "summary.json").read_text())["dev"]
@@ -172,8 +143,8 @@ def test_evaluation_encodes_each_distinct_sentence_once(monkeypatch):
     assert sum(rows) == distinct < 2 * len(data.examples)
 
 
-def test_ensemble_of_one_run_twice_equals_the_run(full_run, tmp_path, capsys):
-    run, _ = full_run
+def test_ensemble_of_one_run_twice_equals_the_run(tiny_run, tmp_path, capsys):
+    run, _ = tiny_run
     assert main(["ensemble", str(run), str(run), "--out", str(tmp_path / "ens")]) == 0
     ens = json.loads((tmp_path / "ens" / "summary.json").read_text())
     single = json.loads((run / "summary.json").read_text())["dev"]
@@ -188,9 +159,9 @@ def test_ensemble_of_one_run_twice_equals_the_run(full_run, tmp_path, capsys):
     assert "no run passed the thresholds" in capsys.readouterr().err
 
 
-def test_ensemble_thresholds_keep_the_tasks_a_run_passes(full_run, tmp_path, capsys):
+def test_ensemble_thresholds_keep_the_tasks_a_run_passes(tiny_run, tmp_path, capsys):
     # report 001's per-task thresholds: a run that passes SST and STS but not Quora serves those two tasks only
-    run, _ = full_run
+    run, _ = tiny_run
     single = json.loads((run / "summary.json").read_text())["dev"]
     assert main(["ensemble", str(run), str(run), "--out", str(tmp_path / "ens"), "--min", "sst=0.0", "quora=0.99"]) == 0
     ens = json.loads((tmp_path / "ens" / "summary.json").read_text())
@@ -203,8 +174,8 @@ def test_ensemble_thresholds_keep_the_tasks_a_run_passes(full_run, tmp_path, cap
     assert "sentiment: unknown task" in capsys.readouterr().err
 
 
-def test_analyze_and_compare(full_run, tmp_path, capsys):
-    run, _ = full_run
+def test_analyze_and_compare(tiny_run, tmp_path, capsys):
+    run, _ = tiny_run
     assert main(["analyze", str(run), "--perplexity", "5"]) == 0
     m = json.loads((run / "plots" / "sst_confusion.json").read_text())["rows_true_cols_predicted"]
     assert all(abs(sum(row) - 1) < 1e-3 or sum(row) == 0 for row in m)

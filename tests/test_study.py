@@ -18,7 +18,7 @@ from minbert.multitask.config import TaskConfig
 from minbert.multitask.data import TaskData, make_batch
 from minbert.multitask.model import MultitaskModel
 from minbert.sweep import load_sweep, rows
-from tests.test_multitask import QUICKSTART, TINY, run_cli
+from tests.helpers import QUICKSTART, TINY, run_cli
 
 TINY_BERT = BertConfig(
     vocab_size=50,

@@ -9,8 +9,8 @@ import minbert.multitask.train as tr
 from minbert.config import load_config
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.state import snapshot_folder
+from tests.helpers import QUICKSTART, TINY, final_weights
 from tests.test_distributed import EXACT, assert_same_weights
-from tests.test_multitask import QUICKSTART, TINY, final_weights
 
 
 def test_gradient_checkpointing_gives_the_same_gradients_with_dropout():

@@ -16,7 +16,7 @@ from torch import nn
 from minbert.cli import main
 from minbert.errors import MinbertError
 from minbert.multitask.state import load_snapshot, save_snapshot, snapshot_folder
-from tests.test_multitask import QUICKSTART, TINY
+from tests.helpers import QUICKSTART, TINY
 
 
 def error_line(err: str) -> str:

@@ -171,6 +171,17 @@ def predict_text(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    from minbert.export import export
+    from minbert.multitask.run import load_run
+
+    for path in export(load_run(args.run_dir, device="cpu"), Path(args.out), args.format, args.task):
+        print(path)
+    return 0
+
+
 def cmd_plot(args) -> int:
     from pathlib import Path
 
@@ -245,6 +256,19 @@ def _add_run_commands(sub) -> None:
             e.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="with --input (default jsonl)")
         add_data_dir(e)
         e.set_defaults(func=cmd_evaluate)
+    ex = sub.add_parser(
+        "export",
+        help="write a run's best checkpoint for transformers, sentence-transformers or onnxruntime",
+        description="hf: OUT is the shared encoder (transformers.AutoModel) and OUT/<task>/ each sentence or "
+        "cross-encoder task as a sequence classifier; sentence-transformers: OUT loads with SentenceTransformer(OUT) "
+        "(--task: whose pooling and cosine-head layers; default the cosine-headed task); onnx: OUT/<task>.onnx and "
+        "OUT/embed.onnx, checked against PyTorch with onnxruntime. See src/minbert/export.py.",
+    )
+    ex.add_argument("run_dir")
+    ex.add_argument("out", help="a new (or empty) folder")
+    ex.add_argument("--format", required=True, choices=("hf", "sentence-transformers", "onnx"))
+    ex.add_argument("--task", help="only this task (sentence-transformers: whose embeddings)")
+    ex.set_defaults(func=cmd_export)
     pl = sub.add_parser("plot", help="PNG plots of a run's metrics.jsonl (loss per task, dev metrics per epoch)")
     pl.add_argument("run_dir")
     pl.set_defaults(func=cmd_plot)

@@ -17,6 +17,7 @@ class DatasetSpec:
     label: LabelSpec
     prediction_header: str  # header of CS224N prediction files
     num_labels: int  # 0 for a regression target
+    label_names: tuple[str, ...] = ()  # what each class means, for exported models' id2label
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -27,6 +28,7 @@ DATASETS: dict[str, DatasetSpec] = {
         LabelSpec("sentiment", int_label(5), 0, 4),
         "Predicted_Sentiment",
         5,
+        ("negative", "somewhat negative", "neutral", "somewhat positive", "positive"),
     ),
     "cfimdb": DatasetSpec(
         "cfimdb",
@@ -35,6 +37,7 @@ DATASETS: dict[str, DatasetSpec] = {
         LabelSpec("sentiment", int_label(2), 0, 1),
         "Predicted_Sentiment",
         2,
+        ("negative", "positive"),
     ),
     # The official names come first; these machines only have a split of the official dev set (-from-dev).
     "quora": DatasetSpec(
@@ -48,6 +51,7 @@ DATASETS: dict[str, DatasetSpec] = {
         LabelSpec("is_duplicate", int_label(2), 0, 1),
         "Predicted_Is_Paraphrase",
         2,
+        ("not_duplicate", "duplicate"),
     ),
     "sts": DatasetSpec(
         "sts",

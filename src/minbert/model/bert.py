@@ -231,9 +231,14 @@ class BertModel(nn.Module):
     # padding tokens or more: the same states for real tokens, zeros at padding, no work spent on padding. False:
     # always the padded computation, every position as transformers has it
     unpad: bool = True
+    # True for export (torch.export, ONNX): no branch on the data - no unpadding, the padding mask always applied
+    static_graph: bool = False
 
     def encode(self, x, attention_mask=None, adapters: list[Adapter] | None = None) -> torch.Tensor:
         """Run the layer stack over embeddings x (B, T, H) with a (B, T) mask, or flat x (N, H) with a Varlen layout."""
+        if self.static_graph:
+            mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
+            return self.layers(x, mask, adapters)
         u = varlen.unpad(attention_mask) if self.unpad and x.dim() == 3 and x.device.type == "cpu" else None
         if u is None:
             return self.layers(x, attention_bias(attention_mask), adapters)

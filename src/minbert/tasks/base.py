@@ -23,6 +23,11 @@ class Task:
     file_prefix: str = ""  # CS224N prediction file names: {prefix}-{split}-output.csv; "" = the task name
 
     @property
+    def regression(self) -> bool:
+        """Scored on a real value (Pearson, Spearman) rather than classes."""
+        return self.dataset.num_labels == 0
+
+    @property
     def prefix(self) -> str:
         return self.file_prefix or self.name
 
