@@ -43,11 +43,14 @@ class Model:
         """One dict per input: a classification task gives its "label" and the "probabilities" of every class (a
         two-class task the "probability" of 1), a regression task its "score" on the label scale (STS: 0..5)."""
         spec, soft = TASKS.get(task), self.soft(task, inputs, batch_size)
+        names = spec.dataset.label_names if spec.dataset.format != "cs224n" else ()
         if soft.dim() == 2:  # class probabilities (N, C)
-            return [{"label": int(p.argmax()), "probabilities": [round(float(x), 6) for x in p]} for p in soft]
-        if spec.metric_name == "pearson":
+            out = [{"label": int(p.argmax()), "probabilities": [round(float(x), 6) for x in p]} for p in soft]
+        elif spec.regression:
             return [{"score": round(float(s), 6)} for s in soft]
-        return [{"label": int(s > 0.5), "probability": round(float(s), 6)} for s in soft]
+        else:
+            out = [{"label": int(s > 0.5), "probability": round(float(s), 6)} for s in soft]
+        return [{**o, "name": names[o["label"]]} for o in out] if names else out
 
     def soft(self, task: str, inputs: Inputs, batch_size: int = 64) -> torch.Tensor:
         """What ensembles average (Task.soft): class probabilities (N, C), P(1) (N,), or the score (N,)."""

@@ -157,10 +157,10 @@ def predict_text(args) -> int:
 
     if not args.task:
         raise MinbertError("predict --input needs --task (one of the run's tasks, e.g. --task sst)")
-    if args.task not in TASKS:
-        raise MinbertError(f"--task {args.task}: unknown task; valid: {', '.join(TASKS)}")
+    model = load(args.run_dir)  # first: the run's config may define its own tasks
+    if args.task not in model.tasks:
+        raise MinbertError(f"--task {args.task}: this run was trained on {', '.join(model.tasks)}")
     inputs = read_inputs(args.input, TASKS[args.task].pair, args.task)
-    model = load(args.run_dir)
     preds = model.predict(args.task, inputs)
     if args.out:
         with open(args.out, "w", encoding="utf-8", newline="") as f:

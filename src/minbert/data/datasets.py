@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from minbert.data.readers import Example, LabelSpec, int_label, read_examples
+from minbert.data.readers import Example, LabelSpec, int_label, read_examples, read_table
 from minbert.errors import MinbertError
 
 
@@ -18,6 +18,8 @@ class DatasetSpec:
     prediction_header: str  # header of CS224N prediction files
     num_labels: int  # 0 for a regression target
     label_names: tuple[str, ...] = ()  # what each class means, for exported models' id2label
+    format: str = "cs224n"  # the CS224N TSV layout; custom tasks: csv, tsv, jsonl or auto (by file extension)
+    id_column: str = "id"  # custom tasks: "" = the row number
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -79,4 +81,7 @@ def load_split(spec: DatasetSpec, split: str, root: Path, strict: bool = False) 
     if path is None:
         names = " or ".join(spec.files[split])
         raise MinbertError(f"{root}: no {spec.name} {split} file ({names}); set MINBERT_DATA or --data-dir")
-    return read_examples(path, spec.text_columns, spec.label if split != "test" else None, strict=strict)
+    label = spec.label if split != "test" else None
+    if spec.format == "cs224n":
+        return read_examples(path, spec.text_columns, label, strict=strict)
+    return read_table(path, spec.format, spec.text_columns, label, spec.id_column, strict=strict)

@@ -11,6 +11,7 @@ from minbert.errors import MinbertError
 from minbert.losses import LOSSES
 from minbert.model.heads import HEADS
 from minbert.sampling import SAMPLERS
+from minbert.tasks.custom import CustomTaskConfig
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class TrainConfig:
     checkpoint: str = "default"  # embedded all-MiniLM-L6-v2, or a Hugging Face BERT directory
     data_dir: str = ""  # "" = $MINBERT_DATA, else ../shared/data
     tasks: dict[str, TaskConfig] = field(default_factory=default_tasks)
+    # your own tasks: files, format, columns, label type, metric (see tasks/custom.py); then name them under tasks
+    custom_tasks: dict[str, CustomTaskConfig] = field(default_factory=dict)
     schedule: str = "round_robin"  # task sampling: a key of minbert.sampling.SAMPLERS
     combiner: str = "sum"  # how per-task gradients become one: a key of minbert.combiners.COMBINERS
     combiner_args: dict[str, float] = field(default_factory=dict)  # e.g. gradvac: {beta: 0.01}
@@ -104,8 +107,10 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Every check that can run before the model and the data load; the first failure is one MinbertError."""
         from minbert.runs import check_loggers
-        from minbert.tasks import TASKS
+        from minbert.tasks import BUILTIN, TASKS
+        from minbert.tasks.custom import register
 
+        register(self.custom_tasks, TASKS, BUILTIN)
         if not self.tasks:
             raise MinbertError(f"tasks: name at least one of {', '.join(TASKS)}")
         for name, t in self.tasks.items():
@@ -197,7 +202,7 @@ def _check_task(name: str, t: TaskConfig) -> None:
     from minbert.tasks import TASKS
 
     if name not in TASKS:
-        raise MinbertError(f"tasks.{name}: unknown task; valid: {', '.join(TASKS)}")
+        raise MinbertError(f"tasks.{name}: unknown task; valid: {', '.join(TASKS)}, or define it under custom_tasks")
     if t.head and t.head not in HEADS:
         raise MinbertError(f"tasks.{name}.head: {t.head!r} unknown; valid: {', '.join(HEADS)}")
     if t.loss and t.loss not in LOSSES:

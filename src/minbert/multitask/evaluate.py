@@ -75,7 +75,7 @@ def evaluate(
         preds[task] = predict_task(model, task, d, pad_id, device, precision)
         if d.labels is not None:
             metrics[f"{task}/{TASKS[task].metric_name}"] = TASKS[task].metric(preds[task], d.labels)
-    if len(metrics) == len(data):
+    if data and len(metrics) == len(data):
         metrics["overall"] = overall_score(metrics, {t: TASKS[t] for t in data})
     return metrics, preds
 
@@ -86,7 +86,12 @@ def write_task_predictions(
     paths = []
     for task, p in preds.items():
         spec = TASKS[task]
-        values = [f"{x:.4f}" for x in p.tolist()] if spec.metric_name == "pearson" else [int(x) for x in p.tolist()]
+        if spec.regression:
+            values = [f"{x:.4f}" for x in p.tolist()]
+        elif spec.dataset.format != "cs224n" and spec.dataset.label_names:  # your own task: its class names
+            values = [spec.dataset.label_names[int(x)] for x in p.tolist()]
+        else:
+            values = [int(x) for x in p.tolist()]
         path = folder / f"{spec.prefix}-{split}-output.csv"
         write_predictions(path, spec.dataset.prediction_header, [e.id for e in data[task].examples], values)
         paths.append(path)
