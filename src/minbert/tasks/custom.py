@@ -89,7 +89,7 @@ class CustomTaskConfig:
             metric_name=self.metric or ("pearson" if regression else "acc"),
             default_head=head,
             default_loss="mse" if regression else "ce",
-            label_max=self.label_range[1] if regression else classes - 1,
+            label_max=float(self.label_range[1] if regression else classes - 1),
         )
 
 
