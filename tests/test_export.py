@@ -80,7 +80,7 @@ def test_hf_mean_pooled_cross_encoder_needs_trust_remote_code_and_then_matches(r
         transformers.AutoModelForSequenceClassification.from_pretrained(folder)
     clf = transformers.AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
     assert isinstance(clf, transformers.BertForSequenceClassification) and clf.config.num_labels == 2
-    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    tok = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
     a, b = SENTENCES, SENTENCES[::-1]
     with torch.no_grad():
         p = clf(**tok(a, b, padding=True, return_tensors="pt")).logits.softmax(-1)[:, 1]
@@ -165,7 +165,7 @@ def test_cli_exports_a_trained_run_that_predicts_what_the_run_predicts(tiny_run,
     assert type(transformers.AutoModel.from_pretrained(tmp_path / "hf")).__name__ == "BertModel"
     folder = tmp_path / "hf" / "sst"
     clf = transformers.AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=True).eval()
-    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    tok = transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
     with torch.no_grad():
         labels = clf(**tok(SENTENCES, padding=True, return_tensors="pt")).logits.argmax(-1).tolist()
     assert labels == [p["label"] for p in minbert.load(run).predict("sst", SENTENCES)]
