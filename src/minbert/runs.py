@@ -291,9 +291,10 @@ def _glibc():
 
 
 def release_memory() -> None:
-    """Hand the heap's free pages back to the operating system (glibc's malloc_trim). Batches of varying length
-    leave the heap fragmented, and glibc keeps what was freed: without this, resident memory keeps rising long after
-    the working set stops growing (benchmarks/RESULTS.md, "memory")."""
+    """Hand the heap's free pages back to the operating system (glibc's malloc_trim), every `trim_every` steps and
+    after each evaluation. Batches of varying length leave the heap fragmented, and glibc keeps what was freed:
+    without this, resident memory keeps rising long after the working set stops growing (benchmarks/RESULTS.md,
+    "memory")."""
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)

@@ -87,6 +87,10 @@ class TrainConfig:
     freeze_word_embeddings: bool = False  # changes the math: no gradient or update for the vocabulary table
     encoder_dropout: float = -1.0  # hidden and attention dropout of the encoder; < 0 = the checkpoint's
     strict: bool = False  # malformed data rows stop the run
+    # steps between handing freed heap memory back to the OS (glibc malloc_trim): batches of varying length fragment
+    # the heap, and what glibc keeps grows with time. 1 keeps resident memory flat at some speed; 0 = never
+    # (benchmarks/RESULTS.md, "memory")
+    trim_every: int = 1
     checkpoint_every: int = 200  # steps between resumable checkpoints (and at every epoch end)
     log_every: int = 10  # steps between training-loss records in metrics.jsonl
     # > 0: stop training after this much wall time, then evaluate and finish (equal-time budgets)
@@ -157,6 +161,7 @@ class TrainConfig:
             ("threads", self.threads >= 0, ">= 0 (0 = automatic)"),
             ("log_every", self.log_every >= 1, ">= 1"),
             ("checkpoint_every", self.checkpoint_every >= 0, ">= 0 (0 = epoch ends only)"),
+            ("trim_every", self.trim_every >= 0, ">= 0 (0 = never)"),
             ("max_minutes", self.max_minutes >= 0, ">= 0 (0 = no limit)"),
             ("early_stopping.patience", self.early_stopping.patience >= 0, ">= 0 (0 = off)"),
             ("max_bad_steps", self.max_bad_steps >= 0, ">= 0 (0 = never stop)"),

@@ -51,8 +51,6 @@ from minbert.sampling import SAMPLERS
 
 log = logging.getLogger(__name__)
 
-TRIM_EVERY = 10  # steps between handing freed heap memory back to the OS (runs.release_memory)
-
 
 def _sums(tasks) -> dict[str, list]:
     return {n: [0.0, 0] for n in tasks}
@@ -218,7 +216,7 @@ class Trainer:
                 st.window = _sums(cfg.tasks)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and s + 1 < len(plan):
                 self.checkpoint(step_in_epoch=s + 1, epoch=epoch)
-            if step % TRIM_EVERY == 0:
+            if cfg.trim_every and step % cfg.trim_every == 0:
                 release_memory()
             # every rank stops at the same step: rank 0's clock decides
             if cfg.max_minutes and broadcast(time.time() - self.start > 60 * cfg.max_minutes):
