@@ -21,6 +21,7 @@ PALs make each task's encoder different: runs with PALs export only as `onnx`.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import warnings
 from pathlib import Path
@@ -35,6 +36,8 @@ from minbert.model.heads import HEADS, CosinePairHead, SentenceHead
 from minbert.multitask.run import LoadedRun
 from minbert.runs import atomic_write_text, save_tensors
 from minbert.tasks import TASKS
+
+log = logging.getLogger(__name__)
 
 TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 QUORA_NOTE = (
@@ -70,7 +73,7 @@ def export_hf(run: LoadedRun, out: Path, task: str | None) -> list[Path]:
         if why:
             if task:
                 raise MinbertError(f"{name}: {why}")
-            print(f"minbert: {name} not exported as a classifier: {why}")
+            log.warning("%s not exported as a classifier: %s", name, why)
             continue
         written.append(write_classifier(run, name, out / name))
     return written
@@ -364,7 +367,7 @@ def check_onnx(graph: nn.Module, inputs: dict[str, torch.Tensor], path: Path, to
     try:
         import onnxruntime
     except ImportError:
-        print(f"minbert: {path.name} not checked: onnxruntime is not installed")
+        log.warning("%s not checked against PyTorch: onnxruntime is not installed", path.name)
         return None
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(session.run(None, {k: v.numpy() for k, v in inputs.items()})[0])
