@@ -7,6 +7,7 @@ before any work starts, with the valid keys or values listed.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import types
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -63,11 +64,31 @@ def _convert(tp, value, key: str):
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string; users mean a number
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp in (int, float, str, bool):
         if type(value) is not tp:
             raise MinbertError(f"{key}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
         return value
     raise TypeError(f"config field {key} has unsupported type {tp}")  # a bug in a config class, not user input
+
+
+def typed_args(fn, args: dict, where: str) -> dict:
+    """Keyword arguments for a technique's constructor `fn` from a config mapping: each name one of its parameters,
+    each value converted to that parameter's annotated type (so `patience: 3` is an int and `eps: 1e-6` a float);
+    an unknown name or a wrong type is one MinbertError naming `where.name`."""
+    params = [n for n in inspect.signature(fn).parameters if n != "self"]
+    hints = get_type_hints(fn.__init__ if isinstance(fn, type) else fn)
+    out = {}
+    for name, value in args.items():
+        if name not in params:
+            valid = ", ".join(params) or "none"
+            raise MinbertError(f"{_join(where, name)}: unknown argument; valid: {valid}")
+        out[name] = _convert(hints.get(name, Any), value, _join(where, name))
+    return out
 
 
 def to_dict(obj) -> dict:

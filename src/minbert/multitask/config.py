@@ -7,6 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from minbert.config import typed_args
 from minbert.errors import MinbertError
 from minbert.losses import LOSSES
 from minbert.model.heads import HEADS
@@ -61,12 +62,12 @@ class TrainConfig:
     custom_tasks: dict[str, CustomTaskConfig] = field(default_factory=dict)
     schedule: str = "round_robin"  # task sampling: a key of minbert.sampling.SAMPLERS
     combiner: str = "sum"  # how per-task gradients become one: a key of minbert.combiners.COMBINERS
-    combiner_args: dict[str, float] = field(default_factory=dict)  # e.g. gradvac: {beta: 0.01}
+    combiner_args: dict[str, Any] = field(default_factory=dict)  # e.g. gradvac: {beta: 0.01}
     conflict_stats: bool = False  # record per-pair gradient cosines each epoch (also with "sum")
-    regularizers: dict[str, dict[str, float]] = field(default_factory=dict)  # e.g. {smart: {weight: 15}}
+    regularizers: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {smart: {weight: 15}}
     pals: PalsConfig = field(default_factory=PalsConfig)
     lr_schedule: str = "constant"  # a key of minbert.lr_schedules.LR_SCHEDULES
-    lr_schedule_args: dict[str, float] = field(default_factory=dict)
+    lr_schedule_args: dict[str, Any] = field(default_factory=dict)
     steps_per_epoch: int = 0  # 0 = the schedule's natural epoch
     epochs: int = 3
     lr: float = 5e-5
@@ -146,6 +147,19 @@ class TrainConfig:
         ):
             if name not in registry:
                 raise MinbertError(f"{key}: {name!r} unknown; valid: {', '.join(registry)}")
+        for name, args in self.technique_args().items():  # each argument a parameter, of its type
+            typed_args(*args, name)
+
+    def technique_args(self) -> dict[str, tuple]:
+        """{config key: (constructor, its arguments)} of the techniques whose arguments the config gives."""
+        from minbert.combiners import COMBINERS
+        from minbert.lr_schedules import LR_SCHEDULES
+        from minbert.regularizers import REGULARIZERS
+
+        out = {f"regularizers.{k}": (REGULARIZERS[k], a) for k, a in self.regularizers.items()}
+        out["combiner_args"] = (COMBINERS[self.combiner], self.combiner_args)
+        out["lr_schedule_args"] = (LR_SCHEDULES[self.lr_schedule], self.lr_schedule_args)
+        return out
 
     def _ranges(self) -> list[tuple[str, bool, str]]:
         """(key, whether its value is in range, the range) for every number with one."""

@@ -10,16 +10,14 @@ import logging
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from minbert.combiners import COMBINERS
+from minbert.config import typed_args
 from minbert.distributed import broadcast_tensors, current
 from minbert.losses import LOSSES
 from minbert.losses.dynamic_margin import next_margin
-from minbert.lr_schedules import LR_SCHEDULES
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.conflicts import ConflictStats
 from minbert.multitask.fused import fused_forward
 from minbert.multitask.step import StepLoss
-from minbert.regularizers import REGULARIZERS
 from minbert.runs import autocast
 from minbert.tasks import TASKS
 
@@ -39,9 +37,9 @@ class Techniques:
             ]
             for n, t in self.tasks.items()
         }
-        self.regularizers = {k: REGULARIZERS[k](**args) for k, args in cfg.regularizers.items()}
-        self.combiner = COMBINERS[cfg.combiner](**cfg.combiner_args)
-        self.lr_schedule = LR_SCHEDULES[cfg.lr_schedule](**cfg.lr_schedule_args)
+        built = {key: fn(**typed_args(fn, args, key)) for key, (fn, args) in cfg.technique_args().items()}
+        self.regularizers = {k: built[f"regularizers.{k}"] for k in cfg.regularizers}
+        self.combiner, self.lr_schedule = built["combiner_args"], built["lr_schedule_args"]
         self.conflicts = ConflictStats()
         self.margin_prev = {n: 0.0 for n, t in self.tasks.items() if t.margin_step}
         self.reg_window = {

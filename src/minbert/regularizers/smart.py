@@ -43,7 +43,7 @@ def adversarial_delta(
 
 class Smart:
     def __init__(self, weight: float = 1.0, steps: int = 1, sigma: float = 1e-5, eps: float = 1e-6, eta: float = 1e-3):
-        self.weight, self.steps, self.sigma, self.eps, self.eta = weight, int(steps), sigma, eps, eta
+        self.weight, self.steps, self.sigma, self.eps, self.eta = weight, steps, sigma, eps, eta
 
     def __call__(self, model, task, batch, out, needs):
         if not self.weight:
