@@ -158,3 +158,14 @@ def test_unpadding_falls_back_where_the_layout_cannot_say_the_mask(ckpt, monkeyp
             b = model(ids, mask).last_hidden_state
             model.unpad = True
         assert torch.equal(a, b)
+
+
+def test_attention_implementations_agree_and_are_chosen_once_per_device():
+    from minbert.model.bert import ATTENTION, SpeedPaths
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 7, 8, generator=g) for _ in range(3))  # (B, nh, T, hs)
+    mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3]).bool()[:, None, None, :]  # (B, 1, 1, T)
+    torch.testing.assert_close(ATTENTION["math"](q, k, v, mask, 0.0), ATTENTION["sdpa"](q, k, v, mask, 0.0))
+    assert SpeedPaths.for_device("cpu") == SpeedPaths("math", "sdpa", True)
+    assert SpeedPaths.for_device("cuda") == SpeedPaths("sdpa", "sdpa", False)

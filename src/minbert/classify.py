@@ -125,6 +125,7 @@ def classify(cfg: ClassifyConfig) -> dict:
 
     bert = BertModel.from_pretrained(ckpt)
     model = SentimentClassifier(bert, spec.num_labels, cfg.dropout, cfg.pooling).to(device)
+    bert.choose_speed_paths(torch.device(device).type)
     frozen = cfg.mode == "frozen"
     if frozen:
         bert.requires_grad_(False)

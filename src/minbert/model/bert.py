@@ -5,6 +5,7 @@ Shapes: B batch, T tokens, H hidden size, nh heads, hs = H // nh head size.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -21,6 +22,9 @@ from minbert.model.loading import load_pretrained
 
 # `adapter(layer_input, mask) -> delta` joins the residual of a layer's second add-norm (PALs use it).
 Adapter = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+# What the layers are given for padding: a (B, T) 1/0 mask of padded states, a varlen.Varlen layout of flat
+# states (N, H), or None (nothing padded)
+Mask = torch.Tensor | varlen.Varlen | None
 
 
 class BertOutput(NamedTuple):
@@ -60,22 +64,24 @@ class BertSelfAttention(nn.Module):
         self.key = nn.Linear(c.hidden_size, c.hidden_size)
         self.value = nn.Linear(c.hidden_size, c.hidden_size)
         self.dropout_p = c.attention_probs_dropout_prob
+        self.paths = SpeedPaths()  # replaced by BertModel.choose_speed_paths once the device is known
 
-    def forward(self, x, mask):
+    def forward(self, x, mask: Mask):
         p = self.dropout_p if self.training else 0.0
+        train = torch.is_grad_enabled()
+        attend = ATTENTION[self.paths.train_attention if train else self.paths.eval_attention]
         if isinstance(mask, varlen.Varlen):  # flat (N, H) tokens of many sentences: see model/varlen.py
-            return varlen.attention(self.qkv(x), mask, self.n_head, lambda q, k, v, m: self.attend(q, k, v, m, p))
+            return varlen.attention(self.qkv(x), mask, self.n_head, lambda q, k, v, m: attend(q, k, v, m, p))
         B, T, H = x.shape
         nh, hs = self.n_head, H // self.n_head
-        if x.device.type == "cpu" and torch.is_grad_enabled():
-            # one (H, 3H) matmul instead of three, forward and backward
+        if train and self.paths.fused_qkv:  # one (H, 3H) matmul instead of three, forward and backward
             qkv = self.qkv(x).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
             q, k, v = qkv.unbind(0)  # (B, nh, T, hs) each
-        else:  # inference (where concatenating the weights on every call would cost more than it saves) and GPUs
+        else:
             q = self.query(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
             k = self.key(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
             v = self.value(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        return self.attend(q, k, v, mask, p).transpose(1, 2).reshape(B, T, H)  # (B, T, H)
+        return attend(q, k, v, mask, p).transpose(1, 2).reshape(B, T, H)  # (B, T, H)
 
     def qkv(self, x):
         """(..., H) -> (..., 3H) queries, keys and values from one matmul; parameters keep Hugging Face's names."""
@@ -83,12 +89,28 @@ class BertSelfAttention(nn.Module):
         b = torch.cat([self.query.bias, self.key.bias, self.value.bias])  # (3H,)
         return F.linear(x, w, b)
 
-    @staticmethod
-    def attend(q, k, v, mask, p: float):
-        """(B, nh, T, hs) each -> (B, nh, T, hs). CPU training writes the attention out (see attention_math)."""
-        if q.device.type == "cpu" and torch.is_grad_enabled():
-            return attention_math(q, k, v, mask, p)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+
+@dataclass(frozen=True)
+class SpeedPaths:
+    """How attention runs, chosen once per device (BertModel.choose_speed_paths): the implementation (a key of
+    ATTENTION) with gradients and without, and whether training projects q, k, v in one matmul."""
+
+    train_attention: str = "sdpa"
+    eval_attention: str = "sdpa"
+    fused_qkv: bool = False
+
+    @classmethod
+    def for_device(cls, device_type: str) -> "SpeedPaths":
+        if device_type == "cpu":
+            # CPU training: PyTorch's SDPA kernel has a slow backward (benchmarks/bench_kernels.py), and one (H, 3H)
+            # matmul beats three; at inference SDPA is the faster kernel and concatenating weights costs more
+            return cls(train_attention="math", eval_attention="sdpa", fused_qkv=True)
+        return cls()
+
+
+def sdpa(q, k, v, mask, p: float) -> torch.Tensor:
+    """PyTorch's fused kernels (flash, memory-efficient) where the device has them."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
 
 
 def attention_math(q, k, v, mask, p: float) -> torch.Tensor:
@@ -96,7 +118,7 @@ def attention_math(q, k, v, mask, p: float) -> torch.Tensor:
 
     Used for CPU training: PyTorch's CPU SDPA kernel has a slow backward without dropout and, with dropout, falls
     back to this same math with F.dropout; written out with our cheaper dropout it is several times faster
-    (benchmarks/bench_kernels.py). Inference keeps SDPA.
+    (benchmarks/bench_kernels.py).
     """
     s = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (B, nh, T, T)
     if mask is not None:  # an additive -inf bias: its backward is free, masked_fill's is a full pass over s
@@ -104,6 +126,11 @@ def attention_math(q, k, v, mask, p: float) -> torch.Tensor:
             ~mask, float("-inf")
         )  # (B, 1, 1, T)
     return dropout(s.softmax(-1), p, p > 0) @ v  # (B, nh, T, hs)
+
+
+# Attention implementations by name, as transformers chooses its own: (B, nh, T, hs) q, k, v, a boolean (B, 1, 1, T)
+# mask or None, the dropout rate -> (B, nh, T, hs)
+ATTENTION: dict[str, Callable[..., torch.Tensor]] = {"sdpa": sdpa, "math": attention_math}
 
 
 class BertSelfOutput(nn.Module):
@@ -189,18 +216,22 @@ def attention_bias(attention_mask):
     return attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
 
 
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, pooling: str, pooler: BertPooler) -> torch.Tensor:
-    """Sentence embedding (B, H) from token states (B, T, H)."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    if pooling == "pooler":
-        return pooler(hidden)
+def pool(hidden: torch.Tensor, mask: Mask, pooling: str, pooler: BertPooler) -> torch.Tensor:
+    """Sentence embeddings from token states: padded (B, T, H) with a (B, T) mask (or None) -> (B, H), or flat
+    (N, H) with a varlen.Varlen layout -> (S, H), one per sentence in flat order (multitask/fused.py)."""
+    if pooling not in POOLINGS:
+        raise MinbertError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
+    flat = isinstance(mask, varlen.Varlen)
     if pooling == "mean":
-        if attention_mask is None:
+        if flat:
+            sums = hidden.new_zeros(len(mask.lengths), hidden.shape[1]).index_add(0, mask.segment, hidden)  # (S, H)
+            return sums / mask.lengths[:, None].to(hidden.dtype)
+        if mask is None:
             return hidden.mean(1)
-        m = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+        m = mask.to(hidden.dtype).unsqueeze(-1)  # (B, T, 1)
         return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
-    raise MinbertError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
+    first = hidden.index_select(0, mask.starts) if flat else hidden[:, 0]  # (B or S, H) the [CLS] states
+    return pooler(first[:, None]) if pooling == "pooler" else first  # the pooler reads position 0 of (B, 1, H)
 
 
 POOLINGS = ("cls", "pooler", "mean")  # what `pool` accepts
@@ -214,6 +245,14 @@ class BertModel(nn.Module):
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config)
         self.apply(self._init_weights)
+        self.choose_speed_paths("cpu")
+
+    def choose_speed_paths(self, device_type: str) -> "BertModel":
+        """Pick the attention paths for the device the model runs on (SpeedPaths.for_device); call after `.to()`."""
+        paths = SpeedPaths.for_device(device_type)
+        for layer in self.encoder.layer:
+            layer.attention.self.paths = paths
+        return self
 
     def _init_weights(self, m: nn.Module) -> None:
         # BERT's own initialisation, so a model trained from scratch starts where the paper's did.

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from minbert.model.bert import pool
 from minbert.model.varlen import Varlen, layout
 from minbert.multitask.data import Batch
 
@@ -56,22 +57,13 @@ def flatten(batches: dict[str, Batch]) -> Flat:
     )
 
 
-def pooled(x: torch.Tensor, v: Varlen, pooling: str, pooler) -> torch.Tensor:
-    """(N, H) flat token states -> (S, H) one embedding per sentence, in flat order."""
-    if pooling == "mean":
-        sums = x.new_zeros(len(v.lengths), x.shape[1]).index_add(0, v.segment, x)  # (S, H)
-        return sums / v.lengths[:, None].to(x.dtype)
-    first = x.index_select(0, v.starts)  # (S, H) the [CLS] states
-    return pooler(first[:, None]) if pooling == "pooler" else first  # pooler reads hidden[:, 0] of (S, 1, H)
-
-
 def fused_forward(model, batches: dict[str, Batch]) -> dict[str, dict]:
     """Each task's head output, as `model(task, batch)` would give it, from one encoder pass."""
     f = flatten(batches)
     bert = model.bert
     x = bert.encode(bert.embeddings(f.ids, f.types, None, f.layout.positions), f.layout)  # (N, H)
     kinds = {model.tasks[n].pooling for n in batches}
-    emb = {k: pooled(x, f.layout, k, bert.pooler) for k in kinds}  # (S, H) each, flat order
+    emb = {k: pool(x, f.layout, k, bert.pooler) for k in kinds}  # (S, H) each, flat order
     out = {}
     for name, b in batches.items():
         s, e = f.spans[name]

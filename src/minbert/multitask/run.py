@@ -37,8 +37,9 @@ def build(cfg: TrainConfig, device) -> tuple[MultitaskModel, Tokenizer]:
         bert.embeddings.word_embeddings.weight.requires_grad_(False)
     if cfg.compile:
         compile_layers(bert, cfg.compile)
-    model = MultitaskModel(bert, {n: cfg.task(n) for n in cfg.tasks}, cfg.pals)
-    return model.to(device), Tokenizer.from_pretrained(ckpt)
+    model = MultitaskModel(bert, {n: cfg.task(n) for n in cfg.tasks}, cfg.pals).to(device)
+    bert.choose_speed_paths(torch.device(device).type)
+    return model, Tokenizer.from_pretrained(ckpt)
 
 
 def load_data(cfg: TrainConfig, tok: Tokenizer, splits=("train", "dev", "test")) -> dict[str, dict[str, TaskData]]:
