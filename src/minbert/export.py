@@ -30,6 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from minbert.data import data_dir, split_file
 from minbert.errors import MinbertError
 from minbert.model import resolve_checkpoint
 from minbert.model.heads import HEADS, CosinePairHead, SentenceHead
@@ -203,6 +204,8 @@ def default_embedding_task(run: LoadedRun) -> str:
 
 def model_card(run: LoadedRun, task: str) -> str:
     dev, cfg = run.best.get("dev", {}), run.cfg
+    found = {t: split_file(TASKS[t].dataset, "train", data_dir(cfg.data_dir)) for t in cfg.tasks}
+    train_files = [f"`{found[t].name if found[t] else TASKS[t].dataset.files['train'][0]}`" for t in cfg.tasks]
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in dev.items() if isinstance(v, float))
     lines = [
         f"# minbert multitask encoder ({', '.join(cfg.tasks)})",
@@ -213,7 +216,7 @@ def model_card(run: LoadedRun, task: str) -> str:
         "",
         f"- starting checkpoint: `{cfg.checkpoint}`",
         f"- tasks and heads: {', '.join(f'{t} ({cfg.task(t).head}, {cfg.task(t).loss})' for t in cfg.tasks)}",
-        f"- data: the CS224N files (SST-5, Quora, STS-B) in `{cfg.data_dir or '../shared/data'}`",
+        f"- training data: {', '.join(train_files)} in `{cfg.data_dir or '../shared/data'}`",
         f"- training: {cfg.epochs} epochs of {cfg.steps_per_epoch or 'natural'} steps, {cfg.schedule} sampling, "
         f"lr {cfg.lr:g}, seed {cfg.seed}",
         "",
