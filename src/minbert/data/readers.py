@@ -84,47 +84,24 @@ FORMATS = ("csv", "tsv", "jsonl")  # custom tasks' file formats
 def read_table(
     path: Path, fmt: str, text_columns: tuple[str, ...], label: LabelSpec | None, id_column: str, strict: bool = False
 ) -> list[Example]:
-    """Read a custom task's CSV, TSV (a header row) or JSON-lines file; `fmt` "auto" goes by the extension. A row
-    without text is skipped with a warning naming file and line (or, with strict=True, stops); a bad label always
-    stops. Ids come from `id_column`, or are the row number."""
-    import json
-
+    """Read a custom task's CSV, TSV (a header row) or JSON-lines file; `fmt` "auto" goes by the extension. A
+    labeled row without text is skipped with a warning naming file and line (with strict=True it stops); an
+    unlabeled (test) row is kept and predicted on the text there is; a bad label always stops. Ids come from
+    `id_column`, or are the row's number among the file's rows (from 0)."""
     path = Path(path)
     if not path.is_file():
         raise MinbertError(f"{path}: no such file (custom_tasks files are looked up in the data folder: --data-dir)")
-    if fmt == "auto":
-        fmt = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}.get(path.suffix.lower(), "")
-        if not fmt:
-            raise MinbertError(f"{path}: unknown extension; set the task's format: to one of {', '.join(FORMATS)}")
-    text = _text(path)
-    if fmt == "jsonl":
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise MinbertError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise MinbertError(f"{path}:{n}: each line must be a JSON object with named fields")
-                rows.append((n, {k: "" if v is None else str(v) for k, v in row.items()}))
-    else:
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="," if fmt == "csv" else "\t")
-        rows = [(reader.line_num, row) for row in reader]
-        wanted = [*text_columns, *([label.column] if label else []), *([id_column] if id_column else [])]
-        missing = [c for c in wanted if c not in (reader.fieldnames or [])]
-        if missing:
-            found = ", ".join(reader.fieldnames or []) or "no header"
-            raise MinbertError(f"{path}: no column {missing[0]!r} (found: {found}); set the task's text/label/id")
+    wanted = [*text_columns, *([label.column] if label else []), *([id_column] if id_column else [])]
     examples = []
-    for n, row in rows:
+    for i, (n, row) in enumerate(_table_rows(path, fmt, wanted)):
         texts = tuple((row.get(c) or "").strip() for c in text_columns)
         if not all(texts):
             empty = next(c for c, t in zip(text_columns, texts) if not t)
             if strict:
                 raise MinbertError(f"{path}:{n}: empty or missing {empty!r}")
-            log.warning("%s:%d: skipped row: empty or missing %r", path, n, empty)
-            continue
+            log.warning("%s:%d: empty or missing %r; %s", path, n, empty, "skipped" if label else "predicted anyway")
+            if label:
+                continue
         y = None
         if label:
             raw = (row.get(label.column) or "").strip()
@@ -134,11 +111,41 @@ def read_table(
                 raise MinbertError(f"{path}:{n}: label {raw!r} in {label.column!r}: {e}") from None
             if not label.check(y):
                 raise MinbertError(f"{path}:{n}: label {y} is outside {label.low:g}..{label.high:g}")
-        examples.append(Example((row.get(id_column) or "").strip() if id_column else str(len(examples)), texts, y))
+        examples.append(Example((row.get(id_column) or "").strip() if id_column else str(i), texts, y))
     _warn_repeated_ids(path, examples)
     if not examples:
         raise MinbertError(f"{path}: no usable rows")
     return examples
+
+
+def _table_rows(path: Path, fmt: str, wanted: list[str]) -> list[tuple[int, dict]]:
+    """(line number, {column: text}) for each row of a CSV, TSV or JSON-lines file; the header must name `wanted`."""
+    import json
+
+    if fmt == "auto":
+        fmt = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}.get(path.suffix.lower(), "")
+        if not fmt:
+            raise MinbertError(f"{path}: unknown extension; set the task's format: to one of {', '.join(FORMATS)}")
+    text = _text(path)
+    if fmt != "jsonl":
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="," if fmt == "csv" else "\t")
+        rows = [(reader.line_num, row) for row in reader]
+        missing = [c for c in wanted if c not in (reader.fieldnames or [])]
+        if missing:
+            found = ", ".join(reader.fieldnames or []) or "no header"
+            raise MinbertError(f"{path}: no column {missing[0]!r} (found: {found}); set the task's text/label/id")
+        return rows
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise MinbertError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise MinbertError(f"{path}:{n}: each line must be a JSON object with named fields")
+            rows.append((n, {k: "" if v is None else str(v) for k, v in row.items()}))
+    return rows
 
 
 def read_examples(
