@@ -144,9 +144,9 @@ class Techniques:
         self.reg_window = {k: list(v) for k, v in state.get("reg_window", self.reg_window).items()}
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {f"{k}/{t}": v for k, reg in self.regularizers.items() for t, v in reg.state_tensors().items()}
+        return {f"{k}/{t}": v for k, reg in self.regularizers.items() for t, v in reg.state_dict().items()}
 
     def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         for k, reg in self.regularizers.items():
             mine = {t.removeprefix(f"{k}/"): v for t, v in tensors.items() if t.startswith(f"{k}/")}
-            reg.load_state_tensors(mine, self.model)
+            reg.load_state_dict(mine)

@@ -20,10 +20,14 @@ class Bregman:
     def __init__(self, mu: float = 1.0, beta: float = 0.99):
         self.mu, self.beta = mu, beta
         self.ema = None  # copy of the model, made at the first call (theta_tilde_0 = theta_0)
+        self.saved: dict = {}  # a checkpoint's EMA weights, loaded into the copy when it is made
 
     def _ensure(self, model):
         if self.ema is None:
             self.ema = copy.deepcopy(model).requires_grad_(False)
+            if self.saved:
+                self.ema.load_state_dict(self.saved)
+                self.saved = {}
         return self.ema
 
     def __call__(self, model, task, batch, out, needs):
@@ -40,10 +44,9 @@ class Bregman:
         params = [p for p in model.parameters()]
         torch._foreach_lerp_([p for p in ema.parameters()], params, 1 - self.beta)  # beta * ema + (1 - beta) * theta
 
-    def state_tensors(self) -> dict:
+    def state_dict(self) -> dict:
         return {} if self.ema is None else {f"ema/{k}": v for k, v in self.ema.state_dict().items()}
 
-    def load_state_tensors(self, tensors: dict, model=None) -> None:
-        ema = {k.removeprefix("ema/"): v for k, v in tensors.items() if k.startswith("ema/")}
-        if ema and model is not None:
-            self._ensure(model).load_state_dict(ema)
+    def load_state_dict(self, state: dict) -> None:
+        self.saved = {k.removeprefix("ema/"): v for k, v in state.items() if k.startswith("ema/")}
+        self.ema = None

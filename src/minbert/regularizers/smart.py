@@ -58,8 +58,8 @@ class Smart:
     def after_step(self, model) -> None:
         pass
 
-    def state_tensors(self) -> dict:
+    def state_dict(self) -> dict:
         return {}
 
-    def load_state_tensors(self, tensors: dict, model=None) -> None:
+    def load_state_dict(self, state: dict) -> None:
         pass
