@@ -1,11 +1,18 @@
-"""What many test files share: the quickstart config, a tiny budget for it, running `minbert train`."""
+"""What many test files share: the quickstart config, a tiny budget for it, running `minbert train`; a tiny random
+multitask model and batch for technique tests."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file
 
+from minbert.model import BertConfig, BertModel
+from minbert.multitask.config import PalsConfig, TaskConfig
+from minbert.multitask.data import Batch
+from minbert.multitask.model import MultitaskModel
 from minbert.multitask.state import snapshot_folder
 
 QUICKSTART = Path(__file__).parents[1] / "configs" / "quickstart.yaml"
@@ -28,3 +35,30 @@ def run_cli(*args, wait=True):
 
 def final_weights(run: Path) -> dict:
     return load_file(str(snapshot_folder(run, "last") / "model.safetensors"))
+
+
+TINY = BertConfig(
+    vocab_size=50,
+    hidden_size=24,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    intermediate_size=32,
+    max_position_embeddings=32,
+)
+QUIET = dataclasses.replace(TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def tiny_model(pals=False, seed=0, config=TINY, dropout=0.1):
+    torch.manual_seed(seed)
+    tasks = {
+        "sst": TaskConfig(head="linear", loss="ce", dropout=dropout),
+        "sts": TaskConfig(head="cosine", loss="mse", cosine_scale=5.0),
+    }
+    return MultitaskModel(BertModel(config), tasks, PalsConfig(enabled=pals, size=12, heads=3))
+
+
+def sst_batch():
+    ids = torch.randint(1, 50, (4, 7))
+    mask = torch.ones_like(ids)
+    mask[0, 5:] = 0
+    return Batch(ids, mask, None, torch.tensor([0, 1, 2, 4]), pair=False)

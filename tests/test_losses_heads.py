@@ -1,9 +1,15 @@
+"""Losses and heads against PyTorch, sentence-transformers and hand computations: CE, BCE, MSE, cosine losses, the
+ranking and triplet losses, the dynamic margin (report 004, Algorithm 1), the pair heads."""
+
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from minbert.errors import MinbertError
 from minbert.losses import LOSSES
+from minbert.losses.dynamic_margin import next_margin
 from minbert.model.heads import ConcatPairHead, CosinePairHead
 
 torch.manual_seed(0)
@@ -51,3 +57,48 @@ def test_concat_head_features():
     assert head.out.in_features == 32 and head(U, V)["score"].shape == (6,)
     with pytest.raises(MinbertError, match="valid are u, v"):
         ConcatPairHead(8, 1, 0.0, features=("u", "u+v"))
+
+
+def test_mnrl_three_pairs_by_hand():
+    u = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    v = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    labels = torch.tensor([1.0, 1.0, 1.0])
+    s = 2.0
+    cos = [[1.0, 1 / math.sqrt(2), 0.0], [0.0, 1 / math.sqrt(2), 1.0], [1 / math.sqrt(2), 1.0, 1 / math.sqrt(2)]]
+    rows = [-math.log(math.exp(s * cos[i][i]) / sum(math.exp(s * c) for c in cos[i])) for i in range(3)]
+    got = LOSSES["mnrl"](scale=s)({"u": u, "v": v}, labels)
+    assert got.item() == pytest.approx(sum(rows) / 3, rel=1e-6)
+    # non-paraphrase pairs are not positives: with the third pair negative only 2 x 2 scores remain
+    two = LOSSES["mnrl"](scale=s)({"u": u, "v": v}, torch.tensor([1.0, 1.0, 0.0]))
+    r2 = [-math.log(math.exp(s * cos[i][i]) / sum(math.exp(s * cos[i][j]) for j in range(2))) for i in range(2)]
+    assert two.item() == pytest.approx(sum(r2) / 2, rel=1e-6)
+
+
+def test_sentiment_clustering_pairs_classes():
+    emb = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9], [5.0, 5.0]])
+    labels = torch.tensor([0, 3, 0, 3, 4])  # class 4 appears once: left out
+    a, b = F.normalize(emb[[0, 1]], dim=-1), F.normalize(emb[[2, 3]], dim=-1)
+    expected = F.cross_entropy(20.0 * a @ b.T, torch.arange(2))
+    assert torch.allclose(LOSSES["mnrl_sentiment"]()({"emb": emb}, labels), expected)
+
+
+def test_triplet_by_hand():
+    u = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    v = torch.tensor([[3.0, 4.0], [1.0, 1.0]])
+    # pair 0: d(u0,v0)=5, negative v1: d=sqrt(2); pair 1: d(u1,v1)=1, negative v0: d=sqrt(4+16)
+    labels = torch.tensor([5.0, 2.5])
+    expected = (1.0 * max(0, 5 - math.sqrt(2) + 1) + 0.5 * max(0, 1 - math.sqrt(20) + 1)) / 2
+    assert LOSSES["triplet"](margin=1.0)({"u": u, "v": v}, labels).item() == pytest.approx(expected)
+
+
+def test_dynamic_margin_reproduces_algorithm_1():
+    # Algorithm 1 on a scripted sequence of dev scores, initial margin 0.5, step 0.1
+    scores = [0.40, 0.45, 0.44, 0.44, 0.50]
+    margin, previous, seen = 0.5, 0.0, []
+    for epoch, current in enumerate(scores, start=1):
+        margin = next_margin(margin, previous, current, epoch, 0.1)
+        previous = current
+        seen.append(round(margin, 10))
+    # improved, improved, worse, equal (not an improvement), improved
+    expected = [0.5 - 0.1, 0.4 - 0.1 / 2, 0.35 + 0.1 / 3, 0.35 + 0.1 / 3 + 0.1 / 4, 0.35 + 0.1 / 3 + 0.1 / 4 - 0.1 / 5]
+    assert seen == [round(x, 10) for x in expected]
