@@ -37,7 +37,7 @@ def final_weights(run: Path) -> dict:
     return load_file(str(snapshot_folder(run, "last") / "model.safetensors"))
 
 
-TINY = BertConfig(
+TINY_BERT = BertConfig(
     vocab_size=50,
     hidden_size=24,
     num_hidden_layers=2,
@@ -45,10 +45,10 @@ TINY = BertConfig(
     intermediate_size=32,
     max_position_embeddings=32,
 )
-QUIET = dataclasses.replace(TINY, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+QUIET_BERT = dataclasses.replace(TINY_BERT, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
-def tiny_model(pals=False, seed=0, config=TINY, dropout=0.1):
+def tiny_model(pals=False, seed=0, config=TINY_BERT, dropout=0.1):
     torch.manual_seed(seed)
     tasks = {
         "sst": TaskConfig(head="linear", loss="ce", dropout=dropout),

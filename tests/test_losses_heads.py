@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from minbert.errors import MinbertError
 from minbert.losses import LOSSES
-from minbert.losses.dynamic_margin import next_margin
+from minbert.losses.dynamic_margin import DynamicMargin, next_margin
 from minbert.model.heads import ConcatPairHead, CosinePairHead
 
 torch.manual_seed(0)
@@ -102,3 +102,11 @@ def test_dynamic_margin_reproduces_algorithm_1():
     # improved, improved, worse, equal (not an improvement), improved
     expected = [0.5 - 0.1, 0.4 - 0.1 / 2, 0.35 + 0.1 / 3, 0.35 + 0.1 / 3 + 0.1 / 4, 0.35 + 0.1 / 3 + 0.1 / 4 - 0.1 / 5]
     assert seen == [round(x, 10) for x in expected]
+    # the same as an end-of-epoch updater moving a cosine-embedding loss's margin, and through a checkpoint
+    loss = LOSSES["cosine_embedding"](margin=0.5)
+    updater = DynamicMargin(loss, "sts", "sts/pearson", 0.1)
+    logged = [updater.on_epoch_end(None, e, 0.0, {"sts/pearson": c})["margin/sts"] for e, c in enumerate(scores[:3], 1)]
+    again = DynamicMargin(LOSSES["cosine_embedding"](), "sts", "sts/pearson", 0.1)
+    again.load_state_dict(updater.state_dict())
+    logged += [again.on_epoch_end(None, e, 0.0, {"sts/pearson": c})["margin/sts"] for e, c in [(4, 0.44), (5, 0.50)]]
+    assert [round(x, 10) for x in logged] == seen and loss.margin == pytest.approx(expected[2])

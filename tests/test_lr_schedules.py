@@ -14,7 +14,7 @@ def test_plateau_halves_after_three_rising_epochs():
     opt, sched = optimizer_at(), LR_SCHEDULES["plateau"]()
     lrs = []
     for epoch, loss in enumerate([5, 6, 7, 8, 7, 8, 9, 10, 11], start=1):
-        sched.on_epoch_end(opt, epoch, loss)
+        sched.on_epoch_end(opt, epoch, loss, {})
         lrs.append(opt.param_groups[0]["lr"])
     assert lrs == [1, 1, 1, 0.5, 0.5, 0.5, 0.5, 0.25, 0.25]
 

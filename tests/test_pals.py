@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from minbert.model.pals import PAL, pal_size
 from minbert.multitask.data import Batch
-from tests.helpers import QUIET, sst_batch, tiny_model
+from tests.helpers import QUIET_BERT, sst_batch, tiny_model
 
 
 def test_fresh_pals_reproduce_the_plain_model_exactly():
@@ -54,7 +54,7 @@ def reference_pal_layer(layer, pal, attn, x, mask):
 
 
 def test_pal_layer_matches_bert_n_pals_reference():
-    model = tiny_model(pals=True, config=QUIET).eval()
+    model = tiny_model(pals=True, config=QUIET_BERT).eval()
     pal = model.pals["sst"]
     with torch.no_grad():
         for p in pal.parameters():

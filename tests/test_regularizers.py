@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from minbert.regularizers import REGULARIZERS
 from minbert.regularizers.divergence import divergence, toward
 from minbert.regularizers.smart import adversarial_delta
-from tests.helpers import QUIET, sst_batch, tiny_model
+from tests.helpers import QUIET_BERT, sst_batch, tiny_model
 
 
 def test_divergences_are_symmetric_kl_and_mse():
@@ -68,7 +68,7 @@ def reference_smart(model, task, batch, clean_logits, sigma, eta, eps):
 
 
 def test_smart_matches_mt_dnn_reference_with_dropout_off():
-    model, batch = tiny_model(config=QUIET, dropout=0.0), sst_batch()
+    model, batch = tiny_model(config=QUIET_BERT, dropout=0.0), sst_batch()
     model.train()
     out = model("sst", batch)
     # sigma 1e-3 rather than the default 1e-5: at 1e-5 the divergence (~1e-12) is below fp32's resolution, and the
@@ -87,7 +87,7 @@ def test_smart_matches_mt_dnn_reference_with_dropout_off():
 
 
 def test_smart_term_beats_random_noise_of_the_same_size():
-    model, batch = tiny_model(config=QUIET, dropout=0.0), sst_batch()
+    model, batch = tiny_model(config=QUIET_BERT, dropout=0.0), sst_batch()
     model.train()
     out = model("sst", batch)
     smart = REGULARIZERS["smart"](weight=1.0, eta=1e-3)
@@ -131,7 +131,7 @@ def test_bregman_with_zero_mu_changes_nothing_and_ema_follows_formula():
 
 
 def test_bregman_term_is_zero_at_the_ema_in_train_mode_without_dropout_and_positive_away():
-    model, batch = tiny_model(config=QUIET, dropout=0.0), sst_batch()
+    model, batch = tiny_model(config=QUIET_BERT, dropout=0.0), sst_batch()
     model.train()  # the old teacher ran in eval mode against a train-mode student
     reg = REGULARIZERS["bregman"](mu=2.0, beta=0.9)
     assert reg(model, "sst", batch, model("sst", batch), "logits").item() == pytest.approx(0.0, abs=1e-7)

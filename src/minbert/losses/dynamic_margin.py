@@ -6,3 +6,24 @@ rate."""
 
 def next_margin(margin: float, previous: float, current: float, epoch: int, step: float) -> float:
     return margin - step / epoch if current - previous > 0 else margin + step / epoch
+
+
+class DynamicMargin:
+    """An end-of-epoch updater (the family of the learning-rate schedules): moves `loss.margin` by Algorithm 1 from
+    the dev value of `metric` ("sts/pearson", ...)."""
+
+    def __init__(self, loss, task: str, metric: str, step: float):
+        self.loss, self.task, self.metric, self.step = loss, task, metric, step
+        self.previous = 0.0
+
+    def on_epoch_end(self, optimizer, epoch: int, train_loss: float, dev: dict) -> dict:
+        current = dev[self.metric]
+        self.loss.margin = next_margin(self.loss.margin, self.previous, current, epoch, self.step)
+        self.previous = current
+        return {f"margin/{self.task}": self.loss.margin}
+
+    def state_dict(self) -> dict:
+        return {"margin": self.loss.margin, "previous": self.previous}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.loss.margin, self.previous = state["margin"], state["previous"]

@@ -4,8 +4,8 @@ class Constant:
     def on_step(self, optimizer, step: int, total_steps: int) -> None:
         pass
 
-    def on_epoch_end(self, optimizer, epoch: int, train_loss: float) -> None:
-        pass
+    def on_epoch_end(self, optimizer, epoch: int, train_loss: float, dev: dict) -> dict:
+        return {}
 
     def state_dict(self) -> dict:
         return {}

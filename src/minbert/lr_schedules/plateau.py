@@ -10,7 +10,7 @@ class Plateau:
     def on_step(self, optimizer, step: int, total_steps: int) -> None:
         pass
 
-    def on_epoch_end(self, optimizer, epoch: int, train_loss: float) -> None:
+    def on_epoch_end(self, optimizer, epoch: int, train_loss: float, dev: dict) -> dict:
         rose = self.previous is not None and train_loss > self.previous
         self.streak = self.streak + 1 if rose else 0
         self.previous = train_loss
@@ -18,6 +18,7 @@ class Plateau:
             for g in optimizer.param_groups:
                 g["lr"] *= self.factor
             self.streak = 0
+        return {}
 
     def state_dict(self) -> dict:
         return {"previous": self.previous, "streak": self.streak}

@@ -17,8 +17,8 @@ class WarmupLinear:
         for g, base in zip(optimizer.param_groups, self.base):
             g["lr"] = base * scale
 
-    def on_epoch_end(self, optimizer, epoch: int, train_loss: float) -> None:
-        pass
+    def on_epoch_end(self, optimizer, epoch: int, train_loss: float, dev: dict) -> dict:
+        return {}
 
     def state_dict(self) -> dict:
         return {"base": self.base}

@@ -13,7 +13,7 @@ from torch.nn.parallel import DistributedDataParallel
 from minbert.config import typed_args
 from minbert.distributed import broadcast_tensors, current
 from minbert.losses import LOSSES
-from minbert.losses.dynamic_margin import next_margin
+from minbert.losses.dynamic_margin import DynamicMargin
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.conflicts import ConflictStats
 from minbert.multitask.fused import fused_forward
@@ -41,7 +41,12 @@ class Techniques:
         self.regularizers = {k: built[f"regularizers.{k}"] for k in cfg.regularizers}
         self.combiner, self.lr_schedule = built["combiner_args"], built["lr_schedule_args"]
         self.conflicts = ConflictStats()
-        self.margin_prev = {n: 0.0 for n, t in self.tasks.items() if t.margin_step}
+        # end-of-epoch updaters: the learning-rate schedule, then each task's dynamic margin
+        self.margins = {
+            n: DynamicMargin(self.losses[n], n, f"{n}/{TASKS[n].metric_name}", t.margin_step)
+            for n, t in self.tasks.items()
+            if t.margin_step
+        }
         self.reg_window = {
             k: [0.0, 0] for k in self.regularizers
         }  # each regularizer's term: sum and count since the last log
@@ -106,14 +111,11 @@ class Techniques:
 
     def end_epoch(self, optimizer, epoch: int, train_loss: float, dev: dict[str, float]) -> dict:
         """Epoch-end updates (LR schedule, dynamic margins); returns what to log."""
-        self.lr_schedule.on_epoch_end(optimizer, epoch, train_loss)
+        record = {}
+        for updater in [self.lr_schedule, *self.margins.values()]:
+            record.update(updater.on_epoch_end(optimizer, epoch, train_loss, dev))
         pooler = self.model.bert.pooler.dense.weight  # its group runs at the configured rate (times the schedule)
-        record = {"lr": next(g["lr"] for g in optimizer.param_groups if any(p is pooler for p in g["params"]))}
-        for n, prev in self.margin_prev.items():
-            current = dev[f"{n}/{TASKS[n].metric_name}"]
-            self.losses[n].margin = next_margin(self.losses[n].margin, prev, current, epoch, self.tasks[n].margin_step)
-            self.margin_prev[n] = current
-            record[f"margin/{n}"] = self.losses[n].margin
+        record["lr"] = next(g["lr"] for g in optimizer.param_groups if any(p is pooler for p in g["params"]))
         if self.cfg.conflict_stats:
             record.update(self.conflicts.summary())
             self.conflicts.reset()
@@ -127,8 +129,7 @@ class Techniques:
             "combiner": self.combiner.state_dict(),
             "lr_schedule": self.lr_schedule.state_dict(),
             "conflicts": self.conflicts.state_dict(),
-            "margins": {n: self.losses[n].margin for n in self.margin_prev},
-            "margin_prev": self.margin_prev,
+            "margins": {n: m.state_dict() for n, m in self.margins.items()},
             "reg_window": self.reg_window,
         }
 
@@ -139,8 +140,9 @@ class Techniques:
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         self.conflicts.load_state_dict(state["conflicts"])
         for n, m in state["margins"].items():
-            self.losses[n].margin = m
-        self.margin_prev = dict(state["margin_prev"])
+            if not isinstance(m, dict):  # saved before margins were updaters: the margin, and the metric apart
+                m = {"margin": m, "previous": state["margin_prev"][n]}
+            self.margins[n].load_state_dict(m)
         self.reg_window = {k: list(v) for k, v in state.get("reg_window", self.reg_window).items()}
 
     def tensors(self) -> dict[str, torch.Tensor]:
