@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-from minbert.runs import autocast
+from minbert.runs import autocast, release_memory
 
 
 def bucket_batches(
@@ -56,8 +56,14 @@ def embed_all(
 ) -> torch.Tensor:
     """(N, width) `embed(ids, mask)` of every sequence, in length-sorted batches, returned in the original order."""
     out = torch.empty(len(seqs), width, device=device)
-    for idx in bucket_batches([len(s) for s in seqs], batch_size):
+    for n, idx in enumerate(bucket_batches([len(s) for s in seqs], batch_size), 1):
         ids, mask = (t.to(device) for t in pad([seqs[i] for i in idx], pad_id))
         with autocast(device, precision):
             out[idx] = embed(ids, mask).float()
+        if n % TRIM_EVERY_BATCHES == 0:
+            release_memory()
     return out
+
+
+# batches of evaluation between heap trims (runs.release_memory): batches of every length fragment the heap there too
+TRIM_EVERY_BATCHES = 8

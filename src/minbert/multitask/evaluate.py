@@ -7,10 +7,11 @@ from pathlib import Path
 import torch
 
 from minbert.data import bucket_batches, embed_all, write_predictions
+from minbert.data.batching import TRIM_EVERY_BATCHES
 from minbert.distributed import gathered_rows
 from minbert.multitask.data import TaskData, make_batch
 from minbert.multitask.model import MultitaskModel
-from minbert.runs import autocast
+from minbert.runs import autocast, release_memory
 from minbert.tasks import TASKS, overall_score
 
 
@@ -33,13 +34,15 @@ def soft_task(
         def scores(pairs: list[int]) -> torch.Tensor:
             out = torch.empty(len(pairs))
             lengths = [data.lengths[i] for i in pairs]
-            for idx in bucket_batches(lengths, batch_size):
+            for n, idx in enumerate(bucket_batches(lengths, batch_size), 1):
                 with autocast(device, precision):
                     out[idx] = (
                         spec.soft(model(task, make_batch(data, [pairs[i] for i in idx], pad_id).to(device)), scale)
                         .float()
                         .cpu()
                     )
+                if n % TRIM_EVERY_BATCHES == 0:
+                    release_memory()
             return out
 
         return gathered_rows(scores, len(data))  # with several processes each scores its share
