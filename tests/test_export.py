@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from minbert.api import Model
 from minbert.config import from_dict
+from minbert.data import pad
 from minbert.errors import MinbertError
 from minbert.export import export
 from minbert.multitask.config import TrainConfig
@@ -40,8 +42,6 @@ def run():
 
 
 def ours(run: LoadedRun, task: str, a: list[str], b: list[str] | None = None) -> torch.Tensor:
-    from minbert.api import Model
-
     return Model(run).soft(task, a if b is None else list(zip(a, b)))
 
 
@@ -94,8 +94,6 @@ def test_sentence_transformers_gives_the_embeddings_the_cosine_head_compares(run
     model = st.SentenceTransformer(str(tmp_path / "st"), device="cpu")
     got = model.encode(SENTENCES, convert_to_tensor=True)
     with torch.no_grad():
-        from minbert.api import Model
-
         want = run.model.heads["sts"].layers(Model(run).embed(SENTENCES, "sts"))
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
     cos = torch.nn.functional.cosine_similarity(got[:1], got[1:2]).clamp(min=0) * 5
@@ -108,8 +106,6 @@ def test_sentence_transformers_pooler_pooling_is_a_tanh_dense(run, tmp_path):
     st = pytest.importorskip("sentence_transformers")
     export(run, tmp_path / "st", "sentence-transformers", task="sst")
     got = st.SentenceTransformer(str(tmp_path / "st"), device="cpu").encode(SENTENCES, convert_to_tensor=True)
-    from minbert.api import Model
-
     torch.testing.assert_close(got, Model(run).embed(SENTENCES, "sst"), atol=1e-5, rtol=1e-4)
 
 
@@ -123,20 +119,13 @@ def test_onnx_matches_pytorch_on_new_shapes(tmp_path):
     assert manifest["tasks"]["sts"]["output"] == "score" and manifest["embed"]["task"] == "sts"
     a, b = run.tok.encode(SENTENCES, 64), run.tok.encode(SENTENCES[::-1], 64)
 
-    def padded(ids):
-        width = max(map(len, ids))
-        t = torch.tensor([x + [0] * (width - len(x)) for x in ids])  # (3, T): other batch and lengths than traced
-        return t, (t != 0).long()
-
-    (ia, ma), (ib, mb) = padded(a), padded(b)
+    (ia, ma), (ib, mb) = pad(a, run.tok.pad_id), pad(b, run.tok.pad_id)  # (3, T): other batch and lengths than traced
     session = ort.InferenceSession(str(tmp_path / "onnx" / "sts.onnx"), providers=["CPUExecutionProvider"])
     feed = {"input_ids_a": ia, "attention_mask_a": ma, "input_ids_b": ib, "attention_mask_b": mb}
     got = torch.from_numpy(session.run(None, {k: v.numpy() for k, v in feed.items()})[0])
     torch.testing.assert_close(got, ours(run, "sts", SENTENCES, SENTENCES[::-1]), atol=1e-4, rtol=1e-4)
     emb = ort.InferenceSession(str(tmp_path / "onnx" / "embed.onnx"), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(emb.run(None, {"input_ids": ia.numpy(), "attention_mask": ma.numpy()})[0])
-    from minbert.api import Model
-
     torch.testing.assert_close(got, Model(run).embed(SENTENCES, "sts"), atol=1e-4, rtol=1e-4)
 
 

@@ -43,7 +43,7 @@ class Model:
         """One dict per input: a classification task gives its "label" and the "probabilities" of every class (a
         two-class task the "probability" of 1), a regression task its "score" on the label scale (STS: 0..5)."""
         spec, soft = TASKS.get(task), self.soft(task, inputs, batch_size)
-        names = spec.dataset.label_names if spec.dataset.format != "cs224n" else ()
+        names = spec.dataset.written_names
         if soft.dim() == 2:  # class probabilities (N, C)
             out = [{"label": int(p.argmax()), "probabilities": [round(float(x), 6) for x in p]} for p in soft]
         elif spec.regression:

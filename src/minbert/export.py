@@ -30,7 +30,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from minbert.data import data_dir, split_file
+from minbert.data import data_dir, pad, split_file
 from minbert.errors import MinbertError
 from minbert.model import resolve_checkpoint
 from minbert.model.heads import HEADS, CosinePairHead, SentenceHead
@@ -136,9 +136,7 @@ def write_encoder(run: LoadedRun, out: Path, config: dict, prefix: str = "", mor
     out.mkdir(parents=True, exist_ok=True)
     state = {prefix + k: v.detach().float().contiguous() for k, v in run.model.bert.state_dict().items()}
     save_tensors(out / "model.safetensors", {**state, **(more or {})}, {"format": "pt"})
-    atomic_write_text(
-        out / "config.json", json.dumps({**json.loads(run.model.bert.config.to_json()), **config}, indent=2)
-    )
+    write_json(out / "config.json", {**json.loads(run.model.bert.config.to_json()), **config})
     copy_tokenizer(run, out)
     return out
 
@@ -322,11 +320,7 @@ def prediction_rule(run: LoadedRun, task: str, output: str) -> str:
 def sample_inputs(run: LoadedRun, kind: str) -> dict[str, torch.Tensor]:
     """Token ids of two real sentences of different lengths (one padded), to trace and to check against PyTorch:
     `kind` "joint" (ids, mask, token types), "pair" (two sides of a bi-encoder) or "sentences" (ids, mask)."""
-    ids = run.tok.encode(["a gorgeous, witty, seductive movie.", "a tedious mess"], 32)
-    width = max(map(len, ids))
-    pad = run.tok.pad_id
-    t = torch.tensor([x + [pad] * (width - len(x)) for x in ids])  # (2, T)
-    mask = (t != pad).long()  # (2, T)
+    t, mask = pad(run.tok.encode(["a gorgeous, witty, seductive movie.", "a tedious mess"], 32), run.tok.pad_id)
     if kind == "pair":
         return {
             "input_ids_a": t,

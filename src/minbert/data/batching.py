@@ -56,14 +56,17 @@ def embed_all(
 ) -> torch.Tensor:
     """(N, width) `embed(ids, mask)` of every sequence, in length-sorted batches, returned in the original order."""
     out = torch.empty(len(seqs), width, device=device)
-    for n, idx in enumerate(bucket_batches([len(s) for s in seqs], batch_size), 1):
+    for idx in trimming(bucket_batches([len(s) for s in seqs], batch_size)):
         ids, mask = (t.to(device) for t in pad([seqs[i] for i in idx], pad_id))
         with autocast(device, precision):
             out[idx] = embed(ids, mask).float()
-        if n % TRIM_EVERY_BATCHES == 0:
-            release_memory()
     return out
 
 
-# batches of evaluation between heap trims (runs.release_memory): batches of every length fragment the heap there too
-TRIM_EVERY_BATCHES = 8
+def trimming(batches, every: int = 8):
+    """The batches of an evaluation, with the heap trimmed (runs.release_memory) after every `every` of them:
+    batches of every length fragment the heap there too."""
+    for n, idx in enumerate(batches, 1):
+        yield idx
+        if n % every == 0:
+            release_memory()

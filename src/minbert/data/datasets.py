@@ -21,6 +21,11 @@ class DatasetSpec:
     format: str = "cs224n"  # the CS224N TSV layout; custom tasks: csv, tsv, jsonl or auto (by file extension)
     id_column: str = "id"  # custom tasks: "" = the row number
 
+    @property
+    def written_names(self) -> tuple[str, ...]:
+        """The class names predictions are written with: a custom task's own; CS224N files keep their numbers."""
+        return self.label_names if self.format != "cs224n" else ()
+
 
 DATASETS: dict[str, DatasetSpec] = {
     "sst": DatasetSpec(

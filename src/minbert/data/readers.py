@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -120,8 +121,6 @@ def read_table(
 
 def _table_rows(path: Path, fmt: str, wanted: list[str]) -> list[tuple[int, dict]]:
     """(line number, {column: text}) for each row of a CSV, TSV or JSON-lines file; the header must name `wanted`."""
-    import json
-
     if fmt == "auto":
         fmt = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}.get(path.suffix.lower(), "")
         if not fmt:

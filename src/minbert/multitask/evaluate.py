@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 
 from minbert.data import bucket_batches, embed_all, write_predictions
-from minbert.data.batching import TRIM_EVERY_BATCHES
+from minbert.data.batching import trimming
 from minbert.distributed import gathered_rows
 from minbert.multitask.data import TaskData, make_batch
 from minbert.multitask.model import MultitaskModel
-from minbert.runs import autocast, release_memory
+from minbert.runs import autocast
 from minbert.tasks import TASKS, overall_score
 
 
@@ -34,15 +34,13 @@ def soft_task(
         def scores(pairs: list[int]) -> torch.Tensor:
             out = torch.empty(len(pairs))
             lengths = [data.lengths[i] for i in pairs]
-            for n, idx in enumerate(bucket_batches(lengths, batch_size), 1):
+            for idx in trimming(bucket_batches(lengths, batch_size)):
                 with autocast(device, precision):
                     out[idx] = (
                         spec.soft(model(task, make_batch(data, [pairs[i] for i in idx], pad_id).to(device)), scale)
                         .float()
                         .cpu()
                     )
-                if n % TRIM_EVERY_BATCHES == 0:
-                    release_memory()
             return out
 
         return gathered_rows(scores, len(data))  # with several processes each scores its share
@@ -91,8 +89,8 @@ def write_task_predictions(
         spec = TASKS[task]
         if spec.regression:
             values = [f"{x:.4f}" for x in p.tolist()]
-        elif spec.dataset.format != "cs224n" and spec.dataset.label_names:  # your own task: its class names
-            values = [spec.dataset.label_names[int(x)] for x in p.tolist()]
+        elif spec.dataset.written_names:
+            values = [spec.dataset.written_names[int(x)] for x in p.tolist()]
         else:
             values = [int(x) for x in p.tolist()]
         path = folder / f"{spec.prefix}-{split}-output.csv"
