@@ -1,4 +1,5 @@
-"""The single-task classifier end to end, on a few real SST/CFIMDB rows and the embedded checkpoint."""
+"""The single-task classifier end to end, on a few real SST/CFIMDB rows and the embedded checkpoint: a one-task
+config of the multitask core, frozen (cached embeddings) or fine-tuned."""
 
 import json
 import subprocess
@@ -7,9 +8,11 @@ import sys
 import torch
 from safetensors.torch import load_file
 
+import minbert
 from minbert.classify import ClassifyConfig, classify
 from minbert.cli import main
-from minbert.data import read_predictions
+from minbert.data import DATASETS, data_dir, load_split, read_predictions
+from minbert.multitask.state import snapshot_folder
 
 
 def small(tmp_path, **kw):
@@ -17,53 +20,65 @@ def small(tmp_path, **kw):
     return ClassifyConfig(**{**base, **kw})
 
 
-def test_frozen_mode_trains_only_the_head(tmp_path, ckpt):
+def dev_accuracy_of_file(path, task="sst"):
+    preds = read_predictions(path)
+    ex = load_split(DATASETS[task], "dev", data_dir())
+    return sum(int(preds[e.id]) == e.label for e in ex) / len(ex)
+
+
+def test_frozen_mode_trains_only_the_head_on_cached_embeddings(tmp_path, ckpt, capsys):
     before = load_file(str(ckpt / "model.safetensors"))
     summary = classify(small(tmp_path, mode="frozen"))
-    after = load_file(str(tmp_path / "run" / "best" / "model.safetensors"))
+    run = tmp_path / "run"
+    after = load_file(str(snapshot_folder(run, "best") / "model.safetensors"))
     for k, v in before.items():
         if k != "embeddings.position_ids":
             assert torch.equal(after["bert." + k], v), f"frozen encoder changed {k}"
-    head = after["classifier.weight"]
+    head = after["heads.sst.out.weight"]
     assert head.shape == (5, 384) and head.abs().sum() > 0
-    assert 0.0 <= summary["dev/acc"] <= 1.0
+    # the cached embeddings are the encoder's: evaluating the saved run (which runs the encoder) agrees with the
+    # accuracy the run reported from its cache, and with its prediction file
+    assert main(["evaluate", str(run)]) == 0
+    shown = capsys.readouterr().out
+    assert f"{summary['dev/acc']:.4f}" in shown
+    assert abs(dev_accuracy_of_file(run / "predictions" / "frozen-sst-dev-out.csv") - summary["dev/acc"]) < 1e-9
 
 
 def test_finetune_run_directory(tmp_path, ckpt):
-    summary = classify(small(tmp_path, mode="finetune", max_steps=3, epochs=1))
+    summary = classify(small(tmp_path, mode="finetune", max_steps=3, epochs=1, precision="bf16"))
     run = tmp_path / "run"
-    assert summary["steps"] == 3
-    assert (run / "config.yaml").read_text().count("lr: 5.0e-05") == 1  # the resolved default is saved
+    assert summary["steps"] == 3 and summary["stopped"] == "max_steps 3 reached"
+    saved = (run / "config.yaml").read_text()
+    assert "lr: 5.0e-05" in saved and "frozen: false" in saved and "precision: bf16" in saved  # resolved defaults
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    assert records[0]["epoch"] == 1 and "dev/acc" in records[0]
+    assert records[-1]["epoch"] == 1 and "dev/sst/acc" in records[-1]
     dev = read_predictions(run / "predictions" / "finetune-sst-dev-out.csv")
     test = read_predictions(run / "predictions" / "finetune-sst-test-out.csv")
     assert len(dev) == 1101 and len(test) == 2210 and set(dev.values()) <= set("01234")
-    # dev accuracy recomputed from the prediction file equals what the run reported
-    from minbert.data import DATASETS, data_dir, load_split
-
-    ex = load_split(DATASETS["sst"], "dev", data_dir())
-    acc = sum(int(dev[e.id]) == e.label for e in ex) / len(ex)
-    assert abs(acc - summary["dev/acc"]) < 1e-6
-    best = load_file(str(run / "best" / "model.safetensors"))
+    assert abs(dev_accuracy_of_file(run / "predictions" / "finetune-sst-dev-out.csv") - summary["dev/acc"]) < 1e-9
+    assert json.loads((run / "summary.json").read_text())["dev/acc"] == summary["dev/acc"]
+    best = load_file(str(snapshot_folder(run, "best") / "model.safetensors"))
     orig = load_file(str(ckpt / "model.safetensors"))
-    assert not torch.equal(
-        best["bert.encoder.layer.0.attention.self.query.weight"], orig["encoder.layer.0.attention.self.query.weight"]
-    )
+    key = "encoder.layer.0.attention.self.query.weight"
+    assert not torch.equal(best["bert." + key], orig[key])
 
 
-def test_saved_classifier_dir_is_a_loadable_bert_checkpoint(tmp_path):
-    from minbert.model import BertModel
-
+def test_a_classifier_run_is_a_run_like_any_other(tmp_path):
+    """minbert.load predicts with it, and `minbert predict` writes the handout's file names again."""
     classify(small(tmp_path, mode="frozen", epochs=1))
-    model = BertModel.from_pretrained(tmp_path / "run" / "best")  # bert.* keys load; the head is left over
-    assert model.config.hidden_size == 384
+    run = tmp_path / "run"
+    out = minbert.load(run).predict("sst", ["a gorgeous, witty film", "a tedious mess"])
+    assert len(out) == 2 and all(0 <= o["label"] <= 4 for o in out)
+    assert main(["predict", str(run), "--out", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "frozen-sst-test-out.csv").read_text() == (
+        run / "predictions" / "frozen-sst-test-out.csv"
+    ).read_text()
 
 
 def test_cfimdb_frozen(tmp_path):
     summary = classify(small(tmp_path, task="cfimdb", mode="frozen", max_length=64))
     assert (tmp_path / "run" / "predictions" / "frozen-cfimdb-test-out.csv").is_file()
-    assert summary["task"] == "cfimdb"
+    assert summary["task"] == "cfimdb" and 0 <= summary["dev/acc"] <= 1
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
@@ -80,4 +95,18 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "minbert", "classify", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "--mode {frozen,finetune}" in out.stdout
+    assert out.returncode == 0 and "--mode {frozen,finetune}" in out.stdout and "--bf16" in out.stdout
+
+
+def test_frozen_multitask_with_a_cross_encoder_scores_as_its_encoder_does(tmp_path, capsys):
+    """frozen=true on the multitask core: sentence, cross-encoded and bi-encoded pair tasks train on cached rows; the
+    saved run, evaluated by running the encoder, reproduces the dev metrics the run reported from its cache."""
+    from tests.helpers import QUICKSTART, TINY, run_cli
+
+    run = tmp_path / "frozen"
+    run_cli(str(QUICKSTART), *TINY, "frozen=true", "tasks.quora.head=cross", "tasks.sts.extra_layers=1", f"out={run}")
+    summary = json.loads((run / "summary.json").read_text())
+    assert main(["evaluate", str(run)]) == 0
+    shown = capsys.readouterr().out
+    for metric in ("sst/acc", "quora/acc", "sts/pearson"):
+        assert f"{summary['dev'][metric]:.4f}" in shown, metric

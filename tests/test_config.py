@@ -67,6 +67,6 @@ def test_overrides_may_follow_options():
     args = parse_args(["train", "configs/x.yaml", "--budget", "out=runs/a", "epochs=2"])
     assert args.config == "configs/x.yaml" and args.budget and args.overrides == ["out=runs/a", "epochs=2"]
     args = parse_args(["classify", "--task", "cfimdb", "lr=1e-5", "--bf16", "epochs=1"])
-    assert args.task == "cfimdb" and args.bf16 and args.overrides == ["lr=1e-5", "epochs=1"]
+    assert args.task == "cfimdb" and args.precision == "bf16" and args.overrides == ["lr=1e-5", "epochs=1"]
     with pytest.raises(SystemExit):
         parse_args(["train", "configs/x.yaml", "--budget", "--colour"])

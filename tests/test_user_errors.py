@@ -55,12 +55,21 @@ CONFIG_CASES = [
     ("tasks.sst.max_length=1000", "tasks.sst.max_length: 1000 is more than the checkpoint's 512 positions"),
     ("log_every=0", "log_every: 0 must be >= 1"),
     ("epochs=0", "epochs: 0 must be >= 1"),
+    (
+        ("frozen=true", "regularizers.smart.weight=1"),
+        "regularizers: acts on the encoder, which frozen=true keeps fixed",
+    ),
+    ("frozen=true", "tasks.sts: a cosine head without extra_layers has no weights, so frozen=true leaves it nothing"),
+    ("prediction_files=out.csv", "prediction_files: 'out.csv' gives files of different splits or tasks one name"),
+    ("prediction_files={split}-{colour}.csv", "prediction_files: '{split}-{colour}.csv' is not a file name pattern"),
+    ("max_steps=-1", "max_steps: -1 must be >= 0"),
 ]
 
 
 @pytest.mark.parametrize("override,message", CONFIG_CASES)
 def test_bad_configs_fail_before_any_work(override, message, capsys, tmp_path):
-    assert main(["train", str(QUICKSTART), override, f"out={tmp_path / 'never'}"]) == 2
+    overrides = override if isinstance(override, tuple) else (override,)
+    assert main(["train", str(QUICKSTART), *overrides, f"out={tmp_path / 'never'}"]) == 2
     assert message in error_line(capsys.readouterr().err)
     assert not (tmp_path / "never").exists()
 

@@ -144,7 +144,7 @@ def cmd_evaluate(args) -> int:
             rows[f"{split} (epoch {r.best['epoch']})"] = metrics
         if args.command == "predict":
             out = Path(args.out) if args.out else r.dir / "predictions"
-            for p in write_task_predictions(out, split, data[split], preds):
+            for p in write_task_predictions(out, split, data[split], preds, r.cfg.prediction_files):
                 print(p)
     print(results_table(rows, list(r.cfg.tasks)))
     return 0
@@ -211,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("classify", help="single-task sentiment classifier (SST-5 or CFIMDB), frozen or fine-tuned")
     c.add_argument("--config", help="YAML file of ClassifyConfig keys")
     add_config_flags(c, ClassifyConfig)
+    c.add_argument(
+        "--bf16", action="store_const", const="bf16", dest="precision", help="bf16 autocast (precision=bf16)"
+    )
     c.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=2e-5")
     c.set_defaults(func=cmd_classify)
 

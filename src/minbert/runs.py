@@ -262,11 +262,10 @@ def resolve_precision(device: torch.device, precision: str) -> str:
     return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
 
 
-def autocast(device: torch.device, precision: str | bool):
+def autocast(device: torch.device, precision: str):
     """Autocast to bf16 (CPUs with AVX-512 bf16 or AMX, GPUs with bf16) or fp16 (older GPUs, with a gradient scaler
-    in training); a no-op context for fp32; "auto" picks bf16 where it is fast (resolve_precision). `True` means
-    bf16 (the classify config's switch)."""
-    dtype = PRECISIONS[resolve_precision(device, {True: "bf16", False: "fp32"}.get(precision, precision))]
+    in training); a no-op context for fp32; "auto" picks bf16 where it is fast (resolve_precision)."""
+    dtype = PRECISIONS[resolve_precision(device, precision)]
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)

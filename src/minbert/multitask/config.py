@@ -96,6 +96,10 @@ class TrainConfig:
     log_every: int = 10  # steps between training-loss records in metrics.jsonl
     # > 0: stop training after this much wall time, then evaluate and finish (equal-time budgets)
     max_minutes: float = 0.0
+    max_steps: int = 0  # > 0: stop training after this many optimizer steps, then evaluate and finish
+    # train only the heads: the encoder keeps its loaded weights and runs once per data set in eval mode; the heads
+    # train on those cached sentence embeddings (the single-task classifier's frozen mode)
+    frozen: bool = False
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     # where metrics go besides metrics.jsonl: "tensorboard" (pip install tensorboard), "wandb" (pip install wandb)
     loggers: tuple[str, ...] = ()
@@ -106,6 +110,8 @@ class TrainConfig:
     divergence_factor: float = 100.0
     out: str = ""  # run directory; "" = runs/<name>-<time>
     name: str = "multitask"
+    # CS224N prediction file names under <run>/predictions, from {prefix} (the task's: para for quora), {task}, {split}
+    prediction_files: str = "{prefix}-{split}-output.csv"
     # dotted keys applied by `minbert train CONFIG --budget`: the recipe's bounded CPU setting
     budget: dict[str, Any] = field(default_factory=dict)
 
@@ -121,6 +127,7 @@ class TrainConfig:
         for name, t in self.tasks.items():
             _check_task(name, t)
         self._check_names()
+        self._check_frozen()
         for key, ok, want in self._ranges():
             if not ok:
                 raise MinbertError(f"{key}: {_get(self, key)!r} must be {want}")
@@ -131,7 +138,24 @@ class TrainConfig:
                 f"tasks; valid: {', '.join(metrics)}"
             )
         check_loggers(self.loggers)
+        self._check_prediction_files()
         return self
+
+    def _check_prediction_files(self) -> None:
+        """The names must tell splits apart (and tasks, with several), or one file would overwrite another."""
+        pattern, n = self.prediction_files, len(self.tasks)
+        try:
+            names = {pattern.format(prefix=f"p{i}", task=f"t{i}", split=s) for i in range(n) for s in ("dev", "test")}
+        except (KeyError, IndexError, ValueError) as e:
+            raise MinbertError(
+                f"prediction_files: {pattern!r} is not a file name pattern ({type(e).__name__}: {e}); "
+                "its fields are {prefix} or {task}, and {split}"
+            ) from None
+        if len(names) < 2 * n:
+            raise MinbertError(
+                f"prediction_files: {pattern!r} gives files of different splits{' or tasks' if n > 1 else ''} one "
+                "name; use {split}" + (" and {prefix} or {task}" if n > 1 else "")
+            )
 
     def _check_names(self) -> None:
         """Each technique named is in its registry."""
@@ -149,6 +173,27 @@ class TrainConfig:
                 raise MinbertError(f"{key}: {name!r} unknown; valid: {', '.join(registry)}")
         for name, args in self.technique_args().items():  # each argument a parameter, of its type
             typed_args(*args, name)
+
+    def _check_frozen(self) -> None:
+        """A frozen encoder has no gradient: what acts on the encoder's gradient or weights has nothing to do."""
+        if not self.frozen:
+            return
+        acting = {
+            "pals.enabled": self.pals.enabled,
+            "regularizers": bool(self.regularizers),
+            "combiner": self.combiner != "sum",
+            "conflict_stats": self.conflict_stats,
+        }
+        for key, on in acting.items():
+            if on:
+                raise MinbertError(f"{key}: acts on the encoder, which frozen=true keeps fixed; switch one of them off")
+        for name in self.tasks:
+            t = self.task(name)
+            if HEADS[t.head].similarity and not t.extra_layers:
+                raise MinbertError(
+                    f"tasks.{name}: a {t.head} head without extra_layers has no weights, so frozen=true leaves it "
+                    f"nothing to train; set tasks.{name}.extra_layers=1 or another head"
+                )
 
     def technique_args(self) -> dict[str, tuple]:
         """{config key: (constructor, its arguments)} of the techniques whose arguments the config gives."""
@@ -177,6 +222,7 @@ class TrainConfig:
             ("checkpoint_every", self.checkpoint_every >= 0, ">= 0 (0 = epoch ends only)"),
             ("trim_every", self.trim_every >= 0, ">= 0 (0 = never)"),
             ("max_minutes", self.max_minutes >= 0, ">= 0 (0 = no limit)"),
+            ("max_steps", self.max_steps >= 0, ">= 0 (0 = no limit)"),
             ("early_stopping.patience", self.early_stopping.patience >= 0, ">= 0 (0 = off)"),
             ("max_bad_steps", self.max_bad_steps >= 0, ">= 0 (0 = never stop)"),
             ("divergence_factor", self.divergence_factor == 0 or self.divergence_factor > 1, "> 1 (0 = off)"),

@@ -27,6 +27,9 @@ class TaskData:
     index: list[tuple[int, ...]]  # per example: 1 (sentence) or 2 (pair) indices into `sentences`
     joint: list[list[int]] | None = None  # cross-encoder tokens per example
     types: list[list[int]] | None = None  # cross-encoder token types per example
+    # a frozen encoder's embeddings (multitask/frozen.py): (S, H) per distinct sentence, or (N, H) per example for a
+    # cross-encoder; batches then carry these rows instead of tokens
+    features: torch.Tensor | None = None
 
     @property
     def lengths(self) -> list[int]:
@@ -54,25 +57,41 @@ def encode_task(task: Task, examples: list[Example], tok: Tokenizer, cfg: TaskCo
 
 @dataclass
 class Batch:
-    """Encoder inputs of one task's batch: `ids`, `mask` (B', T) and `types` for cross-encoders. For bi-encoder
-    pairs the B' = 2B rows are the first sentences then the second ones; `labels` (B,)."""
+    """Encoder inputs of one task's batch: `ids`, `mask` (B', T) and `types` for cross-encoders, or with a frozen
+    encoder its cached embeddings `features` (B', H). For bi-encoder pairs the B' = 2B rows are the first sentences
+    then the second ones; `labels` (B,)."""
 
-    ids: torch.Tensor
-    mask: torch.Tensor
+    ids: torch.Tensor | None
+    mask: torch.Tensor | None
     types: torch.Tensor | None
     labels: torch.Tensor | None
     pair: bool  # bi-encoder: split the B' embeddings into u and v
     # (B',) each row's index in the task's table of distinct sentences: equal keys are equal texts, which in-batch
     # losses must not count as negatives of each other (None for cross-encoded pairs)
     keys: torch.Tensor | None = None
+    features: torch.Tensor | None = None
 
     def to(self, device) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return Batch(move(self.ids), move(self.mask), move(self.types), move(self.labels), self.pair, move(self.keys))
+        return Batch(
+            move(self.ids),
+            move(self.mask),
+            move(self.types),
+            move(self.labels),
+            self.pair,
+            move(self.keys),
+            move(self.features),
+        )
 
 
 def make_batch(data: TaskData, idx: list[int], pad_id: int) -> Batch:
     labels = None if data.labels is None else data.labels[idx]
+    if data.features is not None:  # a frozen encoder: its cached rows
+        if data.joint is not None:
+            return Batch(None, None, None, labels, pair=False, features=data.features[idx])
+        sides = len(data.index[idx[0]])
+        keys = [data.index[i][s] for s in range(sides) for i in idx]  # all first sentences, then seconds
+        return Batch(None, None, None, labels, sides == 2, torch.tensor(keys), data.features[keys])
     if data.joint is not None:
         ids, mask = pad([data.joint[i] for i in idx], pad_id)
         types, _ = pad([data.types[i] for i in idx], 0)

@@ -44,7 +44,9 @@ def soft_task(
             return out
 
         return gathered_rows(scores, len(data))  # with several processes each scores its share
-    emb = encode_sentences(model, task, data.sentences, pad_id, device, precision, batch_size)  # (S, H)
+    emb = data.features  # (S, H) a frozen encoder's, computed once
+    if emb is None:
+        emb = encode_sentences(model, task, data.sentences, pad_id, device, precision, batch_size)  # (S, H)
     index = torch.tensor(data.index, device=device)  # (N, 1 or 2)
     parts = []
     for rows in index.split(batch_size * 4):
@@ -82,8 +84,13 @@ def evaluate(
 
 
 def write_task_predictions(
-    folder: Path, split: str, data: dict[str, TaskData], preds: dict[str, torch.Tensor]
+    folder: Path,
+    split: str,
+    data: dict[str, TaskData],
+    preds: dict[str, torch.Tensor],
+    names: str = "{prefix}-{split}-output.csv",
 ) -> list[Path]:
+    """CS224N prediction files; `names` (TrainConfig.prediction_files) from the task's file prefix, name and split."""
     paths = []
     for task, p in preds.items():
         spec = TASKS[task]
@@ -93,7 +100,7 @@ def write_task_predictions(
             values = [spec.dataset.written_names[int(x)] for x in p.tolist()]
         else:
             values = [int(x) for x in p.tolist()]
-        path = folder / f"{spec.prefix}-{split}-output.csv"
+        path = folder / names.format(prefix=spec.prefix, task=task, split=split)
         write_predictions(path, spec.dataset.prediction_header, [e.id for e in data[task].examples], values)
         paths.append(path)
     return paths

@@ -78,7 +78,10 @@ class MultitaskModel(nn.Module):
         return self.heads[task](emb)
 
     def forward(self, task: str, batch: Batch, embedded: torch.Tensor | None = None) -> dict:
-        """`embedded` (B', T, H) replaces the embedding layer's output for batch.ids (SMART perturbs it)."""
+        """`embedded` (B', T, H) replaces the embedding layer's output for batch.ids (SMART perturbs it); a batch of a
+        frozen encoder's cached embeddings goes straight to the head."""
+        if batch.features is not None:
+            return self.head(task, batch.features, batch.pair)
         return self.head(task, self.embed(task, batch.ids, batch.mask, batch.types, embedded), batch.pair)
 
     def cosine_scale(self, task: str) -> float | None:

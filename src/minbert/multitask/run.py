@@ -33,6 +33,8 @@ def build(cfg: TrainConfig, device) -> tuple[MultitaskModel, Tokenizer]:
         drop = {"hidden_dropout_prob": cfg.encoder_dropout, "attention_probs_dropout_prob": cfg.encoder_dropout}
     bert = BertModel.from_pretrained(ckpt, **drop)
     bert.gradient_checkpointing = cfg.grad_checkpointing
+    if cfg.frozen:
+        bert.requires_grad_(False)  # only the heads train
     if cfg.freeze_word_embeddings:
         bert.embeddings.word_embeddings.weight.requires_grad_(False)
     if cfg.compile:

@@ -77,7 +77,8 @@ class Techniques:
             # find_unused_parameters: heads of tasks not in a step, and the pooler under mean pooling, get no gradient
             self.ddp = DistributedDataParallel(self.step_loss, device_ids=ids, find_unused_parameters=True)
         # PALs put a different adapter in every layer per task, so their tasks cannot share one encoder pass
-        self.fused = cfg.fused and not self.per_task and model.pals is None
+        # a frozen encoder's batches carry cached embeddings: there is no encoder pass to share
+        self.fused = cfg.fused and not self.per_task and model.pals is None and not cfg.frozen
 
     def task_loss(self, name: str, batch, out: dict | None = None) -> torch.Tensor:
         """The weighted loss of one task's batch: its loss, extra losses and regularizer terms. `out`: the head
@@ -114,8 +115,10 @@ class Techniques:
         record = {}
         for updater in [self.lr_schedule, *self.margins.values()]:
             record.update(updater.on_epoch_end(optimizer, epoch, train_loss, dev))
-        pooler = self.model.bert.pooler.dense.weight  # its group runs at the configured rate (times the schedule)
-        record["lr"] = next(g["lr"] for g in optimizer.param_groups if any(p is pooler for p in g["params"]))
+        # the pooler's group runs at the configured rate times the schedule; with a frozen encoder, the heads' group
+        pooler = self.model.bert.pooler.dense.weight
+        groups = [g for g in optimizer.param_groups if any(p is pooler for p in g["params"])] or optimizer.param_groups
+        record["lr"] = groups[0]["lr"]
         if self.cfg.conflict_stats:
             record.update(self.conflicts.summary())
             self.conflicts.reset()

@@ -30,6 +30,7 @@ from minbert.model import check_fits
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
 from minbert.multitask.evaluate import evaluate, results_table, write_task_predictions
+from minbert.multitask.frozen import cache_features
 from minbert.multitask.run import build, load_data, load_run_config, resume_config  # noqa: F401 (re-exported)
 from minbert.multitask.state import load_snapshot, save_snapshot
 from minbert.multitask.step import train_step
@@ -73,7 +74,7 @@ class TrainState:
     bad_steps: int = 0  # non-finite steps in a row (the divergence guard)
     skipped: int = 0  # non-finite steps in all
     loss_ema: dict[str, float] = field(default_factory=dict)  # running loss per task (the divergence guard)
-    stopped: str = ""  # why training stopped early (the time budget)
+    stopped: str = ""  # why training stopped early (a time or step budget, early stopping)
     techniques: dict = field(default_factory=dict)  # the techniques' own state (Techniques.state)
 
     def __post_init__(self):
@@ -108,7 +109,7 @@ def train(cfg: TrainConfig, resume: Path | None = None, overwrite: bool = False)
             for epoch in range(t.st.epoch, cfg.epochs + 1):
                 t.train_epoch(epoch)
                 t.evaluate_epoch(epoch)
-                if t.st.stopped:  # the time budget ran out: this evaluation was the last
+                if t.st.stopped:  # a budget ran out or early stopping: this evaluation was the last
                     log.warning("%s: training stops here", t.st.stopped)
                     t.checkpoint(epoch=cfg.epochs + 1, step_in_epoch=0)
                     break
@@ -134,6 +135,8 @@ class Trainer:
         seed_everything(cfg.seed)
         self.model, self.tok = build(cfg, self.device)
         self.data = load_data(cfg, self.tok)
+        if cfg.frozen:  # the encoder never changes: embed every data set once
+            cache_features(self.model, self.data, self.tok.pad_id, self.device, cfg.precision)
         if d.world > 1:
             self.rank_seed()
         groups = self.model.param_groups(cfg.lr, cfg.head_lr_mult, cfg.layer_lr_decay)
@@ -168,6 +171,8 @@ class Trainer:
             e: schedule(sizes, per_pass, e, cfg.epochs, cfg.steps_per_epoch, cfg.seed) for e in range(1, cfg.epochs + 1)
         }
         self.total_steps = sum(len(p) for p in self.plans.values())
+        if cfg.max_steps:  # the learning-rate schedule spans the steps that will run
+            self.total_steps = min(self.total_steps, cfg.max_steps)
         self.start = self.began - self.st.elapsed  # this session's loading counts too
 
     def rank_seed(self, offset: int = 0) -> None:
@@ -218,6 +223,9 @@ class Trainer:
                 self.checkpoint(step_in_epoch=s + 1, epoch=epoch)
             if cfg.trim_every and step % cfg.trim_every == 0:
                 release_memory()
+            if cfg.max_steps and step >= cfg.max_steps:
+                st.stopped = f"max_steps {cfg.max_steps} reached"
+                break
             # every rank stops at the same step: rank 0's clock decides
             if cfg.max_minutes and broadcast(time.time() - self.start > 60 * cfg.max_minutes):
                 st.stopped = f"max_minutes {cfg.max_minutes:g} reached at step {step}"
@@ -244,7 +252,9 @@ class Trainer:
             st.best, st.best_epoch = dev[metric], epoch
             if self.d.main:
                 save_snapshot(self.run, "best", st.global_step, self.model, state={"epoch": epoch, "dev": dev})
-                write_task_predictions(self.run / "predictions", "dev", self.data["dev"], dev_preds)  # kept
+                write_task_predictions(  # kept
+                    self.run / "predictions", "dev", self.data["dev"], dev_preds, cfg.prediction_files
+                )
         st.epoch_loss = _sums(cfg.tasks)
         if patience and epoch - st.best_epoch >= patience and not st.stopped:
             st.stopped = (
@@ -287,7 +297,7 @@ class Trainer:
         if not current().main:
             return summary
         self.metrics.close()
-        write_task_predictions(run / "predictions", "test", self.data["test"], preds)
+        write_task_predictions(run / "predictions", "test", self.data["test"], preds, cfg.prediction_files)
         (run / "summary.json").write_text(json.dumps(summary, indent=2))
         print(results_table({f"dev (best epoch {best['epoch']})": best["dev"]}, list(cfg.tasks)))
         print(f"wall time {wall:.0f}s, {self.st.global_step} steps; predictions in {run / 'predictions'}", flush=True)
