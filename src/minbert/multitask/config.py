@@ -186,7 +186,9 @@ class TrainConfig:
         }
         for key, on in acting.items():
             if on:
-                raise MinbertError(f"{key}: acts on the encoder, which frozen=true keeps fixed; switch one of them off")
+                raise MinbertError(
+                    f"{key}: acts on the encoder, which frozen=true keeps fixed; turn one of the two off"
+                )
         for name in self.tasks:
             t = self.task(name)
             if HEADS[t.head].similarity and not t.extra_layers:
