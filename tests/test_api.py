@@ -91,6 +91,28 @@ def test_early_stopping_and_tensorboard(tmp_path):
     assert len(events.Scalars("train/loss/sst")) == 12  # log_every 1
 
 
+def test_a_resumed_run_replaces_its_replayed_tensorboard_events(tmp_path):
+    """As metrics.jsonl drops the records after the checkpoint a run resumes from, TensorBoard hides those events:
+    each step shows the resumed run's value once."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from minbert.runs import MetricsLog
+
+    log = MetricsLog(tmp_path / "metrics.jsonl", ["tensorboard"])
+    for step in range(1, 6):
+        log.write({"step": step, "train/loss/sst": float(step)})
+    log.close()
+    resumed = MetricsLog(tmp_path / "metrics.jsonl", ["tensorboard"])
+    resumed.truncate_after(3)  # the checkpoint was at step 3; steps 4 and 5 run again
+    for step in (4, 5):
+        resumed.write({"step": step, "train/loss/sst": 10.0 * step})
+    resumed.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/loss/sst")] == [(1, 1), (2, 2), (3, 3), (4, 40), (5, 50)]
+    assert [r["train/loss/sst"] for r in resumed.read()] == [1, 2, 3, 40, 50]
+
+
 def test_early_stopping_metric_and_loggers_are_checked(capsys, tmp_path):
     from minbert.cli import main
 

@@ -203,6 +203,12 @@ class MetricsLog:
         """Drop records past `step`: a resumed run replays those steps and writes them again."""
         kept = [r for r in self.read() if r.get("step", 0) <= step]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        for i, (kind, sink) in enumerate(self.sinks):
+            if kind == "tensorboard":  # a writer with purge_step hides the old events from `step + 1` on in TensorBoard
+                from torch.utils.tensorboard import SummaryWriter
+
+                sink.close()
+                self.sinks[i] = (kind, SummaryWriter(sink.log_dir, purge_step=step + 1))
 
     def read(self) -> list[dict]:
         if not self.path.is_file():
