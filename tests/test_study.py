@@ -138,6 +138,12 @@ def test_sweep_runs_every_variant_and_seed_skips_finished_ones_and_averages(tmp_
     assert "plain seed 1: done" in log and "plain seed 2: new" in log
     assert (out / "plain" / "seed1" / "summary.json").stat().st_mtime_ns == before
     assert (out / "plain" / "seed2" / "summary.json").is_file()
+    # a variant changed since its runs finished: refused, naming the run and the key, rather than reported as it
+    spec["variants"]["heads-x10"] = ["head_lr_mult=3"]
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["sweep", str(path), "--report"]) == 2
+    err = capsys.readouterr().err
+    assert "heads-x10/seed1: trained with head_lr_mult=10.0, but variant heads-x10 now gives 3.0" in err
 
 
 def test_sweep_refuses_a_bad_variant_before_any_run(tmp_path, capsys):

@@ -14,8 +14,10 @@ over seeds per variant (markdown and CSV) and a chart.
     out: runs/sweeps/example         # run directories: OUT/<variant>/seed<k>
 
 Resumable: a run with a summary.json is done and skipped, one with a checkpoint is resumed (`train --resume`), any
-other leftover folder is started again. Each run is its own process, so a crash or kill loses at most that run's
-progress since its last checkpoint. Equal-time budgets: put `max_minutes=N` in `overrides`.
+other leftover folder is started again. A kept run whose saved config differs from what its variant gives now is
+refused before any work (its numbers would stand for another setting). Each run is its own process, so a crash or
+kill loses at most that run's progress since its last checkpoint. Equal-time budgets: put `max_minutes=N` in
+`overrides`.
 
 Where a search beats a grid, a `search:` section replaces `variants`/`grid` and Optuna's TPE sampler picks each
 trial's values (`pip install optuna`, or the `search` extra); every trial runs all `seeds` and is scored by the mean
@@ -138,12 +140,41 @@ def check(sweep: Sweep) -> None:
     from minbert.config import load_config
     from minbert.multitask.config import TrainConfig
 
-    for name, _, _, args in sweep.runs():
+    for name, _, run, args in sweep.runs():
         overrides = [a for a in args[1:] if a != "--budget"]
         try:
-            load_config(TrainConfig, args[0], overrides, budget=sweep.budget).validate()
+            cfg = load_config(TrainConfig, args[0], overrides, budget=sweep.budget).validate()
         except MinbertError as e:
             raise MinbertError(f"variant {name}: {e}") from None
+        if state(run) != "new":
+            check_unchanged(run, name, cfg)
+
+
+def check_unchanged(run: Path, name: str, cfg) -> None:
+    """A run kept from earlier (done, or to resume) must have been trained with the config its variant gives now:
+    otherwise its numbers would silently stand for another setting. Where its data was read may differ."""
+    from minbert.config import from_dict
+    from minbert.multitask.config import TrainConfig
+
+    saved = flat(dataclasses.asdict(from_dict(TrainConfig, load_yaml(run / "config.yaml"))))
+    now = flat(dataclasses.asdict(cfg))
+    for key in sorted(saved.keys() | now.keys()):
+        if key not in ("data_dir", "out") and saved.get(key) != now.get(key):
+            raise MinbertError(
+                f"{run}: trained with {key}={saved.get(key)!r}, but variant {name} now gives {now.get(key)!r}; "
+                "move the run away to train it again, or give the sweep another out"
+            )
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}"""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def check_search(path: Path, search) -> None:
