@@ -63,7 +63,7 @@ def test_finetune_run_directory(tmp_path, ckpt):
     assert not torch.equal(best["bert." + key], orig[key])
 
 
-def test_a_classifier_run_is_a_run_like_any_other(tmp_path):
+def test_a_classifier_run_is_a_run_like_any_other(tmp_path, capsys):
     """minbert.load predicts with it, and `minbert predict` writes the handout's file names again."""
     classify(small(tmp_path, mode="frozen", epochs=1))
     run = tmp_path / "run"
@@ -73,6 +73,12 @@ def test_a_classifier_run_is_a_run_like_any_other(tmp_path):
     assert (tmp_path / "again" / "frozen-sst-test-out.csv").read_text() == (
         run / "predictions" / "frozen-sst-test-out.csv"
     ).read_text()
+    # a second classifier into the same folder is refused before any work; --overwrite replaces it
+    assert main(["classify", "--mode", "frozen", "--out", str(run)]) == 2
+    assert f"{run}: already holds a run" in capsys.readouterr().err
+    flags = ["--mode", "frozen", "--out", str(run), "train_limit=16", "max_length=16", "epochs=1", "--overwrite"]
+    assert main(["classify", *flags]) == 0
+    assert json.loads((run / "summary.json").read_text())["steps"] == 1  # 16 examples in one batch of 32
 
 
 def test_cfimdb_frozen(tmp_path):

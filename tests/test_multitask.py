@@ -138,7 +138,7 @@ def test_evaluation_encodes_each_distinct_sentence_once(monkeypatch):
     rows = []
     forward = model.bert.encode
     monkeypatch.setattr(model.bert, "encode", lambda x, *a, **k: rows.append(x.shape[0]) or forward(x, *a, **k))
-    predict_task(model, "sts", data, tok.pad_id, torch.device("cpu"), False)
+    predict_task(model, "sts", data, tok.pad_id, torch.device("cpu"), "fp32")
     distinct = len({s for e in data.examples for s in e.texts})
     assert sum(rows) == distinct < 2 * len(data.examples)
 

@@ -82,12 +82,12 @@ class ClassifyConfig:
         )
 
 
-def classify(cfg: ClassifyConfig) -> dict:
+def classify(cfg: ClassifyConfig, overwrite: bool = False) -> dict:
     """Train, keep the best epoch by dev accuracy, write predictions; returns the run summary (the multitask
-    summary plus the task, the mode and its dev accuracy)."""
+    summary plus the task, the mode and its dev accuracy). `overwrite`: replace a run already in `out`."""
     from minbert.multitask.train import train
 
-    summary = train(cfg.train_config())
+    summary = train(cfg.train_config(), overwrite=overwrite)
     summary = {"task": cfg.task, "mode": cfg.mode, "dev/acc": summary["dev"][f"{cfg.task}/acc"], **summary}
     run = Path(summary["run_dir"])
     (run / "summary.json").write_text(json.dumps(summary, indent=2))

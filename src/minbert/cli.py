@@ -41,7 +41,7 @@ def config_from_args(cls, args: argparse.Namespace, yaml_path: str | None = None
 def cmd_classify(args) -> int:
     from minbert.classify import ClassifyConfig, classify
 
-    classify(config_from_args(ClassifyConfig, args, args.config))
+    classify(config_from_args(ClassifyConfig, args, args.config), overwrite=args.overwrite)
     return 0
 
 
@@ -214,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--bf16", action="store_const", const="bf16", dest="precision", help="bf16 autocast (precision=bf16)"
     )
+    c.add_argument("--overwrite", action="store_true", help="replace the run already in --out (default: refuse)")
     c.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. lr=2e-5")
     c.set_defaults(func=cmd_classify)
 
