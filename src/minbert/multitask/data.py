@@ -85,19 +85,18 @@ class Batch:
 
 
 def make_batch(data: TaskData, idx: list[int], pad_id: int) -> Batch:
+    """A batch of tokens, or with a frozen encoder (`data.features`) of its cached embedding rows."""
     labels = None if data.labels is None else data.labels[idx]
-    if data.features is not None:  # a frozen encoder: its cached rows
-        if data.joint is not None:
-            return Batch(None, None, None, labels, pair=False, features=data.features[idx])
-        sides = len(data.index[idx[0]])
-        keys = [data.index[i][s] for s in range(sides) for i in idx]  # all first sentences, then seconds
-        return Batch(None, None, None, labels, sides == 2, torch.tensor(keys), data.features[keys])
     if data.joint is not None:
+        if data.features is not None:
+            return Batch(None, None, None, labels, pair=False, features=data.features[idx])
         ids, mask = pad([data.joint[i] for i in idx], pad_id)
         types, _ = pad([data.types[i] for i in idx], 0)
         return Batch(ids, mask, types, labels, pair=False)
     sides = len(data.index[idx[0]])
     keys = [data.index[i][s] for s in range(sides) for i in idx]  # all first sentences, then seconds
+    if data.features is not None:
+        return Batch(None, None, None, labels, sides == 2, torch.tensor(keys), data.features[keys])
     ids, mask = pad([data.sentences[k] for k in keys], pad_id)
     return Batch(ids, mask, None, labels, pair=sides == 2, keys=torch.tensor(keys))
 
