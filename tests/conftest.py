@@ -1,8 +1,17 @@
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
 
 from minbert.data import data_dir
 from minbert.model import default_checkpoint_dir
 from tests.helpers import QUICKSTART, TINY, run_cli
+
+# tests/test_fuzz.py: CI runs a fixed, derandomized set of generated examples; MINBERT_FUZZ=long a random, larger one
+_FUZZ = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+settings.register_profile("ci", derandomize=True, print_blob=True, **_FUZZ)
+settings.register_profile("long", derandomize=False, print_blob=True, **_FUZZ)
+settings.load_profile("long" if os.environ.get("MINBERT_FUZZ") == "long" else "ci")
 
 
 @pytest.fixture(scope="session")

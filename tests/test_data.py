@@ -138,7 +138,7 @@ def test_a_byte_order_mark_is_dropped_and_undecodable_bytes_name_their_line(tmp_
     p.write_bytes("id\tsentence\tsentiment\na1\tgood\t3\n".encode("utf-8-sig"))  # no index column, BOM first
     assert [e.id for e in read_examples(p, ("sentence",), SST.label)] == ["a1"]
     p.write_bytes(b"\tid\tsentence\tsentiment\n0\ta1\tgood\t3\n1\ta2\tcaf\xe9\t2\n")  # Latin-1 on line 3
-    with pytest.raises(MinbertError, match=r"bom.csv:3: byte 0xe9 is not UTF-8; save the file as UTF-8"):
+    with pytest.raises(MinbertError, match=r"bom.csv:3: byte 0xe9 is not UTF-8; save the data file as UTF-8"):
         read_examples(p, ("sentence",), SST.label)
 
 

@@ -39,6 +39,27 @@ def test_cosine_mse_is_sentence_transformers_formula():
     assert torch.allclose(LOSSES["cosine_mse"](label_max=5.0)({"u": U, "v": V}, labels), expected)
 
 
+@pytest.mark.parametrize("scale", [20.0, 5.0])
+def test_cosent_equals_sentence_transformers(scale):
+    """sentence-transformers' CoSENTLoss on the same embeddings (its model is never called), with tied labels; and
+    a hand-worked two-pair case."""
+    from sentence_transformers.sentence_transformer.losses import CoSENTLoss
+
+    labels = torch.tensor([0.0, 1.0, 2.5, 5.0, 2.5, 3.0])
+    u, v = U.clone().requires_grad_(True), V.clone().requires_grad_(True)
+    ours = LOSSES["cosent"](scale=scale)({"u": u, "v": v}, labels)
+    ours.backward()
+    u2, v2 = U.clone().requires_grad_(True), V.clone().requires_grad_(True)
+    theirs = CoSENTLoss(model=None, scale=scale).compute_loss_from_embeddings([u2, v2], labels)
+    theirs.backward()
+    assert torch.allclose(ours, theirs, atol=1e-5)
+    assert torch.allclose(u.grad, u2.grad, atol=1e-5) and torch.allclose(v.grad, v2.grad, atol=1e-5)
+    # two pairs, label 1 < label 2, cosines c1 and c2: log(1 + exp(scale (c1 - c2)))
+    a, b = torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # cosines 1 and 0
+    two = LOSSES["cosent"](scale=scale)({"u": a, "v": b}, torch.tensor([2.0, 1.0]))
+    assert torch.isclose(two, torch.tensor(math.log(1 + math.exp(scale * (0.0 - 1.0)))), atol=1e-6)
+
+
 def test_cosine_head_is_exactly_relu_cos_times_5():
     out = CosinePairHead(8, scale=5.0)(U, V)
     assert torch.equal(out["score"], torch.relu(F.cosine_similarity(U, V, dim=-1, eps=1e-8)) * 5)

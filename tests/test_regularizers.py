@@ -86,6 +86,55 @@ def test_smart_matches_mt_dnn_reference_with_dropout_off():
             assert torch.allclose(a, b, rtol=1e-2, atol=1e-7)
 
 
+def reference_smart_cceaa00(model, task, batch, clean_logits, sigma, eta, eps, k=1):
+    """MT-DNN's current SmartPerturbation.forward (since cceaa00) for a classification task, transcribed: the noise
+    kept and (noise + eta g) normalized per token, stable_kl(reduce=False) as the ascent objective, the embedding
+    output left attached, SymKlCriterion."""
+
+    def stable_kl(logit, target, epsilon=1e-6):  # mt_dnn/loss.py, reduce=False
+        p, y = F.log_softmax(logit.float(), 1).exp(), F.log_softmax(target.float(), 1).exp()
+        rp = -(1.0 / (p + epsilon) - 1 + epsilon).detach().log()
+        ry = -(1.0 / (y + epsilon) - 1 + epsilon).detach().log()
+        return (p * (rp - ry) * 2).sum()
+
+    embed = model.bert.embeddings(batch.ids, batch.types)
+    noise = (torch.randn_like(embed) * sigma).requires_grad_()
+    for _ in range(k):
+        adv_logits = model(task, batch, embedded=embed + noise)["logits"]
+        (delta_grad,) = torch.autograd.grad(stable_kl(adv_logits, clean_logits.detach()), noise, retain_graph=True)
+        delta_grad = noise + delta_grad * eta
+        noise = (delta_grad / (delta_grad.abs().max(-1, keepdim=True)[0] + eps)).detach().requires_grad_()
+    a, b = clean_logits, model(task, batch, embedded=embed + noise)["logits"]
+    return F.kl_div(F.log_softmax(a, -1), F.softmax(b.detach(), -1), reduction="batchmean") + F.kl_div(
+        F.log_softmax(b, -1), F.softmax(a.detach(), -1), reduction="batchmean"
+    )
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_smart_cceaa00_matches_mt_dnn_current_reference(steps):
+    model, batch = tiny_model(config=QUIET_BERT, dropout=0.0), sst_batch()
+    model.train()
+    out = model("sst", batch)
+    args = dict(weight=1.0, eta=1e-3, sigma=1e-5, steps=steps)
+    torch.manual_seed(5)
+    ours = REGULARIZERS["smart"](**args, reference="cceaa00")(model, "sst", batch, out, "logits")
+    torch.manual_seed(5)
+    ref = reference_smart_cceaa00(model, "sst", batch, out["logits"], sigma=1e-5, eta=1e-3, eps=1e-6, k=steps)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-3)
+    params = list(model.parameters())
+    g_ours = torch.autograd.grad(ours, params, retain_graph=True, allow_unused=True)
+    g_ref = torch.autograd.grad(ref, params, allow_unused=True)
+    emb = [i for i, (n, _) in enumerate(model.named_parameters()) if "embeddings" in n]
+    assert any(g_ours[i] is not None and g_ours[i].abs().sum() > 0 for i in emb)  # the embedding output attached
+    for a, b in zip(g_ours, g_ref):
+        if a is not None or b is not None:
+            assert torch.allclose(a, b, rtol=1e-2, atol=1e-7)
+    # the two versions differ by orders of magnitude: the kept noise's per-token inf-norm is about 1, not eta
+    torch.manual_seed(5)
+    old = REGULARIZERS["smart"](**args)(model, "sst", batch, out, "logits")
+    assert ours.item() > 100 * old.item() > 0
+
+
 def test_smart_term_beats_random_noise_of_the_same_size():
     model, batch = tiny_model(config=QUIET_BERT, dropout=0.0), sst_batch()
     model.train()

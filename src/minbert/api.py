@@ -21,6 +21,7 @@ import torch
 
 from minbert.data import Example
 from minbert.errors import MinbertError
+from minbert.files import read_text
 from minbert.multitask.data import encode_task
 from minbert.multitask.evaluate import encode_sentences, soft_task
 from minbert.multitask.run import LoadedRun, load_run
@@ -42,7 +43,8 @@ class Model:
     def predict(self, task: str, inputs: Inputs, batch_size: int = 64) -> list[dict]:
         """One dict per input: a classification task gives its "label" and the "probabilities" of every class (a
         two-class task the "probability" of 1), a regression task its "score" on the label scale (STS: 0..5)."""
-        spec, soft = TASKS.get(task), self.soft(task, inputs, batch_size)
+        soft = self.soft(task, inputs, batch_size)
+        spec = TASKS[task]
         names = spec.dataset.written_names
         if soft.dim() == 2:  # class probabilities (N, C)
             out = [{"label": int(p.argmax()), "probabilities": [round(float(x), 6) for x in p]} for p in soft]
@@ -54,9 +56,9 @@ class Model:
 
     def soft(self, task: str, inputs: Inputs, batch_size: int = 64) -> torch.Tensor:
         """What ensembles average (Task.soft): class probabilities (N, C), P(1) (N,), or the score (N,)."""
-        self._check(task)
+        self._check(task, batch_size)
         spec = TASKS[task]
-        examples = [_example(i, x, spec.pair, task) for i, x in enumerate(inputs)]
+        examples = [_example(i, x, spec.pair, task) for i, x in enumerate(as_inputs(inputs, spec.pair, task))]
         if not examples:
             return torch.empty(0)
         data = encode_task(spec, examples, self.run.tok, self.run.cfg.task(task))
@@ -67,23 +69,45 @@ class Model:
     def embed(self, sentences: Sequence[str], task: str | None = None, batch_size: int = 64) -> torch.Tensor:
         """(N, H) sentence embeddings of the shared encoder with `task`'s pooling (and PALs); default: the first
         task's."""
-        task = task or self.tasks[0]
-        self._check(task)
+        task = self.tasks[0] if task is None else task
+        self._check(task, batch_size)
         r = self.run
-        ids = r.tok.encode([str(s) for s in sentences], r.cfg.task(task).max_length)
+        texts = [_example(i, s, False, "embed").texts[0] for i, s in enumerate(as_inputs(sentences, False, "embed"))]
+        if not texts:
+            return torch.empty(0, r.model.bert.config.hidden_size)
+        ids = r.tok.encode(texts, r.cfg.task(task).max_length)
         r.model.eval()
         return encode_sentences(r.model, task, ids, r.tok.pad_id, r.device, r.cfg.precision, batch_size).float().cpu()
 
-    def _check(self, task: str) -> None:
-        if task not in self.run.cfg.tasks:
+    def _check(self, task: str, batch_size: int) -> None:
+        if not isinstance(task, str) or task not in self.run.cfg.tasks:
             raise MinbertError(f"task {task!r}: this run was trained on {', '.join(self.tasks)}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise MinbertError(f"batch_size {batch_size!r}: must be a whole number >= 1")
+
+
+def as_inputs(inputs, pair: bool, task: str) -> list:
+    """The caller's inputs as a list of examples: a single sentence (a string) or, for a pair task, a single pair
+    (a tuple of two strings) is one example, not a sequence of characters or of two sentences."""
+    if inputs is None:
+        raise MinbertError(f"{task}: inputs is None; give a list of sentences{' pairs' if pair else ''}")
+    if isinstance(inputs, str):
+        if pair:
+            raise MinbertError(f"{task}: a pair task needs (sentence_a, sentence_b) pairs, got one string")
+        return [inputs]
+    if pair and isinstance(inputs, tuple) and len(inputs) == 2 and all(isinstance(t, str) for t in inputs):
+        return [inputs]
+    if isinstance(inputs, (bytes, bytearray, dict)) or not hasattr(inputs, "__iter__"):
+        raise MinbertError(f"{task}: expected a list of inputs, got {type(inputs).__name__}")
+    return list(inputs)
 
 
 def _example(i: int, x, pair: bool, task: str) -> Example:
-    texts = (x,) if isinstance(x, str) else tuple(x)
-    if len(texts) != (2 if pair else 1) or not all(isinstance(t, str) for t in texts):
+    ok = isinstance(x, str) if not pair else isinstance(x, (tuple, list)) and len(x) == 2
+    texts = (x,) if isinstance(x, str) else tuple(x) if ok else ()
+    if not ok or not all(isinstance(t, str) for t in texts):
         want = "a pair of sentences (a, b)" if pair else "one sentence (a string)"
-        raise MinbertError(f"{task} input {i + 1}: expected {want}, got {x!r}")
+        raise MinbertError(f"{task} input {i + 1}: expected {want}, got {x!r:.80}")
     return Example(str(i), texts, None)
 
 
@@ -102,12 +126,7 @@ def read_inputs(path: str, pair: bool, task: str) -> list:
     if path == "-":
         lines, where = sys.stdin.read().splitlines(), "stdin"
     else:
-        try:
-            lines, where = Path(path).read_text(encoding="utf-8-sig").splitlines(), path
-        except FileNotFoundError:
-            raise MinbertError(f"{path}: no such input file") from None
-        except UnicodeDecodeError as e:
-            raise MinbertError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        lines, where = read_text(path, "input file").splitlines(), path
     out = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -115,13 +134,15 @@ def read_inputs(path: str, pair: bool, task: str) -> list:
         if line.lstrip().startswith("{"):
             try:
                 obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MinbertError(f"{where}:{n}: not valid JSON ({e.msg})") from None
+            except (ValueError, RecursionError) as e:
+                raise MinbertError(f"{where}:{n}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
             keys = [("text_a", "text_b"), ("sentence1", "sentence2")] if pair else [("text",), ("sentence",)]
-            found = next((k for k in keys if all(x in obj for x in k)), None)
+            found = next((k for k in keys if isinstance(obj, dict) and all(x in obj for x in k)), None)
             if found is None:
                 want = " or ".join("+".join(k) for k in keys)
                 raise MinbertError(f"{where}:{n}: a JSON line for {task} needs the key(s) {want}")
+            if not all(isinstance(obj[x], (str, int, float)) and not isinstance(obj[x], bool) for x in found):
+                raise MinbertError(f"{where}:{n}: {', '.join(found)} must be text, not null, a list or an object")
             out.append(tuple(str(obj[x]) for x in found) if pair else str(obj[found[0]]))
         elif pair:
             parts = line.split("\t")

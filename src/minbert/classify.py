@@ -14,8 +14,10 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+from minbert.config import ge, within
+from minbert.files import atomic_write_text
 from minbert.multitask.config import TaskConfig, TrainConfig
 
 
@@ -26,18 +28,20 @@ class ClassifyConfig:
     checkpoint: str = "default"  # the embedded all-MiniLM-L6-v2, or a Hugging Face BERT directory
     data_dir: str = ""  # "" = $MINBERT_DATA, else ../shared/data
     pooling: Literal["cls", "pooler", "mean"] = "mean"
-    epochs: int = 0  # 0 = 4 for SST, 2 for CFIMDB (10 in frozen mode, where an epoch costs milliseconds)
-    batch_size: int = 32
-    lr: float = 0.0  # 0 = 1e-3 frozen, 5e-5 finetune
-    weight_decay: float = 0.0
-    dropout: float = 0.3
-    max_length: int = 0  # tokens per input; 0 = 128 for SST, 256 for CFIMDB (90% of its reviews fit in 361)
-    max_steps: int = 0  # stop after this many optimizer steps (0 = no limit)
-    train_limit: int = 0  # train on the first N examples only (0 = all)
-    seed: int = 11711
+    # 0 = 4 for SST, 2 for CFIMDB (10 in frozen mode, where an epoch costs milliseconds)
+    epochs: Annotated[int, ge(0, "0 = the task's default")] = 0
+    batch_size: Annotated[int, ge(1)] = 32
+    lr: Annotated[float, ge(0, "0 = the mode's default")] = 0.0  # 0 = 1e-3 frozen, 5e-5 finetune
+    weight_decay: Annotated[float, ge(0)] = 0.0
+    dropout: Annotated[float, within(0, 1, "[)")] = 0.3
+    # tokens per input; 0 = 128 for SST, 256 for CFIMDB (90% of its reviews fit in 361)
+    max_length: Annotated[int, ge(3, "0 = the task's default", also=(0,))] = 0
+    max_steps: Annotated[int, ge(0, "0 = no limit")] = 0  # stop after this many optimizer steps (0 = no limit)
+    train_limit: Annotated[int, ge(0, "0 = all")] = 0  # train on the first N examples only (0 = all)
+    seed: Annotated[int, within(0, 2**32 - 1)] = 11711
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # autocast; the flag --bf16 sets bf16
-    max_grad_norm: float = 0.0  # clip the gradient norm (0 = off)
+    max_grad_norm: Annotated[float, ge(0, "0 = off")] = 0.0  # clip the gradient norm (0 = off)
     strict: bool = False  # malformed data rows stop the run instead of being skipped
     out: str = ""  # run directory; "" = runs/<task>-<mode>-<time>
 
@@ -90,7 +94,7 @@ def classify(cfg: ClassifyConfig, overwrite: bool = False) -> dict:
     summary = train(cfg.train_config(), overwrite=overwrite)
     summary = {"task": cfg.task, "mode": cfg.mode, "dev/acc": summary["dev"][f"{cfg.task}/acc"], **summary}
     run = Path(summary["run_dir"])
-    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(run / "summary.json", json.dumps(summary, indent=2))
     print(f"{cfg.task} dev accuracy {summary['dev/acc']:.4f} (epoch {summary['best_epoch']}); predictions in "
           f"{run / 'predictions'}")  # fmt: skip
     return summary

@@ -7,10 +7,11 @@ import argparse
 import dataclasses
 import errno
 import logging
+import signal
 import sys
 from typing import Literal, get_args, get_origin, get_type_hints
 
-from minbert.config import apply_overrides, from_dict, load_yaml
+from minbert.config import apply_overrides, convert, from_dict, load_yaml
 from minbert.errors import MinbertError
 
 
@@ -31,10 +32,11 @@ def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
 def config_from_args(cls, args: argparse.Namespace, yaml_path: str | None = None):
     """YAML file, then `key=value` overrides, then explicit flags (which win)."""
     data = apply_overrides(load_yaml(yaml_path) if yaml_path else {}, list(getattr(args, "overrides", [])))
+    hints = get_type_hints(cls, include_extras=True)
     for f in dataclasses.fields(cls):
         value = getattr(args, f.name, None)
         if value is not None:
-            data[f.name] = value
+            data[f.name] = convert(hints[f.name], value, "--" + f.name.replace("_", "-"))  # named as typed
     return from_dict(cls, data)
 
 
@@ -86,7 +88,7 @@ def cmd_ensemble(args) -> int:
             thresholds[task] = float(value)
         except ValueError:
             raise MinbertError(f"--min {item!r}: expected task=number, e.g. sst=0.53") from None
-    ensemble([Path(r) for r in args.runs], Path(args.out), thresholds, args.data_dir)
+    ensemble([Path(r) for r in args.runs], Path(args.out), thresholds, args.data_dir, args.overwrite)
     return 0
 
 
@@ -129,30 +131,42 @@ def cmd_compare(args) -> int:
 def cmd_evaluate(args) -> int:
     from pathlib import Path
 
+    from minbert.files import check_output, staged
     from minbert.multitask.evaluate import evaluate, results_table, write_task_predictions
     from minbert.multitask.run import load_data, load_run
 
     if args.command == "predict" and args.input:
         return predict_text(args)
+    predict = args.command == "predict"
+    if predict and args.out:  # before any work; the run's own predictions folder is rewritten as a matter of course
+        check_output(Path(args.out), args.overwrite, "predictions")
     r = load_run(args.run_dir, args.data_dir)
     splits = ("dev",) if args.command == "evaluate" else ("dev", "test")
     data = load_data(r.cfg, r.tok, splits)
-    rows = {}
+    rows, outputs = {}, {}
     for split in splits:
-        metrics, preds = evaluate(r.model, data[split], r.tok.pad_id, r.device, r.cfg.precision)
+        metrics, outputs[split] = evaluate(r.model, data[split], r.tok.pad_id, r.device, r.cfg.precision)
         if metrics:
             rows[f"{split} (epoch {r.best['epoch']})"] = metrics
-        if args.command == "predict":
-            out = Path(args.out) if args.out else r.dir / "predictions"
-            for p in write_task_predictions(out, split, data[split], preds, r.cfg.prediction_files):
-                print(p)
+    if predict:  # all files or none
+        out = Path(args.out) if args.out else r.dir / "predictions"
+        with staged(out) as tmp:
+            written = [
+                p for s in splits for p in write_task_predictions(tmp, s, data[s], outputs[s], r.cfg.prediction_files)
+            ]
+        for p in written:
+            print(out / p.relative_to(tmp))
     print(results_table(rows, list(r.cfg.tasks)))
     return 0
 
 
 def predict_text(args) -> int:
     """`minbert predict RUN --task T --input FILE|-`: predictions for new text, one line each."""
+    import io
+    from pathlib import Path
+
     from minbert.api import load, read_inputs, write_outputs
+    from minbert.files import atomic_write_text, check_output
     from minbert.tasks import TASKS
 
     if not args.task:
@@ -161,10 +175,19 @@ def predict_text(args) -> int:
     if args.task not in model.tasks:
         raise MinbertError(f"--task {args.task}: this run was trained on {', '.join(model.tasks)}")
     inputs = read_inputs(args.input, TASKS[args.task].pair, args.task)
+    if args.out:  # a file: refused if it exists (unless --overwrite), written whole or not at all
+        out = Path(args.out)
+        if out.is_dir():
+            raise MinbertError(f"--out {out}: is a folder; with --input, --out names the predictions file")
+        if out.exists() and not args.overwrite:
+            raise MinbertError(f"--out {out}: exists; choose a new file, or add --overwrite to replace it")
+        check_output(out.parent, True, "predictions file")
     preds = model.predict(args.task, inputs)
     if args.out:
-        with open(args.out, "w", encoding="utf-8", newline="") as f:
-            write_outputs(inputs, preds, args.format, f)
+        text = io.StringIO(newline="")
+        write_outputs(inputs, preds, args.format, text)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out, text.getvalue())
         print(f"{len(preds)} predictions in {args.out}", file=sys.stderr)
     else:
         write_outputs(inputs, preds, args.format, sys.stdout)
@@ -175,9 +198,11 @@ def cmd_export(args) -> int:
     from pathlib import Path
 
     from minbert.export import export
+    from minbert.files import check_output
     from minbert.multitask.run import load_run
 
-    for path in export(load_run(args.run_dir, device="cpu"), Path(args.out), args.format, args.task):
+    check_output(Path(args.out), args.overwrite, "export")  # before the run loads
+    for path in export(load_run(args.run_dir, device="cpu"), Path(args.out), args.format, args.task, args.overwrite):
         print(path)
     return 0
 
@@ -258,6 +283,7 @@ def _add_run_commands(sub) -> None:
             )
             e.add_argument("--task", help="with --input: which of the run's tasks to predict")
             e.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="with --input (default jsonl)")
+            e.add_argument("--overwrite", action="store_true", help="replace files an earlier predict wrote in --out")
         add_data_dir(e)
         e.set_defaults(func=cmd_evaluate)
     ex = sub.add_parser(
@@ -272,6 +298,7 @@ def _add_run_commands(sub) -> None:
     ex.add_argument("out", help="a new (or empty) folder")
     ex.add_argument("--format", required=True, choices=("hf", "sentence-transformers", "onnx"))
     ex.add_argument("--task", help="only this task (sentence-transformers: whose embeddings)")
+    ex.add_argument("--overwrite", action="store_true", help="replace what an earlier export wrote in OUT")
     ex.set_defaults(func=cmd_export)
     pl = sub.add_parser("plot", help="PNG plots of a run's metrics.jsonl (loss per task, dev metrics per epoch)")
     pl.add_argument("run_dir")
@@ -284,6 +311,7 @@ def _add_study_commands(sub) -> None:
     en.add_argument("runs", nargs="+", metavar="RUN_DIR")
     en.add_argument("--out", required=True, help="folder for the ensemble's metrics and predictions")
     en.add_argument("--min", nargs="*", metavar="task=value", help="per-task dev thresholds a run must reach to join")
+    en.add_argument("--overwrite", action="store_true", help="replace an earlier ensemble's files in --out")
     add_data_dir(en)
     en.set_defaults(func=cmd_ensemble)
 
@@ -326,31 +354,68 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The one boundary every command runs inside: a MinbertError (the user's input) or an OSError (the operating
+    system saying no: a full disk, a permission, a path that is not a folder) is one `minbert: error:` line and exit
+    2; Ctrl-C or SIGTERM stop with exit 130 after the command's cleanup ran. Anything else - an OSError that names
+    no path and no known refusal included - is a bug of ours and keeps its traceback."""
     args = parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
+    previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     try:
         return args.func(args)
     except MinbertError as e:
-        print(f"minbert: error: {e}", file=sys.stderr)
+        print(f"minbert: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("minbert: interrupted", file=sys.stderr)
+        print(f"minbert: interrupted{_RESUME if args.command == 'train' else ''}", file=sys.stderr)
         return 130
-    except OSError as e:  # a full disk or a folder we may not write: the user's to fix, not a bug of ours
-        if e.errno not in OS_HINTS:
+    except BrokenPipeError:  # `minbert predict ... | head`: the reader left; nothing to say
+        sys.stderr.close()
+        return 0
+    except OSError as e:
+        if e.filename is None and e.errno not in OS_HINTS:  # names no path and is no known refusal: a bug of ours
             raise
-        print(f"minbert: error: {e.filename or ''}: {e.strerror}; {OS_HINTS[e.errno]}", file=sys.stderr)
+        print(f"minbert: error: {os_message(e)}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
+def os_message(e: OSError) -> str:
+    """One line for an OSError: the path, what the system said, what to do."""
+    where = e.filename if e.filename is not None else ""
+    if e.filename2 is not None:
+        where = f"{where} -> {e.filename2}"
+    what = e.strerror or str(e) or type(e).__name__
+    return f"{where}: {what}; {OS_HINTS.get(e.errno, _CHECK)}" if where else f"{what}; {OS_HINTS.get(e.errno, _CHECK)}"
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM (a scheduler's stop, `kill`): unwind as Ctrl-C does, so locks and temp files go
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+_RESUME = " (a run continues from its last checkpoint with `minbert train --resume RUN_DIR`)"
 _WRITABLE = "choose a folder you may write to (out=, --out) or fix its permissions"
 _SPACE = "free some space; a run continues from its last complete checkpoint with `minbert train --resume RUN_DIR`"
+_CHECK = "check the path and try again"
 OS_HINTS = {
     errno.EACCES: _WRITABLE,
     errno.EPERM: _WRITABLE,
     errno.EROFS: _WRITABLE,
     errno.ENOSPC: _SPACE,
     errno.EDQUOT: _SPACE,
+    errno.ENOENT: "check the path (a folder on the way may be missing)",
+    errno.ENOTDIR: "a part of the path is a file, not a folder; choose another path",
+    errno.EISDIR: "that path is a folder; name a file",
+    errno.ENAMETOOLONG: "choose a shorter path",
+    errno.EMFILE: "too many open files; raise the limit (ulimit -n) or close other programs",
 }
 
 

@@ -3,12 +3,12 @@ of the same runs, from their summary.json files."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from minbert.errors import MinbertError
+from minbert.files import read_summary
 from minbert.plot import plt, save_figure
 
 COLUMNS = [
@@ -23,7 +23,7 @@ def load_summary(run: Path) -> dict:
     path = run / "summary.json"
     if not path.is_file():
         raise MinbertError(f"{run}: no summary.json; has this run finished (minbert train or minbert ensemble)?")
-    return json.loads(path.read_text())
+    return read_summary(run)
 
 
 def compare(runs: list[Path], chart: Path | None = None) -> str:

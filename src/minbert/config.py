@@ -1,22 +1,74 @@
 """Typed configs: frozen dataclasses filled from YAML files and `a.b=c` overrides.
 
-Every key is checked against the dataclass: an unknown key, a wrong type or a value outside a `Literal` is refused
-before any work starts, with the valid keys or values listed.
+Every key is checked against the dataclass: an unknown key, a wrong type, a value outside a `Literal` or outside the
+`Range` declared beside the field (`lr: Annotated[float, ge(0)] = 5e-5`), or a non-finite number is refused before
+any work starts, with the valid keys or values listed. Technique constructors declare their arguments' ranges the
+same way, and `typed_args` checks them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import types
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
 from minbert.errors import MinbertError
+from minbert.files import atomic_write_text, parse_yaml, read_yaml
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a number may take, declared once beside its config field or constructor parameter:
+    `steps: Annotated[int, ge(1)] = 1`. `also`: values allowed outside the interval (e.g. 0 = off)."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+    also: tuple = ()
+    note: str = ""
+
+    def holds(self, v) -> bool:
+        if v in self.also:
+            return True
+        above = v > self.lo if self.lo_open else v >= self.lo
+        below = v < self.hi if self.hi_open else v <= self.hi
+        return above and below
+
+    def __str__(self) -> str:
+        lo, hi = _num(self.lo), _num(self.hi)
+        if self.hi == math.inf:
+            text = f"{'>' if self.lo_open else '>='} {lo}"
+        elif self.lo == -math.inf:
+            text = f"{'<' if self.hi_open else '<='} {hi}"
+        else:
+            text = f"in {'(' if self.lo_open else '['}{lo}, {hi}{')' if self.hi_open else ']'}"
+        return text + (f" ({self.note})" if self.note else "")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+def ge(lo: float, note: str = "", also: tuple = ()) -> Range:
+    return Range(lo=lo, note=note, also=also)
+
+
+def gt(lo: float, note: str = "", also: tuple = ()) -> Range:
+    return Range(lo=lo, lo_open=True, note=note, also=also)
+
+
+def within(lo: float, hi: float, bounds: str = "[]", note: str = "") -> Range:
+    """`bounds`: "[]", "[)", "(]" or "()" as in interval notation."""
+    return Range(lo, hi, bounds[0] == "(", bounds[1] == ")", (), note)
 
 
 def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
@@ -24,17 +76,23 @@ def from_dict(cls: type[T], data: dict | None, where: str = "") -> T:
     data = {} if data is None else data
     if not isinstance(data, dict):
         raise MinbertError(f"{where or 'config'}: expected a mapping of keys, got {type(data).__name__}")
-    hints = get_type_hints(cls)
+    hints = get_type_hints(cls, include_extras=True)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
     if unknown:
         raise MinbertError(f"unknown config key {_join(where, unknown[0])!r}; valid keys here: {', '.join(fields)}")
-    kwargs = {k: _convert(hints[k], v, _join(where, k)) for k, v in data.items()}
+    kwargs = {k: convert(hints[k], v, _join(where, k)) for k, v in data.items()}
     return cls(**kwargs)
 
 
-def _convert(tp, value, key: str):
+def convert(tp, value, key: str):
     origin, args = get_origin(tp), get_args(tp)
+    if origin is Annotated:
+        value = convert(args[0], value, key)
+        for r in tp.__metadata__:
+            if isinstance(r, Range) and not r.holds(value):
+                raise MinbertError(f"{key}: {value!r} must be {r}")
+        return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
     if origin in (Union, types.UnionType):
@@ -43,7 +101,7 @@ def _convert(tp, value, key: str):
         errors = []
         for a in (a for a in args if a is not type(None)):
             try:
-                return _convert(a, value, key)
+                return convert(a, value, key)
             except MinbertError as e:
                 errors.append(str(e))
         raise MinbertError(errors[0] if len(errors) == 1 else f"{key}: {value!r} fits none of {tp}")
@@ -55,23 +113,27 @@ def _convert(tp, value, key: str):
         if not isinstance(value, (list, tuple)):
             raise MinbertError(f"{key}: expected a list, got {value!r}")
         item = args[0] if args else Any
-        return tuple(_convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
+        return tuple(convert(item, v, f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict:
         if not isinstance(value, dict):
             raise MinbertError(f"{key}: expected a mapping, got {value!r}")
-        return {k: _convert(args[1], v, _join(key, k)) for k, v in value.items()}
+        return {k: convert(args[1], v, _join(key, k)) for k, v in value.items()}
     if tp is Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise MinbertError(f"{key}: {value!r} is not a finite number")
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-6 (no dot) as a string; users mean a number
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
     if tp in (int, float, str, bool):
         if type(value) is not tp:
             raise MinbertError(f"{key}: expected {tp.__name__}, got {value!r} ({type(value).__name__})")
+        if tp is float and not math.isfinite(value):
+            raise MinbertError(f"{key}: {value!r} is not a finite number")
         return value
     raise TypeError(f"config field {key} has unsupported type {tp}")  # a bug in a config class, not user input
 
@@ -81,13 +143,13 @@ def typed_args(fn, args: dict, where: str) -> dict:
     each value converted to that parameter's annotated type (so `patience: 3` is an int and `eps: 1e-6` a float);
     an unknown name or a wrong type is one MinbertError naming `where.name`."""
     params = [n for n in inspect.signature(fn).parameters if n != "self"]
-    hints = get_type_hints(fn.__init__ if isinstance(fn, type) else fn)
+    hints = get_type_hints(fn.__init__ if isinstance(fn, type) else fn, include_extras=True)
     out = {}
     for name, value in args.items():
         if name not in params:
             valid = ", ".join(params) or "none"
             raise MinbertError(f"{_join(where, name)}: unknown argument; valid: {valid}")
-        out[name] = _convert(hints.get(name, Any), value, _join(where, name))
+        out[name] = convert(hints.get(name, Any), value, _join(where, name))
     return out
 
 
@@ -121,14 +183,17 @@ def set_dotted(data: dict, key: str, value) -> None:
     for p in parts[:-1]:
         node = node.setdefault(p, {})
         if not isinstance(node, dict):
-            raise MinbertError(f"override {key!r}: {p!r} is not a section")
+            raise MinbertError(
+                f"override {key!r}: {p!r} is {node!r:.40} (a {type(node).__name__}) where the override needs a "
+                "section of keys; fix the config file's value or the override"
+            )
     node[parts[-1]] = value
 
 
 def _parse_value(raw: str):
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
+        value = parse_yaml(raw, f"override value {raw!r}")
+    except MinbertError:  # not YAML: a plain string (a file name pattern like {split}-{task}.csv)
         return raw
     # YAML 1.1 reads "1e-5" as a string; users mean a number.
     if isinstance(value, str):
@@ -140,16 +205,7 @@ def _parse_value(raw: str):
 
 
 def load_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise MinbertError(f"{path}: no such config file")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise MinbertError(f"{path}: not valid YAML ({e})") from None
-    if not isinstance(data, dict):
-        raise MinbertError(f"{path}: a config file must be a mapping of keys")
-    return data
+    return read_yaml(path, "config file")
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = (), budget: bool = False) -> T:
@@ -165,7 +221,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 
 def dump_yaml(obj, path: Path) -> None:
-    path.write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 
 def _join(where: str, key: str) -> str:

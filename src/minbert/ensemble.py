@@ -16,16 +16,25 @@ from pathlib import Path
 import torch
 
 from minbert.errors import MinbertError
+from minbert.files import atomic_write_text, check_output, read_summary, staged
 from minbert.multitask.evaluate import results_table, soft_task, write_task_predictions
 from minbert.multitask.run import load_data, load_run, load_run_config
 from minbert.tasks import TASKS, overall_score
 
 
 def ensemble(
-    runs: list[Path], out: Path, thresholds: dict[str, float] | None = None, data_dir: str | None = None
+    runs: list[Path],
+    out: Path,
+    thresholds: dict[str, float] | None = None,
+    data_dir: str | None = None,
+    overwrite: bool = False,
 ) -> dict:
-    """`data_dir`: the --data-dir flag (see minbert.data.choose_data_dir)."""
+    """`data_dir`: the --data-dir flag (see minbert.data.choose_data_dir). `out` must be new or empty (or
+    `overwrite`), and not one of the runs; it gets all its files at the end or none."""
     thresholds = thresholds or {}
+    if any(Path(out).resolve() == Path(r).resolve() for r in runs):
+        raise MinbertError(f"--out {out}: is one of the runs; the ensemble goes into a folder of its own")
+    check_output(Path(out), overwrite, "ensemble")
     unknown = sorted(set(thresholds) - set(TASKS))
     if unknown:
         raise MinbertError(f"--min {', '.join(unknown)}: unknown task; valid: {', '.join(TASKS)}")
@@ -37,7 +46,7 @@ def ensemble(
     for run in runs:
         cfg = load_run_config(run, data_dir)
         every.update(cfg.tasks)
-        dev_metrics = json.loads((run / "summary.json").read_text())["dev"] if (run / "summary.json").is_file() else {}
+        dev_metrics = read_summary(run).get("dev", {}) if (run / "summary.json").is_file() else {}
         wanted = [
             t for t in cfg.tasks if dev_metrics.get(f"{t}/{TASKS[t].metric_name}", -1.0) >= thresholds.get(t, -1.0)
         ]
@@ -61,10 +70,19 @@ def ensemble(
     metrics, preds = _average(soft, data_of)
     if set(members) == every:  # the overall score only when no task was left out by the thresholds
         metrics["overall"] = overall_score(metrics, {t: TASKS[t] for t in members})
-    out.mkdir(parents=True, exist_ok=True)
-    for split in ("dev", "test"):
-        write_task_predictions(out / "predictions", split, data_of.get(split, {}), preds[split])
-    summary = {
+    with staged(out) as tmp:  # all files or none
+        for split in ("dev", "test"):
+            write_task_predictions(tmp / "predictions", split, data_of.get(split, {}), preds[split])
+        summary = _summary(out, metrics, members, thresholds, start)
+        atomic_write_text(tmp / "summary.json", json.dumps(summary, indent=2))
+    print(results_table({f"ensemble of {len(runs)} runs": metrics}, list(members)))
+    for t, names in members.items():
+        print(f"{t}: {len(names)} run(s): {', '.join(names)}")
+    return summary
+
+
+def _summary(out: Path, metrics: dict, members: dict, thresholds: dict, start: float) -> dict:
+    return {
         "run_dir": str(out),
         "dev": metrics,
         "members": members,
@@ -72,11 +90,6 @@ def ensemble(
         "wall_time_s": round(time.time() - start, 1),
         "steps": None,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(results_table({f"ensemble of {len(runs)} runs": metrics}, list(members)))
-    for t, names in members.items():
-        print(f"{t}: {len(names)} run(s): {', '.join(names)}")
-    return summary
 
 
 def _average(soft: dict, data_of: dict) -> tuple[dict[str, float], dict[str, dict]]:

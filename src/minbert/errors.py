@@ -5,4 +5,8 @@ The CLI prints its message on one line and exits with status 2; anything else is
 
 
 class MinbertError(Exception):
-    """A problem with the user's input, described well enough to fix without reading a traceback."""
+    """A problem with the user's input, described well enough to fix without reading a traceback. Always one line:
+    text quoted from a user's file (a header with a line break in it) cannot split the message."""
+
+    def __str__(self) -> str:
+        return " ".join(super().__str__().split())

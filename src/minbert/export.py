@@ -32,6 +32,7 @@ from torch import nn
 
 from minbert.data import data_dir, pad, split_file
 from minbert.errors import MinbertError
+from minbert.files import check_output, staged
 from minbert.model import resolve_checkpoint
 from minbert.model.heads import HEADS, CosinePairHead, SentenceHead
 from minbert.multitask.run import LoadedRun
@@ -47,21 +48,25 @@ QUORA_NOTE = (
 )
 
 
-def export(run: LoadedRun, out: Path, fmt: str, task: str | None = None) -> list[Path]:
-    """Write the run in format `fmt` under `out` (created; must be empty or absent); the paths written."""
+def export(run: LoadedRun, out: Path, fmt: str, task: str | None = None, overwrite: bool = False) -> list[Path]:
+    """Write the run in format `fmt` under `out` (new or empty, or --overwrite); the paths written. Everything is
+    written into a temporary sibling first and moved into `out` at the end: a refusal or a failure leaves `out` as
+    it was."""
     if fmt not in EXPORTERS:
         raise MinbertError(f"--format {fmt!r}: valid are {', '.join(EXPORTERS)}")
     if task is not None and task not in run.cfg.tasks:
         raise MinbertError(f"--task {task}: this run was trained on {', '.join(run.cfg.tasks)}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise MinbertError(f"{out}: exists and is not an empty folder; choose a new one")
+    check_output(out, overwrite, "export")
     if run.model.pals is not None and fmt != "onnx":
         raise MinbertError(
             "this run has PALs, which make each task's encoder different from the shared one: export --format onnx"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    if task is not None and fmt == "hf" and classifier_refusal(run, task):
+        raise MinbertError(f"{task}: {classifier_refusal(run, task)}")
     run.model.eval()
-    return EXPORTERS[fmt](run, out, task)
+    with staged(out) as tmp:
+        written = EXPORTERS[fmt](run, tmp, task)
+    return [out / p.relative_to(tmp) for p in written]
 
 
 # -- hf -------------------------------------------------------------------------------------------------------------

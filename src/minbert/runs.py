@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from minbert.errors import MinbertError
+from minbert.files import atomic_write_text, read_jsonl  # noqa: F401 (atomic_write_text: used from here)
 
 
 def new_run_dir(root: str | Path, name: str) -> Path:
@@ -56,6 +57,11 @@ def check_run_dir(run: Path, resume: bool, overwrite: bool) -> None:
         raise MinbertError(f"{run}: {parent} is not writable; choose another out= or fix its permissions")
     held = [f for f in RUN_FILES[:5] if (run / f).exists()]
     if held and not resume and not overwrite:
+        if not (run / "last.json").exists() and not (run / "summary.json").exists():
+            raise MinbertError(
+                f"{run}: holds a run that stopped before its first checkpoint ({held[0]}); start it again with "
+                f"--overwrite, or choose another out="
+            )
         raise MinbertError(
             f"{run}: already holds a run ({held[0]}); continue it with `minbert train --resume {run}`, "
             f"replace it with --overwrite, or choose another out="
@@ -73,12 +79,12 @@ def clear_run_dir(run: Path) -> None:
 
 
 class RunLock:
-    """`run/.lock` holds the training process's pid while it runs: a second process is refused, a lock left by a
-    killed process (its pid gone) is taken over."""
+    """`run/.lock` holds the training process's pid and start time while it runs: a second live writer - a second
+    `train`, or a `--resume` of a run that is still training - is refused; a lock left by a process that is gone
+    (killed, a zombie not yet reaped, or its pid now another process's) is taken over."""
 
-    def __init__(self, run: Path, take_over: bool = False):
+    def __init__(self, run: Path):
         self.path = run / ".lock"
-        self.take_over = take_over  # --resume after a kill: the dead run's lock may still name an unreaped pid
 
     def __enter__(self) -> "RunLock":
         for _ in range(2):
@@ -86,10 +92,11 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 try:
-                    pid = int(self.path.read_text().strip() or 0)
+                    pid, _, started = self.path.read_text().strip().partition(" ")
+                    pid = int(pid or 0)
                 except (OSError, ValueError):
-                    pid = 0
-                if pid and pid != os.getpid() and not self.take_over and _alive(pid):
+                    pid, started = 0, ""
+                if pid and pid != os.getpid() and _alive(pid, started) and not _gone_soon(pid, started):
                     raise MinbertError(
                         f"{self.path.parent}: another process (pid {pid}) is training into this directory; "
                         f"wait for it, or stop it, or choose another out="
@@ -97,7 +104,7 @@ class RunLock:
                 self.path.unlink(missing_ok=True)  # stale: its process is gone
                 continue
             with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
+                f.write(f"{os.getpid()} {_start_time(os.getpid())}")
             return self
         raise MinbertError(
             f"{self.path}: could not take the run's lock file; remove it if no run is using this directory"
@@ -107,36 +114,70 @@ class RunLock:
         self.path.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def _gone_soon(pid: int, started: str, seconds: float = 5.0) -> bool:
+    """Whether the lock's holder exits within `seconds`: a process killed a moment ago (a resume right after a
+    kill) is still being torn down, while a live writer stays."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        time.sleep(0.1)
+        if not _alive(pid, started):
+            return True
+    return False
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (state first); [] where there is no /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def _start_time(pid: int) -> str:
+    fields = _stat(pid)
+    return fields[19] if len(fields) > 19 else ""  # field 22 of stat: start time in clock ticks since boot
+
+
+def _alive(pid: int, started: str = "") -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    try:  # a killed process not yet reaped by its parent (a zombie) holds nothing
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename: a kill leaves the old file or the new, never half."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    fields = _stat(pid)
+    if not fields:
+        return True  # no /proc to tell: assume it lives
+    if fields[0] == "Z":  # a killed process not yet reaped by its parent holds nothing
+        return False
+    return not started or _start_time(pid) == started  # another process that got the pid later is not the writer
 
 
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """safetensors file written atomically (temporary file + fsync + rename)."""
+    """safetensors file written atomically (temporary file + fsync + rename). safetensors reports a failed write
+    (a full disk) as its own SafetensorError: that becomes the OSError it is, so the command's boundary names it."""
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        try:
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        except SafetensorError as e:
+            raise OSError(_errno_of(str(e)), f"could not write the file ({e})", str(path)) from None
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _errno_of(message: str) -> int:
+    """The errno a SafetensorError's message describes (it keeps only the text of the OS error)."""
+    import errno
+
+    for code, words in ((errno.ENOSPC, "No space left"), (errno.EDQUOT, "quota"), (errno.EACCES, "ermission")):
+        if words in message:
+            return code
+    return errno.EIO
 
 
 def load_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -211,9 +252,10 @@ class MetricsLog:
                 self.sinks[i] = (kind, SummaryWriter(sink.log_dir, purge_step=step + 1))
 
     def read(self) -> list[dict]:
+        """The records; a last line cut off by a kill during its write is dropped with a warning."""
         if not self.path.is_file():
             return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.path, "metrics log", torn_last=True)
 
 
 class NoLog(MetricsLog):

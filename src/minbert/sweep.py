@@ -37,7 +37,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
-import json
 import math
 import shutil
 import subprocess
@@ -50,6 +49,7 @@ import numpy as np
 from minbert.compare import COLUMNS
 from minbert.config import load_yaml
 from minbert.errors import MinbertError
+from minbert.files import atomic_write_text, read_summary
 
 METRICS = [(key, title.removeprefix("dev ")) for key, title in COLUMNS]  # minbert compare's columns
 KEYS = {"base", "budget", "overrides", "variants", "grid", "search", "seeds", "out"}
@@ -118,9 +118,16 @@ def load_sweep(path: str | Path) -> Sweep:
         check_search(path, search)
     if not variants:
         variants = {"base": ()}
-    seeds = raw.get("seeds") or [11711]
-    if not isinstance(seeds, list) or not all(isinstance(s, int) for s in seeds):
-        raise MinbertError(f"{path}: seeds must be a list of integers")
+    seeds = raw.get("seeds", [11711])
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
+        raise MinbertError(f"{path}: seeds must be a non-empty list of integers (leave the key out for one run)")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise MinbertError(f"{path}: seed {repeated[0]} is listed twice: one run would count as two; list each once")
     out = Path(raw.get("out") or f"runs/sweeps/{path.stem}")
     sweep = Sweep(
         base,
@@ -300,11 +307,7 @@ class Row:
 def rows(sweep: Sweep) -> list[Row]:
     out = []
     for name in sweep.variants:
-        summaries = [
-            json.loads((r / "summary.json").read_text())
-            for n, _, r, _ in sweep.runs()
-            if n == name and (r / "summary.json").is_file()
-        ]
+        summaries = [read_summary(r) for n, _, r, _ in sweep.runs() if n == name and (r / "summary.json").is_file()]
         if not summaries:
             continue
         values = {k: [s["dev"][k] for s in summaries if k in s["dev"]] for k, _ in METRICS}
@@ -344,7 +347,7 @@ def report(sweep: Sweep) -> str:
     )
     md = "\n".join(lines)
     sweep.out.mkdir(parents=True, exist_ok=True)
-    (sweep.out / "results.md").write_text(md + "\n")
+    atomic_write_text(sweep.out / "results.md", md + "\n")
     with open(sweep.out / "results.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(

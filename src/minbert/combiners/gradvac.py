@@ -14,11 +14,15 @@ the target, and its EMA line reads (1 - beta) phi^(t) + beta phi^(t)); this file
 as the paper's per-component variant.
 """
 
+from typing import Annotated
+
 import torch
+
+from minbert.config import within
 
 
 class GradVac:
-    def __init__(self, beta: float = 0.01, groups: list[tuple[int, int]] | None = None):
+    def __init__(self, beta: Annotated[float, within(0, 1)] = 0.01, groups: list[tuple[int, int]] | None = None):
         self.beta = beta
         self.groups = groups
         self.target: dict[str, float] = {}  # "i,j,group" -> phi_hat

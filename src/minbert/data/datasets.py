@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from minbert.data.readers import Example, LabelSpec, int_label, read_examples, read_table
+from minbert.data.readers import Example, LabelSpec, float_label, int_label, read_examples, read_table
 from minbert.errors import MinbertError
 
 
@@ -65,7 +65,7 @@ DATASETS: dict[str, DatasetSpec] = {
         {"train": ("sts-train.csv",), "dev": ("sts-dev.csv",), "test": ("sts-test-student.csv",)},
         # "Similiarity" (sic) is the CS224N spelling; kept so their scripts read our files.
         ("sentence1", "sentence2"),
-        LabelSpec("similarity", float, 0.0, 5.0),
+        LabelSpec("similarity", float_label, 0.0, 5.0),
         "Predicted_Similiarity",
         0,
     ),

@@ -12,12 +12,14 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from minbert.errors import MinbertError
+from minbert.files import read_text
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +59,17 @@ class LabelSpec:
         return self.low <= value <= self.high
 
 
+def float_label(s: str) -> float:
+    """A real-valued label; inf and nan are refused (float() takes them, the metrics would not)."""
+    x = float(s)
+    if not math.isfinite(x):
+        raise ValueError(f"{s!r} is not a finite number")
+    return x
+
+
 def int_label(num_labels: int) -> Callable[[str], int]:
     def parse(s: str) -> int:
-        x = float(s)  # Quora writes 0.0/1.0
+        x = float_label(s)  # Quora writes 0.0/1.0
         if x != int(x):
             raise ValueError(f"{s!r} is not a whole number")
         return int(x)
@@ -128,10 +138,10 @@ def _table_rows(path: Path, fmt: str, wanted: list[str]) -> list[tuple[int, dict
     text = _text(path)
     if fmt != "jsonl":
         reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="," if fmt == "csv" else "\t")
-        rows = [(reader.line_num, row) for row in reader]
+        rows = [(reader.line_num, row) for row in _csv_rows(reader, path)]
         missing = [c for c in wanted if c not in (reader.fieldnames or [])]
         if missing:
-            found = ", ".join(reader.fieldnames or []) or "no header"
+            found = ", ".join(map(repr, reader.fieldnames or [])) or "no header"
             raise MinbertError(f"{path}: no column {missing[0]!r} (found: {found}); set the task's text/label/id")
         return rows
     rows = []
@@ -139,8 +149,8 @@ def _table_rows(path: Path, fmt: str, wanted: list[str]) -> list[tuple[int, dict
         if line.strip():
             try:
                 row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MinbertError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            except (ValueError, RecursionError) as e:
+                raise MinbertError(f"{path}:{n}: not valid JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
             if not isinstance(row, dict):
                 raise MinbertError(f"{path}:{n}: each line must be a JSON object with named fields")
             rows.append((n, {k: "" if v is None else str(v) for k, v in row.items()}))
@@ -165,7 +175,7 @@ def read_examples(
                 f"{path}: expected columns {', '.join(wanted)}; found {', '.join(header) or 'no header'}"
             )
         line = 1
-        for row in reader:
+        for row in _csv_rows(reader, path):
             start, line = line + 1, reader.line_num
             problem = _problem(row, text_columns, label)
             if (
@@ -210,12 +220,22 @@ def read_examples(
 
 def _text(path: Path) -> str:
     """The file as text; a byte-order mark is dropped (not read into the first column's name)."""
-    raw = path.read_bytes()
+    return read_text(path, "data file")
+
+
+def _csv_rows(reader, path: Path):
+    """The rows of a csv reader; a quote left open swallows the rest of the file into one field, which the csv
+    module reports as a field over its size limit (or an end of file inside a quote): one line naming where."""
+    start = 1
     try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        raise MinbertError(f"{path}:{line}: byte 0x{raw[e.start]:02x} is not UTF-8; save the file as UTF-8") from None
+        for row in reader:
+            yield row
+            start = reader.line_num + 1
+    except csv.Error as e:
+        raise MinbertError(
+            f'{path}:{start}: cannot read the row ({e}); a quote (") opened there is probably never closed: '
+            "remove it, or close it"
+        ) from None
 
 
 def _warn_repeated_ids(path: Path, examples: list[Example]) -> None:

@@ -6,12 +6,12 @@ so cased checkpoints keep their case.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from tokenizers.implementations import BertWordPieceTokenizer
 
 from minbert.errors import MinbertError
+from minbert.files import read_json
 
 
 class Tokenizer:
@@ -20,7 +20,10 @@ class Tokenizer:
         if not vocab_file.is_file():
             raise MinbertError(f"{vocab_file}: no vocab.txt; the checkpoint directory needs one for WordPiece")
         self.lowercase = lowercase
-        self._tok = BertWordPieceTokenizer(str(vocab_file), lowercase=lowercase, strip_accents=strip_accents)
+        try:
+            self._tok = BertWordPieceTokenizer(str(vocab_file), lowercase=lowercase, strip_accents=strip_accents)
+        except Exception as e:  # the Rust library's own error type: an unreadable or malformed file
+            raise MinbertError(f"{vocab_file}: not a readable WordPiece vocabulary ({e}); restore it") from None
         self.pad_id = self._tok.token_to_id("[PAD]")
         self.cls_id = self._tok.token_to_id("[CLS]")
         self.sep_id = self._tok.token_to_id("[SEP]")
@@ -30,10 +33,13 @@ class Tokenizer:
     @classmethod
     def from_pretrained(cls, checkpoint_dir: str | Path) -> "Tokenizer":
         d = Path(checkpoint_dir)
-        cfg = {}
-        if (d / "tokenizer_config.json").is_file():
-            cfg = json.loads((d / "tokenizer_config.json").read_text())
-        return cls(d / "vocab.txt", lowercase=cfg.get("do_lower_case", True), strip_accents=cfg.get("strip_accents"))
+        cfg, path = {}, d / "tokenizer_config.json"
+        if path.exists():
+            cfg = read_json(path, "tokenizer config", dict, "restore it from the checkpoint, or remove it")
+        lower, strip = cfg.get("do_lower_case", True), cfg.get("strip_accents")
+        if not isinstance(lower, bool) or not (strip is None or isinstance(strip, bool)):
+            raise MinbertError(f"{path}: do_lower_case must be true or false, and strip_accents true, false or null")
+        return cls(d / "vocab.txt", lowercase=lower, strip_accents=strip)
 
     def encode(self, texts: list[str], max_length: int) -> list[list[int]]:
         """[CLS] text [SEP] for each text, truncated to max_length tokens."""

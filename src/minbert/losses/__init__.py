@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from minbert.losses.base import Loss
 from minbert.losses.bce import BinaryCrossEntropy
+from minbert.losses.cosent import CoSENT
 from minbert.losses.cosine_embedding import CosineEmbedding
 from minbert.losses.cosine_mse import CosineMSE
 from minbert.losses.cross_entropy import CrossEntropy
@@ -29,4 +30,5 @@ LOSSES: dict[str, type[Loss]] = {
     "mnrl": MultipleNegativesRanking,
     "mnrl_sentiment": SentimentClustering,
     "triplet": Triplet,
+    "cosent": CoSENT,
 }

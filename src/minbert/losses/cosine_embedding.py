@@ -1,6 +1,9 @@
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 
+from minbert.config import within
 from minbert.losses.base import Loss
 
 
@@ -11,7 +14,7 @@ class CosineEmbedding(Loss):
 
     needs = "embeddings"
 
-    def __init__(self, margin: float = 0.0, threshold: float = 0.5):
+    def __init__(self, margin: Annotated[float, within(-1, 1)] = 0.0, threshold: Annotated[float, within(0, 1)] = 0.5):
         super().__init__()
         self.margin = margin
         self.threshold = threshold

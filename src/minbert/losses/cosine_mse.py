@@ -1,5 +1,8 @@
+from typing import Annotated
+
 import torch.nn.functional as F
 
+from minbert.config import gt
 from minbert.losses.base import Loss
 
 
@@ -9,7 +12,7 @@ class CosineMSE(Loss):
 
     needs = "embeddings"
 
-    def __init__(self, label_max: float = 5.0):
+    def __init__(self, label_max: Annotated[float, gt(0)] = 5.0):
         super().__init__()
         self.label_max = label_max
 

@@ -1,5 +1,8 @@
+from typing import Annotated
+
 import torch.nn.functional as F
 
+from minbert.config import within
 from minbert.losses.base import Loss
 
 
@@ -8,7 +11,7 @@ class CrossEntropy(Loss):
 
     needs = "logits"
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, label_smoothing: Annotated[float, within(0, 1)] = 0.0):
         super().__init__()
         self.label_smoothing = label_smoothing
 

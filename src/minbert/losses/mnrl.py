@@ -1,6 +1,9 @@
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 
+from minbert.config import gt, within
 from minbert.losses.base import Loss
 
 
@@ -18,7 +21,7 @@ class MultipleNegativesRanking(Loss):
     needs = "embeddings"
     in_batch = True
 
-    def __init__(self, scale: float = 20.0, threshold: float = 0.5):
+    def __init__(self, scale: Annotated[float, gt(0)] = 20.0, threshold: Annotated[float, within(0, 1)] = 0.5):
         super().__init__()
         self.scale, self.threshold = scale, threshold
 

@@ -1,6 +1,9 @@
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 
+from minbert.config import gt
 from minbert.losses.base import Loss
 
 
@@ -14,7 +17,7 @@ class SentimentClustering(Loss):
     needs = "sentence"
     in_batch = True
 
-    def __init__(self, scale: float = 20.0):
+    def __init__(self, scale: Annotated[float, gt(0)] = 20.0):
         super().__init__()
         self.scale = scale
 

@@ -1,5 +1,8 @@
+from typing import Annotated
+
 import torch
 
+from minbert.config import ge, gt
 from minbert.losses.base import Loss
 
 
@@ -13,7 +16,7 @@ class Triplet(Loss):
     needs = "embeddings"
     in_batch = True
 
-    def __init__(self, margin: float = 5.0, label_max: float = 5.0):
+    def __init__(self, margin: Annotated[float, ge(0)] = 5.0, label_max: Annotated[float, gt(0)] = 5.0):
         super().__init__()
         self.margin, self.label_max = margin, label_max
 

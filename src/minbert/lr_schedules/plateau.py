@@ -1,8 +1,13 @@
+from typing import Annotated
+
+from minbert.config import ge, within
+
+
 class Plateau:
     """Report 001's schedule: multiply the learning rate by `factor` (0.5) after `patience` (3) consecutive epochs
     whose total training loss increased; the count starts again after each cut."""
 
-    def __init__(self, factor: float = 0.5, patience: int = 3):
+    def __init__(self, factor: Annotated[float, within(0, 1, "(]")] = 0.5, patience: Annotated[int, ge(1)] = 3):
         self.factor, self.patience = factor, patience
         self.previous: float | None = None
         self.streak = 0

@@ -1,8 +1,13 @@
+from typing import Annotated
+
+from minbert.config import ge
+
+
 class WarmupLinear:
     """Linear warm-up from 0 to the configured rate over `warmup` steps (a fraction of all steps when < 1), then
     linear decay to 0 at the last step (BERT's fine-tuning schedule)."""
 
-    def __init__(self, warmup: float = 0.1):
+    def __init__(self, warmup: Annotated[float, ge(0, "a fraction of all steps when < 1, else steps")] = 0.1):
         self.warmup = warmup
         self.base: list[float] | None = None
 

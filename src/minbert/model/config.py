@@ -6,41 +6,38 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Annotated, Callable
 
 import torch
 import torch.nn.functional as F
 
+from minbert.config import from_dict, ge, gt, within
 from minbert.errors import MinbertError
+from minbert.files import read_json
 
 
 @dataclass(frozen=True)
 class BertConfig:
-    vocab_size: int = 30522
-    hidden_size: int = 768
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
+    vocab_size: Annotated[int, ge(1)] = 30522
+    hidden_size: Annotated[int, ge(1)] = 768
+    num_hidden_layers: Annotated[int, ge(1)] = 12
+    num_attention_heads: Annotated[int, ge(1)] = 12
+    intermediate_size: Annotated[int, ge(1)] = 3072
     hidden_act: str = "gelu"
-    hidden_dropout_prob: float = 0.1
-    attention_probs_dropout_prob: float = 0.1
-    max_position_embeddings: int = 512
-    type_vocab_size: int = 2
-    layer_norm_eps: float = 1e-12
-    pad_token_id: int = 0
-    initializer_range: float = 0.02
+    hidden_dropout_prob: Annotated[float, within(0, 1, "[)")] = 0.1
+    attention_probs_dropout_prob: Annotated[float, within(0, 1, "[)")] = 0.1
+    max_position_embeddings: Annotated[int, ge(1)] = 512
+    type_vocab_size: Annotated[int, ge(1)] = 2
+    layer_norm_eps: Annotated[float, gt(0)] = 1e-12
+    pad_token_id: Annotated[int, ge(0)] = 0
+    initializer_range: Annotated[float, ge(0)] = 0.02
 
     @classmethod
     def from_json(cls, path: str | Path) -> "BertConfig":
+        """A checkpoint's config.json: the keys minbert uses, each checked for type and range (a config.json cut
+        off, a list where an object goes, a size of "384" or -1 stop here, not in the middle of building)."""
         path = Path(path)
-        try:
-            raw = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise MinbertError(
-                f"{path}: no config.json; a checkpoint directory needs config.json and weights"
-            ) from None
-        except json.JSONDecodeError as e:
-            raise MinbertError(f"{path}: not valid JSON ({e})") from None
+        raw = read_json(path, "checkpoint config.json", dict, "a checkpoint directory needs config.json and weights")
         if raw.get("model_type", "bert") != "bert":
             raise MinbertError(f"{path}: model_type is {raw['model_type']!r}; minbert loads BERT checkpoints only")
         if raw.get("position_embedding_type", "absolute") != "absolute":
@@ -48,7 +45,18 @@ class BertConfig:
         if raw.get("hidden_act", "gelu") not in ACTIVATIONS:
             raise MinbertError(f"{path}: hidden_act {raw['hidden_act']!r} unknown; known: {sorted(ACTIVATIONS)}")
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        try:
+            cfg = from_dict(cls, {k: v for k, v in raw.items() if k in known})
+        except MinbertError as e:
+            raise MinbertError(f"{path}: {e}") from None
+        if cfg.hidden_size % cfg.num_attention_heads:
+            raise MinbertError(
+                f"{path}: hidden_size {cfg.hidden_size} is not a multiple of num_attention_heads "
+                f"{cfg.num_attention_heads}"
+            )
+        if cfg.pad_token_id >= cfg.vocab_size:
+            raise MinbertError(f"{path}: pad_token_id {cfg.pad_token_id} is outside the vocabulary ({cfg.vocab_size})")
+        return cfg
 
     def to_json(self) -> str:
         return json.dumps({"model_type": "bert", **dataclasses.asdict(self)}, indent=2)

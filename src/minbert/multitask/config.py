@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from minbert.config import typed_args
+from minbert.config import Range, from_dict, ge, gt, to_dict, typed_args, within
 from minbert.errors import MinbertError
 from minbert.losses import LOSSES
 from minbert.model.heads import HEADS
@@ -22,30 +22,36 @@ class TaskConfig:
     )
     loss: str = ""  # a key of minbert.losses.LOSSES; "" = task default
     loss_args: dict[str, float] = field(default_factory=dict)
-    weight: float = 1.0  # this task's factor in the summed loss
+    weight: Annotated[float, ge(0)] = 1.0  # this task's factor in the summed loss
     pooling: Literal["cls", "pooler", "mean"] = "mean"
-    batch_size: int = 32
-    dropout: float = 0.1
-    extra_layers: int = 0  # learnable layers (linear, ReLU, dropout) before the output or the cosine
+    batch_size: Annotated[int, ge(1)] = 32
+    dropout: Annotated[float, within(0, 1, "[)")] = 0.1
+    # learnable layers (linear, ReLU, dropout) before the output or the cosine
+    extra_layers: Annotated[int, within(0, 16)] = 0
     features: tuple[str, ...] = ("u", "v", "|u-v|")  # concat head inputs
-    cosine_scale: float = 0.0  # 0 = the task's label maximum (STS 5, Quora 1)
-    max_length: int = 128
-    train_limit: int = 0  # use the first N training examples (0 = all)
-    eval_limit: int = 0  # evaluate and predict on the first N dev and test examples (0 = all; for smoke runs)
+    # 0 = the task's label maximum (STS 5, Quora 1)
+    cosine_scale: Annotated[float, ge(0, "0 = the task's label maximum")] = 0.0
+    max_length: Annotated[int, ge(3, "[CLS], a token, [SEP]")] = 128
+    train_limit: Annotated[int, ge(0, "0 = all")] = 0  # use the first N training examples (0 = all)
+    # evaluate and predict on the first N dev and test examples (0 = all; for smoke runs)
+    eval_limit: Annotated[int, ge(0, "0 = all")] = 0
     extra_losses: dict[str, dict[str, float]] = field(default_factory=dict)  # {name: {weight: w, <loss args>}}
-    margin_step: float = 0.0  # > 0: report 004's dynamic margin for this task's loss, moved each epoch
+    # > 0: report 004's dynamic margin for this task's loss, moved each epoch
+    margin_step: Annotated[float, ge(0, "0 = off")] = 0.0
 
 
 @dataclass(frozen=True)
 class PalsConfig:
     enabled: bool = False
-    size: int = 0  # projected size s; 0 = the paper's 204 scaled by H / 768 (102 for the 384-wide default checkpoint)
-    heads: int = 6  # the paper's setting
+    # projected size s; 0 = the paper's 204 scaled by H / 768 (102 for the 384-wide default checkpoint)
+    size: Annotated[int, ge(0, "0 = the paper's 204 scaled by the hidden size")] = 0
+    heads: Annotated[int, ge(1)] = 6  # the paper's setting
 
 
 @dataclass(frozen=True)
 class EarlyStopping:
-    patience: int = 0  # stop after this many evaluations without a better `metric` (0 = off)
+    # stop after this many evaluations without a better `metric` (0 = off)
+    patience: Annotated[int, ge(0, "0 = off")] = 0
     metric: str = "overall"  # the dev metric that picks the best epoch: overall, sst/acc, quora/acc, sts/pearson, ...
 
 
@@ -68,35 +74,42 @@ class TrainConfig:
     pals: PalsConfig = field(default_factory=PalsConfig)
     lr_schedule: str = "constant"  # a key of minbert.lr_schedules.LR_SCHEDULES
     lr_schedule_args: dict[str, Any] = field(default_factory=dict)
-    steps_per_epoch: int = 0  # 0 = the schedule's natural epoch
-    epochs: int = 3
-    lr: float = 5e-5
-    head_lr_mult: float = 1.0  # heads' (and PALs') learning rate is lr times this: fresh layers need larger steps
-    layer_lr_decay: float = 1.0  # layer-wise decay: encoder layer i of L gets lr * decay^(L - i), embeddings decay^L
-    weight_decay: float = 0.0
-    max_grad_norm: float = 0.0  # clip the global gradient norm (0 = off)
-    seed: int = 11711
+    steps_per_epoch: Annotated[int, ge(0, "0 = the schedule's natural epoch")] = 0  # 0 = the schedule's natural epoch
+    epochs: Annotated[int, ge(1)] = 3
+    lr: Annotated[float, ge(0)] = 5e-5
+    # heads' (and PALs') learning rate is lr times this: fresh layers need larger steps
+    head_lr_mult: Annotated[float, gt(0)] = 1.0
+    # layer-wise decay: encoder layer i of L gets lr * decay^(L - i), embeddings decay^L
+    layer_lr_decay: Annotated[float, within(0, 1, "(]")] = 1.0
+    weight_decay: Annotated[float, ge(0)] = 0.0
+    max_grad_norm: Annotated[float, ge(0, "0 = off")] = 0.0  # clip the global gradient norm (0 = off)
+    seed: Annotated[int, within(0, 2**32 - 1)] = 11711
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # speed and memory (none changes the math, except freeze_word_embeddings)
     # autocast; fp16 adds a gradient scaler (GPUs without bf16); auto = bf16 where the hardware makes it fast, else fp32
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     fused: bool = True  # all tasks' sentences in one unpadded encoder pass when the step allows (multitask/fused.py)
-    grad_accum: int = 1  # split each global batch into this many micro-batches (same gradient, less memory)
+    # split each global batch into this many micro-batches (same gradient, less memory)
+    grad_accum: Annotated[int, ge(1)] = 1
     grad_checkpointing: bool = False  # recompute encoder activations in the backward (less memory, ~1/3 more time)
     compile: str = ""  # a torch.compile backend for the encoder layers ("inductor", ...); "" = eager
-    threads: int = 0  # CPU threads per process; 0 = the cores shared among this machine's processes
+    # CPU threads per process; 0 = the cores shared among this machine's processes
+    threads: Annotated[int, within(0, 1024, note="0 = automatic")] = 0
     freeze_word_embeddings: bool = False  # changes the math: no gradient or update for the vocabulary table
-    encoder_dropout: float = -1.0  # hidden and attention dropout of the encoder; < 0 = the checkpoint's
+    # hidden and attention dropout of the encoder; < 0 = the checkpoint's
+    encoder_dropout: Annotated[float, Range(hi=1, hi_open=True, note="negative = the checkpoint's")] = -1.0
     strict: bool = False  # malformed data rows stop the run
     # steps between handing freed heap memory back to the OS (glibc malloc_trim): batches of varying length fragment
     # the heap, and what glibc keeps grows with time. 1 keeps resident memory flat at some speed; 0 = never
     # (benchmarks/RESULTS.md, "memory")
-    trim_every: int = 1
-    checkpoint_every: int = 200  # steps between resumable checkpoints (and at every epoch end)
-    log_every: int = 10  # steps between training-loss records in metrics.jsonl
+    trim_every: Annotated[int, ge(0, "0 = never")] = 1
+    # steps between resumable checkpoints (and at every epoch end)
+    checkpoint_every: Annotated[int, ge(0, "0 = epoch ends only")] = 200
+    log_every: Annotated[int, ge(1)] = 10  # steps between training-loss records in metrics.jsonl
     # > 0: stop training after this much wall time, then evaluate and finish (equal-time budgets)
-    max_minutes: float = 0.0
-    max_steps: int = 0  # > 0: stop training after this many optimizer steps, then evaluate and finish
+    max_minutes: Annotated[float, ge(0, "0 = no limit")] = 0.0
+    # > 0: stop training after this many optimizer steps, then evaluate and finish
+    max_steps: Annotated[int, ge(0, "0 = no limit")] = 0
     # train only the heads: the encoder keeps its loaded weights and runs once per data set in eval mode; the heads
     # train on those cached sentence embeddings (the single-task classifier's frozen mode)
     frozen: bool = False
@@ -105,9 +118,9 @@ class TrainConfig:
     loggers: tuple[str, ...] = ()
     # divergence guard: a step with a non-finite loss or gradient is skipped; this many in a row stop the run
     # (0 = never)
-    max_bad_steps: int = 5
+    max_bad_steps: Annotated[int, ge(0, "0 = never stop")] = 5
     # stop when a task's loss exceeds this factor times its running mean (and 10): the run diverged (0 = off)
-    divergence_factor: float = 100.0
+    divergence_factor: Annotated[float, gt(1, "0 = off", also=(0,))] = 100.0
     out: str = ""  # run directory; "" = runs/<name>-<time>
     name: str = "multitask"
     # CS224N prediction file names under <run>/predictions, from {prefix} (the task's: para for quora), {task}, {split}
@@ -121,6 +134,7 @@ class TrainConfig:
         from minbert.tasks import BUILTIN, TASKS
         from minbert.tasks.custom import register
 
+        from_dict(TrainConfig, to_dict(self))  # the declared ranges, also for a config built in Python
         register(self.custom_tasks, TASKS, BUILTIN)
         if not self.tasks:
             raise MinbertError(f"tasks: name at least one of {', '.join(TASKS)}")
@@ -128,9 +142,8 @@ class TrainConfig:
             _check_task(name, t)
         self._check_names()
         self._check_frozen()
-        for key, ok, want in self._ranges():
-            if not ok:
-                raise MinbertError(f"{key}: {_get(self, key)!r} must be {want}")
+        if self.pals.enabled and self.pals.size and self.pals.size % self.pals.heads:
+            raise MinbertError(f"pals.size: {self.pals.size} is not a multiple of pals.heads {self.pals.heads}")
         metrics = ["overall"] + [f"{n}/{TASKS[n].metric_name}" for n in self.tasks]
         if self.early_stopping.metric not in metrics:
             raise MinbertError(
@@ -208,40 +221,6 @@ class TrainConfig:
         out["lr_schedule_args"] = (LR_SCHEDULES[self.lr_schedule], self.lr_schedule_args)
         return out
 
-    def _ranges(self) -> list[tuple[str, bool, str]]:
-        """(key, whether its value is in range, the range) for every number with one."""
-        ranges = [
-            ("lr", self.lr >= 0, ">= 0"),
-            ("head_lr_mult", self.head_lr_mult > 0, "> 0"),
-            ("layer_lr_decay", 0 < self.layer_lr_decay <= 1, "in (0, 1]"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("max_grad_norm", self.max_grad_norm >= 0, ">= 0 (0 = off)"),
-            ("epochs", self.epochs >= 1, ">= 1"),
-            ("steps_per_epoch", self.steps_per_epoch >= 0, ">= 0 (0 = the schedule's natural epoch)"),
-            ("grad_accum", self.grad_accum >= 1, ">= 1"),
-            ("threads", self.threads >= 0, ">= 0 (0 = automatic)"),
-            ("log_every", self.log_every >= 1, ">= 1"),
-            ("checkpoint_every", self.checkpoint_every >= 0, ">= 0 (0 = epoch ends only)"),
-            ("trim_every", self.trim_every >= 0, ">= 0 (0 = never)"),
-            ("max_minutes", self.max_minutes >= 0, ">= 0 (0 = no limit)"),
-            ("max_steps", self.max_steps >= 0, ">= 0 (0 = no limit)"),
-            ("early_stopping.patience", self.early_stopping.patience >= 0, ">= 0 (0 = off)"),
-            ("max_bad_steps", self.max_bad_steps >= 0, ">= 0 (0 = never stop)"),
-            ("divergence_factor", self.divergence_factor == 0 or self.divergence_factor > 1, "> 1 (0 = off)"),
-            ("encoder_dropout", self.encoder_dropout < 1, "< 1 (negative = the checkpoint's)"),
-        ]
-        for name, t in self.tasks.items():
-            ranges += [
-                (f"tasks.{name}.batch_size", t.batch_size >= 1, ">= 1"),
-                (f"tasks.{name}.dropout", 0 <= t.dropout < 1, "in [0, 1)"),
-                (f"tasks.{name}.max_length", t.max_length >= 3, ">= 3 ([CLS], a token, [SEP])"),
-                (f"tasks.{name}.train_limit", t.train_limit >= 0, ">= 0 (0 = all)"),
-                (f"tasks.{name}.eval_limit", t.eval_limit >= 0, ">= 0 (0 = all)"),
-                (f"tasks.{name}.extra_layers", t.extra_layers >= 0, ">= 0"),
-                (f"tasks.{name}.weight", t.weight >= 0, ">= 0"),
-            ]
-        return ranges
-
     def restricted_to(self, names: list[str]) -> "TrainConfig":
         return dataclasses.replace(self, tasks={n: t for n, t in self.tasks.items() if n in names})
 
@@ -256,12 +235,6 @@ class TrainConfig:
             loss=t.loss or spec.default_loss,
             cosine_scale=t.cosine_scale or spec.label_max,
         )
-
-
-def _get(cfg, key: str):
-    for part in key.split("."):
-        cfg = cfg[part] if isinstance(cfg, dict) else getattr(cfg, part)
-    return cfg
 
 
 def _check_task(name: str, t: TaskConfig) -> None:
@@ -281,12 +254,17 @@ def _check_task(name: str, t: TaskConfig) -> None:
         raise MinbertError(f"tasks.{name}.head: {head!r} does not fit a {kind} task; valid: {valid}")
     _check_head_and_loss(f"tasks.{name}", head, loss)
     _check_task_and_loss(f"tasks.{name}", task, head, loss)
+    typed_args(LOSSES[loss], t.loss_args, f"tasks.{name}.loss_args")
     if t.margin_step and loss != "cosine_embedding":
         raise MinbertError(f"tasks.{name}.margin_step: a dynamic margin needs loss cosine_embedding, not {loss!r}")
     for extra in t.extra_losses:
         if extra not in LOSSES:
             raise MinbertError(f"tasks.{name}.extra_losses: {extra!r} unknown; valid: {', '.join(LOSSES)}")
         _check_head_and_loss(f"tasks.{name}.extra_losses.{extra}", head, extra)
+        args = dict(t.extra_losses[extra])
+        if not args.pop("weight", 1.0) >= 0:
+            raise MinbertError(f"tasks.{name}.extra_losses.{extra}.weight: must be >= 0")
+        typed_args(LOSSES[extra], args, f"tasks.{name}.extra_losses.{extra}")
 
 
 def _check_head_and_loss(where: str, head: str, loss: str) -> None:

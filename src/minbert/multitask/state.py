@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from minbert.errors import MinbertError
+from minbert.files import read_json
 from minbert.runs import atomic_write_text, load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,14 @@ def _entries(run: Path, kind: str) -> list[dict]:
     pointer = run / f"{kind}.json"
     if not pointer.is_file():
         raise MinbertError(f"{pointer}: missing")
+    data = read_json(pointer, "checkpoint pointer")
     try:
-        data = json.loads(pointer.read_text())
-        return data.get("checkpoints") or [{"folder": data["folder"], "step": data["step"]}]
+        entries = data.get("checkpoints") or [{"folder": data["folder"], "step": data["step"]}]
+        if not all(
+            isinstance(e, dict) and isinstance(e["folder"], str) and isinstance(e["step"], int) for e in entries
+        ):
+            raise TypeError("an entry is not {folder: name, step: number}")
+        return entries
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise MinbertError(f"{pointer}: unreadable ({type(e).__name__}: {e})") from None
 
@@ -107,10 +113,7 @@ def candidates(run: Path, kind: str) -> list[dict]:
     except MinbertError as e:
         if not found:
             if not (run / f"{kind}.json").exists():
-                raise MinbertError(
-                    f"{run}: no {kind} checkpoint ({kind}.json missing, no checkpoints/{kind}-* folder); "
-                    f"is this a minbert train run directory?"
-                ) from None
+                raise MinbertError(_no_checkpoint(run, kind)) from None
             raise MinbertError(f"{e}, and no checkpoints/{kind}-* folder to rebuild it from") from None
         log.warning("%s; rebuilding it from %d checkpoint folder(s)", e, len(found))
         try:
@@ -120,6 +123,16 @@ def candidates(run: Path, kind: str) -> list[dict]:
         return found
     names = {e["folder"] for e in listed}
     return listed + [e for e in found if e["folder"] not in names]
+
+
+def _no_checkpoint(run: Path, kind: str) -> str:
+    if not (run / "config.yaml").is_file():
+        return f"{run}: no {kind} checkpoint and no config.yaml; is this a minbert train run directory?"
+    when = "its first checkpoint" if kind == "last" else "its first evaluation (where the best checkpoint is written)"
+    return (
+        f"{run}: this run stopped before {when}, so there is nothing to {'resume' if kind == 'last' else 'load'}; "
+        f"train it again from the start with `minbert train {run}/config.yaml out={run} --overwrite`"
+    )
 
 
 def verify(folder: Path, entry: dict, names=FILES) -> None:
@@ -162,7 +175,7 @@ def load_snapshot(run: Path, kind: str, model: nn.Module, optimizer=None, extra:
         try:
             verify(folder, entry, needed)
             weights = load_tensors(folder / "model.safetensors")
-            state = json.loads((folder / "state.json").read_text())
+            state = read_json(folder / "state.json", "checkpoint state")
             tensors = load_tensors(folder / "optimizer.safetensors") if optimizer is not None else {}
         except (MinbertError, ValueError, OSError) as e:
             damaged.append(str(e))

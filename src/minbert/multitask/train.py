@@ -26,6 +26,7 @@ import torch
 from minbert.config import dump_yaml
 from minbert.distributed import Dist, all_gather, barrier, broadcast, current, setup, teardown
 from minbert.errors import MinbertError
+from minbert.files import atomic_write_text
 from minbert.model import check_fits
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
@@ -145,7 +146,7 @@ class Trainer:
         if d.main:  # only rank 0 writes: the run directory, config, metrics, checkpoints, predictions
             run = run or new_run_dir("runs", cfg.name)
             run.mkdir(parents=True, exist_ok=True)
-            held.enter_context(RunLock(run, take_over=resume is not None))  # keeps a second process out
+            held.enter_context(RunLock(run))  # keeps a second process out
             check_run_dir(run, resume is not None, overwrite)  # again, now that the directory is ours
             if overwrite and not resume:
                 clear_run_dir(run)
@@ -243,6 +244,16 @@ class Trainer:
         seconds = time.time() - self.start
         dev_log = {f"dev/{k}": v for k, v in dev.items()}
         self.metrics.write({"step": st.global_step, "epoch": epoch, "time": seconds, **epoch_loss, **dev_log, **extra})
+        bad = {k: v for k, v in dev.items() if not math.isfinite(v)}
+        if bad:  # NaN never compares better, so the run would go on to end with no best checkpoint
+            shown = ", ".join(f"{k} {v}" for k, v in bad.items())
+            kept = (
+                f"the best checkpoint (epoch {st.best_epoch}) stays in" if st.best_epoch else "no checkpoint is best in"
+            )
+            raise MinbertError(
+                f"epoch {epoch}: dev metrics not finite ({shown}): the model's outputs are degenerate (constant or "
+                f"NaN), so the run stops as diverged; {kept} {self.run}; lower lr or set max_grad_norm and train again"
+            )
         metric, patience = cfg.early_stopping.metric, cfg.early_stopping.patience
         improved = dev[metric] > st.best
         if self.d.main:
@@ -298,7 +309,7 @@ class Trainer:
             return summary
         self.metrics.close()
         write_task_predictions(run / "predictions", "test", self.data["test"], preds, cfg.prediction_files)
-        (run / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_text(run / "summary.json", json.dumps(summary, indent=2))
         print(results_table({f"dev (best epoch {best['epoch']})": best["dev"]}, list(cfg.tasks)))
         print(f"wall time {wall:.0f}s, {self.st.global_step} steps; predictions in {run / 'predictions'}", flush=True)
         return summary

@@ -10,14 +10,16 @@ theta = theta_tilde.
 from __future__ import annotations
 
 import copy
+from typing import Annotated
 
 import torch
 
+from minbert.config import ge, within
 from minbert.regularizers.divergence import divergence
 
 
 class Bregman:
-    def __init__(self, mu: float = 1.0, beta: float = 0.99):
+    def __init__(self, mu: Annotated[float, ge(0)] = 1.0, beta: Annotated[float, within(0, 1, "[)")] = 0.99):
         self.mu, self.beta = mu, beta
         self.ema = None  # copy of the model, made at the first call (theta_tilde_0 = theta_0)
         self.saved: dict = {}  # a checkpoint's EMA weights, loaded into the copy when it is made

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from minbert.data import DatasetSpec
-from minbert.data.readers import FORMATS, LabelSpec, int_label, named_label
+from minbert.data.readers import FORMATS, LabelSpec, float_label, int_label, named_label
 from minbert.errors import MinbertError
 from minbert.tasks.base import Task
 
@@ -63,7 +63,7 @@ class CustomTaskConfig:
     def task(self, name: str) -> Task:
         pair, regression = len(self.text) == 2, self.type == "regression"
         if regression:
-            label, classes, names = LabelSpec(self.label, float, *self.label_range), 0, ()
+            label, classes, names = LabelSpec(self.label, float_label, *self.label_range), 0, ()
         elif self.labels:
             n = len(self.labels)
             label, classes, names = LabelSpec(self.label, named_label(self.labels), 0, n - 1), n, self.labels

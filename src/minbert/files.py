@@ -1,0 +1,237 @@
+"""One reader for every file a user hands us: configs, checkpoint and tokenizer JSON, run files, data and input text.
+
+Each function reads one kind of file and checks what it holds before anything uses it: a missing file, a folder
+where a file goes, bytes that are not UTF-8, a YAML or JSON syntax error, a duplicated key, or a top-level value of
+the wrong kind is one MinbertError naming the path (and line:column where there is one) and what to do. Nothing
+here returns a half-read file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from minbert.errors import MinbertError
+
+log = logging.getLogger(__name__)
+
+
+def read_bytes(path: str | Path, what: str = "file", hint: str = "") -> bytes:
+    path = Path(path)
+    if path.is_dir():
+        raise MinbertError(f"{path}: is a folder, not a {what}{'; ' + hint if hint else ''}")
+    if not path.exists():
+        parent = path.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if parent.exists() and not parent.is_dir():
+            raise MinbertError(f"{path}: {parent} is a file, not a folder; check the path")
+        raise MinbertError(f"{path}: no such {what}{'; ' + hint if hint else ''}")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise MinbertError(f"{path}: cannot read the {what} ({e.strerror}); check its permissions") from None
+
+
+def read_text(path: str | Path, what: str = "file", hint: str = "") -> str:
+    """The file as text; a byte-order mark is dropped (not read into the first column's name)."""
+    raw = read_bytes(path, what, hint)
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise MinbertError(f"{path}:{line}: byte 0x{raw[e.start]:02x} is not UTF-8; save the {what} as UTF-8") from None
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"key {k!r} appears twice")
+        out[k] = v
+    return out
+
+
+def parse_json(text: str, where: str, what: str = "JSON") -> Any:
+    """JSON text -> value; a syntax error or a repeated key is one MinbertError `where:line:col: ...`."""
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as e:
+        raise MinbertError(f"{where}:{e.lineno}:{e.colno}: not valid {what} ({e.msg})") from None
+    except ValueError as e:  # a repeated key
+        raise MinbertError(f"{where}: not valid {what} ({e}); keep one") from None
+    except RecursionError:
+        raise MinbertError(f"{where}: not valid {what} (nested too deeply)") from None
+
+
+def read_json(path: str | Path, what: str = "JSON file", kind: type = dict, fix: str = "") -> Any:
+    """A JSON file whose top level is a `kind` (dict or list)."""
+    value = parse_json(read_text(path, what), str(path), what)
+    if not isinstance(value, kind):
+        got = type(value).__name__
+        raise MinbertError(
+            f"{path}: a {what} must hold a JSON {'object' if kind is dict else kind.__name__}, got {got}"
+            + (f"; {fix}" if fix else "")
+        )
+    return value
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (PyYAML keeps the last one in silence)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            first = seen.get(key)
+        except TypeError:  # an unhashable key (a list or a mapping as a key)
+            raise yaml.constructor.ConstructorError(
+                None, None, "a key must be a plain value, not a list or mapping", key_node.start_mark
+            ) from None
+        if first is not None:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice (first on line {first + 1}); keep one", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping_plain(node, deep=deep)
+
+
+_StrictLoader.construct_mapping_plain = yaml.SafeLoader.construct_mapping
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """YAML text -> value; a syntax error is one line `where:line:col: problem`, a repeated key refused."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        at = f"{where}:{mark.line + 1}:{mark.column + 1}" if mark else where
+        problem = " ".join(str(e.problem or e.context or "syntax error").split())
+        raise MinbertError(f"{at}: not valid YAML ({problem})") from None
+    except (yaml.YAMLError, RecursionError) as e:
+        raise MinbertError(f"{where}: not valid YAML ({' '.join(str(e).split())})") from None
+
+
+def read_yaml(path: str | Path, what: str = "config file") -> dict:
+    """A YAML file whose top level is a mapping (an empty file is {})."""
+    data = parse_yaml(read_text(path, what), str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise MinbertError(f"{path}: a {what} must be a mapping of keys, got a {type(data).__name__}")
+    return data
+
+
+def read_jsonl(path: str | Path, what: str = "JSON-lines file", torn_last: bool = False) -> list[dict]:
+    """One JSON object per line. `torn_last`: a last line cut off mid-write (a kill, a full disk) is dropped with a
+    warning instead of refused - what a log written line by line may end with."""
+    lines = read_text(path, what).splitlines()
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError) as e:
+            if torn_last and n == len(lines):
+                log.warning("%s:%d: the last line was cut off mid-write; dropped", path, n)
+                break
+            raise MinbertError(f"{path}:{n}: not valid JSON ({getattr(e, 'msg', e)})") from None
+        if not isinstance(record, dict):
+            raise MinbertError(f"{path}:{n}: each line of a {what} must be a JSON object")
+        out.append(record)
+    return out
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename: a kill or a full disk leaves the old file or the new,
+    never half (and no temporary file behind)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_output(target: Path, overwrite: bool, what: str = "output folder") -> None:
+    """Before any work: `target` is a new or empty folder, or --overwrite allows replacing what the command
+    writes there; its nearest existing parent is a folder we may write to."""
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise MinbertError(f"{target}: is a file, not a folder; choose a folder for the {what}")
+    if target.is_dir() and any(target.iterdir()) and not overwrite:
+        raise MinbertError(
+            f"{target}: not empty; choose a new folder for the {what}, or add --overwrite to replace the files "
+            "this command writes there"
+        )
+    parent = target
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise MinbertError(f"{target}: {parent} is a file, not a folder; choose another path")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MinbertError(f"{target}: {parent} is not writable; choose another path or fix its permissions")
+
+
+@contextlib.contextmanager
+def staged(target: Path):
+    """Yield a temporary sibling folder for a command's outputs; at the end, move each of its entries into
+    `target` (a same-named file or folder there is replaced, anything else there is left alone). If the command
+    fails - bad input, a full disk, Ctrl-C - the sibling is removed, with any folder made for it, and `target` is
+    as it was."""
+    target = Path(target)
+    made = target.parent
+    while not made.parent.exists() and made != made.parent:
+        made = made.parent
+    created = None if made.exists() else made
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        target.mkdir(exist_ok=True)
+        for entry in sorted(tmp.iterdir()):
+            dest = target / entry.name
+            if dest.is_dir() and not dest.is_symlink():
+                old = target / f".{entry.name}.old-{os.getpid()}"
+                os.rename(dest, old)
+                os.rename(entry, dest)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(entry, dest)
+        tmp.rmdir()
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def read_summary(run: Path) -> dict:
+    """A run's summary.json: an object whose "dev" maps metric names to numbers."""
+    path = Path(run) / "summary.json"
+    fix = f"it is written at a run's end: `minbert evaluate {run}` recomputes the metrics"
+    data = read_json(path, "run summary", dict, fix)
+    dev = data.get("dev", {})
+    if not isinstance(dev, dict) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in dev.values()
+    ):
+        raise MinbertError(f"{path}: 'dev' must map metric names to numbers; {fix}")
+    return data
