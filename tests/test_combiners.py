@@ -78,6 +78,59 @@ def test_gradvac_leaves_gradients_alone_when_cosine_above_target():
     assert gv.applied == 0 and gv.target["0,1,0"] == pytest.approx(0.1 * math.sqrt(0.5))
 
 
+def reference_gradvac(grads, targets, beta, rng, phi_from_original=False):
+    """The paper's Algorithm 1 in LibMTL's loop (LibMTL/weighting/GradVac.py), transcribed: for each task i the
+    others in rng's order, phi from the *adjusted* g_i against the original g_j, the EMA updated every visit (the
+    paper; LibMTL updates it only when it adjusts)."""
+    pc, T = grads.clone(), grads.shape[0]
+    for i in range(T):
+        order = [j for j in range(T) if j != i]
+        rng.shuffle(order)
+        for j in order:
+            gi, gj = pc[i], grads[j]
+            g = grads[i] if phi_from_original else gi  # the bug the test must catch
+            rho = float(g @ gj / (g.norm() * gj.norm()))
+            t = targets[(i, j)]
+            if rho < t:
+                w = (
+                    gi.norm()
+                    * (t * math.sqrt(1 - rho**2) - rho * math.sqrt(1 - t**2))
+                    / (gj.norm() * math.sqrt(1 - t**2))
+                )
+                pc[i] = gi + w * gj
+            targets[(i, j)] = (1 - beta) * t + beta * rho
+    return pc.sum(0), targets
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_gradvac_three_tasks_match_the_reference_in_the_drawn_order(seed):
+    """Three tasks, every pair below its target, so each task is adjusted twice: the second adjustment sees the
+    first (phi from the adjusted g_i), and the order the rng draws changes the result (the shuffle matters)."""
+    torch.manual_seed(10)
+    grads = torch.randn(3, 6)
+    targets = {(i, j): 0.6 for i in range(3) for j in range(3) if i != j}
+    gv = GradVac(beta=0.3)
+    gv.target = {f"{i},{j},0": t for (i, j), t in targets.items()}
+    ours = gv(grads, random.Random(seed))
+    ref, ref_targets = reference_gradvac(grads, dict(targets), 0.3, random.Random(seed))
+    assert torch.allclose(ours, ref, atol=1e-5)
+    assert all(gv.target[f"{i},{j},0"] == pytest.approx(t, abs=1e-6) for (i, j), t in ref_targets.items())
+    assert gv.applied == 6
+    # what the test would miss without these: the natural order (no shuffle) gives another sum whenever the drawn
+    # order differs from it, and so does phi from the unadjusted gradient
+    replay, natural = random.Random(seed), False
+    for i in range(3):
+        o = [j for j in range(3) if j != i]
+        replay.shuffle(o)
+        natural |= o != sorted(o)
+    no_shuffle = random.Random(seed)
+    no_shuffle.shuffle = lambda x: None
+    unshuffled, _ = reference_gradvac(grads, dict(targets), 0.3, no_shuffle)
+    assert natural == (not torch.allclose(unshuffled, ours, atol=1e-4))
+    stale, _ = reference_gradvac(grads, dict(targets), 0.3, random.Random(seed), phi_from_original=True)
+    assert not torch.allclose(stale, ours, atol=1e-4)
+
+
 def test_gradvac_with_parameter_groups():
     gv = GradVac(groups=[(0, 2), (2, 4)])
     g = torch.tensor([[1.0, 0.0, 1.0, 1.0], [-1.0, 1.0, 1.0, 0.0]])

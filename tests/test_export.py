@@ -132,7 +132,7 @@ def test_onnx_matches_pytorch_on_new_shapes(tmp_path):
 def test_refusals_are_one_line_errors(run, tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    with pytest.raises(MinbertError, match="not an empty folder"):
+    with pytest.raises(MinbertError, match="not empty; choose a new folder for the export, or add --overwrite"):
         export(run, tmp_path / "full", "hf")
     with pytest.raises(MinbertError, match="valid are hf, sentence-transformers, onnx"):
         export(run, tmp_path / "a", "tflite")

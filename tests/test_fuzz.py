@@ -25,7 +25,7 @@ from minbert.cli import main
 from minbert.errors import MinbertError
 from tests.helpers import QUICKSTART, TINY_BERT
 
-SCALE = 40 if os.environ.get("MINBERT_FUZZ") == "long" else 1
+SCALE = 200 if os.environ.get("MINBERT_FUZZ") == "long" else 1
 
 
 def examples(n: int) -> int:
@@ -416,7 +416,10 @@ def test_a_damaged_run_folder_is_one_line_or_works(damaged_run, tmp_path_factory
         lines = [x for x in got.err.splitlines() if x.startswith("minbert: error:")]
         assert "Traceback" not in got.err
         assert (code == 0 and not lines) or (code == 2 and len(lines) == 1), (name, kind, code, got.err)
-        event(f"{command} exit {code}")
+        why = (
+            lines[0].replace(str(run), "RUN").replace(str(out), "OUT")[len("minbert: error: ") :][:70] if lines else ""
+        )
+        event(f"{command} exit {code}" + (f" ({name} {kind}): {why}" if code else ""))
         if code == 0 and command == "predict":
             preds = [json.loads(x) for x in got.out.splitlines()]
             assert len(preds) == 2 and all(0 <= p["label"] <= 4 for p in preds)

@@ -159,6 +159,33 @@ def test_ensemble_of_one_run_twice_equals_the_run(tiny_run, tmp_path, capsys):
     assert "no run passed the thresholds" in capsys.readouterr().err
 
 
+def test_ensemble_averages_probabilities_not_votes_or_logits():
+    """Three members that disagree: the mean of the class probabilities decides (example 0: two members lean to
+    class 0, one is sure of 1 - a vote says 0, the mean says 1; example 1: averaging log-probabilities would say 1,
+    the mean says 0); Quora averages P(1), STS the scores."""
+    from types import SimpleNamespace
+
+    from minbert.ensemble import _average
+
+    def sst(rows):
+        return torch.tensor([r + [0.0] * 3 for r in rows])  # (2 examples, 5 classes)
+
+    members = [sst([[0.6, 0.4], [0.9, 0.1]]), sst([[0.6, 0.4], [0.9, 0.1]]), sst([[0.05, 0.95], [0.001, 0.999]])]
+    quora = [torch.tensor([0.9, 0.2]), torch.tensor([0.4, 0.2]), torch.tensor([0.3, 0.9])]  # means 0.53, 0.43
+    sts = [torch.tensor([1.0, 4.0]), torch.tensor([2.0, 5.0]), torch.tensor([4.5, 0.0])]
+    soft = {"dev": {"sst": members, "quora": quora, "sts": sts}, "test": {}}
+    labels = {"sst": torch.tensor([1, 0]), "quora": torch.tensor([1, 0]), "sts": torch.tensor([2.5, 3.0])}
+    data_of = {"dev": {t: SimpleNamespace(labels=y) for t, y in labels.items()}}
+    metrics, preds = _average(soft, data_of)
+    assert list(preds["dev"]["sst"]) == [1, 0]
+    assert metrics["sst/acc"] == 1.0 and metrics["quora/acc"] == 1.0
+    assert list(preds["dev"]["quora"]) == [1, 0]
+    assert torch.allclose(torch.as_tensor(preds["dev"]["sts"], dtype=torch.float32), torch.tensor([2.5, 3.0]))
+    votes = torch.stack([m.argmax(-1) for m in members]).mode(0).values  # what a vote would give
+    logits = torch.stack([m.clamp_min(1e-9).log() for m in members]).mean(0).argmax(-1)  # averaged log-probs
+    assert votes.tolist() != [1, 0] and logits.tolist() != [1, 0]
+
+
 def test_ensemble_thresholds_keep_the_tasks_a_run_passes(tiny_run, tmp_path, capsys):
     # report 001's per-task thresholds: a run that passes SST and STS but not Quora serves those two tasks only
     run, _ = tiny_run

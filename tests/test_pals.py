@@ -68,6 +68,22 @@ def test_pal_layer_matches_bert_n_pals_reference():
     assert torch.allclose(ours[real], ref[real], atol=1e-5)
 
 
+def test_the_pal_attention_has_dropout_in_training():
+    """As the reference (the projected BERTSelfAttention has the encoder's attention dropout): in train mode two
+    passes differ, in eval mode they agree, and with the dropout at 0 train mode is deterministic too."""
+    torch.manual_seed(0)
+    x, mask = torch.randn(2, 5, 24), torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    for p_drop, differs in ((0.5, True), (0.0, False)):
+        pal = PAL(24, 1, 12, 3, attention_dropout=p_drop)
+        with torch.no_grad():
+            pal.decoder.weight.normal_(0, 0.3)  # V^D starts at zero: let the attention reach the output
+        adapter = pal.adapters()[0]
+        pal.train()
+        assert (not torch.equal(adapter(x, mask), adapter(x, mask))) == differs
+        pal.eval()
+        assert torch.equal(adapter(x, mask), adapter(x, mask))
+
+
 def test_pal_parameter_count_matches_formula():
     for hidden, layers, size, heads in ((24, 2, 12, 3), (384, 6, 102, 6), (768, 12, 204, 6)):
         pal = PAL(hidden, layers, size, heads)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from minbert.regularizers import REGULARIZERS
 from minbert.regularizers.divergence import divergence, toward
 from minbert.regularizers.smart import adversarial_delta
-from tests.helpers import QUIET_BERT, sst_batch, tiny_model
+from tests.helpers import QUIET_BERT, TINY_BERT, sst_batch, tiny_model
 
 
 def test_divergences_are_symmetric_kl_and_mse():
@@ -67,8 +67,12 @@ def reference_smart(model, task, batch, clean_logits, sigma, eta, eps):
     )
 
 
-def test_smart_matches_mt_dnn_reference_with_dropout_off():
-    model, batch = tiny_model(config=QUIET_BERT, dropout=0.0), sst_batch()
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_smart_matches_mt_dnn_reference(dropout):
+    """With dropout on as well: every pass runs in the model's mode, as in the reference, drawing its dropout masks in
+    the same order (adversarial passes in eval mode would fail here)."""
+    model = tiny_model(config=QUIET_BERT if dropout == 0 else TINY_BERT, dropout=dropout)
+    batch = sst_batch()
     model.train()
     out = model("sst", batch)
     # sigma 1e-3 rather than the default 1e-5: at 1e-5 the divergence (~1e-12) is below fp32's resolution, and the
@@ -77,7 +81,7 @@ def test_smart_matches_mt_dnn_reference_with_dropout_off():
     ours = REGULARIZERS["smart"](weight=1.0, eta=1e-2, sigma=1e-3)(model, "sst", batch, out, "logits")
     torch.manual_seed(5)
     ref = reference_smart(model, "sst", batch, out["logits"], sigma=1e-3, eta=1e-2, eps=1e-30)
-    assert ours.item() > 1e-8  # no dropout anywhere: the term is the adversarial one alone
+    assert ours.item() > 1e-8
     assert ours.item() == pytest.approx(ref.item(), rel=2e-3)
     g_ours = torch.autograd.grad(ours, list(model.parameters()), retain_graph=True, allow_unused=True)
     g_ref = torch.autograd.grad(ref, list(model.parameters()), allow_unused=True)

@@ -42,6 +42,7 @@ RUN_FILES = (
     "checkpoints",
     "predictions",
     "plots",
+    "teacher.safetensors",
 )
 
 

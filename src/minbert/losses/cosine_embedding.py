@@ -3,7 +3,7 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 
-from minbert.config import within
+from minbert.config import ge, within
 from minbert.losses.base import Loss
 
 
@@ -14,7 +14,11 @@ class CosineEmbedding(Loss):
 
     needs = "embeddings"
 
-    def __init__(self, margin: Annotated[float, within(-1, 1)] = 0.0, threshold: Annotated[float, within(0, 1)] = 0.5):
+    def __init__(
+        self,
+        margin: Annotated[float, within(-1, 1)] = 0.0,
+        threshold: Annotated[float, ge(0, "on the label scale")] = 0.5,
+    ):
         super().__init__()
         self.margin = margin
         self.threshold = threshold

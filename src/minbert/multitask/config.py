@@ -55,6 +55,15 @@ class EarlyStopping:
     metric: str = "overall"  # the dev metric that picks the best epoch: overall, sst/acc, quora/acc, sts/pearson, ...
 
 
+@dataclass(frozen=True)
+class DistillConfig:
+    # finished runs whose averaged soft outputs are the targets (multitask/distill.py); () = no distillation
+    teachers: tuple[str, ...] = ()
+    # each task's loss is (1 - weight) * its gold loss + weight * the distillation term
+    weight: Annotated[float, within(0, 1)] = 0.5
+    temperature: Annotated[float, gt(0)] = 2.0  # softens both distributions of a classification task
+
+
 def default_tasks() -> dict[str, TaskConfig]:
     return {"sst": TaskConfig(), "quora": TaskConfig(), "sts": TaskConfig()}
 
@@ -72,6 +81,7 @@ class TrainConfig:
     conflict_stats: bool = False  # record per-pair gradient cosines each epoch (also with "sum")
     regularizers: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {smart: {weight: 15}}
     pals: PalsConfig = field(default_factory=PalsConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     lr_schedule: str = "constant"  # a key of minbert.lr_schedules.LR_SCHEDULES
     lr_schedule_args: dict[str, Any] = field(default_factory=dict)
     steps_per_epoch: Annotated[int, ge(0, "0 = the schedule's natural epoch")] = 0  # 0 = the schedule's natural epoch

@@ -30,6 +30,8 @@ class TaskData:
     # a frozen encoder's embeddings (multitask/frozen.py): (S, H) per distinct sentence, or (N, H) per example for a
     # cross-encoder; batches then carry these rows instead of tokens
     features: torch.Tensor | None = None
+    # distillation targets per example (multitask/distill.py): (N, C) class probabilities or (N,) soft scores
+    teacher: torch.Tensor | None = None
 
     @property
     def lengths(self) -> list[int]:
@@ -70,6 +72,7 @@ class Batch:
     # losses must not count as negatives of each other (None for cross-encoded pairs)
     keys: torch.Tensor | None = None
     features: torch.Tensor | None = None
+    teacher: torch.Tensor | None = None  # (B, C) or (B,) distillation targets
 
     def to(self, device) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
@@ -81,11 +84,20 @@ class Batch:
             self.pair,
             move(self.keys),
             move(self.features),
+            move(self.teacher),
         )
 
 
 def make_batch(data: TaskData, idx: list[int], pad_id: int) -> Batch:
-    """A batch of tokens, or with a frozen encoder (`data.features`) of its cached embedding rows."""
+    """A batch of tokens, or with a frozen encoder (`data.features`) of its cached embedding rows; with its
+    examples' distillation targets when the data has them."""
+    batch = _inputs(data, idx, pad_id)
+    if data.teacher is not None:
+        batch.teacher = data.teacher[idx]
+    return batch
+
+
+def _inputs(data: TaskData, idx: list[int], pad_id: int) -> Batch:
     labels = None if data.labels is None else data.labels[idx]
     if data.joint is not None:
         if data.features is not None:

@@ -16,6 +16,7 @@ from minbert.losses import LOSSES
 from minbert.losses.dynamic_margin import DynamicMargin
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.conflicts import ConflictStats
+from minbert.multitask.distill import distill_loss
 from minbert.multitask.fused import fused_forward
 from minbert.multitask.step import StepLoss
 from minbert.runs import autocast
@@ -88,6 +89,10 @@ class Techniques:
             if batch.keys is not None:  # which rows repeat a text: in-batch losses mask them out as negatives
                 out = {**out, "keys": batch.keys}
             loss = self.losses[name](out, batch.labels)
+            if batch.teacher is not None:  # distillation: mixed with the gold loss (multitask/distill.py)
+                d = self.cfg.distill
+                term = distill_loss(out, batch.teacher, name, self.model.cosine_scale(name), d.temperature)
+                loss = (1 - d.weight) * loss + d.weight * term
             for fn, w in self.extra[name]:
                 loss = loss + w * fn(out, batch.labels)
             for k, reg in self.regularizers.items():

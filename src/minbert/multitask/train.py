@@ -30,6 +30,7 @@ from minbert.files import atomic_write_text
 from minbert.model import check_fits
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
+from minbert.multitask.distill import teacher_targets
 from minbert.multitask.evaluate import evaluate, results_table, write_task_predictions
 from minbert.multitask.frozen import cache_features
 from minbert.multitask.run import build, load_data, load_run_config, resume_config  # noqa: F401 (re-exported)
@@ -43,9 +44,11 @@ from minbert.runs import (
     RunLock,
     check_run_dir,
     clear_run_dir,
+    load_tensors,
     new_run_dir,
     progress,
     release_memory,
+    save_tensors,
     seed_everything,
     set_threads,
 )
@@ -99,6 +102,9 @@ class TrainState:
         return {f"train/loss/{n}": a / c for n, (a, c) in sums.items() if c}
 
 
+TEACHER_FILE = "teacher.safetensors"  # distillation targets, computed once per run
+
+
 def train(cfg: TrainConfig, resume: Path | None = None, overwrite: bool = False) -> dict:
     cfg = cfg.validate()
     began = time.time()  # wall time counts loading and prediction too, and adds up across resumed sessions
@@ -136,6 +142,7 @@ class Trainer:
         seed_everything(cfg.seed)
         self.model, self.tok = build(cfg, self.device)
         self.data = load_data(cfg, self.tok)
+        targets = self.teacher_targets(run if resume else None)
         if cfg.frozen:  # the encoder never changes: embed every data set once
             cache_features(self.model, self.data, self.tok.pad_id, self.device, cfg.precision)
         if d.world > 1:
@@ -151,6 +158,8 @@ class Trainer:
             if overwrite and not resume:
                 clear_run_dir(run)
         self.run = Path(broadcast(str(run)))
+        if targets and d.main and not (self.run / TEACHER_FILE).is_file():
+            save_tensors(self.run / TEACHER_FILE, targets)
         self.metrics = (
             MetricsLog(self.run / "metrics.jsonl", cfg.loggers, dataclasses.asdict(cfg)) if d.main else NoLog()
         )
@@ -175,6 +184,21 @@ class Trainer:
         if cfg.max_steps:  # the learning-rate schedule spans the steps that will run
             self.total_steps = min(self.total_steps, cfg.max_steps)
         self.start = self.began - self.st.elapsed  # this session's loading counts too
+
+    def teacher_targets(self, resume: Path | None) -> dict:
+        """Distillation: the teachers' soft outputs on every training example, attached to the training data;
+        computed once (a resumed run reads them from its folder)."""
+        if not self.cfg.distill.teachers:
+            return {}
+        cached = resume / TEACHER_FILE if resume is not None else None
+        if cached is not None and cached.is_file():
+            targets = load_tensors(cached)
+        else:
+            targets = teacher_targets(self.cfg.distill.teachers, self.data["train"], self.device)
+        for t, target in targets.items():
+            if t in self.data["train"]:
+                self.data["train"][t].teacher = target
+        return targets
 
     def rank_seed(self, offset: int = 0) -> None:
         """Each rank's own dropout stream, seeded after the weights are built (the same everywhere; DDP broadcasts

@@ -1,0 +1,76 @@
+"""Knowledge distillation (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network") from finished runs.
+
+`distill.teachers` names run directories (typically the seeds of one recipe: their ensemble is the teacher). Before
+training, every training example of every task is run once through each teacher's best checkpoint, with the
+teacher's own tokenizer and task settings, and the teachers' soft outputs (`Task.soft`: class probabilities, P(1)
+for a binary task, the score for a regression task) are averaged - what `minbert ensemble` averages - and cached in
+the run folder (`teacher.safetensors`), so a resumed run does not recompute them. Each training batch then carries
+its examples' targets, and a task's loss becomes
+
+    (1 - weight) * gold loss + weight * distillation term
+
+with the term, for a task with C > 2 classes, T^2 KL(softmax(log p_teacher / T) || softmax(logits / T)) (the
+temperature T softens both sides; T^2 keeps the gradient's scale as T changes, as in the paper); for a binary task
+whose head gives a logit z, the same with two classes, T^2 KL(Bern(sigmoid(logit(p) / T)) || Bern(sigmoid(z / T)));
+for a regression task, or a similarity head's score, the squared error between the student's soft output and the
+teacher's. Tasks no teacher was trained on keep their gold loss alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from minbert.errors import MinbertError
+from minbert.tasks import TASKS
+
+log = logging.getLogger(__name__)
+
+
+def distill_loss(out: dict, teacher: torch.Tensor, task: str, scale: float | None, temperature: float) -> torch.Tensor:
+    """The distillation term of one batch: `out` the student's head output, `teacher` (B, C) or (B,) the targets."""
+    t = temperature
+    teacher = teacher.float()
+    if "logits" in out:  # (B, C): KL between the tempered distributions, times T^2
+        target = F.log_softmax(teacher.clamp_min(1e-12).log() / t, -1)
+        student = F.log_softmax(out["logits"].float() / t, -1)
+        return F.kl_div(student, target, log_target=True, reduction="batchmean") * t * t
+    score = out["score"].float()
+    if TASKS[task].regression or scale:  # a score, or a similarity head's score on its scale: squared error
+        return F.mse_loss(score / scale if scale and not TASKS[task].regression else score, teacher)
+    p = teacher.clamp(1e-6, 1 - 1e-6)
+    q = torch.sigmoid(torch.logit(p) / t)  # the teacher's tempered P(1)
+    entropy = F.binary_cross_entropy(q, q, reduction="none")
+    return (F.binary_cross_entropy_with_logits(score / t, q, reduction="none") - entropy).mean() * t * t
+
+
+def teacher_targets(teachers: tuple[str, ...], train: dict, device) -> dict[str, torch.Tensor]:
+    """{task: (N, C) or (N,)} the teachers' averaged soft outputs on each training example, in example order."""
+    from minbert.multitask.data import encode_task
+    from minbert.multitask.evaluate import soft_task
+    from minbert.multitask.run import load_run, load_run_config
+
+    parts: dict[str, list[torch.Tensor]] = {}
+    for run in teachers:
+        try:
+            cfg = load_run_config(Path(run))
+        except MinbertError as e:
+            raise MinbertError(f"distill.teachers: {e}") from None
+        shared = [t for t in train if t in cfg.tasks]
+        if not shared:
+            raise MinbertError(
+                f"distill.teachers: {run} was trained on {', '.join(cfg.tasks)}, none of this run's tasks"
+            )
+        r = load_run(Path(run), device=str(device), cfg=cfg)
+        for t in shared:
+            data = encode_task(TASKS[t], train[t].examples, r.tok, r.cfg.task(t))
+            parts.setdefault(t, []).append(soft_task(r.model, t, data, r.tok.pad_id, r.device, r.cfg.precision))
+        log.info("distillation: %s's soft outputs on %s", run, ", ".join(f"{t} ({len(train[t])})" for t in shared))
+        del r
+    for t in train:
+        if t not in parts:
+            log.warning("distillation: no teacher was trained on %s; it trains on its labels alone", t)
+    return {t: torch.stack(p).mean(0) for t, p in parts.items()}
