@@ -25,11 +25,12 @@ from minbert.cli import main
 from minbert.errors import MinbertError
 from tests.helpers import QUICKSTART, TINY_BERT
 
-SCALE = 200 if os.environ.get("MINBERT_FUZZ") == "long" else 1
+SCALE = 100 if os.environ.get("MINBERT_FUZZ") == "long" else 1
 
 
-def examples(n: int) -> int:
-    return n * SCALE
+def examples(n: int, most: int = 10**9) -> int:
+    """n in CI; 100 n in the long profile, at most `most` (an example of the run-folder test loads a checkpoint)."""
+    return min(n * SCALE, max(n, most))
 
 
 def rarely(n: int) -> st.SearchStrategy:
@@ -353,32 +354,49 @@ SMALL = ["config.yaml", "summary.json", "last.json", "best.json", "metrics.jsonl
 
 @pytest.fixture(scope="module")
 def damaged_run(tiny_run, tmp_path_factory):
-    """A copy of the tiny run whose small files are damaged and restored by each example; checkpoint weights are
-    hard links (an example that damages one restores its bytes)."""
+    """A copy of the tiny run whose files are damaged and restored by each example: the small files and the best
+    checkpoints' weights are private copies (what is damaged); the rest are hard links to the tiny run's."""
     run = tmp_path_factory.mktemp("fuzzrun") / "run"
     shutil.copytree(tiny_run[0], run, copy_function=os.link, ignore=shutil.ignore_patterns("plots", "tensorboard"))
-    for f in run.rglob("*"):  # small files are private copies, so damaging them cannot touch the original
-        if f.is_file() and f.suffix != ".safetensors":
+    for f in run.rglob("*"):  # private copies, so damaging them cannot touch the original
+        if f.is_file() and (f.suffix != ".safetensors" or f.match("best-*/model.safetensors")):
             data = f.read_bytes()
             f.unlink()
             f.write_bytes(data)
     return run
 
 
+WEIGHTS = "checkpoints/best-*/model.safetensors"
+
+
 @st.composite
 def damage(draw, run: Path):
     files = SMALL + [str(p.relative_to(run)) for p in sorted(run.glob("checkpoints/*/state.json"))]
-    name = draw(st.sampled_from(files))
-    kind = draw(st.sampled_from(["truncate", "flip", "replace", "delete", "emptied"]))
+    weights = [str(p.relative_to(run)) for p in sorted(run.glob(WEIGHTS))]
+    name = draw(st.sampled_from(files + weights))
+    kinds = ["truncate", "flip"] if name in weights else ["truncate", "flip", "replace", "delete", "emptied"]
+    kind = draw(st.sampled_from(kinds))
     size = (run / name).stat().st_size if (run / name).exists() else 0
-    cut = draw(st.integers(0, max(size - 1, 0)))
+    cut = draw(st.integers(0, max(size - 1, 0)) | st.integers(0, min(size, 20000)))  # the header is in front
     junk = draw(st.sampled_from([b"", b"[]", b"{}", b"null", b"\xff\xfe", b'{"dev": "x"}', b"- a\n- b\n",
                                  b'{"folder": 3, "step": "x"}', b"name: x\nname: y\n"]))  # fmt: skip
     return name, kind, cut, junk
 
 
-def _apply(run: Path, name: str, kind: str, cut: int, junk: bytes) -> None:
+def _apply(run: Path, name: str, kind: str, cut: int, junk: bytes):
+    """Damage one file; returns how to undo it for a checkpoint's weights (the small files are restored whole)."""
     path = run / name
+    if path.suffix == ".safetensors":
+        with open(path, "r+b") as f:
+            f.seek(cut)
+            if kind == "flip":
+                byte = f.read(1)
+                f.seek(cut)
+                f.write(bytes([byte[0] ^ 0x5A]))
+                return lambda: _write_at(path, cut, byte)
+            tail = f.read()
+            f.truncate(cut)
+            return lambda: _write_at(path, cut, tail)
     if kind == "delete":
         path.unlink(missing_ok=True)
     elif kind == "truncate":
@@ -392,9 +410,16 @@ def _apply(run: Path, name: str, kind: str, cut: int, junk: bytes) -> None:
         path.write_bytes(junk)
     else:
         path.write_bytes(b"")
+    return lambda: None
 
 
-@settings(max_examples=examples(12))
+def _write_at(path: Path, offset: int, data: bytes) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+@settings(max_examples=examples(12, most=400))
 @given(st.data())
 def test_a_damaged_run_folder_is_one_line_or_works(damaged_run, tmp_path_factory, capsys, data):
     run = damaged_run
@@ -402,9 +427,11 @@ def test_a_damaged_run_folder_is_one_line_or_works(damaged_run, tmp_path_factory
     name, kind, cut, junk = data.draw(damage(run))
     command = data.draw(st.sampled_from(["predict", "compare", "ensemble"]))
     out = tmp_path_factory.mktemp("out")
+    undo = lambda: None  # noqa: E731
     try:
-        _apply(run, name, kind, cut, junk)
+        undo = _apply(run, name, kind, cut, junk)
         before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.suffix != ".safetensors"}
+        weights = {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in run.glob("checkpoints/*/*.safetensors")}
         (out / "in.txt").write_text("a fine film\na dull one\n")
         argv = {
             "predict": ["predict", str(run), "--task", "sst", "--input", str(out / "in.txt")],
@@ -428,7 +455,9 @@ def test_a_damaged_run_folder_is_one_line_or_works(damaged_run, tmp_path_factory
         after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.suffix != ".safetensors"}
         changed = [str(p) for p in before if p.exists() and after.get(p) != before[p]]
         assert not changed or all(p.endswith(("last.json", "best.json")) for p in changed), changed  # rebuilt
+        assert weights == {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in weights}  # no weights written
     finally:
+        undo()
         for p in list(run.rglob("*")):
             if p.is_file() and p.suffix != ".safetensors" and p not in saved:
                 p.unlink()

@@ -78,7 +78,8 @@ def test_overwrite_clears_only_what_a_run_writes(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
 
 
-def test_a_second_process_is_kept_out_and_a_stale_lock_is_taken_over(tmp_path):
+def test_a_second_process_is_kept_out_and_a_stale_lock_is_taken_over(tmp_path, monkeypatch):
+    monkeypatch.setattr("minbert.runs.LOCK_GRACE_S", 0.2)
     import subprocess
     import sys
 

@@ -314,7 +314,8 @@ def test_predict_input_out_refuses_an_existing_file(tiny_run, tmp_path, capsys):
     assert main(argv) == 0 and json.loads(out.read_text())["input"] == "a fine film"
 
 
-def test_the_lock_refuses_a_live_writer_and_reclaims_a_dead_or_reused_pid(tmp_path):
+def test_the_lock_refuses_a_live_writer_and_reclaims_a_dead_or_reused_pid(tmp_path, monkeypatch):
+    monkeypatch.setattr("minbert.runs.LOCK_GRACE_S", 0.2)
     import os
 
     from minbert.runs import RunLock, _start_time
@@ -327,7 +328,8 @@ def test_the_lock_refuses_a_live_writer_and_reclaims_a_dead_or_reused_pid(tmp_pa
         assert (tmp_path / ".lock").read_text().split()[0] == str(os.getpid())
 
 
-def test_resume_of_a_run_still_training_is_refused(tiny_run, tmp_path, capsys):
+def test_resume_of_a_run_still_training_is_refused(tiny_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("minbert.runs.LOCK_GRACE_S", 0.2)
     import os
 
     from minbert.runs import _start_time

@@ -140,6 +140,10 @@ def test_sweep_runs_every_variant_and_seed_skips_finished_ones_and_averages(tmp_
         assert r.std["overall"] == pytest.approx(abs(overall[0] - overall[1]) / math.sqrt(2))
         assert f"| {name} | 2 |" in table
     assert (out / "results.csv").is_file() and (out / "results.png").is_file() and (out / "results.md").is_file()
+    spec2 = {**spec, "report": "second", "variants": {"plain": spec["variants"]["plain"]}}  # a sweep sharing the out
+    (tmp_path / "second.yaml").write_text(yaml.safe_dump(spec2))
+    assert main(["sweep", str(tmp_path / "second.yaml"), "--report"]) == 0
+    assert "heads-x10" not in (out / "second.md").read_text() and "heads-x10" in (out / "results.md").read_text()
     # a finished run is skipped; a deleted one runs again
     shutil.rmtree(out / "plain" / "seed2")
     before = (out / "plain" / "seed1" / "summary.json").stat().st_mtime_ns

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from minbert.files import atomic_write_text
 from minbert.plot import plt, save_figure
 from minbert.runs import MetricsLog
 
@@ -98,10 +99,11 @@ def analyze(run: Path, perplexity: float = 30.0, data_dir: str | None = None) ->
         preds = predict_task(model, "sst", data, tok.pad_id, device, cfg.precision).long().numpy()
         m = confusion_matrix(preds, labels, 5)
         (run / "plots").mkdir(exist_ok=True)
-        (run / "plots" / "sst_confusion.json").write_text(
+        atomic_write_text(
+            run / "plots" / "sst_confusion.json",
             json.dumps(
                 {"rows_true_cols_predicted": m.round(4).tolist(), "accuracy": float((preds == labels).mean())}, indent=1
-            )
+            ),
         )
         written.append(
             plot_confusion(m, run / "plots" / "sst_confusion.png", f"SST dev, normalized per true class ({run.name})")

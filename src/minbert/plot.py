@@ -42,8 +42,18 @@ def plot_run(run: Path) -> list[Path]:
 
 
 def save_figure(fig, path: Path) -> Path:
+    """A PNG written whole or not at all (a temporary file renamed): a full disk leaves the old picture, if any."""
+    import os
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fig.savefig(tmp, dpi=120, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
     return path

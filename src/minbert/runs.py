@@ -115,10 +115,13 @@ class RunLock:
         self.path.unlink(missing_ok=True)
 
 
-def _gone_soon(pid: int, started: str, seconds: float = 5.0) -> bool:
-    """Whether the lock's holder exits within `seconds`: a process killed a moment ago (a resume right after a
+LOCK_GRACE_S = 2.0  # how long a lock's live holder may take to go before a second writer is refused
+
+
+def _gone_soon(pid: int, started: str) -> bool:
+    """Whether the lock's holder exits within LOCK_GRACE_S: a process killed a moment ago (a resume right after a
     kill) is still being torn down, while a live writer stays."""
-    deadline = time.time() + seconds
+    deadline = time.time() + LOCK_GRACE_S
     while time.time() < deadline:
         time.sleep(0.1)
         if not _alive(pid, started):

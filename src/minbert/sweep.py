@@ -12,6 +12,7 @@ over seeds per variant (markdown and CSV) and a chart.
       lr: [5.0e-5, 8.0e-5]
     seeds: [1, 2, 3]
     out: runs/sweeps/example         # run directories: OUT/<variant>/seed<k>
+    report: results                  # the table's files: OUT/<report>.md, .csv, .png (two sweeps sharing an out)
 
 Resumable: a run with a summary.json is done and skipped, one with a checkpoint is resumed (`train --resume`), any
 other leftover folder is started again. A kept run whose saved config differs from what its variant gives now is
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import itertools
 import math
 import shutil
@@ -52,7 +54,7 @@ from minbert.errors import MinbertError
 from minbert.files import atomic_write_text, read_summary
 
 METRICS = [(key, title.removeprefix("dev ")) for key, title in COLUMNS]  # minbert compare's columns
-KEYS = {"base", "budget", "overrides", "variants", "grid", "search", "seeds", "out"}
+KEYS = {"base", "budget", "overrides", "variants", "grid", "search", "seeds", "out", "report"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Sweep:
     budget: bool = False
     overrides: tuple[str, ...] = field(default_factory=tuple)
     search: dict | None = None  # Optuna: {trials, metric, params}
+    report: str = "results"  # OUT/<report>.md, .csv, .png
 
     def runs(self):
         """(variant, seed, run directory, train arguments) in the order they run: seed by seed, so a partial sweep
@@ -137,9 +140,16 @@ def load_sweep(path: str | Path) -> Sweep:
         bool(raw.get("budget", False)),
         tuple(str(x) for x in raw.get("overrides") or []),
         search,
+        _report_name(path, raw.get("report", "results")),
     )
     check(sweep)
     return sweep
+
+
+def _report_name(path: Path, name) -> str:
+    if not isinstance(name, str) or not name or any(c in name for c in "/\\ "):
+        raise MinbertError(f"{path}: report {name!r} must be a file name stem (no spaces or slashes), e.g. results")
+    return name
 
 
 def check(sweep: Sweep) -> None:
@@ -320,7 +330,7 @@ def rows(sweep: Sweep) -> list[Row]:
 
 
 def report(sweep: Sweep) -> str:
-    """Writes OUT/results.md, OUT/results.csv, OUT/results.png; returns the markdown table."""
+    """Writes OUT/<report>.md, .csv and .png (results by default); returns the markdown table."""
     table = rows(sweep)
     if not table:
         raise MinbertError(f"{sweep.out}: no finished runs yet")
@@ -347,21 +357,22 @@ def report(sweep: Sweep) -> str:
     )
     md = "\n".join(lines)
     sweep.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(sweep.out / "results.md", md + "\n")
-    with open(sweep.out / "results.csv", "w", newline="") as f:
-        w = csv.writer(f)
+    atomic_write_text(sweep.out / f"{sweep.report}.md", md + "\n")
+    buf = io.StringIO(newline="")  # the CSV is written whole, as the markdown
+    w = csv.writer(buf)
+    w.writerow(
+        ["variant", "n"]
+        + [c for k, _ in present for c in (f"{k} mean", f"{k} std")]
+        + ["wall_time_s mean", "steps mean"]
+    )
+    for r in table:
         w.writerow(
-            ["variant", "n"]
-            + [c for k, _ in present for c in (f"{k} mean", f"{k} std")]
-            + ["wall_time_s mean", "steps mean"]
+            [r.name, r.n]
+            + [x for k, _ in present for x in (r.mean.get(k), r.std.get(k))]
+            + [r.mean["wall_time_s"], r.mean["steps"]]
         )
-        for r in table:
-            w.writerow(
-                [r.name, r.n]
-                + [x for k, _ in present for x in (r.mean.get(k), r.std.get(k))]
-                + [r.mean["wall_time_s"], r.mean["steps"]]
-            )
-    chart(table, present, sweep.out / "results.png")
+    atomic_write_text(sweep.out / f"{sweep.report}.csv", buf.getvalue())
+    chart(table, present, sweep.out / f"{sweep.report}.png")
     return md
 
 

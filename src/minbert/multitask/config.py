@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from minbert.config import Range, from_dict, ge, gt, to_dict, typed_args, within
 from minbert.errors import MinbertError
 from minbert.losses import LOSSES
-from minbert.model.heads import HEADS
+from minbert.model.heads import HEADS, PAIR_FEATURES
 from minbert.sampling import SAMPLERS
 from minbert.tasks.custom import CustomTaskConfig
 
@@ -265,6 +265,10 @@ def _check_task(name: str, t: TaskConfig) -> None:
     _check_head_and_loss(f"tasks.{name}", head, loss)
     _check_task_and_loss(f"tasks.{name}", task, head, loss)
     typed_args(LOSSES[loss], t.loss_args, f"tasks.{name}.loss_args")
+    if head == "concat" and (not t.features or any(f not in PAIR_FEATURES for f in t.features)):
+        raise MinbertError(
+            f"tasks.{name}.features: {list(t.features)} must name one or more of {', '.join(PAIR_FEATURES)}"
+        )
     if t.margin_step and loss != "cosine_embedding":
         raise MinbertError(f"tasks.{name}.margin_step: a dynamic margin needs loss cosine_embedding, not {loss!r}")
     for extra in t.extra_losses:
