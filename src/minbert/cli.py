@@ -171,19 +171,19 @@ def predict_text(args) -> int:
 
     if not args.task:
         raise MinbertError("predict --input needs --task (one of the run's tasks, e.g. --task sst)")
-    model = load(args.run_dir)  # first: the run's config may define its own tasks
-    if args.task not in model.tasks:
-        raise MinbertError(f"--task {args.task}: this run was trained on {', '.join(model.tasks)}")
-    inputs = read_inputs(args.input, TASKS[args.task].pair, args.task)
-    if args.out:  # a file: refused if it exists (unless --overwrite), written whole or not at all
-        out = Path(args.out)
+    out = Path(args.out) if args.out else None
+    if out is not None:  # a file: refused if it exists (unless --overwrite), written whole or not at all
         if out.is_dir():
             raise MinbertError(f"--out {out}: is a folder; with --input, --out names the predictions file")
         if out.exists() and not args.overwrite:
             raise MinbertError(f"--out {out}: exists; choose a new file, or add --overwrite to replace it")
         check_output(out.parent, True, "predictions file")
+    model = load(args.run_dir)  # first: the run's config may define its own tasks
+    if args.task not in model.tasks:
+        raise MinbertError(f"--task {args.task}: this run was trained on {', '.join(model.tasks)}")
+    inputs = read_inputs(args.input, TASKS[args.task].pair, args.task)
     preds = model.predict(args.task, inputs)
-    if args.out:
+    if out is not None:
         text = io.StringIO(newline="")
         write_outputs(inputs, preds, args.format, text)
         out.parent.mkdir(parents=True, exist_ok=True)

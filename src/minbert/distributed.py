@@ -45,8 +45,9 @@ def current() -> Dist:
 
 
 def setup(device_name: str) -> tuple[Dist, torch.device]:
-    """Join torchrun's process group when there is one; the device for this process."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    """Join torchrun's process group when there is one; the device for this process. Under torchrun even one
+    process joins a group of one, so `--nproc-per-node 1` brings up the backend (NCCL on a GPU) it would use."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return Dist(), pick_device(device_name)
     local = int(os.environ.get("LOCAL_RANK", 0))
     device = pick_device(device_name)

@@ -200,6 +200,7 @@ def staged(target: Path):
     while not made.parent.exists() and made != made.parent:
         made = made.parent
     created = None if made.exists() else made
+    existed = target.exists()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -219,6 +220,8 @@ def staged(target: Path):
         tmp.rmdir()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if not existed:
+            shutil.rmtree(target, ignore_errors=True)
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise

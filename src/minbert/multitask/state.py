@@ -128,6 +128,11 @@ def candidates(run: Path, kind: str) -> list[dict]:
 def _no_checkpoint(run: Path, kind: str) -> str:
     if not (run / "config.yaml").is_file():
         return f"{run}: no {kind} checkpoint and no config.yaml; is this a minbert train run directory?"
+    if (run / "summary.json").is_file():
+        return (
+            f"{run}: no {kind} checkpoint, but summary.json says the run finished: its checkpoints/ folder was moved "
+            f"or deleted; restore it, or train again with `minbert train {run}/config.yaml out={run} --overwrite`"
+        )
     when = "its first checkpoint" if kind == "last" else "its first evaluation (where the best checkpoint is written)"
     return (
         f"{run}: this run stopped before {when}, so there is nothing to {'resume' if kind == 'last' else 'load'}; "

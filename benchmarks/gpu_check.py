@@ -1,0 +1,399 @@
+"""The CUDA path checked end to end by one prepared command (issue 24). On a machine with a GPU, from the repository
+root, with the checkpoint and data brought along (the GPU machine has no internet and receives the working tree plus
+at most 64 MiB: `--prepare` writes both, the checkpoint in fp16):
+
+    python benchmarks/gpu_check.py --prepare gpu_carry            # here, once: gpu_carry/checkpoint, gpu_carry/data
+    PYTHONPATH=src python benchmarks/gpu_check.py --checkpoint gpu_carry/checkpoint --data-dir gpu_carry/data
+
+It installs nothing, runs each check on its own (one failing does not stop the others), prints a table and writes
+it to $OUT/gpu_check.md (when $OUT is set) and appends it to benchmarks/RESULTS.md (unless --no-record); exit status
+1 when any check failed. Checks: parity with transformers (fp32 within 1e-4, bf16 within a stated bound; padded, and
+unpadded through the fused multitask pass); training in bf16 and in fp16 with the gradient scaler, fused pass on, a
+short multitask run to completion (evaluation, prediction files); resume after a kill, compared with the run never
+stopped; torchrun with one process (NCCL on CUDA); `compile: inductor`; export of the run (hf, and onnx where
+onnxruntime is installed) checked against PyTorch; throughput against transformers (same batches, interleaved) on
+the checkpoint and on a random 12 x 768 encoder, training and inference, with peak GPU memory.
+
+`--device cpu --quick` runs the same checks on a tiny random encoder in about a minute: CI's smoke test
+(tests/test_gpu_check.py), so the script cannot rot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = ROOT / "configs" / "quickstart.yaml"
+TASKS = ("sst", "quora", "sts")
+
+
+def budget(quick: bool) -> list[str]:
+    """A short multitask run: enough steps to checkpoint, evaluate and predict, small enough for minutes."""
+    n, steps = (48, 4) if quick else (512, 40)
+    return ["epochs=2", f"steps_per_epoch={steps}", f"checkpoint_every={steps // 2}", "log_every=1"] + [
+        f"tasks.{t}.{k}={v}"
+        for t in TASKS
+        for k, v in (("train_limit", n), ("eval_limit", n), ("batch_size", 8 if quick else 32), ("max_length", 64))
+    ]
+
+
+# -- setup ----------------------------------------------------------------------------------------------------------
+
+
+def prepare(dest: Path, rows: int = 3000) -> None:
+    """Write what the GPU machine needs into `dest`: the embedded checkpoint in fp16 (under 64 MiB with the data)
+    and the first `rows` rows of each CS224N file."""
+    from safetensors.torch import load_file, save_file
+
+    from minbert.data import data_dir
+    from minbert.model import default_checkpoint_dir
+
+    src, ck, data = default_checkpoint_dir(), dest / "checkpoint", dest / "data"
+    ck.mkdir(parents=True, exist_ok=True)
+    data.mkdir(parents=True, exist_ok=True)
+    weights = {
+        k: v.half() if v.is_floating_point() else v for k, v in load_file(str(src / "model.safetensors")).items()
+    }
+    save_file(weights, str(ck / "model.safetensors"))
+    for f in ("config.json", "vocab.txt", "tokenizer_config.json"):
+        if (src / f).is_file():
+            shutil.copy(src / f, ck / f)
+    for f in sorted(data_dir().glob("*.csv")):
+        lines = f.read_text(encoding="utf-8").splitlines(keepends=True)
+        (data / f.name).write_text("".join(lines[: rows + 1]), encoding="utf-8")
+    size = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    print(f"{dest}: {size / 2**20:.1f} MiB: carry it to the GPU machine (the device tool's carry=['{dest}'])")
+
+
+def tiny_checkpoint(dest: Path) -> Path:
+    """A random 2-layer encoder in Hugging Face layout with the embedded checkpoint's vocabulary (for --quick)."""
+    from minbert.model import BertConfig, BertModel, default_checkpoint_dir
+    from minbert.runs import save_tensors
+
+    torch.manual_seed(0)
+    cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    dest.mkdir(parents=True, exist_ok=True)
+    save_tensors(dest / "model.safetensors", BertModel(cfg).state_dict())
+    (dest / "config.json").write_text(cfg.to_json())
+    shutil.copy(default_checkpoint_dir() / "vocab.txt", dest / "vocab.txt")
+    return dest
+
+
+def train(args, out: Path, *extra: str, torchrun: bool = False, wait: bool = True):
+    launcher = ["torchrun", "--standalone", "--nproc-per-node", "1", "-m"] if torchrun else [sys.executable, "-m"]
+    cmd = [*launcher, "minbert", "train", str(QUICKSTART), *budget(args.quick), f"device={args.device}",
+           f"checkpoint={args.checkpoint}", f"data_dir={args.data_dir}", f"out={out}", *extra]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)  # fmt: skip
+    if not wait:
+        return proc
+    out_, err = proc.communicate(timeout=600)
+    if proc.returncode:
+        raise RuntimeError(f"minbert train exited {proc.returncode}: {err.strip().splitlines()[-1:]}")
+    return out_ + err
+
+
+def finished(run: Path) -> dict:
+    summary = json.loads((run / "summary.json").read_text())
+    assert all(v == v for v in summary["dev"].values()), f"non-finite dev metrics {summary['dev']}"
+    files = sorted(p.name for p in (run / "predictions").glob("*.csv"))
+    assert files, "no prediction files"
+    return summary
+
+
+# -- checks ---------------------------------------------------------------------------------------------------------
+
+
+def check_parity(args, work: Path) -> str:
+    """Our encoder against transformers.BertModel on the same weights and sentences: fp32 and bf16 autocast,
+    padded (model.forward) and unpadded (the fused multitask pass's flat layout)."""
+    import transformers
+
+    from minbert.data import Tokenizer, pad
+    from minbert.model import BertModel
+
+    dev = torch.device(args.device)
+    ours = BertModel.from_pretrained(args.checkpoint).float().to(dev).eval()
+    ours.choose_speed_paths(dev.type)
+    theirs = transformers.BertModel.from_pretrained(args.checkpoint).float().to(dev).eval()
+    tok = Tokenizer.from_pretrained(args.checkpoint)
+    texts = ["a gorgeous, witty film", "a tedious mess that never finds its footing, and a long one at that", "ok"]
+    ids, mask = (t.to(dev) for t in pad(tok.encode(texts, 64), tok.pad_id))
+    real = mask.bool()
+    rows = []
+    for name, dtype, bound in (("fp32", None, 1e-4), ("bf16", torch.bfloat16, 0.1)):
+        ctx = torch.autocast(dev.type, dtype=dtype) if dtype else torch.autocast(dev.type, enabled=False)
+        with torch.no_grad(), ctx:
+            a = ours(ids, mask)[0].float()
+            b = theirs(input_ids=ids, attention_mask=mask).last_hidden_state.float()
+            flat = unpadded(ours, ids, mask)
+        if dtype is None:
+            ref = b[real]  # bf16 is compared with fp32 transformers: its own rounding is the bound's point
+        d_pad, d_flat = (a[real] - ref).abs().max().item(), (flat - ref).abs().max().item()
+        assert d_pad <= bound and d_flat <= bound, f"{name}: max |diff| padded {d_pad:.2e}, unpadded {d_flat:.2e}"
+        rows.append(f"{name} padded {d_pad:.1e}, unpadded {d_flat:.1e} (bound {bound:g})")
+    return "; ".join(rows)
+
+
+def unpadded(model, ids, mask) -> torch.Tensor:
+    """The real tokens' states (N, H) through the flat varlen layout the fused multitask pass uses (model/varlen.py),
+    forced by extra padding whatever the batch."""
+    from minbert.model import varlen
+
+    with_padding = torch.nn.functional.pad(mask, (0, varlen.MIN_PADDING))  # (B, T + pad): enough padding to unpad
+    v, real = varlen.unpad(with_padding)
+    ids = torch.nn.functional.pad(ids, (0, varlen.MIN_PADDING))  # (B, T + pad), padded with id 0
+    x = model.embeddings(ids)  # (B, T', H)
+    B, T, H = x.shape
+    y = model.layers(x.reshape(B * T, H).index_select(0, real), v, None).float()  # (N, H), the layout's order
+    grid = y.new_zeros(B * T, H).index_copy(0, real, y).view(B, T, H)  # (B, T', H)
+    return grid[:, : mask.shape[1]][mask.bool()]  # (N, H) in row order, as a padded batch's real tokens
+
+
+def check_train(args, work: Path, precision: str) -> str:
+    run = work / f"train-{precision}"
+    train(args, run, f"precision={precision}", "fused=true")
+    s = finished(run)
+    state = json.loads(next((run / "checkpoints").glob("last-*/state.json")).read_text())
+    if precision == "fp16":
+        scale = state["techniques"]["scaler"].get("scale", 0)
+        assert scale > 0, "fp16 without a gradient scaler state"
+    return f"{s['steps']} steps, dev overall {s['dev']['overall']:.4f}, {s['wall_time_s']:.0f} s"
+
+
+def check_resume(args, work: Path) -> str:
+    """A run killed after its first checkpoint and resumed ends with the weights of the run never stopped (on CUDA
+    bit-exact only if its kernels are deterministic: the largest difference is reported)."""
+    from safetensors.torch import load_file
+
+    full, killed = work / "resume-full", work / "resume-killed"
+    extra = ("precision=fp32",)
+    train(args, full, *extra)
+    proc = train(args, killed, *extra, wait=False)
+    deadline = time.time() + 300
+    while not (killed / "last.json").is_file():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "summary.json").exists(), "the kill came after the run ended"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-m", "minbert", "train", "--resume", str(killed)], capture_output=True,
+                          text=True, env=env, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
+
+    def weights(run):
+        return load_file(str(sorted((run / "checkpoints").glob("last-*"))[-1] / "model.safetensors"))
+
+    a, b = weights(full), weights(killed)
+    diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    exact = all(torch.equal(a[k], b[k]) for k in a)
+    assert diff < 1e-3, f"resumed weights differ by {diff:.2e}"
+    return "bit-exact" if exact else f"max |diff| {diff:.1e} (not bit-exact: nondeterministic kernels)"
+
+
+def check_torchrun(args, work: Path) -> str:
+    log = train(args, work / "torchrun", "precision=fp32", torchrun=True)
+    backend = "nccl" if args.device == "cuda" else "gloo"
+    assert f"backend {backend}" in log, f"the log does not name backend {backend}"
+    finished(work / "torchrun")
+    return f"1 process, backend {backend}"
+
+
+def check_compile(args, work: Path) -> str:
+    backend = "inductor" if args.device == "cuda" else "eager"  # inductor on CPU needs a C++ toolchain: CI's smoke
+    log = train(args, work / "compile", "precision=fp32", f"compile={backend}")
+    assert "running eagerly" not in log and "leaves the layers eager" not in log, "compile fell back to eager"
+    s = finished(work / "compile")
+    return f"compile={backend}: {s['steps']} steps, {s['wall_time_s']:.0f} s"
+
+
+def check_export(args, work: Path) -> str:
+    """The bf16 run exported for transformers (and ONNX where onnxruntime is installed) predicts what it does."""
+    import importlib.util
+
+    import transformers
+
+    import minbert
+    from minbert.data import pad
+
+    run = work / "train-bf16"
+    assert run.is_dir(), "needs the train-bf16 check's run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    done = subprocess.run([sys.executable, "-m", "minbert", "export", str(run), str(work / "hf"), "--format", "hf"],
+                          capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
+    m = minbert.load(run, device="cpu")
+    texts = ["a gorgeous, witty film", "a tedious mess"]
+    exported = transformers.AutoModel.from_pretrained(work / "hf").eval()
+    ids, mask = pad(m.run.tok.encode(texts, 64), m.run.tok.pad_id)
+    with torch.no_grad():
+        hf = exported(input_ids=ids, attention_mask=mask).last_hidden_state
+        ours = m.run.model.bert.float()(ids, mask)[0]
+    d = (hf - ours)[mask.bool()].abs().max().item()
+    assert d < 1e-4, f"hf export differs by {d:.1e}"
+    result = f"hf max |diff| {d:.1e}"
+    if args.quick:  # tests/test_export.py checks ONNX on CPU; the smoke keeps to seconds
+        return result + "; onnx skipped (--quick)"
+    if importlib.util.find_spec("onnxruntime") is None:
+        return result + "; onnx skipped (onnxruntime not installed)"
+    done = subprocess.run([sys.executable, "-m", "minbert", "export", str(run), str(work / "onnx"), "--format", "onnx"],
+                          capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
+    return result + "; onnx checked against PyTorch by the export itself"
+
+
+def timed_pair(fa, fb, iters: int, sync) -> tuple[float, float]:
+    """Median seconds per call of fa and fb, interleaved (alternating which goes first)."""
+    for _ in range(2):
+        fa(), fb()
+    sync()
+    ta, tb = [], []
+    for i in range(iters):
+        for f, acc in ((fa, ta), (fb, tb)) if i % 2 == 0 else ((fb, tb), (fa, ta)):
+            t = time.perf_counter()
+            f()
+            sync()
+            acc.append(time.perf_counter() - t)
+    return statistics.median(ta), statistics.median(tb)
+
+
+def check_speed(args, work: Path) -> str:
+    """Ours against transformers on the same batches: a training step (forward, backward, AdamW) and inference,
+    bf16 autocast where the device has it, on the checkpoint and on a random 12 x 768 encoder."""
+    import transformers
+
+    from minbert.model import BertConfig, BertModel
+
+    dev = torch.device(args.device)
+    dtype = torch.bfloat16 if (dev.type == "cpu" or torch.cuda.is_bf16_supported()) else torch.float16
+    batch, length, iters = (4, 16, 3) if args.quick else (64, 128, 10)
+    rows = []
+    for name, cfg in [("checkpoint", None)] + ([] if args.quick else [("12x768 random", BertConfig())]):
+        if cfg is None:
+            ours = BertModel.from_pretrained(args.checkpoint).float()
+            theirs = transformers.BertModel.from_pretrained(args.checkpoint).float()
+        else:
+            ours = BertModel(cfg)
+            theirs = transformers.BertModel(transformers.BertConfig(**json.loads(cfg.to_json())))
+        rows.append(f"{name}: " + speed_row(ours.to(dev), theirs.to(dev), dev, dtype, batch, length, iters))
+    return "; ".join(rows) + f" ({str(dtype).removeprefix('torch.')}, batch {batch} x {length})"
+
+
+def speed_row(ours, theirs, dev, dtype, batch: int, length: int, iters: int) -> str:
+    from minbert.optim import AdamW
+
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    ours.choose_speed_paths(dev.type)
+    ids = torch.randint(1000, ours.config.vocab_size, (batch, length), device=dev)
+    mask = torch.ones_like(ids)
+    mask[: batch // 2, length // 2 :] = 0  # half the batch padded to half its length
+    opt_a = AdamW(ours.parameters(), lr=1e-5)
+    opt_b = torch.optim.AdamW(theirs.parameters(), lr=1e-5, fused=cuda)
+
+    def step(model, opt, hf):
+        with torch.autocast(dev.type, dtype=dtype):
+            h = model(input_ids=ids, attention_mask=mask).last_hidden_state if hf else model(ids, mask)[0]
+        h.float().mean().backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    def infer(model, hf):
+        with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype):
+            model(input_ids=ids, attention_mask=mask) if hf else model(ids, mask)
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    ours.train(), theirs.train()
+    ta, tb = timed_pair(lambda: step(ours, opt_a, False), lambda: step(theirs, opt_b, True), iters, sync)
+    ours.eval(), theirs.eval()
+    ia, ib = timed_pair(lambda: infer(ours, False), lambda: infer(theirs, True), iters, sync)
+    peak = f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if cuda else ""
+    return (f"train {batch / ta:.0f} vs {batch / tb:.0f} ex/s ({tb / ta:.2f}x), "
+            f"inference {batch / ia:.0f} vs {batch / ib:.0f} ex/s ({ib / ia:.2f}x){peak}")  # fmt: skip
+
+
+CHECKS = [
+    ("parity with transformers", check_parity),
+    ("train bf16, fused", lambda a, w: check_train(a, w, "bf16")),
+    ("train fp16 + GradScaler, fused", lambda a, w: check_train(a, w, "fp16")),
+    ("resume after a kill", check_resume),
+    ("torchrun, 1 process", check_torchrun),
+    ("torch.compile", check_compile),
+    ("export hf / onnx", check_export),
+    ("throughput vs transformers", check_speed),
+]
+
+
+def environment(args) -> str:
+    if args.device == "cuda":
+        p = torch.cuda.get_device_properties(0)
+        return (f"{p.name}, {p.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}, torch {torch.__version__}, "
+                f"bf16 {'yes' if torch.cuda.is_bf16_supported() else 'no'}")  # fmt: skip
+    return f"CPU ({os.cpu_count()} cores), torch {torch.__version__}"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cuda", "cpu"))
+    p.add_argument("--quick", action="store_true", help="a tiny random encoder and a few steps (CI's smoke test)")
+    p.add_argument("--checkpoint", help="a Hugging Face BERT folder (default: the embedded one; --quick: a tiny one)")
+    p.add_argument("--data-dir", help="the CS224N files (default: minbert's data folder)")
+    p.add_argument("--only", nargs="*", help="run only the checks whose name starts with one of these words")
+    p.add_argument("--no-record", action="store_true", help="do not append the table to benchmarks/RESULTS.md")
+    p.add_argument("--prepare", metavar="DIR", help="write the fp16 checkpoint and data subsets to carry, and stop")
+    args = p.parse_args(argv)
+    if args.prepare:
+        prepare(Path(args.prepare))
+        return 0
+    from minbert.data import data_dir
+    from minbert.model import default_checkpoint_dir
+
+    work = Path(tempfile.mkdtemp(prefix="gpu_check-"))
+    args.checkpoint = str(
+        args.checkpoint or (tiny_checkpoint(work / "tiny") if args.quick else default_checkpoint_dir())
+    )
+    args.data_dir = str(args.data_dir or data_dir())
+    rows, failed = [], 0
+    for name, fn in CHECKS:
+        if args.only and not any(name.startswith(w) for w in args.only):
+            continue
+        t = time.perf_counter()
+        try:
+            result, ok = fn(args, work), "ok"
+        except Exception as e:  # each check on its own: report it and go on
+            result, ok = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}", "FAILED"
+            failed += 1
+            traceback.print_exc()
+        rows.append(f"| {name} | {ok} | {result} | {time.perf_counter() - t:.0f} s |")
+        print(rows[-1], flush=True)
+    table = "\n".join(["| check | result | detail | time |", "|---|---|---|---|", *rows])
+    setup = f"{environment(args)}; checkpoint {args.checkpoint}; {'quick' if args.quick else 'full'} budget"
+    text = f"{setup}\n\n{table}\n"
+    if os.environ.get("OUT"):
+        Path(os.environ["OUT"], "gpu_check.md").write_text(text)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _record import record
+
+    record("GPU check", setup, table, write=not args.no_record)
+    shutil.rmtree(work, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""benchmarks/gpu_check.py, the prepared CUDA check (issue 24), as a CPU smoke test: every check runs on a tiny
+random encoder and passes, and its table reaches $OUT, so the script cannot rot between GPU sessions."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+
+
+def test_the_gpu_check_runs_on_cpu(tmp_path):
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHONPATH": str(ROOT / "src")}
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--device", "cpu", "--quick", "--no-record"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    table = (tmp_path / "gpu_check.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| check")]
+    assert len(rows) == 8 and all("| ok |" in r for r in rows), table
+    assert "bit-exact" in table and "backend gloo" in table
+
+
+def test_prepare_writes_a_carry_under_the_device_limit(tmp_path):
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--prepare", str(tmp_path / "carry")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    files = [p for p in (tmp_path / "carry").rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 64 * 2**20
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "carry" / "checkpoint" / "model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} <= {"F16", "I64"}
+    names = {p.name for p in (tmp_path / "carry" / "data").iterdir()}
+    assert {"ids-sst-train.csv", "quora-dev-from-dev.csv", "sts-dev.csv"} <= names
