@@ -169,3 +169,33 @@ def test_attention_implementations_agree_and_are_chosen_once_per_device():
     torch.testing.assert_close(ATTENTION["math"](q, k, v, mask, 0.0), ATTENTION["sdpa"](q, k, v, mask, 0.0))
     assert SpeedPaths.for_device("cpu") == SpeedPaths("math", "sdpa", True)
     assert SpeedPaths.for_device("cuda") == SpeedPaths("sdpa", "sdpa", False)
+
+
+def test_dynamic_int8_quantization_runs_on_our_model(ckpt):
+    """torch's quantize_dynamic replaces the Linear layers by int8 ones whose weight is a method: the fused q/k/v
+    projection of the unpadded path must not read it. Padded and unpadded batches run, and the mean-pooled
+    sentence embeddings stay close to fp32's (int8 is approximate: issue 23 measures its accuracy)."""
+    import warnings
+
+    from minbert.data import Tokenizer, pad
+    from minbert.model import BertModel
+
+    model = BertModel.from_pretrained(ckpt).eval()
+    tok = Tokenizer.from_pretrained(ckpt)
+    long = "a tedious mess that never finds its footing and goes on and on for two hours and then some more"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization's deprecation notice
+        q = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    assert q.encoder.layer[0].attention.self.query.__class__.__name__ == "Linear" and not isinstance(
+        q.encoder.layer[0].attention.self.query.weight, torch.Tensor
+    )
+    for texts in (
+        ["a gorgeous, witty film"] * 3 + [long],
+        ["a gorgeous, witty film", "a fine one"],
+    ):  # unpadded, padded
+        ids, mask = pad(tok.encode(texts, 64), tok.pad_id)
+        with torch.inference_mode():
+            a, b = model(ids, mask)[0], q(ids, mask)[0]
+        m = mask[..., None].float()  # (B, T, 1)
+        ea, eb = (a * m).sum(1) / m.sum(1), (b * m).sum(1) / m.sum(1)  # (B, H) mean pooling
+        assert torch.nn.functional.cosine_similarity(ea, eb, dim=-1).min() > 0.9

@@ -85,6 +85,8 @@ class BertSelfAttention(nn.Module):
 
     def qkv(self, x):
         """(..., H) -> (..., 3H) queries, keys and values from one matmul; parameters keep Hugging Face's names."""
+        if not isinstance(self.query.weight, torch.Tensor):  # quantized layers (quantize_dynamic): weight is a method
+            return torch.cat([self.query(x), self.key(x), self.value(x)], -1)  # (..., 3H)
         w = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3H, H)
         b = torch.cat([self.query.bias, self.key.bias, self.value.bias])  # (3H,)
         return F.linear(x, w, b)
