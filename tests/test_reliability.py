@@ -132,7 +132,12 @@ def _copy_run(tiny_run, tmp_path) -> Path:
 
 
 @pytest.mark.parametrize(
-    "text,part", [('{"dev": {"sst/acc": 0.4', "summary.json:1:"), ('{"dev": {"sst/acc": "high"}}', "'dev' must map")]
+    "text,part",
+    [
+        ('{"dev": {"sst/acc": 0.4', "summary.json:1:"),
+        ('{"dev": {"sst/acc": "high"}}', "'dev' must map"),
+        ('{"folder": 3, "step": "x"}', "'dev' must map"),  # no "dev" at all: found by the long fuzz run
+    ],
 )
 def test_a_damaged_summary_is_one_line(text, part, tiny_run, tmp_path, capsys):
     run = _copy_run(tiny_run, tmp_path)

@@ -232,7 +232,7 @@ def read_summary(run: Path) -> dict:
     path = Path(run) / "summary.json"
     fix = f"it is written at a run's end: `minbert evaluate {run}` recomputes the metrics"
     data = read_json(path, "run summary", dict, fix)
-    dev = data.get("dev", {})
+    dev = data.get("dev")
     if not isinstance(dev, dict) or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in dev.values()
     ):
