@@ -28,9 +28,7 @@ def read_bytes(path: str | Path, what: str = "file", hint: str = "") -> bytes:
     if path.is_dir():
         raise MinbertError(f"{path}: is a folder, not a {what}{'; ' + hint if hint else ''}")
     if not path.exists():
-        parent = path.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
+        parent = nearest_existing(path.parent)
         if parent.exists() and not parent.is_dir():
             raise MinbertError(f"{path}: {parent} is a file, not a folder; check the path")
         raise MinbertError(f"{path}: no such {what}{'; ' + hint if hint else ''}")
@@ -180,13 +178,24 @@ def check_output(target: Path, overwrite: bool, what: str = "output folder") -> 
             f"{target}: not empty; choose a new folder for the {what}, or add --overwrite to replace the files "
             "this command writes there"
         )
-    parent = target
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    check_writable(target, "another path")
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path` or its closest ancestor that exists."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(target: Path, instead: str) -> None:
+    """`target` (which may not exist yet) can be made and written: its nearest existing ancestor is a folder we
+    may write to; else one MinbertError saying to choose `instead`."""
+    parent = nearest_existing(Path(target))
     if not parent.is_dir():
-        raise MinbertError(f"{target}: {parent} is a file, not a folder; choose another path")
+        raise MinbertError(f"{target}: {parent} is a file, not a folder; choose {instead}")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise MinbertError(f"{target}: {parent} is not writable; choose another path or fix its permissions")
+        raise MinbertError(f"{target}: {parent} is not writable; choose {instead} or fix its permissions")
 
 
 @contextlib.contextmanager

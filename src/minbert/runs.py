@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from minbert.errors import MinbertError
-from minbert.files import atomic_write_text, read_jsonl  # noqa: F401 (atomic_write_text: used from here)
+from minbert.files import atomic_write_text, check_writable, read_jsonl  # noqa: F401 (atomic_write_text: used from here)
 
 
 def new_run_dir(root: str | Path, name: str) -> Path:
@@ -49,13 +49,7 @@ RUN_FILES = (
 def check_run_dir(run: Path, resume: bool, overwrite: bool) -> None:
     """Before any work: `run` can be written, and holds no run unless `--resume` continues it or `--overwrite`
     replaces it."""
-    parent = run
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise MinbertError(f"{run}: {parent} is a file, not a folder; choose another out=")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise MinbertError(f"{run}: {parent} is not writable; choose another out= or fix its permissions")
+    check_writable(run, "another out=")
     held = [f for f in RUN_FILES[:5] if (run / f).exists()]
     if held and not resume and not overwrite:
         if not (run / "last.json").exists() and not (run / "summary.json").exists():

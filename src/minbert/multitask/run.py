@@ -64,7 +64,12 @@ def load_run_config(run: Path, data_dir: str | None = None) -> TrainConfig:
     """A run's saved config; its data folder by the rule of `choose_data_dir` (`data_dir`: the --data-dir flag)."""
     if not (run / "config.yaml").is_file():
         raise MinbertError(f"{run}: no config.yaml; is this a minbert train run directory?")
-    cfg = from_dict(TrainConfig, load_yaml(run / "config.yaml")).validate()
+    try:
+        cfg = from_dict(TrainConfig, load_yaml(run / "config.yaml")).validate()
+    except MinbertError as e:
+        if str(run / "config.yaml") in str(e):
+            raise
+        raise MinbertError(f"{run / 'config.yaml'}: {e} (the run's saved config was changed or damaged)") from None
     return dataclasses.replace(cfg, data_dir=choose_data_dir(data_dir, cfg.data_dir))
 
 
