@@ -9,6 +9,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -109,18 +110,28 @@ class RunLock:
         self.path.unlink(missing_ok=True)
 
 
-LOCK_GRACE_S = 2.0  # how long a lock's live holder may take to go before a second writer is refused
+LOCK_GRACE_S = 5.0  # how long a lock's live holder may take to go before a second writer is refused
 
 
 def _gone_soon(pid: int, started: str) -> bool:
     """Whether the lock's holder exits within LOCK_GRACE_S: a process killed a moment ago (a resume right after a
     kill) is still being torn down, while a live writer stays."""
     deadline = time.time() + LOCK_GRACE_S
-    while time.time() < deadline:
+    while time.time() < deadline or (_dying(pid) and time.time() < deadline + 60):
         time.sleep(0.1)
         if not _alive(pid, started):
             return True
-    return False
+    return _dying(pid)  # killed, but still finishing a write (a busy disk): it runs no more of its own code
+
+
+def _dying(pid: int) -> bool:
+    """Whether a SIGKILL is pending for the process (it is being torn down, e.g. still in an fsync)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return False
+    pending = [int(line.split()[1], 16) for line in status if line.startswith(("SigPnd:", "ShdPnd:"))]
+    return any(p & (1 << (signal.SIGKILL - 1)) for p in pending)
 
 
 def _stat(pid: int) -> list[str]:
