@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except MinbertError as e:
-        print(f"minbert: error: {' '.join(str(e).split())}", file=sys.stderr)
+        print(f"minbert: error: {e}", file=sys.stderr)  # one line: MinbertError joins its whitespace
         return 2
     except KeyboardInterrupt:
         print(f"minbert: interrupted{_RESUME if args.command == 'train' else ''}", file=sys.stderr)

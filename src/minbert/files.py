@@ -205,10 +205,8 @@ def staged(target: Path):
     fails - bad input, a full disk, Ctrl-C - the sibling is removed, with any folder made for it, and `target` is
     as it was."""
     target = Path(target)
-    made = target.parent
-    while not made.parent.exists() and made != made.parent:
-        made = made.parent
-    created = None if made.exists() else made
+    top = nearest_existing(target.parent)
+    created = None if top == target.parent else top / target.parent.relative_to(top).parts[0]  # the first made
     existed = target.exists()
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
