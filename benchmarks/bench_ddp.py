@@ -28,7 +28,6 @@ def worker(steps: int, precision: str) -> None:
     from minbert.multitask.config import TrainConfig
     from minbert.multitask.data import BatchStream, step_batches
     from minbert.multitask.run import build, load_data
-    from minbert.multitask.step import train_step
     from minbert.multitask.techniques import Techniques
     from minbert.optim import AdamW
     from minbert.runs import set_threads
@@ -48,7 +47,7 @@ def worker(steps: int, precision: str) -> None:
             barrier()
             t = time.perf_counter()
         idx = {n: s.next() for n, s in streams.items()}
-        train_step(tech, opt, step_batches(data, idx, tok.pad_id, device, d.rank, d.world), i)
+        tech.stepper.step(opt, step_batches(data, idx, tok.pad_id, device, d.rank, d.world), i)
         examples += sum(len(v) for v in idx.values()) if i >= 2 else 0
     barrier()
     if d.main:

@@ -30,9 +30,9 @@ from minbert.config import load_config
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, make_batch, step_batches
 from minbert.multitask.evaluate import evaluate
+from minbert.multitask.objective import Objective
 from minbert.multitask.run import build, load_data
-from minbert.multitask.step import train_step
-from minbert.multitask.techniques import Techniques
+from minbert.multitask.stepper import Stepper
 from minbert.optim import AdamW
 from minbert.runs import autocast
 
@@ -82,15 +82,14 @@ def fixed_length(micro, length: int, pad_id: int):
     return out
 
 
-def five_passes(tech: Techniques, device):
+class FivePasses(Objective):
     """The step's losses with one encoder pass per sentence group: a pair task encodes its first sentences, then
     its second ones, each padded to its own longest."""
-    model = tech.model
 
-    def losses(batches):
-        outs = {}
+    def forward(self, batches, fracs):
+        outs, model = {}, self.model
         for n, b in batches.items():
-            with autocast(device, tech.cfg.precision):
+            with autocast(self.device, self.cfg.precision):
                 sides = b.ids.chunk(2) if b.pair else (b.ids,)
                 masks = b.mask.chunk(2) if b.pair else (b.mask,)
                 emb = []
@@ -98,9 +97,8 @@ def five_passes(tech: Techniques, device):
                     T = int(mask.sum(1).max())
                     emb.append(model.embed(n, ids[:, :T], mask[:, :T], None if b.types is None else b.types[:, :T]))
                 outs[n] = model.head(n, torch.cat(emb), b.pair)  # (B', H) -> the head's output
-        return {n: tech.task_loss(n, b, outs[n]) for n, b in batches.items()}
-
-    return losses
+        losses = {n: self.task_loss(n, b, outs[n]) for n, b in batches.items()}
+        return sum(fracs[n] * loss for n, loss in losses.items()), losses, {}
 
 
 def main() -> None:
@@ -125,11 +123,12 @@ def main() -> None:
 
     def examples_per_second(modes: dict[str, dict], cls=BatchStream, n=steps, fixed=False, batch=0) -> dict[str, float]:
         """Each mode {fused, five, padded} timed on the same steps, interleaved step by step."""
-        techs = {}
+        steppers = {}
         for name, m in modes.items():
-            techs[name] = Techniques(dataclasses.replace(cfg, fused=m.get("fused", False)), model, device)
-            if m.get("five"):
-                techs[name].step_loss.losses = five_passes(techs[name], device)
+            objective = FivePasses if m.get("five") else Objective
+            steppers[name] = Stepper(
+                objective(dataclasses.replace(cfg, fused=m.get("fused", False)), model, device), device
+            )
         s = {n: cls(n, d.lengths, batch or cfg.task(n).batch_size, cfg.seed) for n, d in data["train"].items()}
         model.train()
         examples, elapsed = 0, dict.fromkeys(modes, 0.0)
@@ -138,10 +137,10 @@ def main() -> None:
             micro = step_batches(data["train"], idx, tok.pad_id, device)
             if fixed:
                 micro = fixed_length(micro, max_len, tok.pad_id)
-            for name, tech in techs.items():
+            for name, stepper in steppers.items():
                 model.bert.unpad = not modes[name].get("padded", False)
                 t = time.perf_counter()
-                train_step(tech, opt, micro, 0)
+                stepper.step(opt, micro, 0)
                 if i >= 2:
                     elapsed[name] += time.perf_counter() - t
             if i >= 2:

@@ -25,7 +25,6 @@ from minbert.model import BertModel, default_checkpoint_dir
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
 from minbert.multitask.run import build, load_data
-from minbert.multitask.step import train_step
 from minbert.multitask.techniques import Techniques
 from minbert.optim import AdamW
 from minbert.runs import autocast
@@ -56,7 +55,7 @@ class Setup:
             micro = step_batches(self.data, {n: s.next() for n, s in streams.items()}, self.tok.pad_id, self.device)
             tokens += sum(int(b.mask.sum()) for b in micro[0][0].values())
             t = time.perf_counter()
-            train_step(self.tech, self.opt, micro, i)
+            self.tech.stepper.step(self.opt, micro, i)
             elapsed += time.perf_counter() - t
         return elapsed, steps, tokens
 

@@ -5,7 +5,7 @@ else fp32). Run by hand, with nothing else running:
     python benchmarks/bench_techniques.py [--steps 10] [--precision auto|fp32|bf16]
 
 Each variant trains `--steps` round-robin steps (after 2 warm-up steps) through the real training loop's
-per-step code (multitask.step.train_step), with the same batches. Appends the table to benchmarks/RESULTS.md.
+per-step code (multitask.stepper.Stepper.step), with the same batches. Appends the table to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from minbert.config import load_config
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
 from minbert.multitask.run import build, load_data
-from minbert.multitask.step import train_step
 from minbert.multitask.techniques import Techniques
 from minbert.optim import AdamW
 from minbert.runs import resolve_precision
@@ -56,7 +55,7 @@ def time_variant(overrides: list[str], steps: int, precision: str) -> float:
     model.train()
 
     def step(i):
-        train_step(tech, opt, step_batches(data, {n: streams[n].next() for n in cfg.tasks}, tok.pad_id, device), i)
+        tech.stepper.step(opt, step_batches(data, {n: streams[n].next() for n in cfg.tasks}, tok.pad_id, device), i)
 
     for i in range(2):
         step(i)

@@ -11,8 +11,8 @@ from minbert.model.varlen import buckets, layout
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
 from minbert.multitask.fused import flatten, fused_forward
+from minbert.multitask.objective import Objective
 from minbert.multitask.run import build, load_data
-from minbert.multitask.techniques import Techniques
 from tests.helpers import QUICKSTART, TINY
 
 
@@ -28,9 +28,9 @@ def setup(overrides):
 
 
 def losses_and_grads(cfg, model, batches, fused):
-    tech = Techniques(dataclasses.replace(cfg, fused=fused), model, torch.device("cpu"))
+    objective = Objective(dataclasses.replace(cfg, fused=fused), model, torch.device("cpu"))
     model.zero_grad(set_to_none=True)
-    losses = tech.batch_losses(batches)
+    _, losses, _ = objective(batches, {n: 1.0 for n in batches})
     sum(losses.values()).backward()
     return {n: v.item() for n, v in losses.items()}, {
         n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None

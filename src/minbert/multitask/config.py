@@ -231,6 +231,16 @@ class TrainConfig:
         out["lr_schedule_args"] = (LR_SCHEDULES[self.lr_schedule], self.lr_schedule_args)
         return out
 
+    def build(self, key: str):
+        """The technique behind one key of `technique_args` (e.g. "combiner_args"), built from its arguments."""
+        fn, args = self.technique_args()[key]
+        return fn(**typed_args(fn, args, key))
+
+    @property
+    def per_task_gradients(self) -> bool:
+        """Whether a step computes one gradient per task (a combiner, or conflict statistics to record)."""
+        return self.combiner != "sum" or self.conflict_stats
+
     def restricted_to(self, names: list[str]) -> "TrainConfig":
         return dataclasses.replace(self, tasks={n: t for n, t in self.tasks.items() if n in names})
 

@@ -35,7 +35,6 @@ from minbert.multitask.evaluate import evaluate, results_table, write_task_predi
 from minbert.multitask.frozen import cache_features
 from minbert.multitask.run import build, load_data, load_run_config, resume_config  # noqa: F401 (re-exported)
 from minbert.multitask.state import load_snapshot, save_snapshot
-from minbert.multitask.step import train_step
 from minbert.multitask.techniques import Techniques
 from minbert.optim import AdamW
 from minbert.runs import (
@@ -78,6 +77,7 @@ class TrainState:
     bad_steps: int = 0  # non-finite steps in a row (the divergence guard)
     skipped: int = 0  # non-finite steps in all
     loss_ema: dict[str, float] = field(default_factory=dict)  # running loss per task (the divergence guard)
+    reg_window: dict[str, list] = field(default_factory=dict)  # per regularizer [sum, count] since the last log
     stopped: str = ""  # why training stopped early (a time or step budget, early stopping)
     techniques: dict = field(default_factory=dict)  # the techniques' own state (Techniques.state)
 
@@ -90,13 +90,28 @@ class TrainState:
     def from_json(cls, saved: dict) -> TrainState:
         """A checkpoint's state.json (keys it does not know, like the optimizer's, are left out)."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in saved.items() if k in names} | {"tasks": list(saved["consumed"])})
+        state = {k: v for k, v in saved.items() if k in names} | {"tasks": list(saved["consumed"])}
+        if "reg_window" not in saved:  # saved when the techniques kept it
+            state["reg_window"] = saved.get("techniques", {}).get("reg_window", {})
+        return cls(**state)
 
     def count(self, losses: dict[str, float]) -> None:
         for name, loss in losses.items():
             for acc in (self.window[name], self.epoch_loss[name]):
                 acc[0] += loss
                 acc[1] += 1
+
+    def count_terms(self, terms: dict[str, list[float]]) -> None:
+        for k, values in terms.items():
+            acc = self.reg_window.setdefault(k, [0.0, 0])
+            acc[0] += sum(values)
+            acc[1] += len(values)
+
+    def take_terms(self) -> dict[str, float]:
+        """Each regularizer's mean term per task batch since the last call, as `train/reg/<name>`."""
+        record = {f"train/reg/{k}": a / c for k, (a, c) in self.reg_window.items() if c}
+        self.reg_window = {}
+        return record
 
     def mean(self, sums: dict[str, list]) -> dict[str, float]:
         return {f"train/loss/{n}": a / c for n, (a, c) in sums.items() if c}
@@ -210,7 +225,7 @@ class Trainer:
         tensors: dict = {}
         self.st = TrainState.from_json(load_snapshot(self.run, "last", self.model, self.optimizer, tensors))
         self.tech.load_state(self.st.techniques)
-        self.tech.load_tensors(tensors)
+        self.tech.objective.load_tensors(tensors)
         if self.d.world > 1:  # load_snapshot restored rank 0's RNG; each rank continues its own draws
             own = tensors.get(f"rng/rank{self.d.rank}")
             if own is not None:
@@ -231,18 +246,17 @@ class Trainer:
             idx = {name: self.streams[name].next() for name in plan[s]}
             micro = step_batches(self.data["train"], idx, self.tok.pad_id, self.device, self.d.rank, self.d.world,
                                  cfg.grad_accum)  # fmt: skip
-            losses, skipped = train_step(self.tech, self.optimizer, micro, st.global_step)
+            result = self.tech.stepper.step(self.optimizer, micro, st.global_step)
             st.global_step += 1
             step = st.global_step
-            if guard(st, losses, skipped, step, cfg, self.run):  # False: a skipped update, not counted
-                st.count(losses)
+            st.count_terms(result.terms)
+            if guard(st, result.losses, result.skipped, step, cfg, self.run):  # False: a skipped update, not counted
+                st.count(result.losses)
             # running loss per task this epoch, and (in brackets) how many of its batches: the task mix
             bar.set_postfix({n: f"{a / c:.3f} ({c})" for n, (a, c) in st.epoch_loss.items() if c}, refresh=False)
             if step % cfg.log_every == 0:
                 skipped = {"train/skipped_steps": st.skipped} if st.skipped else {}
-                self.metrics.write(
-                    {"step": step, "epoch": epoch, **st.mean(st.window), **self.tech.take_log(), **skipped}
-                )
+                self.metrics.write({"step": step, "epoch": epoch, **st.mean(st.window), **st.take_terms(), **skipped})
                 st.window = _sums(cfg.tasks)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and s + 1 < len(plan):
                 self.checkpoint(step_in_epoch=s + 1, epoch=epoch)
@@ -309,7 +323,7 @@ class Trainer:
         st.elapsed = time.time() - self.start
         st.consumed = {n: x.consumed for n, x in self.streams.items()}
         st.techniques = self.tech.state()
-        tensors = self.tech.tensors()
+        tensors = self.tech.objective.tensors()
         if self.d.world > 1:  # every rank's own dropout stream (all ranks take part in the gather)
             tensors.update({f"rng/rank{r}": t for r, t in enumerate(all_gather(torch.get_rng_state()))})
         if self.d.main:

@@ -1,0 +1,108 @@
+"""What one training step minimizes, as one module (`Objective`, the module DistributedDataParallel wraps).
+
+For each task of the step, on its batch: the head's output (one fused encoder pass of all the step's sentences, or
+the task's own pass), its loss, mixed with the distillation term when teachers gave targets, plus its extra losses
+and its regularizer terms, times the task's weight. `forward` sums the tasks with each task's share of its global
+batch and hands back the total, each task's loss, and the regularizer terms to log; `task_loss` is one task's, for
+the steps that need one gradient per task. Nothing here touches gradients or the optimizer: that is
+multitask/stepper.py.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from minbert.distributed import current
+from minbert.losses import LOSSES
+from minbert.multitask.config import TrainConfig
+from minbert.multitask.distill import distill_loss
+from minbert.multitask.fused import fused_forward
+from minbert.runs import autocast
+
+log = logging.getLogger(__name__)
+
+Terms = dict[str, list[float]]  # each regularizer's term, one value per task batch
+
+
+class Objective(nn.Module):
+    def __init__(self, cfg: TrainConfig, model: nn.Module, device: torch.device):
+        super().__init__()
+        self.model = model  # registered, so DDP sees (and first broadcasts) its parameters
+        self.cfg, self.device = cfg, device
+        tasks = {n: cfg.task(n) for n in cfg.tasks}
+        self.weight = {n: t.weight for n, t in tasks.items()}
+        self.losses = {n: LOSSES[t.loss](**t.loss_args) for n, t in tasks.items()}
+        self.needs = {n: LOSSES[t.loss].needs for n, t in tasks.items()}
+        self.extra = {
+            n: [
+                (LOSSES[k](**{a: v for a, v in args.items() if a != "weight"}), args.get("weight", 1.0))
+                for k, args in t.extra_losses.items()
+            ]
+            for n, t in tasks.items()
+        }
+        self.regularizers = {k: cfg.build(f"regularizers.{k}") for k in cfg.regularizers}
+        # one encoder pass for all of a step's tasks, except where the tasks' passes differ: per-task gradients need a
+        # graph per task, PALs put a different adapter in every layer per task, and a frozen encoder's batches carry
+        # cached embeddings (there is no encoder pass to share)
+        self.fused = cfg.fused and not cfg.per_task_gradients and model.pals is None and not cfg.frozen
+        world = current().world
+        # losses whose terms compare examples within a batch: splitting the batch changes them
+        in_batch = sorted({k for t in tasks.values() for k in (t.loss, *t.extra_losses) if LOSSES[k].in_batch})
+        if in_batch and (world > 1 or cfg.grad_accum > 1):
+            log.warning(
+                "%s draw negatives from within a batch: with grad_accum %d on %d processes each sees 1/%d of "
+                "the batch, so results differ from one large batch",
+                ", ".join(in_batch),
+                cfg.grad_accum,
+                world,
+                cfg.grad_accum * world,
+            )
+
+    def forward(self, batches: dict, fracs: dict[str, float]) -> tuple[torch.Tensor, dict[str, torch.Tensor], Terms]:
+        """A micro-batch's total loss (tasks weighted by `fracs`, their shares of their global batches), each task's
+        loss, and the regularizer terms."""
+        outs = {}
+        if self.fused and len(batches) > 1:
+            with autocast(self.device, self.cfg.precision):
+                outs = fused_forward(self.model, batches)
+        losses, terms = {}, {k: [] for k in self.regularizers}
+        for n, b in batches.items():
+            losses[n] = self.task_loss(n, b, outs.get(n), terms)
+        return sum(fracs[n] * loss for n, loss in losses.items()), losses, terms
+
+    def task_loss(self, name: str, batch, out: dict | None = None, terms: Terms | None = None) -> torch.Tensor:
+        """The weighted loss of one task's batch: its loss, extra losses and regularizer terms (appended to `terms`
+        when given). `out`: the head output when a fused pass has computed it already."""
+        with autocast(self.device, self.cfg.precision):
+            out = self.model(name, batch) if out is None else out
+            if batch.keys is not None:  # which rows repeat a text: in-batch losses mask them out as negatives
+                out = {**out, "keys": batch.keys}
+            loss = self.losses[name](out, batch.labels)
+            if batch.teacher is not None:  # distillation: mixed with the gold loss (multitask/distill.py)
+                d = self.cfg.distill
+                term = distill_loss(out, batch.teacher, name, self.model.cosine_scale(name), d.temperature)
+                loss = (1 - d.weight) * loss + d.weight * term
+            for fn, w in self.extra[name]:
+                loss = loss + w * fn(out, batch.labels)
+            for k, reg in self.regularizers.items():
+                term = reg(self.model, name, batch, out, self.needs[name])
+                if terms is not None:
+                    terms[k].append(float(term.detach()))
+                loss = loss + term
+        return loss * self.weight[name]
+
+    def after_step(self) -> None:
+        """After each optimizer step: the regularizers' updates (Bregman's EMA teacher follows the new weights)."""
+        for reg in self.regularizers.values():
+            reg.after_step(self.model)
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {f"{k}/{t}": v for k, reg in self.regularizers.items() for t, v in reg.state_dict().items()}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        for k, reg in self.regularizers.items():
+            mine = {t.removeprefix(f"{k}/"): v for t, v in tensors.items() if t.startswith(f"{k}/")}
+            reg.load_state_dict(mine)

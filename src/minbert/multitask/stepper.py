@@ -1,0 +1,165 @@
+"""One optimizer step, whatever the techniques: `Stepper.step` reads top to bottom.
+
+The objective's losses (multitask/objective.py) -> one backward of the summed loss (the objective wrapped by
+DistributedDataParallel with several processes), or one backward per task into a gradient row on the shared encoder
+and a combiner (PCGrad, GradVac) making one gradient of the rows -> fp16 unscaling, the non-finite check, clipping
+-> AdamW -> the objective's after-step updates. The stepper owns what the update needs besides the losses: the
+gradient scaler, DDP, the combiner, the conflict statistics and the split into shared and task parameters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from minbert.distributed import all_reduce_sum, broadcast_tensors, current
+from minbert.multitask.conflicts import ConflictStats
+from minbert.multitask.objective import Objective, Terms
+
+Micro = list[tuple[dict, dict]]  # per micro-batch: {task: Batch}, {task: its share of the task's global batch}
+
+
+@dataclass
+class StepResult:
+    losses: dict[str, float]  # each task's weighted loss on the global batch
+    terms: Terms  # the regularizers' terms, one per task batch
+    skipped: bool  # the update was skipped for a non-finite loss or gradient
+
+
+class Stepper:
+    def __init__(self, objective: Objective, device: torch.device):
+        cfg, model = objective.cfg, objective.model
+        self.cfg, self.objective, self.model = cfg, objective, model
+        self.combiner = cfg.build("combiner_args")
+        self.conflicts = ConflictStats()
+        # per-task gradients are only materialized when something needs them
+        self.per_task = cfg.per_task_gradients
+        self.shared = model.shared_parameters()
+        self.own = {n: model.task_parameters(n) for n in cfg.tasks}
+        self.scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+        self.world = current().world
+        self.ddp = None
+        if self.world > 1 and self.per_task:
+            broadcast_tensors(model.state_dict().values())  # rows are all-reduced by hand: sync weights once
+        elif self.world > 1:
+            ids = [device.index] if device.type == "cuda" else None
+            # find_unused_parameters: heads of tasks not in a step, and the pooler under mean pooling, get no gradient
+            self.ddp = DistributedDataParallel(objective, device_ids=ids, find_unused_parameters=True)
+
+    def step(self, optimizer, micro: Micro, step: int) -> StepResult:
+        """One optimizer step over this process's micro-batches."""
+        optimizer.zero_grad(set_to_none=True)
+        totals = {n: 0.0 for n in micro[0][0]}
+        terms: Terms = {k: [] for k in self.objective.regularizers}
+        if self.per_task:  # a combiner or conflict statistics: one gradient row per task on the shared encoder
+            rows = self.task_gradients(micro, totals, terms)
+            set_grads(self.combine(rows, list(totals), step), self.shared)
+        else:
+            self.summed_backward(micro, totals, terms)
+        losses = dict(zip(totals, all_reduce_sum(torch.tensor(list(totals.values()), dtype=torch.float64)).tolist()))
+        if self.scaler is not None:
+            self.scaler.unscale_(optimizer)  # clipping and AdamW see true gradients; inf/nan makes it skip the step
+        elif not (all(math.isfinite(v) for v in losses.values()) and grads_finite(self.model)):
+            # a non-finite update would poison the weights and AdamW's moments: skip it (the gradients are the same
+            # on every process, so all skip together); the training loop counts and limits these
+            optimizer.zero_grad(set_to_none=True)
+            return StepResult(losses, terms, True)
+        if self.cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+            self.scaler.update()
+        else:
+            optimizer.step()
+        self.objective.after_step()
+        return StepResult(losses, terms, False)
+
+    def summed_backward(self, micro: Micro, totals: dict[str, float], terms: Terms) -> None:
+        """The summed loss of each micro-batch through one module call and one backward; with several processes DDP
+        averages the gradients during the last micro-batch's backward."""
+        for i, (batches, fracs) in enumerate(micro):
+            sync = self.ddp is None or i == len(micro) - 1
+            with contextlib.nullcontext() if sync else self.ddp.no_sync():
+                total, losses, mine = (self.ddp or self.objective)(batches, fracs)
+                self.scale(total * self.world).backward()  # DDP averages over processes; the shares sum to 1
+            for n, loss in losses.items():
+                totals[n] += fracs[n] * loss.item()
+            for k, v in mine.items():
+                terms[k] += v
+
+    def task_gradients(self, micro: Micro, totals: dict[str, float], terms: Terms) -> list[torch.Tensor]:
+        """Per-task gradient rows on the shared parameters, summed over micro-batches and processes (one pass per
+        task; `torch.autograd.grad` hands back the shared parameters' gradient without touching .grad). The task's
+        own parameters (head, PALs) get their gradient in .grad, also summed across processes."""
+        rows, shared = {}, self.shared
+        for batches, fracs in micro:
+            for n, b in batches.items():
+                loss = self.objective.task_loss(n, b, terms=terms) * fracs[n]
+                grads = torch.autograd.grad(self.scale(loss), shared + self.own[n], allow_unused=True)
+                flat = flat_grads(grads[: len(shared)], shared)
+                rows[n] = flat if n not in rows else rows[n] + flat
+                for p, g in zip(self.own[n], grads[len(shared) :]):
+                    if g is not None:
+                        p.grad = g if p.grad is None else p.grad + g
+                totals[n] += loss.item()
+        if self.world > 1:
+            own = [p for n in rows for p in self.own[n]]
+            set_grads(all_reduce_sum(flat_grads([p.grad for p in own], own)), own)
+        return [all_reduce_sum(rows[n]) for n in totals]
+
+    def combine(self, rows: list[torch.Tensor], names: list[str], step: int) -> torch.Tensor:
+        """G (T, P) -> one gradient on the shared parameters; records conflict statistics when asked."""
+        grads = torch.stack(rows)
+        if self.scaler is not None and not bool(torch.isfinite(grads).all()):
+            return grads.sum(0)  # an fp16 overflow: keep the inf/nan so the scaler skips this step, state untouched
+        if self.cfg.conflict_stats and len(rows) > 1:
+            self.conflicts.update(grads, names)
+        return self.combiner(grads, random.Random(f"{self.cfg.seed}/{step}")) if len(rows) > 1 else grads[0]
+
+    def scale(self, loss: torch.Tensor) -> torch.Tensor:
+        return loss if self.scaler is None else self.scaler.scale(loss)
+
+    def end_epoch(self) -> dict:
+        """The epoch's conflict statistics (then reset) and what the combiner did, to log."""
+        record = {}
+        if self.cfg.conflict_stats:
+            record.update(self.conflicts.summary())
+            self.conflicts.reset()
+        if hasattr(self.combiner, "applied"):
+            record["combiner/applied"] = self.combiner.applied
+        return record
+
+    def state(self) -> dict:
+        return {
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+            "combiner": self.combiner.state_dict(),
+            "conflicts": self.conflicts.state_dict(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.combiner.load_state_dict(state["combiner"])
+        self.conflicts.load_state_dict(state["conflicts"])
+
+
+def flat_grads(grads, params) -> torch.Tensor:
+    """One flat row from per-parameter gradients, zeros where a parameter got none."""
+    return torch.cat([g.reshape(-1) if g is not None else p.new_zeros(p.numel()) for g, p in zip(grads, params)])
+
+
+def grads_finite(model: nn.Module) -> bool:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()))
+
+
+def set_grads(flat: torch.Tensor, params) -> None:
+    """A flat row back into the parameters' .grad."""
+    for p, g in zip(params, flat.split([p.numel() for p in params])):
+        p.grad = g.view_as(p).clone()
