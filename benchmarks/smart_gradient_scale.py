@@ -9,7 +9,7 @@ from minbert.config import load_config
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import make_batch
 from minbert.multitask.run import build, load_data
-from minbert.regularizers.divergence import detached, divergence
+from minbert.regularizers.divergence import divergence
 
 cfg = load_config(
     TrainConfig,
@@ -27,7 +27,7 @@ data = load_data(cfg, tok, ("train",))
 model.train()
 for task, needs in (("sst", "logits"), ("quora", "logit"), ("sts", "score")):
     b = make_batch(data["train"][task], list(range(32)), tok.pad_id)
-    out = detached(model(task, b))
+    out = model(task, b).detach()
     x = model.embedded(task, b).detach()
     for sigma in (1e-5,):
         d = (torch.randn_like(x) * sigma).requires_grad_()

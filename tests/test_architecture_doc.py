@@ -8,6 +8,7 @@ import torch
 
 from minbert.config import load_config
 from minbert.losses import LOSSES
+from minbert.model.outputs import HeadOutput
 from minbert.multitask.config import TrainConfig
 from minbert.tasks import TASKS
 
@@ -30,6 +31,8 @@ def test_the_new_loss_and_task_of_the_architecture_doc(monkeypatch):
     loss = LOSSES[cfg.task("sts").loss](**cfg.task("sts").loss_args)
     assert loss.delta == 0.5
     score, labels = torch.tensor([1.0, 4.0]), torch.tensor([1.2, 2.0])
-    assert torch.isclose(loss({"score": score}, labels), torch.nn.functional.huber_loss(score, labels, delta=0.5))
+    assert torch.isclose(
+        loss(HeadOutput(score=score), labels), torch.nn.functional.huber_loss(score, labels, delta=0.5)
+    )
     cfg = load_config(TrainConfig, QUICKSTART, ["tasks.sick.head=cosine"]).validate()
     assert "sick" in cfg.tasks and TASKS["sick"].pair

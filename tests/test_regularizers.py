@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from minbert.model.outputs import HeadOutput
 from minbert.regularizers import REGULARIZERS
 from minbert.regularizers.divergence import divergence, toward
 from minbert.regularizers.smart import adversarial_delta
@@ -14,13 +15,17 @@ def test_divergences_are_symmetric_kl_and_mse():
     a, b = torch.randn(3, 5), torch.randn(3, 5)
     p, q = a.softmax(-1), b.softmax(-1)
     kl = lambda x, y: (x * (x / y).log()).sum(-1).mean()  # noqa: E731
-    assert torch.allclose(divergence({"logits": a}, {"logits": b}, "logits"), kl(p, q) + kl(q, p), atol=1e-6)
+    assert torch.allclose(
+        divergence(HeadOutput(logits=a), HeadOutput(logits=b), "logits"), kl(p, q) + kl(q, p), atol=1e-6
+    )
     x, y = torch.randn(6), torch.randn(6)
     bern = lambda s: torch.stack([1 - torch.sigmoid(s), torch.sigmoid(s)], -1)  # noqa: E731
     assert torch.allclose(
-        divergence({"score": x}, {"score": y}, "logit"), kl(bern(x), bern(y)) + kl(bern(y), bern(x)), atol=1e-6
+        divergence(HeadOutput(score=x), HeadOutput(score=y), "logit"),
+        kl(bern(x), bern(y)) + kl(bern(y), bern(x)),
+        atol=1e-6,
     )
-    assert torch.allclose(divergence({"score": x}, {"score": y}, "score"), F.mse_loss(x, y))
+    assert torch.allclose(divergence(HeadOutput(score=x), HeadOutput(score=y), "score"), F.mse_loss(x, y))
 
 
 def test_smart_with_zero_weight_adds_nothing():
@@ -32,9 +37,9 @@ def test_smart_with_zero_weight_adds_nothing():
 def test_smart_ascent_moves_every_token_by_eta_in_its_worst_direction():
     torch.manual_seed(1)
     lin = torch.nn.Linear(8, 3)
-    f = lambda e: {"logits": lin(torch.tanh(e)).sum(1)}  # noqa: E731
+    f = lambda e: HeadOutput(logits=lin(torch.tanh(e)).sum(1))  # noqa: E731
     x = torch.randn(4, 5, 8)
-    clean = {"logits": f(x)["logits"].detach()}
+    clean = HeadOutput(logits=f(x).logits.detach())
     # at sigma = 1e-5 the gradient is far below the reference's absolute eps = 1e-6: still a full step of eta
     delta = adversarial_delta(f, x, clean, "logits", steps=1, sigma=1e-5, eta=1e-2, eps=1e-6)
     assert torch.allclose(delta.abs().amax(-1), torch.full((4, 5), 1e-2), rtol=1e-4)  # per-token inf-norm eta
@@ -54,13 +59,13 @@ def reference_smart(model, task, batch, clean_logits, sigma, eta, eps):
     noise = torch.randn_like(embed) * sigma
     embed = (embed * batch.mask.unsqueeze(2).float()).detach()  # generate_noise: masked, here held fixed
     noise = (noise * batch.mask.unsqueeze(2).float()).requires_grad_()
-    adv_logits = model(task, batch, embedded=embed + noise)["logits"]
+    adv_logits = model(task, batch, embedded=embed + noise).logits
     adv_loss = F.kl_div(
         F.log_softmax(adv_logits, dim=-1), F.softmax(clean_logits.detach(), dim=-1), reduction="batchmean"
     )
     (delta_grad,) = torch.autograd.grad(adv_loss, noise)
     direction = delta_grad / (delta_grad.abs().max(-1, keepdim=True)[0] + eps)
-    adv_logits = model(task, batch, embedded=(embed + direction * eta).detach())["logits"]
+    adv_logits = model(task, batch, embedded=(embed + direction * eta).detach()).logits
     a, b = clean_logits, adv_logits
     return F.kl_div(F.log_softmax(a, -1), F.softmax(b.detach(), -1), reduction="batchmean") + F.kl_div(
         F.log_softmax(b, -1), F.softmax(a.detach(), -1), reduction="batchmean"
@@ -80,7 +85,7 @@ def test_smart_matches_mt_dnn_reference(dropout):
     torch.manual_seed(5)
     ours = REGULARIZERS["smart"](weight=1.0, eta=1e-2, sigma=1e-3)(model, "sst", batch, out, "logits")
     torch.manual_seed(5)
-    ref = reference_smart(model, "sst", batch, out["logits"], sigma=1e-3, eta=1e-2, eps=1e-30)
+    ref = reference_smart(model, "sst", batch, out.logits, sigma=1e-3, eta=1e-2, eps=1e-30)
     assert ours.item() > 1e-8
     assert ours.item() == pytest.approx(ref.item(), rel=2e-3)
     g_ours = torch.autograd.grad(ours, list(model.parameters()), retain_graph=True, allow_unused=True)
@@ -104,11 +109,11 @@ def reference_smart_cceaa00(model, task, batch, clean_logits, sigma, eta, eps, k
     embed = model.bert.embeddings(batch.ids, batch.types)
     noise = (torch.randn_like(embed) * sigma).requires_grad_()
     for _ in range(k):
-        adv_logits = model(task, batch, embedded=embed + noise)["logits"]
+        adv_logits = model(task, batch, embedded=embed + noise).logits
         (delta_grad,) = torch.autograd.grad(stable_kl(adv_logits, clean_logits.detach()), noise, retain_graph=True)
         delta_grad = noise + delta_grad * eta
         noise = (delta_grad / (delta_grad.abs().max(-1, keepdim=True)[0] + eps)).detach().requires_grad_()
-    a, b = clean_logits, model(task, batch, embedded=embed + noise)["logits"]
+    a, b = clean_logits, model(task, batch, embedded=embed + noise).logits
     return F.kl_div(F.log_softmax(a, -1), F.softmax(b.detach(), -1), reduction="batchmean") + F.kl_div(
         F.log_softmax(b, -1), F.softmax(a.detach(), -1), reduction="batchmean"
     )
@@ -123,7 +128,7 @@ def test_smart_cceaa00_matches_mt_dnn_current_reference(steps):
     torch.manual_seed(5)
     ours = REGULARIZERS["smart"](**args, reference="cceaa00")(model, "sst", batch, out, "logits")
     torch.manual_seed(5)
-    ref = reference_smart_cceaa00(model, "sst", batch, out["logits"], sigma=1e-5, eta=1e-3, eps=1e-6, k=steps)
+    ref = reference_smart_cceaa00(model, "sst", batch, out.logits, sigma=1e-5, eta=1e-3, eps=1e-6, k=steps)
     assert ours.item() == pytest.approx(ref.item(), rel=1e-3)
     params = list(model.parameters())
     g_ours = torch.autograd.grad(ours, params, retain_graph=True, allow_unused=True)
@@ -160,10 +165,10 @@ def test_one_way_halves_add_up_to_the_symmetric_divergence():
         ("logit", "score", a[:, 0], b[:, 0]),
         ("score", "score", a[:, 0], b[:, 0]),
     ):
-        A, B = {key: x}, {key: y}
+        A, B = HeadOutput(**{key: x}), HeadOutput(**{key: y})
         assert torch.allclose(toward(A, B, needs) + toward(B, A, needs), divergence(A, B, needs), atol=1e-6)
     y = torch.randn(3, 5, requires_grad=True)
-    toward({"logits": a}, {"logits": y}, "logits").backward()
+    toward(HeadOutput(logits=a), HeadOutput(logits=y), "logits").backward()
     assert y.grad is None and a.grad is not None  # the second side is held fixed
 
 

@@ -14,6 +14,7 @@ from minbert.cli import main
 from minbert.data import Example
 from minbert.losses import LOSSES
 from minbert.model import BertConfig, BertModel
+from minbert.model.outputs import HeadOutput
 from minbert.multitask.config import TaskConfig
 from minbert.multitask.data import TaskData, make_batch
 from minbert.multitask.model import MultitaskModel
@@ -53,14 +54,14 @@ def test_mnrl_masks_repeated_texts_out_of_the_negatives():
     # pairs 0 and 1 share their first question (key 1), as 10.5% of Quora's positive pairs do: v_1 is a paraphrase
     # of u_0 too, so neither pair is the other's negative (no-duplicates batching); pair 2 shares nothing
     keys = torch.tensor([1, 1, 3, 5, 6, 4])  # u keys, then v keys
-    got = LOSSES["mnrl"](scale=s)({"u": u, "v": v, "keys": keys}, labels)
+    got = LOSSES["mnrl"](scale=s)(HeadOutput(u=u, v=v, keys=keys), labels)
     assert got.item() == pytest.approx(expected([[0, 2], [1, 2], [0, 1, 2]]), rel=1e-6)
     # a pair's second sentence is another's first (key 7), or both share their second: every pair shares a text
     # with another here, pair 1 with both
     keys = torch.tensor([1, 7, 3, 7, 4, 7])
-    got = LOSSES["mnrl"](scale=s)({"u": u, "v": v, "keys": keys}, labels)
+    got = LOSSES["mnrl"](scale=s)(HeadOutput(u=u, v=v, keys=keys), labels)
     assert got.item() == pytest.approx(expected([[0], [1], [2]]), rel=1e-6)
-    plain = LOSSES["mnrl"](scale=s)({"u": u, "v": v}, labels)
+    plain = LOSSES["mnrl"](scale=s)(HeadOutput(u=u, v=v), labels)
     assert plain.item() == pytest.approx(expected([[0, 1, 2]] * 3), rel=1e-6) and plain.item() != got.item()
 
 
@@ -70,7 +71,7 @@ def test_triplet_drops_a_negative_that_repeats_a_text():
     labels = torch.tensor([5.0, 2.5])
     keys = torch.tensor([0, 1, 2, 0])  # u keys, then v keys: v_1, pair 0's negative, is u_0's text, so no negative
     expected = (0.0 + 0.5 * max(0, 1 - math.sqrt(20) + 1)) / 2  # unmasked, pair 0 would add max(0, 5 - sqrt(2) + 1)
-    assert LOSSES["triplet"](margin=1.0)({"u": u, "v": v, "keys": keys}, labels).item() == pytest.approx(expected)
+    assert LOSSES["triplet"](margin=1.0)(HeadOutput(u=u, v=v, keys=keys), labels).item() == pytest.approx(expected)
 
 
 def test_sentiment_clustering_pairs_two_different_texts_of_a_class():
@@ -79,7 +80,7 @@ def test_sentiment_clustering_pairs_two_different_texts_of_a_class():
     keys = torch.tensor([5, 5, 6, 8, 9])  # rows 0 and 1 are one sentence twice
     a, b = F.normalize(emb[[0, 2]], dim=-1), F.normalize(emb[[3, 4]], dim=-1)  # row 3 is class 0's second text
     expected = F.cross_entropy(20.0 * a @ b.T, torch.arange(2))
-    assert torch.allclose(LOSSES["mnrl_sentiment"]()({"emb": emb, "keys": keys}, labels), expected)
+    assert torch.allclose(LOSSES["mnrl_sentiment"]()(HeadOutput(emb=emb, keys=keys), labels), expected)
 
 
 def test_param_groups_give_heads_and_layers_their_rates():

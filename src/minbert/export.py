@@ -262,7 +262,7 @@ class TaskGraph(nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids):
         out = self.model.heads[self.task](self.model.embed(self.task, input_ids, attention_mask, token_type_ids))
-        return out["logits"] if "logits" in out else out["score"]
+        return out.output
 
 
 class PairGraph(TaskGraph):
@@ -271,7 +271,7 @@ class PairGraph(TaskGraph):
     def forward(self, input_ids_a, attention_mask_a, input_ids_b, attention_mask_b):
         m, t = self.model, self.task
         out = m.heads[t](m.embed(t, input_ids_a, attention_mask_a), m.embed(t, input_ids_b, attention_mask_b))
-        return out["logits"] if "logits" in out else out["score"]
+        return out.output
 
 
 class EmbedGraph(nn.Module):

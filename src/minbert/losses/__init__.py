@@ -1,11 +1,14 @@
-"""Task losses. A loss is a small module called as `loss(out, labels) -> scalar`, where `out` is what the task's head
-returned: "logits" (B, C) for classes, "score" (B,) for one real-valued output (a paraphrase logit, a similarity on
-the label scale), and for bi-encoder pairs "u", "v" (B, H), the two sentence embeddings.
+"""Task losses. A loss is a small module called as `loss(out, labels) -> scalar`, where `out` is the `HeadOutput`
+(model/outputs.py) the task's head returned: `logits` (B, C) for classes, `score` (B,) for one real-valued output
+(a paraphrase logit, a similarity on the label scale), and for bi-encoder pairs `u`, `v` (B, H), the two sentence
+embeddings.
 
-A loss class says what it `needs` from the head: "logits" (class logits), "logit" (one score that is a logit),
-"score" (one real-valued score), "embeddings" (bi-encoder u and v), "sentence" (a sentence task's embedding
-"emb"); the config check uses it to refuse a head and loss that cannot work together. Each is built from the task
-config as `LOSSES[name](**loss_args)`; a new loss is one file (a subclass of `losses.base.Loss`) plus one line here.
+A loss class says what it `needs` from the head, one of the kinds a head gives (`HeadKind.kinds`, model/heads.py):
+"logits" (class logits), "logit" (one score that is a logit), "score" (one real-valued score), "similarity" (a score
+on the label scale), "embeddings" (bi-encoder u and v), "sentence" (a sentence task's embedding `emb`); the config
+check (multitask/config.py, `check_kinds`) matches the two and refuses a head and loss that cannot work together.
+Each is built from the task config as `LOSSES[name](**loss_args)`; a new loss is one file (a subclass of
+`losses.base.Loss`) plus one line here.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from torch import nn
 
 
 class Loss(nn.Module):
-    # what it reads from the head's output: "logits", "logit", "score", "embeddings" or "sentence" (losses/__init__.py)
+    # what it reads from the head's output: one of the kinds a head gives (HeadKind.kinds; losses/__init__.py)
     needs: str = "score"
     # it compares the examples of a batch with each other (in-batch negatives): splitting a batch across micro-batches
     # or processes changes it, and repeated texts must be masked out (the batch's "keys")

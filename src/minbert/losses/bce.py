@@ -9,4 +9,4 @@ class BinaryCrossEntropy(Loss):
     needs = "logit"
 
     def forward(self, out, labels):
-        return F.binary_cross_entropy_with_logits(out["score"].float(), labels.float())
+        return F.binary_cross_entropy_with_logits(out.score.float(), labels.float())

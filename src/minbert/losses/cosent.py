@@ -22,7 +22,7 @@ class CoSENT(Loss):
         self.scale = scale
 
     def forward(self, out, labels):
-        cos = F.cosine_similarity(out["u"].float(), out["v"].float(), dim=-1)  # (B,)
+        cos = F.cosine_similarity(out.u.float(), out.v.float(), dim=-1)  # (B,)
         diff = self.scale * (cos[:, None] - cos[None, :])  # (B, B): s_i - s_j
         lower = labels[:, None] < labels[None, :]  # (B, B): pair i should score below pair j
         diff = diff.masked_fill(~lower, float("-inf"))

@@ -24,6 +24,6 @@ class CosineEmbedding(Loss):
         self.threshold = threshold
 
     def forward(self, out, labels):
-        cos = F.cosine_similarity(out["u"].float(), out["v"].float(), dim=-1, eps=1e-8)
+        cos = F.cosine_similarity(out.u.float(), out.v.float(), dim=-1, eps=1e-8)
         similar = labels >= self.threshold
         return torch.where(similar, 1 - cos, (cos - self.margin).clamp(min=0)).mean()

@@ -17,5 +17,5 @@ class CosineMSE(Loss):
         self.label_max = label_max
 
     def forward(self, out, labels):
-        cos = F.cosine_similarity(out["u"].float(), out["v"].float(), dim=-1, eps=1e-8)
+        cos = F.cosine_similarity(out.u.float(), out.v.float(), dim=-1, eps=1e-8)
         return F.mse_loss(cos, labels.float() / self.label_max)

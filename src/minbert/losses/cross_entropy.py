@@ -16,4 +16,4 @@ class CrossEntropy(Loss):
         self.label_smoothing = label_smoothing
 
     def forward(self, out, labels):
-        return F.cross_entropy(out["logits"].float(), labels.long(), label_smoothing=self.label_smoothing)
+        return F.cross_entropy(out.logits.float(), labels.long(), label_smoothing=self.label_smoothing)

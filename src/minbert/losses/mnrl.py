@@ -17,7 +17,7 @@ class MultipleNegativesRanking(Loss):
     a negative of pair i (Quora repeats questions across pairs: 10.5% of its positive pairs share their first
     question with another pair, whose partner is then a paraphrase too, and length bucketing puts equal texts in
     one batch): its score is masked out, the batches sentence-transformers' NoDuplicatesBatchSampler would have
-    drawn. The texts are compared through the batch's sentence keys (`out["keys"]`, first sentences then seconds)
+    drawn. The texts are compared through the batch's sentence keys (`out.keys`, first sentences then seconds)
     when the head output carries them."""
 
     needs = "embeddings"
@@ -31,12 +31,12 @@ class MultipleNegativesRanking(Loss):
 
     def forward(self, out, labels):
         keep = labels >= self.threshold
-        u, v = out["u"][keep].float(), out["v"][keep].float()
+        u, v = out.u[keep].float(), out.v[keep].float()
         if u.shape[0] < 2:  # no negatives in this batch
-            return out["u"].sum() * 0.0
+            return out.u.sum() * 0.0
         scores = self.scale * F.normalize(u, dim=-1) @ F.normalize(v, dim=-1).T  # (k, k)
-        if out.get("keys") is not None:
-            ku, kv = out["keys"].chunk(2)  # (B,) each
+        if out.keys is not None:
+            ku, kv = out.keys.chunk(2)  # (B,) each
             ku, kv = ku[keep], kv[keep]
             pair = torch.stack([ku, kv], 1)  # (k, 2): each pair's two texts
             same = (pair[:, None, :, None] == pair[None, :, None, :]).flatten(2).any(-1)  # (k, k): a text shared

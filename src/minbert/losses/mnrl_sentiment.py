@@ -11,7 +11,7 @@ class SentimentClustering(Loss):
     """Report 001's MNRL for sentiment: from the batch take two sentences of each class present twice, a_c and b_c;
     with normalized embeddings A, B the scores S = scale * A B^T should be the identity (a_i and b_j share a class
     iff i = j): cross-entropy of each row of S towards its diagonal. Pulls same-class embeddings together.
-    With sentence keys (`out["keys"]`) a_c and b_c are two different texts, and a b_j with a_i's text (the same
+    With sentence keys (`out.keys`) a_c and b_c are two different texts, and a b_j with a_i's text (the same
     sentence under two labels) is not counted as a negative."""
 
     needs = "sentence"
@@ -22,8 +22,8 @@ class SentimentClustering(Loss):
         self.scale = scale
 
     def forward(self, out, labels):
-        emb, y = out["emb"].float(), labels.long()
-        keys = out.get("keys")
+        emb, y = out.emb.float(), labels.long()
+        keys = out.keys
         keys = torch.arange(len(y), device=y.device) if keys is None else keys
         firsts, seconds = [], []
         for c in torch.unique(y).tolist():

@@ -9,4 +9,4 @@ class MSE(Loss):
     needs = "score"
 
     def forward(self, out, labels):
-        return F.mse_loss(out["score"].float(), labels.float())
+        return F.mse_loss(out.score.float(), labels.float())

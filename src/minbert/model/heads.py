@@ -1,5 +1,7 @@
-"""Task heads over sentence embeddings. Each returns the dict the losses read: "logits" (B, C) or "score" (B,),
-and for bi-encoder pairs the embeddings "u", "v" (B, H) that embedding losses (cosine, ranking, triplet) use."""
+"""Task heads over sentence embeddings. Each returns a `HeadOutput` (model/outputs.py): logits (B, C) or one score
+(B,), and for bi-encoder pairs the embeddings u, v (B, H) that embedding losses (cosine, ranking, triplet) use. Each
+member of `HEADS` declares the kinds of output it gives (`HeadKind.kinds`), which the config check matches against
+what a loss needs."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minbert.errors import MinbertError
+from minbert.model.outputs import HeadOutput
 
 PAIR_FEATURES = ("u", "v", "|u-v|", "u*v")
 
@@ -33,9 +36,9 @@ class SentenceHead(nn.Module):
         self.out = nn.Linear(hidden, num_labels)
         self.num_labels = num_labels
 
-    def forward(self, emb: torch.Tensor) -> dict:
+    def forward(self, emb: torch.Tensor) -> HeadOutput:
         y = self.out(self.dropout(self.layers(emb)))
-        return {"emb": emb, **({"score": y.squeeze(-1)} if self.num_labels == 1 else {"logits": y})}
+        return HeadOutput(emb=emb, **({"score": y.squeeze(-1)} if self.num_labels == 1 else {"logits": y}))
 
 
 class ConcatPairHead(nn.Module):
@@ -56,11 +59,11 @@ class ConcatPairHead(nn.Module):
         self.out = nn.Linear(width, num_labels)
         self.num_labels = num_labels
 
-    def forward(self, u: torch.Tensor, v: torch.Tensor) -> dict:
+    def forward(self, u: torch.Tensor, v: torch.Tensor) -> HeadOutput:
         parts = {"u": u, "v": v, "|u-v|": (u - v).abs(), "u*v": u * v}
         x = torch.cat([parts[f] for f in self.features], dim=-1)  # (B, k * H)
         y = self.out(self.dropout(self.layers(x)))
-        return {"u": u, "v": v, **({"score": y.squeeze(-1)} if self.num_labels == 1 else {"logits": y})}
+        return HeadOutput(u=u, v=v, **({"score": y.squeeze(-1)} if self.num_labels == 1 else {"logits": y}))
 
 
 class CosinePairHead(nn.Module):
@@ -72,11 +75,11 @@ class CosinePairHead(nn.Module):
         self.layers = learnable_layers(hidden, extra_layers, dropout)
         self.scale, self.relu = scale, relu
 
-    def forward(self, u: torch.Tensor, v: torch.Tensor) -> dict:
+    def forward(self, u: torch.Tensor, v: torch.Tensor) -> HeadOutput:
         u, v = self.layers(u), self.layers(v)
         cos = F.cosine_similarity(u.float(), v.float(), dim=-1, eps=1e-8)
         score = (cos.clamp(min=0) if self.relu else cos) * self.scale
-        return {"score": score, "u": u, "v": v}
+        return HeadOutput(score=score, u=u, v=v)
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,18 @@ class HeadKind:
     cross: bool = False  # the pair is encoded jointly ([CLS] a [SEP] b [SEP], token types) and read as one input
     bi_encoder: bool = False  # each sentence is encoded alone; the head's output carries u and v
     similarity: bool = False  # its score is a similarity on the label scale, not a logit
+
+    def kinds(self, outputs: int) -> frozenset[str]:
+        """What its output gives a loss (the `needs` of losses/base.py), with `outputs` logits or one score."""
+        if self.similarity:
+            kinds = {"score", "similarity"}
+        else:
+            kinds = {"logits"} if outputs > 1 else {"logit", "score"}
+        if self.bi_encoder:
+            kinds.add("embeddings")
+        if not self.pair:
+            kinds.add("sentence")
+        return frozenset(kinds)
 
 
 def _sentence(cfg, hidden: int, outputs: int) -> nn.Module:

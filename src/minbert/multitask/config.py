@@ -272,8 +272,10 @@ def _check_task(name: str, t: TaskConfig) -> None:
     if HEADS[head].pair != task.pair:
         valid = ", ".join(k for k, h in HEADS.items() if h.pair == task.pair)
         raise MinbertError(f"tasks.{name}.head: {head!r} does not fit a {kind} task; valid: {valid}")
-    _check_head_and_loss(f"tasks.{name}", head, loss)
-    _check_task_and_loss(f"tasks.{name}", task, head, loss)
+    for extra in t.extra_losses:
+        if extra not in LOSSES:
+            raise MinbertError(f"tasks.{name}.extra_losses: {extra!r} unknown; valid: {', '.join(LOSSES)}")
+    check_kinds(f"tasks.{name}", task, head, loss, list(t.extra_losses))
     typed_args(LOSSES[loss], t.loss_args, f"tasks.{name}.loss_args")
     if head == "concat" and (not t.features or any(f not in PAIR_FEATURES for f in t.features)):
         raise MinbertError(
@@ -282,56 +284,78 @@ def _check_task(name: str, t: TaskConfig) -> None:
     if t.margin_step and loss != "cosine_embedding":
         raise MinbertError(f"tasks.{name}.margin_step: a dynamic margin needs loss cosine_embedding, not {loss!r}")
     for extra in t.extra_losses:
-        if extra not in LOSSES:
-            raise MinbertError(f"tasks.{name}.extra_losses: {extra!r} unknown; valid: {', '.join(LOSSES)}")
-        _check_head_and_loss(f"tasks.{name}.extra_losses.{extra}", head, extra)
         args = dict(t.extra_losses[extra])
         if not args.pop("weight", 1.0) >= 0:
             raise MinbertError(f"tasks.{name}.extra_losses.{extra}.weight: must be >= 0")
         typed_args(LOSSES[extra], args, f"tasks.{name}.extra_losses.{extra}")
 
 
-def _check_head_and_loss(where: str, head: str, loss: str) -> None:
-    """Refuse combinations that cannot train: e.g. BCE needs a logit, a cosine head gives a similarity."""
+# the kinds of output a head gives and a loss needs (HeadKind.kinds, Loss.needs), as the error messages name them
+KIND_NAMES = {
+    "logits": "class logits",
+    "logit": "a logit",
+    "score": "a score",
+    "similarity": "a similarity on the label scale",
+    "embeddings": "bi-encoder embeddings (u, v)",
+    "sentence": "a sentence's embedding",
+}
+
+
+def _named(kinds) -> str:
+    return ", ".join(KIND_NAMES[k] for k in KIND_NAMES if k in kinds)
+
+
+def reads(task) -> frozenset[str]:
+    """What a task's predictions read from its head's output (Task.soft): class logits for several classes; class
+    logits, a logit or a similarity (against its scale) for two; a score for a real value."""
+    classes = task.dataset.num_labels
+    return frozenset({"logits"} if classes > 2 else {"logits", "logit", "similarity"} if classes == 2 else {"score"})
+
+
+def trains(loss: str, head: str) -> frozenset[str]:
+    """What a loss trains of a head's output: what it needs, and a similarity head's score (a similarity on the label
+    scale) when the loss trains that score or the embeddings it is the cosine of (the head has no weights after
+    them)."""
     needs = LOSSES[loss].needs
-    if needs == "embeddings" and not HEADS[head].bi_encoder:
-        raise MinbertError(
-            f"{where}: loss {loss!r} needs bi-encoder embeddings; use head concat or cosine, not {head!r}"
-        )
-    if needs == "sentence" and HEADS[head].pair:
-        raise MinbertError(f"{where}: loss {loss!r} needs a sentence task's embeddings (head linear), not {head!r}")
-    if needs in ("logit", "logits") and HEADS[head].similarity:
-        raise MinbertError(
-            f"{where}: loss {loss!r} needs logits but head 'cosine' gives a similarity; "
-            "use mse, cosine_mse or cosine_embedding"
-        )
+    similar = HEADS[head].similarity and needs in ("score", "embeddings")
+    return frozenset({needs, "score", "similarity"} if similar else {needs})
 
 
-def _check_task_and_loss(where: str, task, head: str, loss: str) -> None:
-    """Refuse a main loss whose output cannot become the task's predictions (it would train, then score nonsense):
-    from the task's label type - several classes, two classes or a real-valued score."""
-    needs, classes = LOSSES[loss].needs, task.dataset.num_labels
-    if classes > 2 and needs != "logits":
-        raise MinbertError(
-            f"{where}.loss: {loss!r} gives no class logits, and {task.name} has {classes} classes; use ce"
-        )
-    if classes == 0 and needs in ("logits", "logit"):
-        raise MinbertError(
-            f"{where}.loss: {loss!r} needs class labels, and {task.name} is scored on a real value "
-            f"(0..{task.label_max:g}); use mse, cosine_mse or cosine_embedding"
-        )
-    if needs == "embeddings" and not HEADS[head].similarity:
-        raise MinbertError(
-            f"{where}.loss: {loss!r} trains the embeddings, not the {head} head's output, which would "
-            f"make the predictions; use head cosine, or add {loss!r} under extra_losses"
-        )
-    if classes == 2 and needs == "score" and not HEADS[head].similarity:
-        raise MinbertError(
-            f"{where}.loss: {loss!r} regresses a {head} head's output on 0/1, but {task.name}'s predictions "
-            f"read that output as a logit; use bce or ce, or head cosine"
-        )
+def fits(task, head: str, loss: str) -> bool:
+    """The loss can be the task's main loss with this head: the head gives what it needs, and it trains what the
+    task's predictions read."""
+    return LOSSES[loss].needs in HEADS[head].kinds(num_outputs(task, loss)) and bool(trains(loss, head) & reads(task))
 
 
-def num_outputs(task, cfg: TaskConfig) -> int:
-    """Head width: class logits for CE, one score otherwise."""
-    return max(task.dataset.num_labels, 2) if LOSSES[cfg.loss].needs == "logits" else 1
+def check_kinds(where: str, task, head: str, loss: str, extra: list[str]) -> None:
+    """The one check between heads, losses and tasks: every loss gets the kind of output it needs from the head,
+    and the main loss trains what the task's predictions read (else it would train, then score nonsense)."""
+    kinds = HEADS[head].kinds(num_outputs(task, loss))
+    for key, name in [("loss", loss)] + [(f"extra_losses.{e}", e) for e in extra]:
+        needs = LOSSES[name].needs
+        if needs not in kinds:
+            ok = [k for k in LOSSES if fits(task, head, k)] if key == "loss" else [
+                k for k, c in LOSSES.items() if c.needs in kinds
+            ]  # fmt: skip
+            raise MinbertError(
+                f"{where}.{key}: {name!r} needs {KIND_NAMES[needs]}, and head {head!r} gives {_named(kinds)}; "
+                + (f"losses that fit: {', '.join(ok)}" if ok else "no loss fits it")
+            )
+    if trains(loss, head) & reads(task):
+        return
+    classes, ok = task.dataset.num_labels, [k for k in LOSSES if fits(task, head, k)]
+    label = f"{classes} classes" if classes > 1 else f"a real value, 0..{task.label_max:g}"
+    heads = [h for h, k in HEADS.items() if k.pair == task.pair and fits(task, h, loss)]
+    use = [f"loss {', '.join(ok)}"] if ok else []
+    use += [f"head {', '.join(heads)}"] if heads else []
+    raise MinbertError(
+        f"{where}.loss: {loss!r} trains {_named(trains(loss, head))} of head {head!r}, but {task.name}'s predictions "
+        f"read {_named(reads(task))} ({label}); use {' or '.join(use) or 'another head and loss'}"
+        # a loss on the embeddings can still help as an extra loss beside one that trains the predictions
+        + (f", or add {loss!r} under extra_losses" if LOSSES[loss].needs in ("embeddings", "sentence") else "")
+    )
+
+
+def num_outputs(task, loss: str) -> int:
+    """Head width: class logits for a loss that needs them, one score otherwise."""
+    return max(task.dataset.num_labels, 2) if LOSSES[loss].needs == "logits" else 1

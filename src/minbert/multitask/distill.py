@@ -25,20 +25,23 @@ import torch
 import torch.nn.functional as F
 
 from minbert.errors import MinbertError
+from minbert.model.outputs import HeadOutput
 from minbert.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
 
-def distill_loss(out: dict, teacher: torch.Tensor, task: str, scale: float | None, temperature: float) -> torch.Tensor:
+def distill_loss(
+    out: HeadOutput, teacher: torch.Tensor, task: str, scale: float | None, temperature: float
+) -> torch.Tensor:
     """The distillation term of one batch: `out` the student's head output, `teacher` (B, C) or (B,) the targets."""
     t = temperature
     teacher = teacher.float()
-    if "logits" in out:  # (B, C): KL between the tempered distributions, times T^2
+    if out.logits is not None:  # (B, C): KL between the tempered distributions, times T^2
         target = F.log_softmax(teacher.clamp_min(1e-12).log() / t, -1)
-        student = F.log_softmax(out["logits"].float() / t, -1)
+        student = F.log_softmax(out.logits.float() / t, -1)
         return F.kl_div(student, target, log_target=True, reduction="batchmean") * t * t
-    score = out["score"].float()
+    score = out.score.float()
     if TASKS[task].regression or scale:  # a score, or a similarity head's score on its scale: squared error
         return F.mse_loss(score / scale if scale and not TASKS[task].regression else score, teacher)
     p = teacher.clamp(1e-6, 1 - 1e-6)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from minbert.model.bert import pool
+from minbert.model.outputs import HeadOutput
 from minbert.model.varlen import Varlen, layout
 from minbert.multitask.data import Batch
 
@@ -57,7 +58,7 @@ def flatten(batches: dict[str, Batch]) -> Flat:
     )
 
 
-def fused_forward(model, batches: dict[str, Batch]) -> dict[str, dict]:
+def fused_forward(model, batches: dict[str, Batch]) -> dict[str, HeadOutput]:
     """Each task's head output, as `model(task, batch)` would give it, from one encoder pass."""
     f = flatten(batches)
     bert = model.bert

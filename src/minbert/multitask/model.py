@@ -7,6 +7,7 @@ from torch import nn
 
 from minbert.model import BertModel
 from minbert.model.heads import HEADS, CosinePairHead
+from minbert.model.outputs import HeadOutput
 from minbert.model.pals import PAL, pal_size
 from minbert.multitask.config import PalsConfig, TaskConfig, num_outputs
 from minbert.multitask.data import Batch
@@ -14,7 +15,7 @@ from minbert.tasks import TASKS
 
 
 def build_head(name: str, cfg: TaskConfig, hidden: int) -> nn.Module:
-    return HEADS[cfg.head].build(cfg, hidden, num_outputs(TASKS[name], cfg))
+    return HEADS[cfg.head].build(cfg, hidden, num_outputs(TASKS[name], cfg.loss))
 
 
 class MultitaskModel(nn.Module):
@@ -70,14 +71,14 @@ class MultitaskModel(nn.Module):
         """(B', T, H) the embedding layer's output for a batch (word + position + token type, LayerNorm, dropout)."""
         return self.bert.embeddings(batch.ids, batch.types)
 
-    def head(self, task: str, emb: torch.Tensor, pair: bool) -> dict:
+    def head(self, task: str, emb: torch.Tensor, pair: bool) -> HeadOutput:
         """Head output from embeddings; for bi-encoder pairs `emb` is (2B, H): first sentences, then seconds."""
         if pair:
             u, v = emb.chunk(2)  # (B, H) each
             return self.heads[task](u, v)
         return self.heads[task](emb)
 
-    def forward(self, task: str, batch: Batch, embedded: torch.Tensor | None = None) -> dict:
+    def forward(self, task: str, batch: Batch, embedded: torch.Tensor | None = None) -> HeadOutput:
         """`embedded` (B', T, H) replaces the embedding layer's output for batch.ids (SMART perturbs it); a batch of a
         frozen encoder's cached embeddings goes straight to the head."""
         if batch.features is not None:

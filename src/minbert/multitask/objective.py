@@ -17,6 +17,7 @@ from torch import nn
 
 from minbert.distributed import current
 from minbert.losses import LOSSES
+from minbert.model.outputs import HeadOutput
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.distill import distill_loss
 from minbert.multitask.fused import fused_forward
@@ -73,13 +74,13 @@ class Objective(nn.Module):
             losses[n] = self.task_loss(n, b, outs.get(n), terms)
         return sum(fracs[n] * loss for n, loss in losses.items()), losses, terms
 
-    def task_loss(self, name: str, batch, out: dict | None = None, terms: Terms | None = None) -> torch.Tensor:
+    def task_loss(self, name: str, batch, out: HeadOutput | None = None, terms: Terms | None = None) -> torch.Tensor:
         """The weighted loss of one task's batch: its loss, extra losses and regularizer terms (appended to `terms`
         when given). `out`: the head output when a fused pass has computed it already."""
         with autocast(self.device, self.cfg.precision):
             out = self.model(name, batch) if out is None else out
             if batch.keys is not None:  # which rows repeat a text: in-batch losses mask them out as negatives
-                out = {**out, "keys": batch.keys}
+                out = out.replace(keys=batch.keys)
             loss = self.losses[name](out, batch.labels)
             if batch.teacher is not None:  # distillation: mixed with the gold loss (multitask/distill.py)
                 d = self.cfg.distill

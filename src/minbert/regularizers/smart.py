@@ -35,11 +35,12 @@ import torch
 import torch.nn.functional as F
 
 from minbert.config import ge, gt, within
-from minbert.regularizers.divergence import detached, toward
+from minbert.model.outputs import HeadOutput
+from minbert.regularizers.divergence import toward
 
 
 def adversarial_delta(
-    f, x: torch.Tensor, clean: dict, needs: str, steps: int, sigma: float, eta: float, eps: float, ref="99d1b20"
+    f, x: torch.Tensor, clean: HeadOutput, needs: str, steps: int, sigma: float, eta: float, eps: float, ref="99d1b20"
 ) -> torch.Tensor:
     """The perturbation of the embedding output x (B', T, H) after `steps` ascent steps; `f(x') -> head output`;
     `ref`: MT-DNN's version of the step (module docstring)."""
@@ -59,16 +60,16 @@ def adversarial_delta(
     return delta
 
 
-def stable_kl_sum(adv: dict, clean: dict, needs: str) -> torch.Tensor:
+def stable_kl_sum(adv: dict, clean: HeadOutput, needs: str) -> torch.Tensor:
     """MT-DNN's ascent objective at cceaa00: `loss.stable_kl(adv, clean, reduce=False)` for class logits (a binary
     logit z as the two logits [0, z]), the summed squared error for scores."""
-    if "logits" not in adv and needs != "logit":
-        return F.mse_loss(adv["score"].float(), clean["score"].detach().float(), reduction="sum")
-    if "logits" in adv:
-        a, t = adv["logits"].float(), clean["logits"].detach().float()
+    if adv.logits is None and needs != "logit":
+        return F.mse_loss(adv.score.float(), clean.score.detach().float(), reduction="sum")
+    if adv.logits is not None:
+        a, t = adv.logits.float(), clean.logits.detach().float()
     else:
-        a = torch.stack([torch.zeros_like(adv["score"]), adv["score"]], -1).float()  # (B, 2)
-        t = torch.stack([torch.zeros_like(clean["score"]), clean["score"]], -1).detach().float()  # (B, 2)
+        a = torch.stack([torch.zeros_like(adv.score), adv.score], -1).float()  # (B, 2)
+        t = torch.stack([torch.zeros_like(clean.score), clean.score], -1).detach().float()  # (B, 2)
     p, y = F.softmax(a, -1), F.softmax(t, -1)
     rp = -(1.0 / (p + 1e-6) - 1 + 1e-6).detach().log()
     ry = -(1.0 / (y + 1e-6) - 1 + 1e-6).detach().log()
@@ -90,11 +91,11 @@ class Smart:
 
     def __call__(self, model, task, batch, out, needs):
         if not self.weight:
-            return out[next(iter(out))].new_zeros(())
+            return out.zeros()
         x = model.embedded(task, batch)  # (B', T, H)
         if self.reference == "99d1b20":
             x = x.detach()  # as that version detaches its perturbed input; cceaa00 keeps it attached
-        clean = detached(out)
+        clean = out.detach()
         f = lambda e: model(task, batch, embedded=e)  # noqa: E731
         delta = adversarial_delta(f, x, clean, needs, self.steps, self.sigma, self.eta, self.eps, self.reference)
         adv = f(x + delta)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from minbert.data import DatasetSpec
+from minbert.model.outputs import HeadOutput
 
 
 @dataclass(frozen=True)
@@ -31,12 +32,12 @@ class Task:
     def prefix(self) -> str:
         return self.file_prefix or self.name
 
-    def soft(self, out: dict, cosine_scale: float | None) -> torch.Tensor:
+    def soft(self, out: HeadOutput, cosine_scale: float | None) -> torch.Tensor:
         """Head output -> what ensembles average: class probabilities (N, C), the probability of "yes" (N,) for
         a one-score binary head (sigmoid of a logit, or a cosine score / its scale), or the similarity (N,)."""
-        if "logits" in out:
-            return out["logits"].float().softmax(-1)
-        score = out["score"].float()
+        if out.logits is not None:
+            return out.logits.float().softmax(-1)
+        score = out.score.float()
         if self.regression:
             return score
         return score / cosine_scale if cosine_scale else torch.sigmoid(score)
