@@ -29,12 +29,11 @@ from _record import record  # benchmarks/_record.py (scripts run from the reposi
 from minbert.config import load_config
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, make_batch, step_batches
-from minbert.multitask.evaluate import evaluate
 from minbert.multitask.objective import Objective
 from minbert.multitask.run import build, load_data
+from minbert.multitask.runner import Runner
 from minbert.multitask.stepper import Stepper
 from minbert.optim import AdamW
-from minbert.runs import autocast
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +88,7 @@ class FivePasses(Objective):
     def forward(self, batches, fracs):
         outs, model = {}, self.model
         for n, b in batches.items():
-            with autocast(self.device, self.cfg.precision):
+            with self.autocast():
                 sides = b.ids.chunk(2) if b.pair else (b.ids,)
                 masks = b.mask.chunk(2) if b.pair else (b.mask,)
                 emb = []
@@ -159,7 +158,7 @@ def main() -> None:
         for b in map(int, filter(None, args.sweep.split(",")))
     }
     t = time.perf_counter()
-    evaluate(model, data["dev"], tok.pad_id, device, cfg.precision)
+    Runner(model, tok.pad_id, device, cfg.precision).evaluate(data["dev"])
     eval_time = time.perf_counter() - t
     n_dev = sum(len(d) for d in data["dev"].values())
     pad_b = padding(

@@ -63,7 +63,7 @@ class Setup:
 def step_ms(model, opt, length: int, precision: str) -> float:
     ids = torch.randint(1000, 30000, (32, length))
     t = time.perf_counter()
-    with autocast(torch.device("cpu"), precision):
+    with autocast(torch.device("cpu"), precision)():
         loss = model(ids).last_hidden_state.float().pow(2).mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()

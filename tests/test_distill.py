@@ -52,7 +52,6 @@ def test_scores_are_matched_by_squared_error():
 def test_a_student_trains_on_the_teachers_cached_soft_outputs(tiny_run, tmp_path):
     from safetensors.torch import load_file
 
-    from minbert.multitask.evaluate import soft_task
     from minbert.multitask.run import load_data, load_run
 
     teacher, student = tiny_run[0], tmp_path / "student"
@@ -62,7 +61,7 @@ def test_a_student_trains_on_the_teachers_cached_soft_outputs(tiny_run, tmp_path
     r = load_run(teacher)
     data = load_data(r.cfg, r.tok, ("train",))["train"]
     for t in ("sst", "sts"):
-        assert torch.allclose(cached[t], soft_task(r.model, t, data[t], r.tok.pad_id, r.device, "fp32"), atol=1e-5)
+        assert torch.allclose(cached[t], r.runner.soft(t, data[t]), atol=1e-5)
     assert cached["sst"].shape == (96, 5) and torch.allclose(cached["sst"].sum(-1), torch.ones(96))
     # the same seed and data as the teacher's own run: the first step's gold loss is the same, the logged loss not
     first = lambda run: json.loads((run / "metrics.jsonl").read_text().splitlines()[0])  # noqa: E731

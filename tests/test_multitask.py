@@ -15,8 +15,8 @@ from minbert.config import load_config
 from minbert.data import Tokenizer, read_predictions
 from minbert.multitask.config import TaskConfig, TrainConfig
 from minbert.multitask.data import encode_task, make_batch
-from minbert.multitask.evaluate import predict_task
 from minbert.multitask.run import build, load_data
+from minbert.multitask.runner import Runner
 from minbert.multitask.state import load_snapshot, save_snapshot, snapshot_folder
 from minbert.tasks import TASKS
 from tests.helpers import QUICKSTART, TINY, final_weights, run_cli
@@ -138,7 +138,7 @@ def test_evaluation_encodes_each_distinct_sentence_once(monkeypatch):
     rows = []
     forward = model.bert.encode
     monkeypatch.setattr(model.bert, "encode", lambda x, *a, **k: rows.append(x.shape[0]) or forward(x, *a, **k))
-    predict_task(model, "sts", data, tok.pad_id, torch.device("cpu"), "fp32")
+    Runner(model, tok.pad_id, "cpu", "fp32").predict("sts", data)
     distinct = len({s for e in data.examples for s in e.texts})
     assert sum(rows) == distinct < 2 * len(data.examples)
 

@@ -86,17 +86,15 @@ def plot_conflicts(run: Path) -> Path | None:
 
 
 def analyze(run: Path, perplexity: float = 30.0, data_dir: str | None = None) -> list[Path]:
-    from minbert.multitask.evaluate import encode_sentences, predict_task
     from minbert.multitask.run import load_data, load_run, load_run_config
 
     cfg = load_run_config(run, data_dir)
     written = []
     if "sst" in cfg.tasks:
         r = load_run(run, cfg=cfg)
-        model, tok, device = r.model, r.tok, r.device
-        data = load_data(cfg.restricted_to(["sst"]), tok, ("dev",))["dev"]["sst"]
+        data = load_data(cfg.restricted_to(["sst"]), r.tok, ("dev",))["dev"]["sst"]
         labels = data.labels.long().numpy()
-        preds = predict_task(model, "sst", data, tok.pad_id, device, cfg.precision).long().numpy()
+        preds = r.runner.predict("sst", data).long().numpy()
         m = confusion_matrix(preds, labels, 5)
         (run / "plots").mkdir(exist_ok=True)
         atomic_write_text(
@@ -108,8 +106,7 @@ def analyze(run: Path, perplexity: float = 30.0, data_dir: str | None = None) ->
         written.append(
             plot_confusion(m, run / "plots" / "sst_confusion.png", f"SST dev, normalized per true class ({run.name})")
         )
-        with torch.inference_mode():
-            emb = encode_sentences(model, "sst", data.sentences, tok.pad_id, device, cfg.precision, 64)
+        emb = r.runner.sentences("sst", data.sentences)
         emb = emb[torch.tensor([ix[0] for ix in data.index])].float().cpu().numpy()
         written.append(
             plot_tsne(

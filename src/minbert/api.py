@@ -23,7 +23,6 @@ from minbert.data import Example
 from minbert.errors import MinbertError
 from minbert.files import read_text
 from minbert.multitask.data import encode_task
-from minbert.multitask.evaluate import encode_sentences, soft_task
 from minbert.multitask.run import LoadedRun, load_run
 from minbert.tasks import TASKS
 
@@ -62,8 +61,7 @@ class Model:
         if not examples:
             return torch.empty(0)
         data = encode_task(spec, examples, self.run.tok, self.run.cfg.task(task))
-        r = self.run
-        return soft_task(r.model, task, data, r.tok.pad_id, r.device, r.cfg.precision, batch_size)
+        return self.run.runner.soft(task, data, batch_size)
 
     @torch.inference_mode()
     def embed(self, sentences: Sequence[str], task: str | None = None, batch_size: int = 64) -> torch.Tensor:
@@ -77,7 +75,7 @@ class Model:
             return torch.empty(0, r.model.bert.config.hidden_size)
         ids = r.tok.encode(texts, r.cfg.task(task).max_length)
         r.model.eval()
-        return encode_sentences(r.model, task, ids, r.tok.pad_id, r.device, r.cfg.precision, batch_size).float().cpu()
+        return r.runner.sentences(task, ids, batch_size).float().cpu()
 
     def _check(self, task: str, batch_size: int) -> None:
         if not isinstance(task, str) or task not in self.run.cfg.tasks:

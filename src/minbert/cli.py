@@ -132,7 +132,7 @@ def cmd_evaluate(args) -> int:
     from pathlib import Path
 
     from minbert.files import check_output, staged
-    from minbert.multitask.evaluate import evaluate, results_table, write_task_predictions
+    from minbert.multitask.evaluate import results_table, write_task_predictions
     from minbert.multitask.run import load_data, load_run
 
     if args.command == "predict" and args.input:
@@ -145,7 +145,7 @@ def cmd_evaluate(args) -> int:
     data = load_data(r.cfg, r.tok, splits)
     rows, outputs = {}, {}
     for split in splits:
-        metrics, outputs[split] = evaluate(r.model, data[split], r.tok.pad_id, r.device, r.cfg.precision)
+        metrics, outputs[split] = r.runner.evaluate(data[split])
         if metrics:
             rows[f"{split} (epoch {r.best['epoch']})"] = metrics
     if predict:  # all files or none

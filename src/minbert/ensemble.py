@@ -17,7 +17,7 @@ import torch
 
 from minbert.errors import MinbertError
 from minbert.files import atomic_write_text, check_output, read_summary, staged
-from minbert.multitask.evaluate import results_table, soft_task, write_task_predictions
+from minbert.multitask.evaluate import results_table, write_task_predictions
 from minbert.multitask.run import load_data, load_run, load_run_config
 from minbert.tasks import TASKS, overall_score
 
@@ -53,17 +53,17 @@ def ensemble(
         if not wanted:
             continue
         r = load_run(run, cfg=cfg)  # every head, so the checkpoint loads whole; only `wanted` are evaluated
-        model, tok, device = r.model, r.tok, r.device
-        data = load_data(cfg.restricted_to(wanted), tok, ("dev", "test"))
+        runner = r.runner
+        data = load_data(cfg.restricted_to(wanted), r.tok, ("dev", "test"))
         for split, tasks in data.items():
             for t, d in tasks.items():
                 known = data_of.setdefault(split, {}).setdefault(t, d)
                 if [e.id for e in known.examples] != [e.id for e in d.examples]:
                     raise MinbertError(f"{run}: its {t} {split} examples differ from the other runs' (eval limits?)")
-                soft[split].setdefault(t, []).append(soft_task(model, t, d, tok.pad_id, device, cfg.precision))
+                soft[split].setdefault(t, []).append(runner.soft(t, d))
         for t in wanted:
             members.setdefault(t, []).append(str(run))
-        del model
+        del r, runner
     if not members:
         raise MinbertError(f"no run passed the thresholds {thresholds}; lower --min or add runs")
 

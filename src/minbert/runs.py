@@ -13,6 +13,7 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -319,13 +320,14 @@ def resolve_precision(device: torch.device, precision: str) -> str:
     return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
 
 
-def autocast(device: torch.device, precision: str):
-    """Autocast to bf16 (CPUs with AVX-512 bf16 or AMX, GPUs with bf16) or fp16 (older GPUs, with a gradient scaler
-    in training); a no-op context for fp32; "auto" picks bf16 where it is fast (resolve_precision)."""
+def autocast(device: torch.device, precision: str) -> Callable[[], contextlib.AbstractContextManager]:
+    """The autocast context maker of a run, resolved once (each call gives a fresh context): bf16 (CPUs with AVX-512
+    bf16 or AMX, GPUs with bf16) or fp16 (older GPUs, with a gradient scaler in training); a no-op context for fp32;
+    "auto" picks bf16 where it is fast (resolve_precision)."""
     dtype = PRECISIONS[resolve_precision(device, precision)]
     if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
+        return contextlib.nullcontext
+    return functools.partial(torch.autocast, device.type, dtype=dtype)
 
 
 def set_threads(threads: int, local_processes: int = 1) -> int:

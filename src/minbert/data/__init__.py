@@ -1,4 +1,4 @@
-from minbert.data.batching import bucket_batches, embed_all, pad, padding_fraction
+from minbert.data.batching import bucket_batches, pad, padding_fraction
 from minbert.data.datasets import DATASETS, DatasetSpec, load_split, split_file
 from minbert.data.readers import Example, choose_data_dir, data_dir, read_examples, read_predictions, write_predictions
 from minbert.data.tokenizer import Tokenizer
@@ -10,7 +10,6 @@ __all__ = [
     "Tokenizer",
     "bucket_batches",
     "choose_data_dir",
-    "embed_all",
     "data_dir",
     "load_split",
     "pad",

@@ -8,7 +8,7 @@ import random
 import numpy as np
 import torch
 
-from minbert.runs import autocast, release_memory
+from minbert.runs import release_memory
 
 
 def bucket_batches(
@@ -48,19 +48,6 @@ def padding_fraction(lengths: list[int], batches: list[list[int]]) -> float:
     real = sum(lengths[i] for b in batches for i in b)
     slots = sum(len(b) * max(lengths[i] for i in b) for b in batches)
     return 1.0 - real / slots
-
-
-@torch.inference_mode()
-def embed_all(
-    embed, seqs: list[list[int]], pad_id: int, width: int, device, precision, batch_size: int
-) -> torch.Tensor:
-    """(N, width) `embed(ids, mask)` of every sequence, in length-sorted batches, returned in the original order."""
-    out = torch.empty(len(seqs), width, device=device)
-    for idx in trimming(bucket_batches([len(s) for s in seqs], batch_size)):
-        ids, mask = (t.to(device) for t in pad([seqs[i] for i in idx], pad_id))
-        with autocast(device, precision):
-            out[idx] = embed(ids, mask).float()
-    return out
 
 
 def trimming(batches, every: int = 8):

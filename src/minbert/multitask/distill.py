@@ -53,7 +53,6 @@ def distill_loss(
 def teacher_targets(teachers: tuple[str, ...], train: dict, device) -> dict[str, torch.Tensor]:
     """{task: (N, C) or (N,)} the teachers' averaged soft outputs on each training example, in example order."""
     from minbert.multitask.data import encode_task
-    from minbert.multitask.evaluate import soft_task
     from minbert.multitask.run import load_run, load_run_config
 
     parts: dict[str, list[torch.Tensor]] = {}
@@ -70,7 +69,7 @@ def teacher_targets(teachers: tuple[str, ...], train: dict, device) -> dict[str,
         r = load_run(Path(run), device=str(device), cfg=cfg)
         for t in shared:
             data = encode_task(TASKS[t], train[t].examples, r.tok, r.cfg.task(t))
-            parts.setdefault(t, []).append(soft_task(r.model, t, data, r.tok.pad_id, r.device, r.cfg.precision))
+            parts.setdefault(t, []).append(r.runner.soft(t, data))
         log.info("distillation: %s's soft outputs on %s", run, ", ".join(f"{t} ({len(train[t])})" for t in shared))
         del r
     for t in train:

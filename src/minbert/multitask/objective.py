@@ -33,6 +33,7 @@ class Objective(nn.Module):
         super().__init__()
         self.model = model  # registered, so DDP sees (and first broadcasts) its parameters
         self.cfg, self.device = cfg, device
+        self.autocast = autocast(device, cfg.precision)  # the context maker, resolved once
         tasks = {n: cfg.task(n) for n in cfg.tasks}
         self.weight = {n: t.weight for n, t in tasks.items()}
         self.losses = {n: LOSSES[t.loss](**t.loss_args) for n, t in tasks.items()}
@@ -67,7 +68,7 @@ class Objective(nn.Module):
         loss, and the regularizer terms."""
         outs = {}
         if self.fused and len(batches) > 1:
-            with autocast(self.device, self.cfg.precision):
+            with self.autocast():
                 outs = fused_forward(self.model, batches)
         losses, terms = {}, {k: [] for k in self.regularizers}
         for n, b in batches.items():
@@ -77,7 +78,7 @@ class Objective(nn.Module):
     def task_loss(self, name: str, batch, out: HeadOutput | None = None, terms: Terms | None = None) -> torch.Tensor:
         """The weighted loss of one task's batch: its loss, extra losses and regularizer terms (appended to `terms`
         when given). `out`: the head output when a fused pass has computed it already."""
-        with autocast(self.device, self.cfg.precision):
+        with self.autocast():
             out = self.model(name, batch) if out is None else out
             if batch.keys is not None:  # which rows repeat a text: in-batch losses mask them out as negatives
                 out = out.replace(keys=batch.keys)

@@ -18,6 +18,7 @@ from minbert.model.compile import compile_layers
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import TaskData, encode_task
 from minbert.multitask.model import MultitaskModel
+from minbert.multitask.runner import Runner
 from minbert.multitask.state import load_snapshot
 from minbert.runs import pick_device
 from minbert.tasks import TASKS
@@ -88,6 +89,11 @@ class LoadedRun:
     tok: Tokenizer
     device: torch.device
     best: dict  # the best checkpoint's saved state: {"epoch": .., "dev": {metric: value}}
+
+    @property
+    def runner(self) -> Runner:
+        """Its forward passes (soft outputs, predictions, metrics, embeddings) in its own precision."""
+        return Runner(self.model, self.tok.pad_id, self.device, self.cfg.precision)
 
 
 def load_run(

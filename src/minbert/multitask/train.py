@@ -31,9 +31,9 @@ from minbert.model import check_fits
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
 from minbert.multitask.distill import teacher_targets
-from minbert.multitask.evaluate import evaluate, results_table, write_task_predictions
-from minbert.multitask.frozen import cache_features
+from minbert.multitask.evaluate import results_table, write_task_predictions
 from minbert.multitask.run import build, load_data, load_run_config, resume_config  # noqa: F401 (re-exported)
+from minbert.multitask.runner import Runner
 from minbert.multitask.state import load_snapshot, save_snapshot
 from minbert.multitask.techniques import Techniques
 from minbert.optim import AdamW
@@ -158,8 +158,9 @@ class Trainer:
         self.model, self.tok = build(cfg, self.device)
         self.data = load_data(cfg, self.tok)
         targets = self.teacher_targets(run if resume else None)
+        self.runner = Runner(self.model, self.tok.pad_id, self.device, cfg.precision)
         if cfg.frozen:  # the encoder never changes: embed every data set once
-            cache_features(self.model, self.data, self.tok.pad_id, self.device, cfg.precision)
+            self.runner.cache_features(self.data)
         if d.world > 1:
             self.rank_seed()
         groups = self.model.param_groups(cfg.lr, cfg.head_lr_mult, cfg.layer_lr_decay)
@@ -275,7 +276,7 @@ class Trainer:
         """Dev metrics after an epoch; a better overall score keeps this epoch as the best (snapshot and dev
         predictions)."""
         cfg, st = self.cfg, self.st
-        dev, dev_preds = evaluate(self.model, self.data["dev"], self.tok.pad_id, self.device, cfg.precision)
+        dev, dev_preds = self.runner.evaluate(self.data["dev"])
         release_memory()
         epoch_loss = st.mean(st.epoch_loss)
         extra = self.tech.end_epoch(self.optimizer, epoch, sum(epoch_loss.values()), dev)
@@ -337,7 +338,7 @@ class Trainer:
         cfg, run = self.cfg, self.run
         barrier()  # rank 0 has written the best snapshot
         best = load_snapshot(run, "best", self.model)
-        _, preds = evaluate(self.model, self.data["test"], self.tok.pad_id, self.device, cfg.precision)
+        _, preds = self.runner.evaluate(self.data["test"])
         wall = time.time() - self.start
         summary = {"run_dir": str(run), "best_epoch": best["epoch"], "dev": best["dev"], "steps": self.st.global_step,
                    "wall_time_s": round(wall, 1)}  # fmt: skip

@@ -1,0 +1,113 @@
+"""The forward passes every command needs, for one model, set up once: `Runner(model, pad_id, device, precision)`
+holds the model, its tokenizer's pad id, the device and the autocast context (resolved once), and gives soft
+outputs and predictions for a task's examples, dev metrics, sentence embeddings, and a frozen encoder's cached
+features. Training's evaluation, `evaluate`, `predict`, the API, `ensemble`, `analyze` and distillation's teachers all
+run through it, so batching, precision and the distinct-sentence encoding are the same everywhere.
+
+Bi-encoder and sentence tasks encode each distinct sentence once (`TaskData.sentences`) and score examples from the
+embedding table; a cross-encoder scores each pair as its own input. Batches are length-sorted (the least padding),
+the order restored through their indices; with several processes each encodes its share and all get every row back.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from minbert.data import bucket_batches, pad
+from minbert.data.batching import trimming
+from minbert.distributed import gathered_rows
+from minbert.multitask.data import TaskData, make_batch
+from minbert.multitask.model import MultitaskModel
+from minbert.runs import autocast
+from minbert.tasks import TASKS, overall_score
+
+
+class Runner:
+    def __init__(self, model: MultitaskModel, pad_id: int, device, precision: str, batch_size: int = 64):
+        self.model, self.pad_id, self.device, self.batch_size = model, pad_id, torch.device(device), batch_size
+        self.autocast = autocast(self.device, precision)
+
+    def evaluate(self, data: dict[str, TaskData]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        """Metrics {"sst/acc": .., "quora/acc": .., "sts/pearson": .., "overall": ..} and the predictions."""
+        metrics, preds = {}, {}
+        for task, d in data.items():
+            preds[task] = self.predict(task, d)
+            if d.labels is not None:
+                metrics[f"{task}/{TASKS[task].metric_name}"] = TASKS[task].metric(preds[task], d.labels)
+        if data and len(metrics) == len(data):
+            metrics["overall"] = overall_score(metrics, {t: TASKS[t] for t in data})
+        return metrics, preds
+
+    def predict(self, task: str, data: TaskData) -> torch.Tensor:
+        """Predictions in example order (classes, 0/1, or similarities)."""
+        return TASKS[task].hard(self.soft(task, data))
+
+    @torch.inference_mode()
+    def soft(self, task: str, data: TaskData, batch_size: int | None = None) -> torch.Tensor:
+        """Soft scores in example order (Task.soft: class probabilities, P(1), or the similarity)."""
+        model, bs = self.model, batch_size or self.batch_size
+        model.eval()
+        spec, scale = TASKS[task], model.cosine_scale(task)
+        if data.joint is not None:  # cross-encoder: every pair is its own encoder input
+
+            def scores(pairs: list[int]) -> torch.Tensor:
+                out = torch.empty(len(pairs))
+                for idx in trimming(bucket_batches([data.lengths[i] for i in pairs], bs)):
+                    b = make_batch(data, [pairs[i] for i in idx], self.pad_id).to(self.device)
+                    with self.autocast():
+                        out[idx] = spec.soft(model(task, b), scale).float().cpu()
+                return out
+
+            return gathered_rows(scores, len(data))
+        emb = data.features  # (S, H) a frozen encoder's, computed once
+        if emb is None:
+            emb = self.sentences(task, data.sentences, bs)  # (S, H)
+        index = torch.tensor(data.index, device=self.device)  # (N, 1 or 2)
+        parts = []
+        for rows in index.split(bs * 4):
+            e = emb[rows.T.reshape(-1)]  # (k * b, H): all first sentences, then the second ones
+            with self.autocast():
+                parts.append(spec.soft(model.head(task, e, pair=rows.shape[1] == 2), scale).cpu())
+        return torch.cat(parts)
+
+    @torch.inference_mode()
+    def sentences(self, task: str, sentences: list[list[int]], batch_size: int | None = None) -> torch.Tensor:
+        """(S, H) embeddings of token-id sentences with the task's pooling (and PALs), in the given order."""
+        return self._embed_rows(task, sentences, batch_size or self.batch_size)
+
+    @torch.no_grad()  # not inference_mode: the heads' backward reads these rows
+    def cache_features(self, data: dict[str, dict[str, TaskData]]) -> None:
+        """`frozen: true`: sets `features` on every split's TaskData, from the encoder in eval mode (no dropout),
+        so the heads train and are evaluated on these rows and an epoch costs the heads alone: per distinct
+        sentence (S, H), or for a cross-encoder per example (N, H), the joint pair's embedding."""
+        self.model.eval()
+        for split in data.values():
+            for task, d in split.items():
+                d.features = None  # make_batch below must run the encoder
+                d.features = self._features(task, d)
+
+    def _features(self, task: str, data: TaskData) -> torch.Tensor:
+        if data.joint is None:
+            return self._embed_rows(task, data.sentences, self.batch_size)
+        out = torch.empty(len(data), self.model.bert.config.hidden_size, device=self.device)
+        for idx in trimming(bucket_batches(data.lengths, self.batch_size)):
+            b = make_batch(data, idx, self.pad_id).to(self.device)
+            with self.autocast():
+                out[idx] = self.model.embed(task, b.ids, b.mask, b.types).float()
+        return out
+
+    def _embed_rows(self, task: str, seqs: list[list[int]], batch_size: int) -> torch.Tensor:
+        """(N, H) of every sequence, in length-sorted batches, returned in the original order; with several
+        processes each encodes its share of the rows and all get every embedding back."""
+        width = self.model.bert.config.hidden_size
+
+        def rows(idx: list[int]) -> torch.Tensor:
+            mine = [seqs[i] for i in idx]
+            out = torch.empty(len(mine), width, device=self.device)
+            for b in trimming(bucket_batches([len(s) for s in mine], batch_size)):
+                ids, mask = (t.to(self.device) for t in pad([mine[i] for i in b], self.pad_id))
+                with self.autocast():
+                    out[b] = self.model.embed(task, ids, mask).float()
+            return out
+
+        return gathered_rows(rows, len(seqs))
