@@ -70,3 +70,21 @@ def test_overrides_may_follow_options():
     assert args.task == "cfimdb" and args.precision == "bf16" and args.overrides == ["lr=1e-5", "epochs=1"]
     with pytest.raises(SystemExit):
         parse_args(["train", "configs/x.yaml", "--budget", "--colour"])
+
+
+def test_include_lays_a_files_own_keys_over_the_included_one(tmp_path):
+    from minbert.config import load_yaml
+
+    (tmp_path / "parts").mkdir()
+    (tmp_path / "parts" / "cpu.yaml").write_text("epochs: 2\nlr: 8.0e-5\ntasks.sst.batch_size: 16\n")
+    (tmp_path / "r.yaml").write_text("name: r\nbudget:\n  include: parts/cpu.yaml\n  lr: 1.0e-4\n")
+    assert load_yaml(tmp_path / "r.yaml")["budget"] == {"epochs": 2, "lr": 1e-4, "tasks.sst.batch_size": 16}
+    (tmp_path / "top.yaml").write_text("include: r.yaml\nname: top\n")  # nested mappings merge key by key
+    assert load_yaml(tmp_path / "top.yaml") == {"name": "top", "budget": load_yaml(tmp_path / "r.yaml")["budget"]}
+    (tmp_path / "loop.yaml").write_text("include: loop2.yaml\n")
+    (tmp_path / "loop2.yaml").write_text("include: loop.yaml\n")
+    with pytest.raises(MinbertError, match="includes itself"):
+        load_yaml(tmp_path / "loop.yaml")
+    (tmp_path / "gone.yaml").write_text("include: nowhere.yaml\n")
+    with pytest.raises((MinbertError, OSError), match="nowhere.yaml"):
+        load_yaml(tmp_path / "gone.yaml")

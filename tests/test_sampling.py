@@ -39,7 +39,7 @@ def test_sampled_frequencies_match_the_formula(name, epoch):
     a = 1.0 if name == "proportional" else alpha(epoch, epochs)
     weights = [n**a for n in SIZES.values()]
     expected = [steps * w / sum(weights) for w in weights]
-    plan = SAMPLERS[name](SIZES, SIZES, epoch, epochs, steps, seed=7)
+    plan = SAMPLERS[name](SIZES, SIZES, epoch, epochs, steps, 7)
     assert len(plan) == steps
     assert chisquare(frequencies(plan), expected).pvalue > 1e-3
 
@@ -55,3 +55,16 @@ def test_seeded_by_seed_plus_epoch():
     assert f(SIZES, SIZES, 2, 3, 100, 5) == f(SIZES, SIZES, 2, 3, 100, 5)
     assert f(SIZES, SIZES, 2, 3, 100, 5) == f(SIZES, SIZES, 3, 3, 100, 4)  # same seed + epoch
     assert f(SIZES, SIZES, 2, 3, 100, 5) != f(SIZES, SIZES, 3, 3, 100, 5)
+
+
+def test_annealed_decay_is_a_schedule_arg():
+    from minbert.config import load_config
+    from minbert.multitask.config import TrainConfig
+    from tests.helpers import QUICKSTART
+
+    assert alpha(3, 3, decay=0.5) == pytest.approx(0.5) and alpha(3, 3) == pytest.approx(0.2)
+    sizes, batches = {"a": 1000, "b": 10}, {"a": 32, "b": 1}
+    cfg = load_config(TrainConfig, QUICKSTART, ["schedule=annealed", "schedule_args.decay=0.0"]).validate()
+    plan = cfg.sampler()(sizes, batches, 3, 3, 400, 0)  # decay 0: proportional in every epoch
+    assert plan == SAMPLERS["proportional"](sizes, batches, 3, 3, 400, 0)
+    assert plan != SAMPLERS["annealed"](sizes, batches, 3, 3, 400, 0)

@@ -142,7 +142,8 @@ def typed_args(fn, args: dict, where: str) -> dict:
     """Keyword arguments for a technique's constructor `fn` from a config mapping: each name one of its parameters,
     each value converted to that parameter's annotated type (so `patience: 3` is an int and `eps: 1e-6` a float);
     an unknown name or a wrong type is one MinbertError naming `where.name`."""
-    params = [n for n in inspect.signature(fn).parameters if n != "self"]
+    # positional-only parameters are the call's data (a sampler's sizes, ...), not settings
+    params = [n for n, p in inspect.signature(fn).parameters.items() if n != "self" and p.kind != p.POSITIONAL_ONLY]
     hints = get_type_hints(fn.__init__ if isinstance(fn, type) else fn, include_extras=True)
     out = {}
     for name, value in args.items():
@@ -205,7 +206,34 @@ def _parse_value(raw: str):
 
 
 def load_yaml(path: str | Path) -> dict:
-    return read_yaml(path, "config file")
+    """A config file with its `include:` keys resolved: a mapping that holds `include: FILE` (a path relative to
+    the file that names it) is that file's mapping with the mapping's own keys laid over it, key by key (so a
+    recipe's `budget: {include: budget/cpu.yaml, lr: 1e-4}` shares the common block and changes one key)."""
+    path = Path(path)
+    return _included(read_yaml(path, "config file"), path, (path.resolve(),))
+
+
+def _included(node, path: Path, chain: tuple[Path, ...]):
+    if not isinstance(node, dict):
+        return node
+    node = {k: _included(v, path, chain) for k, v in node.items()}
+    if "include" not in node:
+        return node
+    name = node.pop("include")
+    if not isinstance(name, str) or not name:
+        raise MinbertError(f"{path}: include: expected a file name (relative to {path.parent}), got {name!r}")
+    target = path.parent / name
+    if target.resolve() in chain:
+        raise MinbertError(f"{path}: include {name}: the file includes itself (through {' -> '.join(map(str, chain))})")
+    base = _included(read_yaml(target, "included config file"), target, (*chain, target.resolve()))
+    return _laid_over(base, node)
+
+
+def _laid_over(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _laid_over(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else v
+    return out
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = (), budget: bool = False) -> T:

@@ -18,10 +18,11 @@ from typing import Annotated
 
 import torch
 
+from minbert.combiners.base import Combiner
 from minbert.config import within
 
 
-class GradVac:
+class GradVac(Combiner):
     def __init__(self, beta: Annotated[float, within(0, 1)] = 0.01, groups: list[tuple[int, int]] | None = None):
         self.beta = beta
         self.groups = groups

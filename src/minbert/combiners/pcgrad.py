@@ -6,8 +6,10 @@ along the *original* g_j:  g_i^PC <- g_i^PC - (g_i^PC . g_j / |g_j|^2) g_j.  The
 
 import torch
 
+from minbert.combiners.base import Combiner
 
-class PCGrad:
+
+class PCGrad(Combiner):
     def __call__(self, grads: torch.Tensor, rng) -> torch.Tensor:
         T = grads.shape[0]
         out = grads.clone()
@@ -20,9 +22,3 @@ class PCGrad:
                 if dot < 0 and sq[j] > 0:
                     out[i] -= dot / sq[j] * grads[j]
         return out.sum(0)
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass

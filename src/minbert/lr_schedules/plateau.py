@@ -1,9 +1,10 @@
 from typing import Annotated
 
 from minbert.config import ge, within
+from minbert.lr_schedules.base import LrSchedule
 
 
-class Plateau:
+class Plateau(LrSchedule):
     """Report 001's schedule: multiply the learning rate by `factor` (0.5) after `patience` (3) consecutive epochs
     whose total training loss increased; the count starts again after each cut."""
 
@@ -11,9 +12,6 @@ class Plateau:
         self.factor, self.patience = factor, patience
         self.previous: float | None = None
         self.streak = 0
-
-    def on_step(self, optimizer, step: int, total_steps: int) -> None:
-        pass
 
     def on_epoch_end(self, optimizer, epoch: int, train_loss: float, dev: dict) -> dict:
         rose = self.previous is not None and train_loss > self.previous

@@ -1,9 +1,10 @@
 from typing import Annotated
 
 from minbert.config import ge
+from minbert.lr_schedules.base import LrSchedule
 
 
-class WarmupLinear:
+class WarmupLinear(LrSchedule):
     """Linear warm-up from 0 to the configured rate over `warmup` steps (a fraction of all steps when < 1), then
     linear decay to 0 at the last step (BERT's fine-tuning schedule)."""
 
@@ -21,9 +22,6 @@ class WarmupLinear:
             scale = max(0.0, (total_steps - step) / max(1.0, total_steps - warm))
         for g, base in zip(optimizer.param_groups, self.base):
             g["lr"] = base * scale
-
-    def on_epoch_end(self, optimizer, epoch: int, train_loss: float, dev: dict) -> dict:
-        return {}
 
     def state_dict(self) -> dict:
         return {"base": self.base}

@@ -4,6 +4,7 @@ wrong types and unknown technique names are refused before any training starts."
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -76,6 +77,7 @@ class TrainConfig:
     # your own tasks: files, format, columns, label type, metric (see tasks/custom.py); then name them under tasks
     custom_tasks: dict[str, CustomTaskConfig] = field(default_factory=dict)
     schedule: str = "round_robin"  # task sampling: a key of minbert.sampling.SAMPLERS
+    schedule_args: dict[str, Any] = field(default_factory=dict)  # the sampler's settings (annealed: decay)
     combiner: str = "sum"  # how per-task gradients become one: a key of minbert.combiners.COMBINERS
     combiner_args: dict[str, Any] = field(default_factory=dict)  # e.g. gradvac: {beta: 0.01}
     conflict_stats: bool = False  # record per-pair gradient cosines each epoch (also with "sum")
@@ -227,6 +229,7 @@ class TrainConfig:
         from minbert.regularizers import REGULARIZERS
 
         out = {f"regularizers.{k}": (REGULARIZERS[k], a) for k, a in self.regularizers.items()}
+        out["schedule_args"] = (SAMPLERS[self.schedule], self.schedule_args)
         out["combiner_args"] = (COMBINERS[self.combiner], self.combiner_args)
         out["lr_schedule_args"] = (LR_SCHEDULES[self.lr_schedule], self.lr_schedule_args)
         return out
@@ -235,6 +238,11 @@ class TrainConfig:
         """The technique behind one key of `technique_args` (e.g. "combiner_args"), built from its arguments."""
         fn, args = self.technique_args()[key]
         return fn(**typed_args(fn, args, key))
+
+    def sampler(self):
+        """The task sampler with its `schedule_args`: `sampler(sizes, batches, epoch, epochs, steps, seed) -> plan`."""
+        fn, args = self.technique_args()["schedule_args"]
+        return functools.partial(fn, **typed_args(fn, args, "schedule_args"))
 
     @property
     def per_task_gradients(self) -> bool:

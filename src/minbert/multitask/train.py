@@ -51,7 +51,6 @@ from minbert.runs import (
     seed_everything,
     set_threads,
 )
-from minbert.sampling import SAMPLERS
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +191,7 @@ class Trainer:
             n: BatchStream(n, x.lengths, cfg.task(n).batch_size, cfg.seed, self.st.consumed[n])
             for n, x in train.items()
         }
-        schedule = SAMPLERS[cfg.schedule]
+        schedule = cfg.sampler()
         self.plans = {
             e: schedule(sizes, per_pass, e, cfg.epochs, cfg.steps_per_epoch, cfg.seed) for e in range(1, cfg.epochs + 1)
         }

@@ -15,10 +15,11 @@ from typing import Annotated
 import torch
 
 from minbert.config import ge, within
+from minbert.regularizers.base import Regularizer
 from minbert.regularizers.divergence import divergence
 
 
-class Bregman:
+class Bregman(Regularizer):
     def __init__(self, mu: Annotated[float, ge(0)] = 1.0, beta: Annotated[float, within(0, 1, "[)")] = 0.99):
         self.mu, self.beta = mu, beta
         self.ema = None  # copy of the model, made at the first call (theta_tilde_0 = theta_0)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from minbert.config import ge, gt, within
 from minbert.model.outputs import HeadOutput
+from minbert.regularizers.base import Regularizer
 from minbert.regularizers.divergence import toward
 
 
@@ -60,7 +61,7 @@ def adversarial_delta(
     return delta
 
 
-def stable_kl_sum(adv: dict, clean: HeadOutput, needs: str) -> torch.Tensor:
+def stable_kl_sum(adv: HeadOutput, clean: HeadOutput, needs: str) -> torch.Tensor:
     """MT-DNN's ascent objective at cceaa00: `loss.stable_kl(adv, clean, reduce=False)` for class logits (a binary
     logit z as the two logits [0, z]), the summed squared error for scores."""
     if adv.logits is None and needs != "logit":
@@ -76,7 +77,7 @@ def stable_kl_sum(adv: dict, clean: HeadOutput, needs: str) -> torch.Tensor:
     return (p * (rp - ry) * 2).sum()
 
 
-class Smart:
+class Smart(Regularizer):
     def __init__(
         self,
         weight: Annotated[float, ge(0)] = 1.0,
@@ -100,12 +101,3 @@ class Smart:
         delta = adversarial_delta(f, x, clean, needs, self.steps, self.sigma, self.eta, self.eps, self.reference)
         adv = f(x + delta)
         return self.weight * (toward(out, adv, needs) + toward(adv, out, needs))
-
-    def after_step(self, model) -> None:
-        pass
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass

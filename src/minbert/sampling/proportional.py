@@ -9,5 +9,5 @@ def weighted_tasks(weights: dict[str, float], steps: int, seed: int) -> list[tup
     return [(t,) for t in rng.choices(names, weights=[weights[t] for t in names], k=steps)]
 
 
-def proportional(sizes, batches, epoch, epochs, steps, seed):
+def proportional(sizes, batches, epoch, epochs, steps, seed, /):
     return weighted_tasks({t: float(n) for t, n in sizes.items()}, steps or sum(batches.values()), seed + epoch)

@@ -2,5 +2,5 @@
 the largest task; smaller tasks restart their data when exhausted."""
 
 
-def round_robin(sizes, batches, epoch, epochs, steps, seed):
+def round_robin(sizes, batches, epoch, epochs, steps, seed, /):
     return [tuple(batches)] * (steps or max(batches.values()))
