@@ -123,3 +123,31 @@ def test_early_stopping_metric_and_loggers_are_checked(capsys, tmp_path):
     )
     assert main(["train", str(QUICKSTART), "loggers=[mlflow]", f"out={tmp_path / 'x'}"]) == 2
     assert "loggers: 'mlflow' unknown; valid: tensorboard, wandb" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_int8_and_bf16_inference_agree_with_fp32_within_stated_tolerances(run, capsys):
+    """Inference precisions against fp32 on the same checkpoint and 48 dev rows, within the tolerances docs/SPEED.md
+    states: int8 class probabilities 0.02 off on average (0.1 at worst), STS scores 0.25 (0.75) of 5, embeddings at
+    cosine 0.92 on average (0.85 at worst); bf16 ten times closer. The int8 model is a copy: the fp32 one stays."""
+    from minbert.cli import main
+    from minbert.errors import MinbertError
+    from minbert.multitask.runner import int8
+
+    sst, sts = [e.texts[0] for e in dev_rows("sst")], [e.texts for e in dev_rows("sts")]
+    ref = minbert.load(run, precision="fp32")
+    before = {k: v.clone() for k, v in ref.run.model.state_dict().items()}
+    for precision, k in (("int8", 1.0), ("bf16", 0.1)):
+        m = minbert.load(run, precision=precision)
+        d = (m.soft("sst", sst) - ref.soft("sst", sst)).abs()
+        assert d.mean() <= 0.02 * k and d.max() <= 0.1 * k, (precision, d.mean(), d.max())
+        s = (m.soft("sts", sts) - ref.soft("sts", sts)).abs()
+        assert s.mean() <= 0.25 * k and s.max() <= 0.75 * k, (precision, s.mean(), s.max())
+        cos = torch.nn.functional.cosine_similarity(m.embed(sst), ref.embed(sst), dim=-1)
+        assert 1 - cos.mean() <= 0.08 * k and 1 - cos.min() <= 0.15 * k, (precision, cos.mean(), cos.min())
+    after = ref.run.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert main(["evaluate", str(run), "--precision", "int8"]) == 0
+    assert "sst/acc" in capsys.readouterr().out
+    with pytest.raises(MinbertError, match="int8 quantization runs on CPU"):
+        int8(ref.run.model, torch.device("cuda"))

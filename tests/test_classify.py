@@ -16,13 +16,18 @@ from minbert.multitask.state import snapshot_folder
 
 
 def small(tmp_path, **kw):
-    base = dict(train_limit=64, batch_size=16, max_length=32, epochs=2, seed=3, out=str(tmp_path / "run"))
+    # dev and test cut to 128 rows: the tests check the files and metrics agree, not the handout's full sets (the
+    # fine-tuning test does)
+    base = dict(
+        train_limit=64, eval_limit=128, batch_size=16, max_length=32, epochs=2, seed=3, out=str(tmp_path / "run")
+    )
     return ClassifyConfig(**{**base, **kw})
 
 
 def dev_accuracy_of_file(path, task="sst"):
     preds = read_predictions(path)
-    ex = load_split(DATASETS[task], "dev", data_dir())
+    ex = [e for e in load_split(DATASETS[task], "dev", data_dir()) if e.id in preds]  # the run's eval_limit rows
+    assert len(ex) == len(preds)
     return sum(int(preds[e.id]) == e.label for e in ex) / len(ex)
 
 
@@ -45,7 +50,7 @@ def test_frozen_mode_trains_only_the_head_on_cached_embeddings(tmp_path, ckpt, c
 
 
 def test_finetune_run_directory(tmp_path, ckpt):
-    summary = classify(small(tmp_path, mode="finetune", max_steps=3, epochs=1))
+    summary = classify(small(tmp_path, mode="finetune", max_steps=3, epochs=1, eval_limit=0))
     run = tmp_path / "run"
     assert summary["steps"] == 3 and summary["stopped"] == "max_steps 3 reached"
     saved = (run / "config.yaml").read_text()
@@ -76,7 +81,8 @@ def test_a_classifier_run_is_a_run_like_any_other(tmp_path, capsys):
     # a second classifier into the same folder is refused before any work; --overwrite replaces it
     assert main(["classify", "--mode", "frozen", "--out", str(run)]) == 2
     assert f"{run}: already holds a run" in capsys.readouterr().err
-    flags = ["--mode", "frozen", "--out", str(run), "train_limit=16", "max_length=16", "epochs=1", "--overwrite"]
+    flags = ["--mode", "frozen", "--out", str(run), "train_limit=16", "eval_limit=32", "max_length=16", "epochs=1"]
+    flags.append("--overwrite")
     assert main(["classify", *flags]) == 0
     assert json.loads((run / "summary.json").read_text())["steps"] == 1  # 16 examples in one batch of 32
 

@@ -393,15 +393,15 @@ def test_a_run_stopped_before_its_first_checkpoint_can_be_restarted(tmp_path, ca
 
 
 def test_non_finite_dev_metrics_stop_the_run_as_diverged(monkeypatch, tmp_path, capsys):
-    import minbert.multitask.train as train
+    from minbert.multitask.runner import Runner
 
-    real = train.evaluate
+    real = Runner.evaluate
 
-    def nan_sts(*a, **k):
-        metrics, preds = real(*a, **k)
+    def nan_sts(self, data):
+        metrics, preds = real(self, data)
         return {**metrics, "sts/pearson": float("nan")}, preds
 
-    monkeypatch.setattr(train, "evaluate", nan_sts)
+    monkeypatch.setattr(Runner, "evaluate", nan_sts)
     run = tmp_path / "run"
     fails(["train", QUICKSTART, *TINY, f"out={run}"], capsys, "dev metrics not finite (sts/pearson nan)", str(run))
     assert (run / "last.json").is_file()  # the last good resumable checkpoint stays

@@ -1,6 +1,7 @@
 """What the study needs (issue 6): duplicate texts out of in-batch negatives, optimizer groups, regularizer terms in
 metrics.jsonl, the time budget, and `minbert sweep`."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -13,22 +14,16 @@ import yaml
 from minbert.cli import main
 from minbert.data import Example
 from minbert.losses import LOSSES
-from minbert.model import BertConfig, BertModel
+from minbert.model import BertModel
 from minbert.model.outputs import HeadOutput
 from minbert.multitask.config import TaskConfig
 from minbert.multitask.data import TaskData, make_batch
 from minbert.multitask.model import MultitaskModel
 from minbert.sweep import load_sweep, rows
 from tests.helpers import QUICKSTART, TINY, run_cli
+from tests.helpers import TINY_BERT as HELPERS_BERT
 
-TINY_BERT = BertConfig(
-    vocab_size=50,
-    hidden_size=24,
-    num_hidden_layers=3,
-    num_attention_heads=4,
-    intermediate_size=32,
-    max_position_embeddings=32,
-)
+TINY_BERT = dataclasses.replace(HELPERS_BERT, num_hidden_layers=3)
 
 
 def test_batches_carry_sentence_keys_equal_for_equal_texts():

@@ -109,9 +109,10 @@ def _example(i: int, x, pair: bool, task: str) -> Example:
     return Example(str(i), texts, None)
 
 
-def load(run_dir: str | Path, device: str | None = None) -> Model:
-    """The best checkpoint of a `minbert train` run directory, on `device` ("cpu", "cuda"; default the run's)."""
-    return Model(load_run(Path(run_dir), device=device))
+def load(run_dir: str | Path, device: str | None = None, precision: str | None = None) -> Model:
+    """The best checkpoint of a `minbert train` run directory, on `device` ("cpu", "cuda"; default the run's), run
+    in `precision` ("fp32", "bf16", "int8" - dynamic int8 quantization on CPU -, "auto"; default the run's)."""
+    return Model(load_run(Path(run_dir), device=device, precision=precision))
 
 
 def read_inputs(path: str, pair: bool, task: str) -> list:

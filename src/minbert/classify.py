@@ -38,6 +38,7 @@ class ClassifyConfig:
     max_length: Annotated[int, ge(3, "0 = the task's default", also=(0,))] = 0
     max_steps: Annotated[int, ge(0, "0 = no limit")] = 0  # stop after this many optimizer steps (0 = no limit)
     train_limit: Annotated[int, ge(0, "0 = all")] = 0  # train on the first N examples only (0 = all)
+    eval_limit: Annotated[int, ge(0, "0 = all")] = 0  # score and predict the first N dev and test examples (0 = all)
     seed: Annotated[int, within(0, 2**32 - 1)] = 11711
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"  # autocast; the flag --bf16 sets bf16
@@ -65,6 +66,7 @@ class ClassifyConfig:
             dropout=c.dropout,
             max_length=c.max_length,
             train_limit=c.train_limit,
+            eval_limit=c.eval_limit,
         )
         return TrainConfig(
             checkpoint=c.checkpoint,

@@ -140,7 +140,7 @@ def cmd_evaluate(args) -> int:
     predict = args.command == "predict"
     if predict and args.out:  # before any work; the run's own predictions folder is rewritten as a matter of course
         check_output(Path(args.out), args.overwrite, "predictions")
-    r = load_run(args.run_dir, args.data_dir)
+    r = load_run(args.run_dir, args.data_dir, precision=args.precision)
     splits = ("dev",) if args.command == "evaluate" else ("dev", "test")
     data = load_data(r.cfg, r.tok, splits)
     rows, outputs = {}, {}
@@ -178,7 +178,7 @@ def predict_text(args) -> int:
         if out.exists() and not args.overwrite:
             raise MinbertError(f"--out {out}: exists; choose a new file, or add --overwrite to replace it")
         check_output(out.parent, True, "predictions file")
-    model = load(args.run_dir)  # first: the run's config may define its own tasks
+    model = load(args.run_dir, precision=args.precision)  # first: the run's config may define its own tasks
     if args.task not in model.tasks:
         raise MinbertError(f"--task {args.task}: this run was trained on {', '.join(model.tasks)}")
     inputs = read_inputs(args.input, TASKS[args.task].pair, args.task)
@@ -284,6 +284,11 @@ def _add_run_commands(sub) -> None:
             e.add_argument("--task", help="with --input: which of the run's tasks to predict")
             e.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="with --input (default jsonl)")
             e.add_argument("--overwrite", action="store_true", help="replace files an earlier predict wrote in --out")
+        e.add_argument(
+            "--precision",
+            choices=("auto", "fp32", "bf16", "fp16", "int8"),
+            help="what inference runs in (default: the run's); int8: dynamic int8 quantization, CPU only",
+        )
         add_data_dir(e)
         e.set_defaults(func=cmd_evaluate)
     ex = sub.add_parser(

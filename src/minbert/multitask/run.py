@@ -4,6 +4,7 @@ and load a finished run (`load_run`) - its saved config, the model with its best
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from minbert.model.compile import compile_layers
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import TaskData, encode_task
 from minbert.multitask.model import MultitaskModel
-from minbert.multitask.runner import Runner
+from minbert.multitask.runner import INFERENCE_PRECISIONS, Runner
 from minbert.multitask.state import load_snapshot
 from minbert.runs import pick_device
 from minbert.tasks import TASKS
@@ -89,22 +90,30 @@ class LoadedRun:
     tok: Tokenizer
     device: torch.device
     best: dict  # the best checkpoint's saved state: {"epoch": .., "dev": {metric: value}}
+    precision: str = ""  # what inference runs in (runner.INFERENCE_PRECISIONS); "" = the run's own precision
 
-    @property
+    @functools.cached_property
     def runner(self) -> Runner:
-        """Its forward passes (soft outputs, predictions, metrics, embeddings) in its own precision."""
-        return Runner(self.model, self.tok.pad_id, self.device, self.cfg.precision)
+        """Its forward passes (soft outputs, predictions, metrics, embeddings), built once."""
+        return Runner(self.model, self.tok.pad_id, self.device, self.precision or self.cfg.precision)
 
 
 def load_run(
-    run: str | Path, data_dir: str | None = None, device: str | None = None, cfg: TrainConfig | None = None
+    run: str | Path,
+    data_dir: str | None = None,
+    device: str | None = None,
+    cfg: TrainConfig | None = None,
+    precision: str | None = None,
 ) -> LoadedRun:
     """A finished (or interrupted) run's best checkpoint, ready to evaluate or predict; `cfg`: its config when the
-    caller has read it already (load_run_config)."""
+    caller has read it already (load_run_config); `precision`: what inference runs in (default the run's; "int8":
+    dynamic int8 quantization on CPU)."""
+    if precision is not None and precision not in INFERENCE_PRECISIONS:
+        raise MinbertError(f"precision {precision!r}: valid: {', '.join(INFERENCE_PRECISIONS)}")
     run = Path(run)
     cfg = cfg or load_run_config(run, data_dir)
     where = pick_device(device or cfg.device)
     model, tok = build(cfg, where)
     best = load_snapshot(run, "best", model)
     model.eval()
-    return LoadedRun(run, cfg, model, tok, where, best)
+    return LoadedRun(run, cfg, model, tok, where, best, precision or "")

@@ -11,20 +11,31 @@ the order restored through their indices; with several processes each encodes it
 
 from __future__ import annotations
 
+import copy
+
 import torch
+from torch import nn
 
 from minbert.data import bucket_batches, pad
 from minbert.data.batching import trimming
 from minbert.distributed import gathered_rows
+from minbert.errors import MinbertError
 from minbert.multitask.data import TaskData, make_batch
 from minbert.multitask.model import MultitaskModel
 from minbert.runs import autocast
 from minbert.tasks import TASKS, overall_score
 
+# what inference may run in: training's precisions, and int8 (torch's dynamic quantization of every linear layer:
+# int8 weights, activations quantized per batch; CPU only)
+INFERENCE_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+
 
 class Runner:
     def __init__(self, model: MultitaskModel, pad_id: int, device, precision: str, batch_size: int = 64):
-        self.model, self.pad_id, self.device, self.batch_size = model, pad_id, torch.device(device), batch_size
+        self.pad_id, self.device, self.batch_size = pad_id, torch.device(device), batch_size
+        if precision == "int8":
+            model, precision = int8(model, self.device), "fp32"
+        self.model = model
         self.autocast = autocast(self.device, precision)
 
     def evaluate(self, data: dict[str, TaskData]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
@@ -111,3 +122,13 @@ class Runner:
             return out
 
         return gathered_rows(rows, len(seqs))
+
+
+def int8(model: MultitaskModel, device: torch.device) -> MultitaskModel:
+    """A copy of the model with every linear layer dynamically quantized to int8 (the encoder's q/k/v, attention
+    output and FFN layers, the pooler and the heads); embeddings and LayerNorm stay fp32. The trained model is left
+    as it is."""
+    if device.type != "cpu":
+        raise MinbertError(f"precision int8: dynamic int8 quantization runs on CPU, not {device.type}; use bf16 there")
+    frozen = copy.deepcopy(model).eval()
+    return torch.ao.quantization.quantize_dynamic(frozen, {nn.Linear}, dtype=torch.qint8)
