@@ -8,12 +8,17 @@ import functools
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
+from minbert.combiners import COMBINERS
 from minbert.config import Range, from_dict, ge, gt, to_dict, typed_args, within
 from minbert.errors import MinbertError
 from minbert.losses import LOSSES
+from minbert.lr_schedules import LR_SCHEDULES
 from minbert.model.heads import HEADS, PAIR_FEATURES
+from minbert.regularizers import REGULARIZERS
+from minbert.runs import check_loggers
 from minbert.sampling import SAMPLERS
-from minbert.tasks.custom import CustomTaskConfig
+from minbert.tasks import BUILTIN, TASKS
+from minbert.tasks.custom import CustomTaskConfig, register
 
 
 @dataclass(frozen=True)
@@ -142,9 +147,6 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Every check that can run before the model and the data load; the first failure is one MinbertError."""
-        from minbert.runs import check_loggers
-        from minbert.tasks import BUILTIN, TASKS
-        from minbert.tasks.custom import register
 
         from_dict(TrainConfig, to_dict(self))  # the declared ranges, also for a config built in Python
         register(self.custom_tasks, TASKS, BUILTIN)
@@ -184,9 +186,6 @@ class TrainConfig:
 
     def _check_names(self) -> None:
         """Each technique named is in its registry."""
-        from minbert.combiners import COMBINERS
-        from minbert.lr_schedules import LR_SCHEDULES
-        from minbert.regularizers import REGULARIZERS
 
         for key, name, registry in (
             ("schedule", self.schedule, SAMPLERS),
@@ -224,9 +223,6 @@ class TrainConfig:
 
     def technique_args(self) -> dict[str, tuple]:
         """{config key: (constructor, its arguments)} of the techniques whose arguments the config gives."""
-        from minbert.combiners import COMBINERS
-        from minbert.lr_schedules import LR_SCHEDULES
-        from minbert.regularizers import REGULARIZERS
 
         out = {f"regularizers.{k}": (REGULARIZERS[k], a) for k, a in self.regularizers.items()}
         out["schedule_args"] = (SAMPLERS[self.schedule], self.schedule_args)
@@ -254,7 +250,6 @@ class TrainConfig:
 
     def task(self, name: str) -> TaskConfig:
         """The task's config with its defaults filled in."""
-        from minbert.tasks import TASKS
 
         t, spec = self.tasks[name], TASKS[name]
         return dataclasses.replace(
@@ -267,7 +262,6 @@ class TrainConfig:
 
 def _check_task(name: str, t: TaskConfig) -> None:
     """A task's name, head and losses: known, fitting the task (sentence or pair) and each other."""
-    from minbert.tasks import TASKS
 
     if name not in TASKS:
         raise MinbertError(f"tasks.{name}: unknown task; valid: {', '.join(TASKS)}, or define it under custom_tasks")
