@@ -27,8 +27,8 @@ class TaskData:
     index: list[tuple[int, ...]]  # per example: 1 (sentence) or 2 (pair) indices into `sentences`
     joint: list[list[int]] | None = None  # cross-encoder tokens per example
     types: list[list[int]] | None = None  # cross-encoder token types per example
-    # a frozen encoder's embeddings (multitask/frozen.py): (S, H) per distinct sentence, or (N, H) per example for a
-    # cross-encoder; batches then carry these rows instead of tokens
+    # a frozen encoder's embeddings (Runner.cache_features, multitask/runner.py): (S, H) per distinct sentence, or
+    # (N, H) per example for a cross-encoder; batches then carry these rows instead of tokens
     features: torch.Tensor | None = None
     # distillation targets per example (multitask/distill.py): (N, C) class probabilities or (N,) soft scores
     teacher: torch.Tensor | None = None

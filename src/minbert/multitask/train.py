@@ -5,7 +5,7 @@ after each epoch, the best epoch kept by overall score, resumable at any checkpo
     minbert train --resume runs/quickstart-...
 
 `Trainer` splits it the way torchtune's recipes do: `setup` (model, data, optimizer, techniques, run directory),
-`restore` (a checkpoint's state), `train_epoch` (the steps of one epoch; one step is multitask/step.py),
+`restore` (a checkpoint's state), `train_epoch` (the steps of one epoch; one step is multitask/stepper.py),
 `evaluate_epoch` (dev metrics, the best epoch kept) and `finish` (test predictions, summary). Everything a checkpoint
 restores besides tensors is one `TrainState`.
 """
