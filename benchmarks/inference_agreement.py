@@ -3,11 +3,13 @@ precision"): class probabilities (SST), P(1) (Quora), scores (STS), and the cosi
 first N dev rows of each task. Accuracy, not speed: safe to run beside other work.
 
     python benchmarks/inference_agreement.py RUN_DIR [--rows 300]
+    python benchmarks/inference_agreement.py RUN_DIR --speed   # sentences/s of SST soft outputs; a quiet machine only
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
 
@@ -19,7 +21,10 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
     ap.add_argument("--rows", type=int, default=300)
+    ap.add_argument("--speed", action="store_true", help="time SST soft outputs on 1,024 dev sentences, interleaved")
     args = ap.parse_args()
+    if args.speed:
+        return speed(args.run)
     rows = {t: load_split(DATASETS[t], "dev", data_dir(), False)[: args.rows] for t in ("sst", "quora", "sts")}
     sst = [e.texts[0] for e in rows["sst"]]
     ref = minbert.load(args.run, precision="fp32")
@@ -32,6 +37,21 @@ def main() -> None:
             parts.append(f"{task} mean {d.mean():.4f} max {d.max():.4f}")
         cos = torch.nn.functional.cosine_similarity(m.embed(sst), ref.embed(sst), dim=-1)
         print(f"{precision}: " + " | ".join(parts) + f" | embedding cosine mean {cos.mean():.4f} min {cos.min():.4f}")
+
+
+def speed(run: str, rounds: int = 3) -> None:
+    """Sentences per second for each precision, the precisions interleaved round by round (best round kept)."""
+    sst = [e.texts[0] for e in load_split(DATASETS["sst"], "dev", data_dir(), False)][:1024]
+    models = {p: minbert.load(run, precision=p) for p in ("fp32", "bf16", "int8")}
+    best = dict.fromkeys(models, 0.0)
+    for m in models.values():
+        m.soft("sst", sst[:64])  # warm-up
+    for _ in range(rounds):
+        for p, m in models.items():
+            t = time.perf_counter()
+            m.soft("sst", sst)
+            best[p] = max(best[p], len(sst) / (time.perf_counter() - t))
+    print(f"{torch.get_num_threads()} threads: " + ", ".join(f"{p} {v:.0f} sentences/s" for p, v in best.items()))
 
 
 if __name__ == "__main__":
