@@ -74,7 +74,6 @@ class Model:
         if not texts:
             return torch.empty(0, r.model.bert.config.hidden_size)
         ids = r.tok.encode(texts, r.cfg.task(task).max_length)
-        r.model.eval()
         return r.runner.sentences(task, ids, batch_size).float().cpu()
 
     def _check(self, task: str, batch_size: int) -> None:

@@ -147,7 +147,6 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Every check that can run before the model and the data load; the first failure is one MinbertError."""
-
         from_dict(TrainConfig, to_dict(self))  # the declared ranges, also for a config built in Python
         register(self.custom_tasks, TASKS, BUILTIN)
         if not self.tasks:
@@ -186,7 +185,6 @@ class TrainConfig:
 
     def _check_names(self) -> None:
         """Each technique named is in its registry."""
-
         for key, name, registry in (
             ("schedule", self.schedule, SAMPLERS),
             ("combiner", self.combiner, COMBINERS),
@@ -223,7 +221,6 @@ class TrainConfig:
 
     def technique_args(self) -> dict[str, tuple]:
         """{config key: (constructor, its arguments)} of the techniques whose arguments the config gives."""
-
         out = {f"regularizers.{k}": (REGULARIZERS[k], a) for k, a in self.regularizers.items()}
         out["schedule_args"] = (SAMPLERS[self.schedule], self.schedule_args)
         out["combiner_args"] = (COMBINERS[self.combiner], self.combiner_args)
@@ -250,7 +247,6 @@ class TrainConfig:
 
     def task(self, name: str) -> TaskConfig:
         """The task's config with its defaults filled in."""
-
         t, spec = self.tasks[name], TASKS[name]
         return dataclasses.replace(
             t,
@@ -262,7 +258,6 @@ class TrainConfig:
 
 def _check_task(name: str, t: TaskConfig) -> None:
     """A task's name, head and losses: known, fitting the task (sentence or pair) and each other."""
-
     if name not in TASKS:
         raise MinbertError(f"tasks.{name}: unknown task; valid: {', '.join(TASKS)}, or define it under custom_tasks")
     if t.head and t.head not in HEADS:

@@ -84,6 +84,7 @@ class Runner:
     @torch.inference_mode()
     def sentences(self, task: str, sentences: list[list[int]], batch_size: int | None = None) -> torch.Tensor:
         """(S, H) embeddings of token-id sentences with the task's pooling (and PALs), in the given order."""
+        self.model.eval()
         return self._embed_rows(task, sentences, batch_size or self.batch_size)
 
     @torch.no_grad()  # not inference_mode: the heads' backward reads these rows

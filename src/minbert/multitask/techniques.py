@@ -20,10 +20,11 @@ class Techniques:
         self.stepper = Stepper(self.objective, device)
         self.lr_schedule = cfg.build("lr_schedule_args")
         # end-of-epoch updaters: the learning-rate schedule, then each task's dynamic margin
+        steps = {n: cfg.task(n).margin_step for n in cfg.tasks}
         self.margins = {
-            n: DynamicMargin(self.objective.losses[n], n, f"{n}/{TASKS[n].metric_name}", cfg.task(n).margin_step)
-            for n in cfg.tasks
-            if cfg.task(n).margin_step
+            n: DynamicMargin(self.objective.losses[n], n, f"{n}/{TASKS[n].metric_name}", step)
+            for n, step in steps.items()
+            if step
         }
 
     def end_epoch(self, optimizer, epoch: int, train_loss: float, dev: dict[str, float]) -> dict:
