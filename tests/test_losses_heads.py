@@ -16,9 +16,10 @@ from minbert.model import BertModel
 from minbert.model.heads import HEADS, ConcatPairHead, CosinePairHead
 from minbert.model.outputs import HeadOutput
 from minbert.multitask.config import TrainConfig
-from minbert.multitask.data import Batch
+from minbert.multitask.data import Batch, TaskData
 from minbert.multitask.model import MultitaskModel
 from minbert.multitask.objective import Objective
+from minbert.multitask.runner import Runner
 from minbert.tasks import TASKS
 from tests.helpers import QUICKSTART, TINY_BERT
 
@@ -155,6 +156,15 @@ def _batch(task: str, head: str, b: int = 4, t: int = 6):
     return Batch(ids, torch.ones_like(ids), types, labels, pair=bi, keys=keys)
 
 
+def _data(batch: Batch) -> TaskData:
+    """The batch's examples as the runner reads them: a table of sentences, or the cross-encoded pairs."""
+    rows, b = batch.ids.tolist(), len(batch.labels)
+    if batch.types is not None:
+        return TaskData([None] * b, batch.labels, [], [], rows, batch.types.tolist())
+    index = [(i, b + i) for i in range(b)] if batch.pair else [(i,) for i in range(b)]
+    return TaskData([None] * b, batch.labels, rows, index)
+
+
 @pytest.mark.parametrize("task", ["sst", "quora", "sts"])
 def test_every_head_and_loss_the_check_accepts_trains_and_predicts(task):
     """The one kinds check (multitask/config.py) against the code it guards: every (head, loss, extra loss) it
@@ -176,6 +186,8 @@ def test_every_head_and_loss_the_check_accepts_trains_and_predicts(task):
         assert value.dim() == 0 and torch.isfinite(value), (head, loss, extra)
         value.backward()
         assert any(p.grad is not None for p in model.parameters())
-        soft = TASKS[task].soft(model(task, batch), model.cosine_scale(task))
+        soft = TASKS[task].soft(model.eval()(task, batch), model.cosine_scale(task))
         assert soft.shape[0] == 4 and TASKS[task].hard(soft).shape == (4,), (head, loss, extra)
+        preds = Runner(model, 0, "cpu", "fp32").predict(task, _data(batch))  # evaluate's and predict's path
+        assert torch.allclose(preds.float(), TASKS[task].hard(soft).float(), atol=1e-5), (head, loss, extra)
     assert accepted >= 3  # sst: ce alone, and with ce or mnrl_sentiment as an extra loss

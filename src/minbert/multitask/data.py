@@ -27,9 +27,6 @@ class TaskData:
     index: list[tuple[int, ...]]  # per example: 1 (sentence) or 2 (pair) indices into `sentences`
     joint: list[list[int]] | None = None  # cross-encoder tokens per example
     types: list[list[int]] | None = None  # cross-encoder token types per example
-    # a frozen encoder's embeddings (Runner.cache_features, multitask/runner.py): (S, H) per distinct sentence, or
-    # (N, H) per example for a cross-encoder; batches then carry these rows instead of tokens
-    features: torch.Tensor | None = None
     # distillation targets per example (multitask/distill.py): (N, C) class probabilities or (N,) soft scores
     teacher: torch.Tensor | None = None
 
@@ -59,19 +56,17 @@ def encode_task(task: Task, examples: list[Example], tok: Tokenizer, cfg: TaskCo
 
 @dataclass
 class Batch:
-    """Encoder inputs of one task's batch: `ids`, `mask` (B', T) and `types` for cross-encoders, or with a frozen
-    encoder its cached embeddings `features` (B', H). For bi-encoder pairs the B' = 2B rows are the first sentences
-    then the second ones; `labels` (B,)."""
+    """Encoder inputs of one task's batch: `ids`, `mask` (B', T) and `types` for cross-encoders. For bi-encoder
+    pairs the B' = 2B rows are the first sentences then the second ones; `labels` (B,)."""
 
-    ids: torch.Tensor | None
-    mask: torch.Tensor | None
+    ids: torch.Tensor
+    mask: torch.Tensor
     types: torch.Tensor | None
     labels: torch.Tensor | None
     pair: bool  # bi-encoder: split the B' embeddings into u and v
     # (B',) each row's index in the task's table of distinct sentences: equal keys are equal texts, which in-batch
     # losses must not count as negatives of each other (None for cross-encoded pairs)
     keys: torch.Tensor | None = None
-    features: torch.Tensor | None = None
     teacher: torch.Tensor | None = None  # (B, C) or (B,) distillation targets
 
     def to(self, device) -> "Batch":
@@ -83,14 +78,12 @@ class Batch:
             move(self.labels),
             self.pair,
             move(self.keys),
-            move(self.features),
             move(self.teacher),
         )
 
 
 def make_batch(data: TaskData, idx: list[int], pad_id: int) -> Batch:
-    """A batch of tokens, or with a frozen encoder (`data.features`) of its cached embedding rows; with its
-    examples' distillation targets when the data has them."""
+    """A batch of tokens, with its examples' distillation targets when the data has them."""
     batch = _inputs(data, idx, pad_id)
     if data.teacher is not None:
         batch.teacher = data.teacher[idx]
@@ -100,15 +93,11 @@ def make_batch(data: TaskData, idx: list[int], pad_id: int) -> Batch:
 def _inputs(data: TaskData, idx: list[int], pad_id: int) -> Batch:
     labels = None if data.labels is None else data.labels[idx]
     if data.joint is not None:
-        if data.features is not None:
-            return Batch(None, None, None, labels, pair=False, features=data.features[idx])
         ids, mask = pad([data.joint[i] for i in idx], pad_id)
         types, _ = pad([data.types[i] for i in idx], 0)
         return Batch(ids, mask, types, labels, pair=False)
     sides = len(data.index[idx[0]])
     keys = [data.index[i][s] for s in range(sides) for i in idx]  # all first sentences, then seconds
-    if data.features is not None:
-        return Batch(None, None, None, labels, sides == 2, torch.tensor(keys), data.features[keys])
     ids, mask = pad([data.sentences[k] for k in keys], pad_id)
     return Batch(ids, mask, None, labels, pair=sides == 2, keys=torch.tensor(keys))
 

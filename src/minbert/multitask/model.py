@@ -11,6 +11,7 @@ from minbert.model.outputs import HeadOutput
 from minbert.model.pals import PAL, pal_size
 from minbert.multitask.config import PalsConfig, TaskConfig, num_outputs
 from minbert.multitask.data import Batch
+from minbert.multitask.frozen import EncoderCache
 from minbert.tasks import TASKS
 
 
@@ -37,6 +38,8 @@ class MultitaskModel(nn.Module):
             )
         else:
             self.pals = None
+        # frozen: true - the encoder's rows computed once (multitask/frozen.py; Runner.cache_encoder sets it)
+        self.cache: EncoderCache | None = None
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters every task's loss reaches: the encoder's (heads and PALs belong to one task each)."""
@@ -63,7 +66,13 @@ class MultitaskModel(nn.Module):
 
     def embed(self, task: str, ids, mask, types=None, embedded=None) -> torch.Tensor:
         """(B, H) sentence embeddings with the task's pooling (and its PALs); `embedded` (B, T, H) replaces the
-        embedding layer's output."""
+        embedding layer's output. A frozen encoder's come from its cache."""
+        if self.cache is not None:
+            return self.cache(task, ids, mask, types)
+        return self.encode(task, ids, mask, types, embedded)
+
+    def encode(self, task: str, ids, mask, types=None, embedded=None) -> torch.Tensor:
+        """(B, H) what `embed` gives, always from the encoder."""
         adapters = self.pals[task].adapters() if self.pals is not None else None
         return self.bert.sentence_embedding(ids, mask, types, self.tasks[task].pooling, None, adapters, embedded)
 
@@ -79,10 +88,7 @@ class MultitaskModel(nn.Module):
         return self.heads[task](emb)
 
     def forward(self, task: str, batch: Batch, embedded: torch.Tensor | None = None) -> HeadOutput:
-        """`embedded` (B', T, H) replaces the embedding layer's output for batch.ids (SMART perturbs it); a batch of a
-        frozen encoder's cached embeddings goes straight to the head."""
-        if batch.features is not None:
-            return self.head(task, batch.features, batch.pair)
+        """`embedded` (B', T, H) replaces the embedding layer's output for batch.ids (SMART perturbs it)."""
         return self.head(task, self.embed(task, batch.ids, batch.mask, batch.types, embedded), batch.pair)
 
     def cosine_scale(self, task: str) -> float | None:

@@ -47,8 +47,8 @@ class Objective(nn.Module):
         }
         self.regularizers = {k: cfg.build(f"regularizers.{k}") for k in cfg.regularizers}
         # one encoder pass for all of a step's tasks, except where the tasks' passes differ: per-task gradients need a
-        # graph per task, PALs put a different adapter in every layer per task, and a frozen encoder's batches carry
-        # cached embeddings (there is no encoder pass to share)
+        # graph per task, PALs put a different adapter in every layer per task, and a frozen encoder's rows come from
+        # its cache (there is no encoder pass to share)
         self.fused = cfg.fused and not cfg.per_task_gradients and model.pals is None and not cfg.frozen
         world = current().world
         # losses whose terms compare examples within a batch: splitting the batch changes them

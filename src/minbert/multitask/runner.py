@@ -1,8 +1,8 @@
 """The forward passes every command needs, for one model, set up once: `Runner(model, pad_id, device, precision)`
 holds the model, its tokenizer's pad id, the device and the autocast context (resolved once), and gives soft
-outputs and predictions for a task's examples, dev metrics, sentence embeddings, and a frozen encoder's cached
-features. Training's evaluation, `evaluate`, `predict`, the API, `ensemble`, `analyze` and distillation's teachers all
-run through it, so batching, precision and the distinct-sentence encoding are the same everywhere.
+outputs and predictions for a task's examples, dev metrics, sentence embeddings, and a frozen encoder's cache.
+Training's evaluation, `evaluate`, `predict`, the API, `ensemble`, `analyze` and distillation's teachers all run
+through it, so batching, precision and the distinct-sentence encoding are the same everywhere.
 
 Bi-encoder and sentence tasks encode each distinct sentence once (`TaskData.sentences`) and score examples from the
 embedding table; a cross-encoder scores each pair as its own input. Batches are length-sorted (the least padding),
@@ -21,6 +21,7 @@ from minbert.data.batching import trimming
 from minbert.distributed import gathered_rows
 from minbert.errors import MinbertError
 from minbert.multitask.data import TaskData, make_batch
+from minbert.multitask.frozen import EncoderCache
 from minbert.multitask.model import MultitaskModel
 from minbert.runs import autocast
 from minbert.tasks import TASKS, overall_score
@@ -62,17 +63,18 @@ class Runner:
         if data.joint is not None:  # cross-encoder: every pair is its own encoder input
 
             def scores(pairs: list[int]) -> torch.Tensor:
-                out = torch.empty(len(pairs))
+                out = torch.empty(len(pairs))  # (n,) or (n, C): its width is known after the first batch
                 for idx in trimming(bucket_batches([data.lengths[i] for i in pairs], bs)):
                     b = make_batch(data, [pairs[i] for i in idx], self.pad_id).to(self.device)
                     with self.autocast():
-                        out[idx] = spec.soft(model(task, b), scale).float().cpu()
+                        soft = spec.soft(model(task, b), scale).float().cpu()
+                    if out.shape[1:] != soft.shape[1:]:
+                        out = torch.empty(len(pairs), *soft.shape[1:])
+                    out[idx] = soft
                 return out
 
             return gathered_rows(scores, len(data))
-        emb = data.features  # (S, H) a frozen encoder's, computed once
-        if emb is None:
-            emb = self.sentences(task, data.sentences, bs)  # (S, H)
+        emb = self.sentences(task, data.sentences, bs)  # (S, H)
         index = torch.tensor(data.index, device=self.device)  # (N, 1 or 2)
         parts = []
         for rows in index.split(bs * 4):
@@ -88,19 +90,24 @@ class Runner:
         return self._embed_rows(task, sentences, batch_size or self.batch_size)
 
     @torch.no_grad()  # not inference_mode: the heads' backward reads these rows
-    def cache_features(self, data: dict[str, dict[str, TaskData]]) -> None:
-        """`frozen: true`: sets `features` on every split's TaskData, from the encoder in eval mode (no dropout),
-        so the heads train and are evaluated on these rows and an epoch costs the heads alone: per distinct
-        sentence (S, H), or for a cross-encoder per example (N, H), the joint pair's embedding."""
-        self.model.eval()
+    def cache_encoder(self, data: dict[str, dict[str, TaskData]]) -> None:
+        """`frozen: true`: embeds every split's inputs once, in eval mode (no dropout), into the model's
+        EncoderCache (multitask/frozen.py), so the heads train and are evaluated on these rows and an epoch costs
+        the heads alone: per distinct sentence, or for a cross-encoder per example, the joint pair's embedding."""
+        model = self.model
+        model.cache = None  # the passes below run the encoder
+        model.eval()
+        cache = EncoderCache(model.encode, model)
         for split in data.values():
             for task, d in split.items():
-                d.features = None  # make_batch below must run the encoder
-                d.features = self._features(task, d)
+                if d.joint is None:
+                    cache.add(task, d.sentences, None, self._embed_rows(task, d.sentences, self.batch_size))
+                else:
+                    cache.add(task, d.joint, d.types, self._joint_rows(task, d))
+        model.cache = cache
 
-    def _features(self, task: str, data: TaskData) -> torch.Tensor:
-        if data.joint is None:
-            return self._embed_rows(task, data.sentences, self.batch_size)
+    def _joint_rows(self, task: str, data: TaskData) -> torch.Tensor:
+        """(N, H) a cross-encoder's embedding of every example's joint pair."""
         out = torch.empty(len(data), self.model.bert.config.hidden_size, device=self.device)
         for idx in trimming(bucket_batches(data.lengths, self.batch_size)):
             b = make_batch(data, idx, self.pad_id).to(self.device)

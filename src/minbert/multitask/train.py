@@ -159,7 +159,7 @@ class Trainer:
         targets = self.teacher_targets(run if resume else None)
         self.runner = Runner(self.model, self.tok.pad_id, self.device, cfg.precision)
         if cfg.frozen:  # the encoder never changes: embed every data set once
-            self.runner.cache_features(self.data)
+            self.runner.cache_encoder(self.data)
         if d.world > 1:
             self.rank_seed()
         groups = self.model.param_groups(cfg.lr, cfg.head_lr_mult, cfg.layer_lr_decay)
