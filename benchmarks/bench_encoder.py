@@ -95,7 +95,7 @@ def main() -> None:
     frozen = BertModel.from_pretrained(ckpt)
     frozen.embeddings.word_embeddings.weight.requires_grad_(False)  # freeze_word_embeddings: changes the math
     padded = BertModel.from_pretrained(ckpt)
-    padded.unpad = False  # every position computed, padding included, as transformers does
+    padded.configured(unpad=False)  # every position computed, padding included, as transformers does
     for precision in ("fp32", "bf16"):
         bf16 = precision == "bf16"
         res = {}

@@ -137,14 +137,14 @@ def main() -> None:
             if fixed:
                 micro = fixed_length(micro, max_len, tok.pad_id)
             for name, stepper in steppers.items():
-                model.bert.unpad = not modes[name].get("padded", False)
+                model.bert.configured(unpad=not modes[name].get("padded", False))
                 t = time.perf_counter()
                 stepper.step(opt, micro, 0)
                 if i >= 2:
                     elapsed[name] += time.perf_counter() - t
             if i >= 2:
                 examples += sum(len(v) for v in idx.values())  # a pair counts as one example
-        model.bert.unpad = True
+        model.bert.configured(unpad=True)
         return {name: examples / e for name, e in elapsed.items()}
 
     three = {"fused": {"fused": True}, "per-task": {}, "five": {"five": True}}

@@ -124,11 +124,10 @@ def check_parity(args, work: Path) -> str:
     import transformers
 
     from minbert.data import Tokenizer, pad
-    from minbert.model import BertModel
+    from minbert.model import BertModel, Speed
 
     dev = torch.device(args.device)
-    ours = BertModel.from_pretrained(args.checkpoint).float().to(dev).eval()
-    ours.choose_speed_paths(dev.type)
+    ours = BertModel.from_pretrained(args.checkpoint, Speed(dev.type)).float().to(dev).eval()
     theirs = transformers.BertModel.from_pretrained(args.checkpoint).float().to(dev).eval()
     tok = Tokenizer.from_pretrained(args.checkpoint)
     texts = ["a gorgeous, witty film", "a tedious mess that never finds its footing, and a long one at that", "ok"]
@@ -299,7 +298,7 @@ def speed_row(ours, theirs, dev, dtype, batch: int, length: int, iters: int) -> 
 
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    ours.choose_speed_paths(dev.type)
+    ours.configured(device_type=dev.type)
     ids = torch.randint(1000, ours.config.vocab_size, (batch, length), device=dev)
     mask = torch.ones_like(ids)
     mask[: batch // 2, length // 2 :] = 0  # half the batch padded to half its length

@@ -14,6 +14,20 @@ settings.register_profile("long", derandomize=False, print_blob=True, **_FUZZ)
 settings.load_profile("long" if os.environ.get("MINBERT_FUZZ") == "long" else "ci")
 
 
+def pytest_configure(config):
+    """With pytest-xdist (`-n auto`, the README's test command), each worker process keeps to a core of its own and
+    one torch thread - and so do the training runs it starts, whose automatic thread count follows the affinity
+    (runs.set_threads): PyTorch's threads slow down several times when another process takes their core."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker is None or not hasattr(os, "sched_setaffinity"):
+        return
+    import torch
+
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cores[int(worker.removeprefix("gw")) % len(cores)]})
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def data_root():
     root = data_dir()

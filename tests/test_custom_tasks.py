@@ -103,3 +103,23 @@ def test_a_custom_jsonl_task_trains_from_a_config_alone(tmp_path):
     got = m.predict("mood", ["a gorgeous, witty film"])[0]
     assert got["name"] in ("sad", "happy") and len(got["probabilities"]) == 2
     assert 0 <= m.predict("sim", [("a man plays guitar", "a person plays a guitar")])[0]["score"] <= 5
+
+
+def test_a_config_s_custom_tasks_stay_in_its_own_task_table(tmp_path):
+    """Validating a config changes nothing global: two configs that define a task of the same name differently
+    each see their own, and the built-in table is as it was."""
+    from minbert.config import load_config
+    from minbert.multitask.config import TrainConfig
+    from minbert.tasks import TASKS
+
+    before = dict(TASKS)
+
+    def config(labels):
+        task = {"files": {"train": "a.csv", "dev": "b.csv"}, "text": ["t"], "label": "y", "labels": labels}
+        return load_config(TrainConfig, None, [f"custom_tasks={{mine: {json.dumps(task)}}}", "tasks={mine: {}}"])
+
+    two, three = config(["a", "b"]).validate(), config(["a", "b", "c"]).validate()
+    assert TASKS == before and "mine" not in TASKS
+    assert two.specs["mine"].dataset.label_names == ("a", "b")
+    assert three.specs["mine"].dataset.label_names == ("a", "b", "c")
+    assert two.specs["sst"] is TASKS["sst"]

@@ -48,7 +48,7 @@ def test_fused_step_has_the_per_task_loss_and_gradient_in_fp32(heads):
     cfg, model, batches = setup(heads)
     model.train()
     fused, g_fused = losses_and_grads(cfg, model, batches, fused=True)
-    model.bert.unpad = False  # the per-task passes as padded batches: the fused pass against the padded math
+    model.bert.configured(unpad=False)  # the per-task passes as padded batches: the fused pass against the padded math
     sep, g_sep = losses_and_grads(cfg, model, batches, fused=False)
     assert fused.keys() == sep.keys() == {"sst", "quora", "sts"}
     for n in fused:
@@ -169,7 +169,7 @@ def test_per_task_passes_run_unpadded_with_pals_and_checkpointing(monkeypatch):
         torch.nn.init.normal_(pal.decoder.weight, std=0.05)
     model.train()
     flat, g_flat = losses_and_grads(cfg, model, batches, fused=False)
-    model.bert.unpad = False
+    model.bert.configured(unpad=False)
     padded, g_padded = losses_and_grads(cfg, model, batches, fused=False)
     for n in padded:
         assert abs(flat[n] - padded[n]) <= 1e-5, (n, flat[n], padded[n])

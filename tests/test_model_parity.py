@@ -23,7 +23,7 @@ def test_embedded_checkpoint_matches_transformers(data_root, ckpt, unpad):
     assert (mask == 0).any(), "the batch must contain padding to test the mask path"
     assert unpad_layout(mask) is not None, "the batch must have enough padding to run unpadded"
     ours = BertModel.from_pretrained(ckpt).eval()
-    ours.unpad = unpad
+    ours.configured(unpad=unpad)
     ref = transformers.BertModel.from_pretrained(ckpt, attn_implementation="eager").eval()
     with torch.no_grad():
         o = ours(ids, mask)
@@ -66,7 +66,7 @@ def test_tiny_random_config_matches_transformers(act, monkeypatch):
     with torch.no_grad():
         r = ref(input_ids=ids, attention_mask=mask, token_type_ids=types)
         for unpad in (True, False):
-            ours.unpad = unpad
+            ours.configured(unpad=unpad)
             o = ours(ids, mask, types)
             assert (o.last_hidden_state[real] - r.last_hidden_state[real]).abs().max() <= TOL, unpad
             assert (o.pooler_output - r.pooler_output).abs().max() <= TOL, unpad
@@ -80,7 +80,7 @@ def test_training_path_matches_transformers_outputs_and_gradients(data_root, ckp
     ids, mask = real_batch(data_root, ckpt, n=8)
     assert unpad_layout(mask) is not None, "the batch must have enough padding to run unpadded"
     ours = BertModel.from_pretrained(ckpt).eval()  # eval: no dropout, so both sides compute the same function
-    ours.unpad = unpad
+    ours.configured(unpad=unpad)
     ref = transformers.BertModel.from_pretrained(ckpt, attn_implementation="eager").eval()
     grads = []
     for model, out in ((ours, lambda: ours(ids, mask)), (ref, lambda: ref(input_ids=ids, attention_mask=mask))):
@@ -154,9 +154,9 @@ def test_unpadding_falls_back_where_the_layout_cannot_say_the_mask(ckpt, monkeyp
     for mask in (left, torch.ones_like(right), right):
         with torch.no_grad():
             a = model(ids, mask).last_hidden_state
-            model.unpad = False
+            model.configured(unpad=False)
             b = model(ids, mask).last_hidden_state
-            model.unpad = True
+            model.configured(unpad=True)
         assert torch.equal(a, b)
 
 

@@ -176,7 +176,7 @@ def test_ensemble_averages_probabilities_not_votes_or_logits():
     soft = {"dev": {"sst": members, "quora": quora, "sts": sts}, "test": {}}
     labels = {"sst": torch.tensor([1, 0]), "quora": torch.tensor([1, 0]), "sts": torch.tensor([2.5, 3.0])}
     data_of = {"dev": {t: SimpleNamespace(labels=y) for t, y in labels.items()}}
-    metrics, preds = _average(soft, data_of)
+    metrics, preds = _average(soft, data_of, TASKS)
     assert list(preds["dev"]["sst"]) == [1, 0]
     assert metrics["sst/acc"] == 1.0 and metrics["quora/acc"] == 1.0
     assert list(preds["dev"]["quora"]) == [1, 0]

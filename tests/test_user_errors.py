@@ -31,6 +31,16 @@ CONFIG_CASES = [
     ("tasks.sst.colour=red", "unknown config key 'tasks.sst.colour'; valid keys here: head, loss"),
     ("lr=fast", "lr: expected float"),
     ("schedule=random_walk", "schedule: 'random_walk' unknown; valid: sequential, round_robin, proportional, annealed"),
+    (
+        "schedule=plateau",
+        "schedule: 'plateau' unknown; valid: sequential, round_robin, proportional, annealed "
+        "('plateau' is a lr_schedule: set lr_schedule=plateau)",
+    ),
+    (
+        "lr_schedule=annealed",
+        "lr_schedule: 'annealed' unknown; valid: constant, plateau, warmup_linear "
+        "('annealed' is a schedule: set schedule=annealed)",
+    ),
     ("tasks.sts.loss=huber", "tasks.sts.loss: 'huber' unknown; valid: ce, bce, mse"),
     ("tasks.sts.head=linear", "does not fit a pair task; valid: concat, cosine, cross"),
     ("tasks.quora.head=cosine", "tasks.quora.loss: 'bce' needs a logit, and head 'cosine' gives a score"),

@@ -24,7 +24,7 @@ from minbert.errors import MinbertError
 from minbert.files import read_text
 from minbert.multitask.data import encode_task
 from minbert.multitask.run import LoadedRun, load_run
-from minbert.tasks import TASKS
+from minbert.tasks import Task
 
 Inputs = Sequence[str] | Sequence[tuple[str, str]]
 
@@ -39,11 +39,16 @@ class Model:
     def tasks(self) -> list[str]:
         return list(self.run.cfg.tasks)
 
+    @property
+    def specs(self) -> dict[str, Task]:
+        """Each task's definition (its metric, labels, whether it reads pairs)."""
+        return self.run.model.specs
+
     def predict(self, task: str, inputs: Inputs, batch_size: int = 64) -> list[dict]:
         """One dict per input: a classification task gives its "label" and the "probabilities" of every class (a
         two-class task the "probability" of 1), a regression task its "score" on the label scale (STS: 0..5)."""
         soft = self.soft(task, inputs, batch_size)
-        spec = TASKS[task]
+        spec = self.specs[task]
         names = spec.dataset.written_names
         if soft.dim() == 2:  # class probabilities (N, C)
             out = [{"label": int(p.argmax()), "probabilities": [round(float(x), 6) for x in p]} for p in soft]
@@ -56,7 +61,7 @@ class Model:
     def soft(self, task: str, inputs: Inputs, batch_size: int = 64) -> torch.Tensor:
         """What ensembles average (Task.soft): class probabilities (N, C), P(1) (N,), or the score (N,)."""
         self._check(task, batch_size)
-        spec = TASKS[task]
+        spec = self.specs[task]
         examples = [_example(i, x, spec.pair, task) for i, x in enumerate(as_inputs(inputs, spec.pair, task))]
         if not examples:
             return torch.empty(0)

@@ -152,11 +152,13 @@ def cmd_evaluate(args) -> int:
         out = Path(args.out) if args.out else r.dir / "predictions"
         with staged(out) as tmp:
             written = [
-                p for s in splits for p in write_task_predictions(tmp, s, data[s], outputs[s], r.cfg.prediction_files)
+                p
+                for s in splits
+                for p in write_task_predictions(tmp, s, data[s], outputs[s], r.model.specs, r.cfg.prediction_files)
             ]
         for p in written:
             print(out / p.relative_to(tmp))
-    print(results_table(rows, list(r.cfg.tasks)))
+    print(results_table(rows, r.model.specs))
     return 0
 
 
@@ -167,7 +169,6 @@ def predict_text(args) -> int:
 
     from minbert.api import load, read_inputs, write_outputs
     from minbert.files import atomic_write_text, check_output
-    from minbert.tasks import TASKS
 
     if not args.task:
         raise MinbertError("predict --input needs --task (one of the run's tasks, e.g. --task sst)")
@@ -181,7 +182,7 @@ def predict_text(args) -> int:
     model = load(args.run_dir, precision=args.precision)  # first: the run's config may define its own tasks
     if args.task not in model.tasks:
         raise MinbertError(f"--task {args.task}: this run was trained on {', '.join(model.tasks)}")
-    inputs = read_inputs(args.input, TASKS[args.task].pair, args.task)
+    inputs = read_inputs(args.input, model.specs[args.task].pair, args.task)
     preds = model.predict(args.task, inputs)
     if out is not None:
         text = io.StringIO(newline="")

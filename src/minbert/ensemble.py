@@ -19,7 +19,7 @@ from minbert.errors import MinbertError
 from minbert.files import atomic_write_text, check_output, read_summary, staged
 from minbert.multitask.evaluate import results_table, write_task_predictions
 from minbert.multitask.run import load_data, load_run, load_run_config
-from minbert.tasks import TASKS, overall_score
+from minbert.tasks import overall_score
 
 
 def ensemble(
@@ -35,20 +35,21 @@ def ensemble(
     if any(Path(out).resolve() == Path(r).resolve() for r in runs):
         raise MinbertError(f"--out {out}: is one of the runs; the ensemble goes into a folder of its own")
     check_output(Path(out), overwrite, "ensemble")
-    unknown = sorted(set(thresholds) - set(TASKS))
+    configs = {run: load_run_config(run, data_dir) for run in runs}
+    specs = {n: s for cfg in configs.values() for n, s in cfg.specs.items()}  # the runs' tasks, custom ones too
+    unknown = sorted(set(thresholds) - set(specs))
     if unknown:
-        raise MinbertError(f"--min {', '.join(unknown)}: unknown task; valid: {', '.join(TASKS)}")
+        raise MinbertError(f"--min {', '.join(unknown)}: unknown task; valid: {', '.join(specs)}")
     start = time.time()
     soft: dict[str, dict[str, list[torch.Tensor]]] = {"dev": {}, "test": {}}
     members: dict[str, list[str]] = {}
     data_of: dict[str, dict] = {}  # split -> task -> TaskData (ids and labels)
     every: set[str] = set()  # the tasks the runs were trained on
-    for run in runs:
-        cfg = load_run_config(run, data_dir)
+    for run, cfg in configs.items():
         every.update(cfg.tasks)
         dev_metrics = read_summary(run).get("dev", {}) if (run / "summary.json").is_file() else {}
         wanted = [
-            t for t in cfg.tasks if dev_metrics.get(f"{t}/{TASKS[t].metric_name}", -1.0) >= thresholds.get(t, -1.0)
+            t for t in cfg.tasks if dev_metrics.get(f"{t}/{specs[t].metric_name}", -1.0) >= thresholds.get(t, -1.0)
         ]
         if not wanted:
             continue
@@ -67,15 +68,15 @@ def ensemble(
     if not members:
         raise MinbertError(f"no run passed the thresholds {thresholds}; lower --min or add runs")
 
-    metrics, preds = _average(soft, data_of)
+    metrics, preds = _average(soft, data_of, specs)
     if set(members) == every:  # the overall score only when no task was left out by the thresholds
-        metrics["overall"] = overall_score(metrics, {t: TASKS[t] for t in members})
+        metrics["overall"] = overall_score(metrics, {t: specs[t] for t in members})
     with staged(out) as tmp:  # all files or none
         for split in ("dev", "test"):
-            write_task_predictions(tmp / "predictions", split, data_of.get(split, {}), preds[split])
+            write_task_predictions(tmp / "predictions", split, data_of.get(split, {}), preds[split], specs)
         summary = _summary(out, metrics, members, thresholds, start)
         atomic_write_text(tmp / "summary.json", json.dumps(summary, indent=2))
-    print(results_table({f"ensemble of {len(runs)} runs": metrics}, list(members)))
+    print(results_table({f"ensemble of {len(runs)} runs": metrics}, {t: specs[t] for t in members}))
     for t, names in members.items():
         print(f"{t}: {len(names)} run(s): {', '.join(names)}")
     return summary
@@ -92,12 +93,12 @@ def _summary(out: Path, metrics: dict, members: dict, thresholds: dict, start: f
     }
 
 
-def _average(soft: dict, data_of: dict) -> tuple[dict[str, float], dict[str, dict]]:
+def _average(soft: dict, data_of: dict, specs: dict) -> tuple[dict[str, float], dict[str, dict]]:
     """Members' soft outputs -> the ensemble's predictions per split and task, and its dev metrics."""
     metrics, preds = {}, {"dev": {}, "test": {}}
     for split in ("dev", "test"):
         for t, parts in soft[split].items():
-            preds[split][t] = TASKS[t].hard(torch.stack(parts).mean(0))
+            preds[split][t] = specs[t].hard(torch.stack(parts).mean(0))
             if split == "dev":
-                metrics[f"{t}/{TASKS[t].metric_name}"] = TASKS[t].metric(preds[split][t], data_of["dev"][t].labels)
+                metrics[f"{t}/{specs[t].metric_name}"] = specs[t].metric(preds[split][t], data_of["dev"][t].labels)
     return metrics, preds

@@ -12,10 +12,13 @@
   (ReLU Dense layers); a model card in README.md.
 - `onnx`: OUT/<task>.onnx for every task (a bi-encoder's takes both sentences) and OUT/embed.onnx (sentence embeddings
   with `--task`'s pooling), with the tokenizer and minbert_export.json naming inputs, outputs and how outputs become
-  predictions. Exported with `torch.onnx.export` from the static graph (`BertModel.static_graph`: no branch on the
+  predictions. Exported with `torch.onnx.export` from the static graph (`Speed.static_graph`: no branch on the
   data) and checked against PyTorch with onnxruntime when it is installed.
 
-PALs make each task's encoder different: runs with PALs export only as `onnx`.
+PALs make each task's encoder different: runs with PALs export only as `onnx`. Per-task LoRA adapters do too, but
+merge: with `hf` the top folder stays the shared encoder and OUT/adapters/<task>/ is each task's adapter as a PEFT
+folder (`peft.PeftModel.from_pretrained(AutoModel.from_pretrained(OUT), OUT/adapters/<task>)`), while each task's
+classifier folder and the `sentence-transformers` folder hold that task's encoder with its adapters merged in.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from minbert.files import check_output, staged
 from minbert.model import resolve_checkpoint
 from minbert.model.heads import HEADS, CosinePairHead, SentenceHead
 from minbert.multitask.run import LoadedRun
+from minbert.multitask.state import write_adapter
 from minbert.runs import atomic_write_text, save_tensors
-from minbert.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,9 @@ def export(run: LoadedRun, out: Path, fmt: str, task: str | None = None, overwri
 
 def export_hf(run: LoadedRun, out: Path, task: str | None) -> list[Path]:
     written = [write_encoder(run, out, {"architectures": ["BertModel"]})]
+    for name in [task] if task else list(run.cfg.tasks):  # the tasks with LoRA adapters: PEFT folders
+        if run.model.lora is not None and name in run.model.lora:
+            written.append(write_adapter(run.model, name, out / "adapters" / name, base="../.."))
     for name in [task] if task else list(run.cfg.tasks):
         why = classifier_refusal(run, name)
         if why:
@@ -98,7 +104,7 @@ def classifier_refusal(run: LoadedRun, task: str) -> str:
 
 def classifier_weights(run: LoadedRun, task: str) -> tuple[torch.Tensor, torch.Tensor, dict, str]:
     """(weight (C, H), bias (C,), id2label, problem_type) of the task's output layer in transformers' terms."""
-    spec, out = TASKS[task], run.model.heads[task].out
+    spec, out = run.model.specs[task], run.model.heads[task].out
     w, b = out.weight.detach().float(), out.bias.detach().float()
     if spec.regression:
         return w, b, {0: "score"}, "regression"
@@ -117,7 +123,7 @@ def write_classifier(run: LoadedRun, task: str, out: Path) -> Path:
         "label2id": {n: i for i, n in id2label.items()},
         "problem_type": problem,
         "minbert_task": task,
-        "minbert_pair_input": TASKS[task].pair,
+        "minbert_pair_input": run.model.specs[task].pair,
     }
     if pooling == "pooler":
         extra["architectures"] = ["BertForSequenceClassification"]
@@ -133,13 +139,17 @@ def write_classifier(run: LoadedRun, task: str, out: Path) -> Path:
         )
         out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(__file__).with_name("export_modeling.py"), out / "modeling_minbert.py")
-    return write_encoder(run, out, extra, prefix="bert.", more={"classifier.weight": w, "classifier.bias": b})
+    more = {"classifier.weight": w, "classifier.bias": b}
+    return write_encoder(run, out, extra, prefix="bert.", more=more, task=task)
 
 
-def write_encoder(run: LoadedRun, out: Path, config: dict, prefix: str = "", more: dict | None = None) -> Path:
-    """The shared encoder's weights (Hugging Face names), config.json and the tokenizer files."""
+def write_encoder(
+    run: LoadedRun, out: Path, config: dict, prefix: str = "", more: dict | None = None, task: str | None = None
+) -> Path:
+    """The shared encoder's weights (Hugging Face names; with `task`, its LoRA adapters merged in), config.json and
+    the tokenizer files."""
     out.mkdir(parents=True, exist_ok=True)
-    state = {prefix + k: v.detach().float().contiguous() for k, v in run.model.bert.state_dict().items()}
+    state = {prefix + k: v.detach().float().contiguous() for k, v in run.model.encoder_state(task).items()}
     save_tensors(out / "model.safetensors", {**state, **(more or {})}, {"format": "pt"})
     write_json(out / "config.json", {**json.loads(run.model.bert.config.to_json()), **config})
     copy_tokenizer(run, out)
@@ -159,7 +169,7 @@ def copy_tokenizer(run: LoadedRun, out: Path) -> None:
 def export_sentence_transformers(run: LoadedRun, out: Path, task: str | None) -> list[Path]:
     task = task or default_embedding_task(run)
     tcfg, hidden = run.cfg.task(task), run.model.bert.config.hidden_size
-    write_encoder(run, out, {"architectures": ["BertModel"]})
+    write_encoder(run, out, {"architectures": ["BertModel"]}, task=task)
     modules = [("", "sentence_transformers.models.Transformer")]
     pooling = {f"pooling_mode_{m}": False for m in ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")}
     pooling["pooling_mode_mean_tokens" if tcfg.pooling == "mean" else "pooling_mode_cls_token"] = True
@@ -207,8 +217,9 @@ def default_embedding_task(run: LoadedRun) -> str:
 
 def model_card(run: LoadedRun, task: str) -> str:
     dev, cfg = run.best.get("dev", {}), run.cfg
-    found = {t: split_file(TASKS[t].dataset, "train", data_dir(cfg.data_dir)) for t in cfg.tasks}
-    train_files = [f"`{found[t].name if found[t] else TASKS[t].dataset.files['train'][0]}`" for t in cfg.tasks]
+    specs = cfg.specs
+    found = {t: split_file(specs[t].dataset, "train", data_dir(cfg.data_dir)) for t in cfg.tasks}
+    train_files = [f"`{found[t].name if found[t] else specs[t].dataset.files['train'][0]}`" for t in cfg.tasks]
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in dev.items() if isinstance(v, float))
     lines = [
         f"# minbert multitask encoder ({', '.join(cfg.tasks)})",
@@ -287,7 +298,7 @@ class EmbedGraph(nn.Module):
 
 def export_onnx(run: LoadedRun, out: Path, task: str | None) -> list[Path]:
     bert, written, manifest = run.model.bert, [], {"tasks": {}}
-    bert.static_graph = True
+    bert.configured(static_graph=True)
     try:
         for name in [task] if task else list(run.cfg.tasks):
             bi_encoder = HEADS[run.cfg.task(name).head].bi_encoder
@@ -307,14 +318,14 @@ def export_onnx(run: LoadedRun, out: Path, task: str | None) -> list[Path]:
         written.append(onnx_file(graph, sample_inputs(run, "sentences"), out / "embed.onnx", "sentence_embedding"))
         manifest["embed"] = {"file": "embed.onnx", "task": embed_task, "pooling": run.cfg.task(embed_task).pooling}
     finally:
-        bert.static_graph = False
+        bert.configured(static_graph=False)
     copy_tokenizer(run, out)
     write_json(out / "minbert_export.json", manifest)
     return written
 
 
 def prediction_rule(run: LoadedRun, task: str, output: str) -> str:
-    spec, scale = TASKS[task], run.model.cosine_scale(task)
+    spec, scale = run.model.specs[task], run.model.cosine_scale(task)
     if output == "logits":
         return "argmax of the logits (softmax: class probabilities)"
     if spec.regression:

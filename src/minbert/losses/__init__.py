@@ -6,7 +6,7 @@ embeddings.
 A loss class says what it `needs` from the head, one of the kinds a head gives (`HeadKind.kinds`, model/heads.py):
 "logits" (class logits), "logit" (one score that is a logit), "score" (one real-valued score), "similarity" (a score
 on the label scale), "embeddings" (bi-encoder u and v), "sentence" (a sentence task's embedding `emb`); the config
-check (multitask/config.py, `check_kinds`) matches the two and refuses a head and loss that cannot work together.
+check (multitask/kinds.py, `check_kinds`) matches the two and refuses a head and loss that cannot work together.
 Each is built from the task config as `LOSSES[name](**loss_args)`; a new loss is one file (a subclass of
 `losses.base.Loss`) plus one line here.
 """

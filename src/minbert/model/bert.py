@@ -5,6 +5,7 @@ Shapes: B batch, T tokens, H hidden size, nh heads, hs = H // nh head size.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -19,6 +20,8 @@ from minbert.model import varlen
 from minbert.model.config import ACTIVATIONS, BertConfig
 from minbert.model.dropout import Dropout, dropout
 from minbert.model.loading import load_pretrained
+from minbert.model.lora import LayerLoRA, Route
+from minbert.model.lora import add as lora_add
 
 # `adapter(layer_input, mask) -> delta` joins the residual of a layer's second add-norm (PALs use it).
 Adapter = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -64,38 +67,47 @@ class BertSelfAttention(nn.Module):
         self.key = nn.Linear(c.hidden_size, c.hidden_size)
         self.value = nn.Linear(c.hidden_size, c.hidden_size)
         self.dropout_p = c.attention_probs_dropout_prob
-        self.paths = SpeedPaths()  # replaced by BertModel.choose_speed_paths once the device is known
+        self.paths = SpeedPaths()  # BertModel's Speed sets it for the model's device
 
-    def forward(self, x, mask: Mask):
+    def forward(self, x, mask: Mask, lora: LayerLoRA | None = None):
         p = self.dropout_p if self.training else 0.0
-        train = torch.is_grad_enabled()
+        train = torch.is_grad_enabled()  # a backward will follow: the kernel is chosen for it (SpeedPaths)
         attend = ATTENTION[self.paths.train_attention if train else self.paths.eval_attention]
         if isinstance(mask, varlen.Varlen):  # flat (N, H) tokens of many sentences: see model/varlen.py
-            return varlen.attention(self.qkv(x), mask, self.n_head, lambda q, k, v, m: attend(q, k, v, m, p))
+            return varlen.attention(self.qkv(x, lora), mask, self.n_head, lambda q, k, v, m: attend(q, k, v, m, p))
         B, T, H = x.shape
         nh, hs = self.n_head, H // self.n_head
         if train and self.paths.fused_qkv:  # one (H, 3H) matmul instead of three, forward and backward
-            qkv = self.qkv(x).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+            qkv = self.qkv(x, lora).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
             q, k, v = qkv.unbind(0)  # (B, nh, T, hs) each
         else:
-            q = self.query(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-            k = self.key(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-            v = self.value(x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+            q = lora_add(self.query(x), lora, "query", x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+            k = lora_add(self.key(x), lora, "key", x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+            v = lora_add(self.value(x), lora, "value", x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         return attend(q, k, v, mask, p).transpose(1, 2).reshape(B, T, H)  # (B, T, H)
 
-    def qkv(self, x):
-        """(..., H) -> (..., 3H) queries, keys and values from one matmul; parameters keep Hugging Face's names."""
+    def qkv(self, x, lora: LayerLoRA | None = None):
+        """(..., H) -> (..., 3H) queries, keys and values from one matmul; parameters keep Hugging Face's names.
+        With LoRA, each targeted projection's low-rank delta is added to its third."""
         if not isinstance(self.query.weight, torch.Tensor):  # quantized layers (quantize_dynamic): weight is a method
-            return torch.cat([self.query(x), self.key(x), self.value(x)], -1)  # (..., 3H)
-        w = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3H, H)
-        b = torch.cat([self.query.bias, self.key.bias, self.value.bias])  # (3H,)
-        return F.linear(x, w, b)
+            y = torch.cat([self.query(x), self.key(x), self.value(x)], -1)  # (..., 3H)
+        else:
+            w = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3H, H)
+            b = torch.cat([self.query.bias, self.key.bias, self.value.bias])  # (3H,)
+            y = F.linear(x, w, b)
+        deltas = [None] * 3 if lora is None else [lora.delta(t, x) for t in ("query", "key", "value")]
+        if all(d is None for d in deltas):
+            return y
+        zero = x.new_zeros(*x.shape[:-1], x.shape[-1])
+        return y + torch.cat([zero if d is None else d.to(y.dtype) for d in deltas], -1)  # (..., 3H)
 
 
 @dataclass(frozen=True)
 class SpeedPaths:
-    """How attention runs, chosen once per device (BertModel.choose_speed_paths): the implementation (a key of
-    ATTENTION) with gradients and without, and whether training projects q, k, v in one matmul."""
+    """How attention runs, chosen once per device (Speed.paths): the implementation (a key of ATTENTION) for a pass
+    that builds a graph for a backward and for one that does not, and whether the first projects q, k, v in one
+    matmul. Which of the two a pass is, is the one thing decided per call (`torch.is_grad_enabled()`): the same
+    module serves a training step and, under `no_grad`, a dev evaluation or a teacher's forward."""
 
     train_attention: str = "sdpa"
     eval_attention: str = "sdpa"
@@ -144,8 +156,8 @@ class BertSelfOutput(nn.Module):
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = Dropout(c.hidden_dropout_prob)
 
-    def forward(self, h, residual):
-        return self.LayerNorm(self.dropout(self.dense(h)) + residual)
+    def forward(self, h, residual, lora: LayerLoRA | None = None):
+        return self.LayerNorm(self.dropout(lora_add(self.dense(h), lora, "attention_output", h)) + residual)
 
 
 class BertAttention(nn.Module):
@@ -154,8 +166,8 @@ class BertAttention(nn.Module):
         self.self = BertSelfAttention(c)
         self.output = BertSelfOutput(c)
 
-    def forward(self, x, mask):
-        return self.output(self.self(x, mask), x)
+    def forward(self, x, mask, lora: LayerLoRA | None = None):
+        return self.output(self.self(x, mask, lora), x, lora)
 
 
 class BertIntermediate(nn.Module):
@@ -164,18 +176,26 @@ class BertIntermediate(nn.Module):
         self.dense = nn.Linear(c.hidden_size, c.intermediate_size)
         self.act = ACTIVATIONS[c.hidden_act]
 
-    def forward(self, x):
-        return self.act(self.dense(x))
+    def forward(self, x, lora: LayerLoRA | None = None):
+        return self.act(lora_add(self.dense(x), lora, "intermediate", x))
 
 
 class BertFFOutput(nn.Module):
-    """Second half of the feed-forward; its add-norm lives in BertLayer so an adapter can join the sum."""
+    """Second half of the feed-forward with its add-norm: LayerNorm(dropout(dense(h)) [+ extra()] + residual). `extra`
+    (a PAL on the layer's input) joins the sum before the norm; called after this dropout, so the dropout masks are
+    drawn in the order they always were."""
 
     def __init__(self, c: BertConfig):
         super().__init__()
         self.dense = nn.Linear(c.intermediate_size, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = Dropout(c.hidden_dropout_prob)
+
+    def forward(self, h, residual, extra: Callable[[], torch.Tensor] | None = None, lora: LayerLoRA | None = None):
+        h = self.dropout(lora_add(self.dense(h), lora, "output", h))
+        if extra is not None:
+            h = h + extra()
+        return self.LayerNorm(h + residual)
 
 
 class BertLayer(nn.Module):
@@ -185,12 +205,12 @@ class BertLayer(nn.Module):
         self.intermediate = BertIntermediate(c)
         self.output = BertFFOutput(c)
 
-    def forward(self, x, mask, adapter: Adapter | None = None):
-        a = self.attention(x, mask)  # (B, T, H)
-        h = self.output.dropout(self.output.dense(self.intermediate(a)))
-        if adapter is not None:  # reads the layer's input, in parallel with attention and feed-forward (Bert-n-Pals)
-            h = h + adapter(x, mask)
-        return self.output.LayerNorm(h + a)
+    def forward(self, x, mask, adapter: Adapter | None = None, lora: LayerLoRA | None = None):
+        """`adapter`: a PAL (model/pals.py); `lora`: this layer's low-rank adapters (model/lora.py)."""
+        a = self.attention(x, mask, lora)  # (B, T, H)
+        # a PAL reads the layer's input, in parallel with attention and feed-forward (Bert-n-Pals)
+        extra = (lambda: adapter(x, mask)) if adapter is not None else None
+        return self.output(self.intermediate(a, lora), a, extra, lora)
 
 
 class BertEncoder(nn.Module):
@@ -239,21 +259,42 @@ def pool(hidden: torch.Tensor, mask: Mask, pooling: str, pooler: BertPooler) -> 
 POOLINGS = ("cls", "pooler", "mean")  # what `pool` accepts
 
 
+@dataclass(frozen=True)
+class Speed:
+    """How the encoder runs, given when it is built (`BertModel(config, Speed(...))`, `from_pretrained(path,
+    speed=...)`) or all at once by `configured`; none of it changes a result beyond float rounding."""
+
+    device_type: str = "cpu"  # the attention paths for this device (SpeedPaths.for_device)
+    # run a right-padded (B, T) batch on CPU as flat real tokens (model/varlen.py) when it has varlen.MIN_PADDING
+    # padding tokens or more: the same states for real tokens, zeros at padding, no work spent on padding. False:
+    # always the padded computation, every position as transformers has it
+    unpad: bool = True
+    # for export (torch.export, ONNX): no branch on the data - no unpadding, the padding mask always applied
+    static_graph: bool = False
+    # recompute each layer's activations in the backward instead of storing them (less memory, ~1/3 more compute)
+    gradient_checkpointing: bool = False
+
+    @property
+    def paths(self) -> SpeedPaths:
+        return SpeedPaths.for_device(self.device_type)
+
+
 class BertModel(nn.Module):
-    def __init__(self, config: BertConfig):
+    def __init__(self, config: BertConfig, speed: Speed | None = None):
         super().__init__()
         self.config = config
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
         self.pooler = BertPooler(config)
         self.apply(self._init_weights)
-        self.choose_speed_paths("cpu")
+        self.configured(speed or Speed())
 
-    def choose_speed_paths(self, device_type: str) -> "BertModel":
-        """Pick the attention paths for the device the model runs on (SpeedPaths.for_device); call after `.to()`."""
-        paths = SpeedPaths.for_device(device_type)
+    def configured(self, speed: Speed | None = None, **changes) -> "BertModel":
+        """The model with these speed settings (`speed`, or the current ones with `changes`: `unpad=False`, ...),
+        every layer's attention paths included; returns the model itself."""
+        self.speed = dataclasses.replace(speed or self.speed, **changes)
         for layer in self.encoder.layer:
-            layer.attention.self.paths = paths
+            layer.attention.self.paths = self.speed.paths
         return self
 
     def _init_weights(self, m: nn.Module) -> None:
@@ -266,36 +307,33 @@ class BertModel(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    # recompute each layer's activations in the backward instead of storing them (less memory, ~1/3 more compute)
-    gradient_checkpointing: bool = False
-    # run a right-padded (B, T) batch on CPU as flat real tokens (model/varlen.py) when it has varlen.MIN_PADDING
-    # padding tokens or more: the same states for real tokens, zeros at padding, no work spent on padding. False:
-    # always the padded computation, every position as transformers has it
-    unpad: bool = True
-    # True for export (torch.export, ONNX): no branch on the data - no unpadding, the padding mask always applied
-    static_graph: bool = False
-
-    def encode(self, x, attention_mask=None, adapters: list[Adapter] | None = None) -> torch.Tensor:
-        """Run the layer stack over embeddings x (B, T, H) with a (B, T) mask, or flat x (N, H) with a Varlen layout."""
-        if self.static_graph:
+    def encode(
+        self, x, attention_mask=None, adapters: list[Adapter] | None = None, lora: Route | None = None
+    ) -> torch.Tensor:
+        """Run the layer stack over embeddings x (B, T, H) with a (B, T) mask, or flat x (N, H) with a Varlen layout.
+        `adapters`: one PAL per layer; `lora`: which rows take which task's low-rank adapters (model/lora.py) - its
+        row indices, if any, are over flat tokens, so a routed pass must come flat."""
+        if self.speed.static_graph:
             mask = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
-            return self.layers(x, mask, adapters)
-        u = varlen.unpad(attention_mask) if self.unpad and x.dim() == 3 and x.device.type == "cpu" else None
+            return self.layers(x, mask, adapters, lora)
+        u = varlen.unpad(attention_mask) if self.speed.unpad and x.dim() == 3 and x.device.type == "cpu" else None
         if u is None:
-            return self.layers(x, attention_bias(attention_mask), adapters)
+            return self.layers(x, attention_bias(attention_mask), adapters, lora)
         B, T, H = x.shape
         v, real = u
-        y = self.layers(x.reshape(B * T, H).index_select(0, real), v, adapters)  # (N, H) real tokens only
+        y = self.layers(x.reshape(B * T, H).index_select(0, real), v, adapters, lora)  # (N, H) real tokens only
         return y.new_zeros(B * T, H).index_copy(0, real, y).view(B, T, H)  # (B, T, H), zeros at padding
 
-    def layers(self, x, mask, adapters: list[Adapter] | None) -> torch.Tensor:
+    def layers(self, x, mask, adapters: list[Adapter] | None, lora: Route | None = None) -> torch.Tensor:
+        routes = lora.layers(len(self.encoder.layer)) if lora is not None else None
         for i, layer in enumerate(self.encoder.layer):
             adapter = adapters[i] if adapters is not None else None
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            low_rank = routes[i] if routes is not None else None
+            if self.speed.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 # the RNG state is saved and restored, so the recomputation draws the same dropout masks
-                x = checkpoint(layer, x, mask, adapter, use_reentrant=False)
+                x = checkpoint(layer, x, mask, adapter, low_rank, use_reentrant=False)
             else:
-                x = layer(x, mask, adapter)
+                x = layer(x, mask, adapter, low_rank)
         return x
 
     def forward(
@@ -314,13 +352,14 @@ class BertModel(nn.Module):
         inputs_embeds=None,
         adapters=None,
         embedded=None,
+        lora: Route | None = None,
     ):
         """(B, H): the [CLS] state, the tanh pooler over it, or the mean of the non-padding token states.
         `embedded` (B, T, H): the embedding layer's output, given instead of computed (SMART perturbs it)."""
         x = self.embeddings(input_ids, token_type_ids, inputs_embeds) if embedded is None else embedded
-        hidden = self.encode(x, attention_mask, adapters)
+        hidden = self.encode(x, attention_mask, adapters, lora)
         return pool(hidden, attention_mask, pooling, self.pooler)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, **config_overrides) -> "BertModel":
-        return load_pretrained(cls, Path(path), **config_overrides)
+    def from_pretrained(cls, path: str | Path, speed: Speed | None = None, **config_overrides) -> "BertModel":
+        return load_pretrained(cls, Path(path), speed, **config_overrides)

@@ -14,11 +14,13 @@ from minbert.errors import MinbertError
 from minbert.losses import LOSSES
 from minbert.lr_schedules import LR_SCHEDULES
 from minbert.model.heads import HEADS, PAIR_FEATURES
+from minbert.model.lora import TARGETS as LORA_TARGETS
+from minbert.multitask.kinds import check_kinds, num_outputs  # noqa: F401 (num_outputs: re-exported)
 from minbert.regularizers import REGULARIZERS
 from minbert.runs import check_loggers
 from minbert.sampling import SAMPLERS
-from minbert.tasks import BUILTIN, TASKS
-from minbert.tasks.custom import CustomTaskConfig, register
+from minbert.tasks import TASKS, Task
+from minbert.tasks.custom import CustomTaskConfig, resolved
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,24 @@ class PalsConfig:
 
 
 @dataclass(frozen=True)
+class LoraConfig:
+    """Per-task low-rank adapters on the shared encoder (model/lora.py; Hu et al. 2021)."""
+
+    enabled: bool = False
+    rank: Annotated[int, ge(1)] = 8
+    alpha: Annotated[float, gt(0)] = 16.0  # the delta is scaled by alpha / rank
+    dropout: Annotated[float, within(0, 1, "[)")] = 0.1  # on each adapted layer's input to A (PEFT's lora_dropout)
+    # which layers of every encoder layer get one: query, key, value, attention_output, intermediate, output
+    # (Hu et al. adapt W_q and W_v, PEFT's default for BERT)
+    targets: tuple[str, ...] = ("query", "value")
+    tasks: tuple[str, ...] = ()  # the tasks that get adapters; () = every task
+    # False: the encoder's own weights stay as the checkpoint's and only adapters and heads train (each task's
+    # adapter and head are then all that task owns); True: they train too, shared by every task
+    train_shared: bool = False
+    lr_mult: Annotated[float, gt(0)] = 10.0  # the adapters' learning rate: lr x lr_mult
+
+
+@dataclass(frozen=True)
 class EarlyStopping:
     # stop after this many evaluations without a better `metric` (0 = off)
     patience: Annotated[int, ge(0, "0 = off")] = 0
@@ -88,6 +108,7 @@ class TrainConfig:
     conflict_stats: bool = False  # record per-pair gradient cosines each epoch (also with "sum")
     regularizers: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {smart: {weight: 15}}
     pals: PalsConfig = field(default_factory=PalsConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     lr_schedule: str = "constant"  # a key of minbert.lr_schedules.LR_SCHEDULES
     lr_schedule_args: dict[str, Any] = field(default_factory=dict)
@@ -130,6 +151,10 @@ class TrainConfig:
     # train only the heads: the encoder keeps its loaded weights and runs once per data set in eval mode; the heads
     # train on those cached sentence embeddings (the single-task classifier's frozen mode)
     frozen: bool = False
+    # add tasks to a finished run (multitask/extend.py): its model as its best checkpoint has it, with fresh heads
+    # (and adapters) for `tasks`, which alone train; `keep_tasks` (filled in when the run starts): the run's own
+    from_run: str = ""
+    keep_tasks: tuple[str, ...] = ()
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     # where metrics go besides metrics.jsonl: "tensorboard" (pip install tensorboard), "wandb" (pip install wandb)
     loggers: tuple[str, ...] = ()
@@ -148,16 +173,18 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         """Every check that can run before the model and the data load; the first failure is one MinbertError."""
         from_dict(TrainConfig, to_dict(self))  # the declared ranges, also for a config built in Python
-        register(self.custom_tasks, TASKS, BUILTIN)
+        specs = self.specs
         if not self.tasks:
-            raise MinbertError(f"tasks: name at least one of {', '.join(TASKS)}")
+            raise MinbertError(f"tasks: name at least one of {', '.join(specs)}")
         for name, t in self.tasks.items():
-            _check_task(name, t)
+            _check_task(name, t, specs)
         self._check_names()
         self._check_frozen()
         if self.pals.enabled and self.pals.size and self.pals.size % self.pals.heads:
             raise MinbertError(f"pals.size: {self.pals.size} is not a multiple of pals.heads {self.pals.heads}")
-        metrics = ["overall"] + [f"{n}/{TASKS[n].metric_name}" for n in self.tasks]
+        self._check_lora()
+        self._check_kept()
+        metrics = ["overall"] + [f"{n}/{specs[n].metric_name}" for n in self.tasks]
         if self.early_stopping.metric not in metrics:
             raise MinbertError(
                 f"early_stopping.metric: {self.early_stopping.metric!r} is not a dev metric of these "
@@ -192,9 +219,45 @@ class TrainConfig:
             *(("regularizers", r, REGULARIZERS) for r in self.regularizers),
         ):
             if name not in registry:
-                raise MinbertError(f"{key}: {name!r} unknown; valid: {', '.join(registry)}")
+                # the two schedules are easy to confuse: `schedule` orders the tasks, `lr_schedule` sets the rate
+                other = {"schedule": ("lr_schedule", LR_SCHEDULES), "lr_schedule": ("schedule", SAMPLERS)}.get(key)
+                hint = f" ({name!r} is a {other[0]}: set {other[0]}={name})" if other and name in other[1] else ""
+                raise MinbertError(f"{key}: {name!r} unknown; valid: {', '.join(registry)}{hint}")
         for name, args in self.technique_args().items():  # each argument a parameter, of its type
             typed_args(*args, name)
+
+    def _check_lora(self) -> None:
+        lo = self.lora
+        if not lo.enabled:
+            return
+        bad = [t for t in lo.targets if t not in LORA_TARGETS]
+        if bad or not lo.targets:
+            raise MinbertError(f"lora.targets: {list(lo.targets)} must name one or more of {', '.join(LORA_TARGETS)}")
+        unknown = [t for t in lo.tasks if t not in self.tasks]
+        if unknown:
+            raise MinbertError(
+                f"lora.tasks: {', '.join(unknown)} not among this config's tasks ({', '.join(self.tasks)})"
+            )
+        if self.frozen:
+            raise MinbertError(
+                "lora.enabled: adapters change the encoder's output, which frozen=true caches; "
+                "use lora.train_shared=false to keep the encoder's own weights fixed instead"
+            )
+
+    def _check_kept(self) -> None:
+        if not self.keep_tasks:
+            return
+        unknown = [t for t in self.keep_tasks if t not in self.tasks]
+        if unknown or len(self.keep_tasks) == len(self.tasks):
+            raise MinbertError(
+                f"keep_tasks: {list(self.keep_tasks)} must be some of tasks ({', '.join(self.tasks)}), not all; it is "
+                "filled in from from_run"
+            )
+        if self.lora.enabled and self.lora.train_shared:
+            raise MinbertError(
+                "lora.train_shared: a task added to a run (from_run) must leave the shared weights as they are, or "
+                "the run's own tasks would change; set lora.train_shared=false"
+            )
 
     def _check_frozen(self) -> None:
         """A frozen encoder has no gradient: what acts on the encoder's gradient or weights has nothing to do."""
@@ -242,12 +305,17 @@ class TrainConfig:
         """Whether a step computes one gradient per task (a combiner, or conflict statistics to record)."""
         return self.combiner != "sum" or self.conflict_stats
 
+    @functools.cached_property  # a frozen dataclass: kept in the instance's __dict__, not a field
+    def specs(self) -> dict[str, Task]:
+        """The task table this config runs on: the built-in tasks and its `custom_tasks` (tasks/custom.py)."""
+        return resolved(self.custom_tasks, TASKS)
+
     def restricted_to(self, names: list[str]) -> "TrainConfig":
         return dataclasses.replace(self, tasks={n: t for n, t in self.tasks.items() if n in names})
 
     def task(self, name: str) -> TaskConfig:
         """The task's config with its defaults filled in."""
-        t, spec = self.tasks[name], TASKS[name]
+        t, spec = self.tasks[name], self.specs[name]
         return dataclasses.replace(
             t,
             head=t.head or spec.default_head,
@@ -256,15 +324,15 @@ class TrainConfig:
         )
 
 
-def _check_task(name: str, t: TaskConfig) -> None:
+def _check_task(name: str, t: TaskConfig, specs: dict[str, Task]) -> None:
     """A task's name, head and losses: known, fitting the task (sentence or pair) and each other."""
-    if name not in TASKS:
-        raise MinbertError(f"tasks.{name}: unknown task; valid: {', '.join(TASKS)}, or define it under custom_tasks")
+    if name not in specs:
+        raise MinbertError(f"tasks.{name}: unknown task; valid: {', '.join(specs)}, or define it under custom_tasks")
     if t.head and t.head not in HEADS:
         raise MinbertError(f"tasks.{name}.head: {t.head!r} unknown; valid: {', '.join(HEADS)}")
     if t.loss and t.loss not in LOSSES:
         raise MinbertError(f"tasks.{name}.loss: {t.loss!r} unknown; valid: {', '.join(LOSSES)}")
-    task = TASKS[name]
+    task = specs[name]
     head, kind, loss = t.head or task.default_head, "pair" if task.pair else "sentence", t.loss or task.default_loss
     if HEADS[head].pair != task.pair:
         valid = ", ".join(k for k, h in HEADS.items() if h.pair == task.pair)
@@ -285,74 +353,3 @@ def _check_task(name: str, t: TaskConfig) -> None:
         if not args.pop("weight", 1.0) >= 0:
             raise MinbertError(f"tasks.{name}.extra_losses.{extra}.weight: must be >= 0")
         typed_args(LOSSES[extra], args, f"tasks.{name}.extra_losses.{extra}")
-
-
-# the kinds of output a head gives and a loss needs (HeadKind.kinds, Loss.needs), as the error messages name them
-KIND_NAMES = {
-    "logits": "class logits",
-    "logit": "a logit",
-    "score": "a score",
-    "similarity": "a similarity on the label scale",
-    "embeddings": "bi-encoder embeddings (u, v)",
-    "sentence": "a sentence's embedding",
-}
-
-
-def _named(kinds) -> str:
-    return ", ".join(KIND_NAMES[k] for k in KIND_NAMES if k in kinds)
-
-
-def reads(task) -> frozenset[str]:
-    """What a task's predictions read from its head's output (Task.soft): class logits for several classes; class
-    logits, a logit or a similarity (against its scale) for two; a score for a real value."""
-    classes = task.dataset.num_labels
-    return frozenset({"logits"} if classes > 2 else {"logits", "logit", "similarity"} if classes == 2 else {"score"})
-
-
-def trains(loss: str, head: str) -> frozenset[str]:
-    """What a loss trains of a head's output: what it needs, and a similarity head's score (a similarity on the label
-    scale) when the loss trains that score or the embeddings it is the cosine of (the head has no weights after
-    them)."""
-    needs = LOSSES[loss].needs
-    similar = HEADS[head].similarity and needs in ("score", "embeddings")
-    return frozenset({needs, "score", "similarity"} if similar else {needs})
-
-
-def fits(task, head: str, loss: str) -> bool:
-    """The loss can be the task's main loss with this head: the head gives what it needs, and it trains what the
-    task's predictions read."""
-    return LOSSES[loss].needs in HEADS[head].kinds(num_outputs(task, loss)) and bool(trains(loss, head) & reads(task))
-
-
-def check_kinds(where: str, task, head: str, loss: str, extra: list[str]) -> None:
-    """The one check between heads, losses and tasks: every loss gets the kind of output it needs from the head,
-    and the main loss trains what the task's predictions read (else it would train, then score nonsense)."""
-    kinds = HEADS[head].kinds(num_outputs(task, loss))
-    for key, name in [("loss", loss)] + [(f"extra_losses.{e}", e) for e in extra]:
-        needs = LOSSES[name].needs
-        if needs not in kinds:
-            ok = [k for k in LOSSES if fits(task, head, k)] if key == "loss" else [
-                k for k, c in LOSSES.items() if c.needs in kinds
-            ]  # fmt: skip
-            raise MinbertError(
-                f"{where}.{key}: {name!r} needs {KIND_NAMES[needs]}, and head {head!r} gives {_named(kinds)}; "
-                + (f"losses that fit: {', '.join(ok)}" if ok else "no loss fits it")
-            )
-    if trains(loss, head) & reads(task):
-        return
-    classes, ok = task.dataset.num_labels, [k for k in LOSSES if fits(task, head, k)]
-    label = f"{classes} classes" if classes > 1 else f"a real value, 0..{task.label_max:g}"
-    heads = [h for h, k in HEADS.items() if k.pair == task.pair and fits(task, h, loss)]
-    use = [f"loss {', '.join(ok)}"] if ok else []
-    use += [f"head {', '.join(heads)}"] if heads else []
-    raise MinbertError(
-        f"{where}.loss: {loss!r} trains {_named(trains(loss, head))} of head {head!r}, but {task.name}'s predictions "
-        f"read {_named(reads(task))} ({label}); use {' or '.join(use) or 'another head and loss'}"
-        # a loss on the embeddings can still help as an extra loss beside one that trains the predictions
-        + (f", or add {loss!r} under extra_losses" if LOSSES[loss].needs in ("embeddings", "sentence") else "")
-    )
-
-
-def num_outputs(task, loss: str) -> int:
-    """Head width: class logits for a loss that needs them, one score otherwise."""
-    return max(task.dataset.num_labels, 2) if LOSSES[loss].needs == "logits" else 1

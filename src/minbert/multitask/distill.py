@@ -26,15 +26,15 @@ import torch.nn.functional as F
 
 from minbert.errors import MinbertError
 from minbert.model.outputs import HeadOutput
-from minbert.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
 
 def distill_loss(
-    out: HeadOutput, teacher: torch.Tensor, task: str, scale: float | None, temperature: float
+    out: HeadOutput, teacher: torch.Tensor, regression: bool, scale: float | None, temperature: float
 ) -> torch.Tensor:
-    """The distillation term of one batch: `out` the student's head output, `teacher` (B, C) or (B,) the targets."""
+    """The distillation term of one batch: `out` the student's head output, `teacher` (B, C) or (B,) the targets;
+    `regression` whether the task's label is a real value (Task.regression)."""
     t = temperature
     teacher = teacher.float()
     if out.logits is not None:  # (B, C): KL between the tempered distributions, times T^2
@@ -42,8 +42,8 @@ def distill_loss(
         student = F.log_softmax(out.logits.float() / t, -1)
         return F.kl_div(student, target, log_target=True, reduction="batchmean") * t * t
     score = out.score.float()
-    if TASKS[task].regression or scale:  # a score, or a similarity head's score on its scale: squared error
-        return F.mse_loss(score / scale if scale and not TASKS[task].regression else score, teacher)
+    if regression or scale:  # a score, or a similarity head's score on its scale: squared error
+        return F.mse_loss(score / scale if scale and not regression else score, teacher)
     p = teacher.clamp(1e-6, 1 - 1e-6)
     q = torch.sigmoid(torch.logit(p) / t)  # the teacher's tempered P(1)
     entropy = F.binary_cross_entropy(q, q, reduction="none")
@@ -68,7 +68,7 @@ def teacher_targets(teachers: tuple[str, ...], train: dict, device) -> dict[str,
             )
         r = load_run(Path(run), device=str(device), cfg=cfg)
         for t in shared:
-            data = encode_task(TASKS[t], train[t].examples, r.tok, r.cfg.task(t))
+            data = encode_task(r.model.specs[t], train[t].examples, r.tok, r.cfg.task(t))
             parts.setdefault(t, []).append(r.runner.soft(t, data))
         log.info("distillation: %s's soft outputs on %s", run, ", ".join(f"{t} ({len(train[t])})" for t in shared))
         del r

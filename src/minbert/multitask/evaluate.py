@@ -8,7 +8,7 @@ import torch
 
 from minbert.data import write_predictions
 from minbert.multitask.data import TaskData
-from minbert.tasks import TASKS
+from minbert.tasks import Task
 
 
 def write_task_predictions(
@@ -16,12 +16,14 @@ def write_task_predictions(
     split: str,
     data: dict[str, TaskData],
     preds: dict[str, torch.Tensor],
+    specs: dict[str, Task],
     names: str = "{prefix}-{split}-output.csv",
 ) -> list[Path]:
-    """CS224N prediction files; `names` (TrainConfig.prediction_files) from the task's file prefix, name and split."""
+    """CS224N prediction files; `names` (TrainConfig.prediction_files) from the task's file prefix, name and split;
+    `specs` the tasks' definitions (TrainConfig.specs)."""
     paths = []
     for task, p in preds.items():
-        spec = TASKS[task]
+        spec = specs[task]
         if spec.regression:
             values = [f"{x:.4f}" for x in p.tolist()]
         elif spec.dataset.written_names:
@@ -34,9 +36,10 @@ def write_task_predictions(
     return paths
 
 
-def results_table(rows: dict[str, dict[str, float]], tasks) -> str:
-    """Markdown table, one row per split/run: each task's metric and the overall score."""
-    cols = [f"{t}/{TASKS[t].metric_name}" for t in tasks] + ["overall"]
+def results_table(rows: dict[str, dict[str, float]], specs: dict[str, Task]) -> str:
+    """Markdown table, one row per split/run: each task's metric (`specs`: the tasks, in column order) and the
+    overall score."""
+    cols = [f"{t}/{s.metric_name}" for t, s in specs.items()] + ["overall"]
     lines = ["| | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, m in rows.items():
         lines.append(f"| {name} | " + " | ".join(f"{m[c]:.4f}" if c in m else "-" for c in cols) + " |")

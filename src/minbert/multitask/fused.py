@@ -3,12 +3,14 @@ cross-encoded pairs) go through the encoder in one pass instead of one pass per 
 
 The pass is unpadded (model/varlen.py): the step's sentences, sorted longest first across all tasks, are laid end to
 end as one flat run of tokens, so the linear layers, GELU, LayerNorm and dropout touch only real tokens, and
-attention runs per bucket of similar-length sentences. Per-task passes run unpadded too (BertModel.unpad, given
+attention runs per bucket of similar-length sentences. Per-task passes run unpadded too (Speed.unpad, given
 enough padding), each over its own batch; pooling all tasks' sentences lets the buckets cut wherever lengths change.
 Every sentence gets exactly the token states it would get alone: the fused loss equals the padded per-task passes'
 (tests/test_fused.py, to 1e-5 in fp32), with one encoder call (larger matmuls, fewer small kernels), one embedding
 gradient and one set of weight casts per step instead of one per task. Per-task graphs (PCGrad, GradVac, conflict
-statistics) and PALs (a different adapter per task inside every layer) keep separate passes.
+statistics) and PALs (a different adapter per task inside every layer) keep separate passes. Per-task LoRA adapters
+share the pass: each task's tokens go through its own low-rank products (a `Route` over the flat tokens,
+model/lora.py), equal to one pass per task (tests/test_lora.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 
 from minbert.model.bert import pool
+from minbert.model.lora import Route
 from minbert.model.outputs import HeadOutput
 from minbert.model.varlen import Varlen, layout
 from minbert.multitask.data import Batch
@@ -31,6 +34,7 @@ class Flat:
     layout: Varlen  # where each sentence sits among the N tokens
     rank: torch.Tensor  # (S,) each sentence's place in the flat order; sentences numbered task by task
     spans: dict[str, tuple[int, int]]  # task -> its sentences [start, end) among the S, in the batch's row order
+    tokens: dict[str, torch.Tensor]  # task -> (n_task,) its tokens' places among the N
 
 
 def flatten(batches: dict[str, Batch]) -> Flat:
@@ -49,12 +53,17 @@ def flatten(batches: dict[str, Batch]) -> Flat:
     rank[order] = np.arange(len(seqs))
     device = batches[next(iter(batches))].ids.device
     to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    owner = np.empty(len(seqs), dtype=np.int64)  # each sentence's task, numbered in batch order
+    for t, (s, e) in enumerate(spans.values()):
+        owner[s:e] = t
+    token_owner = np.repeat(owner[order], [len(seqs[i]) for i in order])  # (N,) each flat token's task
     return Flat(
         to(np.concatenate([seqs[i] for i in order])),
         to(np.concatenate([types[i] for i in order])) if has_types else None,
         layout([len(seqs[i]) for i in order], device),
         to(rank),
         spans,
+        {name: to(np.flatnonzero(token_owner == t)) for t, name in enumerate(spans)},
     )
 
 
@@ -62,7 +71,10 @@ def fused_forward(model, batches: dict[str, Batch]) -> dict[str, HeadOutput]:
     """Each task's head output, as `model(task, batch)` would give it, from one encoder pass."""
     f = flatten(batches)
     bert = model.bert
-    x = bert.encode(bert.embeddings(f.ids, f.types, None, f.layout.positions), f.layout)  # (N, H)
+    route = None
+    if model.lora is not None:  # each task's tokens through its own adapters
+        route = Route(tuple((model.lora[n], f.tokens[n]) for n in batches if n in model.lora))
+    x = bert.encode(bert.embeddings(f.ids, f.types, None, f.layout.positions), f.layout, None, route)  # (N, H)
     kinds = {model.tasks[n].pooling for n in batches}
     emb = {k: pool(x, f.layout, k, bert.pooler) for k in kinds}  # (S, H) each, flat order
     out = {}

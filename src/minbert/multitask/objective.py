@@ -85,7 +85,8 @@ class Objective(nn.Module):
             loss = self.losses[name](out, batch.labels)
             if batch.teacher is not None:  # distillation: mixed with the gold loss (multitask/distill.py)
                 d = self.cfg.distill
-                term = distill_loss(out, batch.teacher, name, self.model.cosine_scale(name), d.temperature)
+                regression, scale = self.model.specs[name].regression, self.model.cosine_scale(name)
+                term = distill_loss(out, batch.teacher, regression, scale, d.temperature)
                 loss = (1 - d.weight) * loss + d.weight * term
             for fn, w in self.extra[name]:
                 loss = loss + w * fn(out, batch.labels)

@@ -14,7 +14,7 @@ import torch
 from minbert.config import from_dict, load_yaml
 from minbert.data import Tokenizer, choose_data_dir, data_dir, load_split, split_file
 from minbert.errors import MinbertError
-from minbert.model import BertModel, resolve_checkpoint
+from minbert.model import BertModel, Speed, resolve_checkpoint
 from minbert.model.compile import compile_layers
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import TaskData, encode_task
@@ -22,7 +22,6 @@ from minbert.multitask.model import MultitaskModel
 from minbert.multitask.runner import INFERENCE_PRECISIONS, Runner
 from minbert.multitask.state import load_snapshot
 from minbert.runs import pick_device
-from minbert.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +32,15 @@ def build(cfg: TrainConfig, device) -> tuple[MultitaskModel, Tokenizer]:
     drop = {}
     if cfg.encoder_dropout >= 0:
         drop = {"hidden_dropout_prob": cfg.encoder_dropout, "attention_probs_dropout_prob": cfg.encoder_dropout}
-    bert = BertModel.from_pretrained(ckpt, **drop)
-    bert.gradient_checkpointing = cfg.grad_checkpointing
-    if cfg.frozen:
-        bert.requires_grad_(False)  # only the heads train
+    speed = Speed(torch.device(device).type, gradient_checkpointing=cfg.grad_checkpointing)
+    bert = BertModel.from_pretrained(ckpt, speed, **drop)
+    if cfg.frozen or (cfg.lora.enabled and not cfg.lora.train_shared):
+        bert.requires_grad_(False)  # only the heads (and adapters) train
     if cfg.freeze_word_embeddings:
         bert.embeddings.word_embeddings.weight.requires_grad_(False)
     if cfg.compile:
         compile_layers(bert, cfg.compile)
-    model = MultitaskModel(bert, {n: cfg.task(n) for n in cfg.tasks}, cfg.pals).to(device)
-    bert.choose_speed_paths(torch.device(device).type)
+    model = MultitaskModel(bert, {n: cfg.task(n) for n in cfg.tasks}, cfg.pals, cfg.specs, cfg.lora).to(device)
     return model, Tokenizer.from_pretrained(ckpt)
 
 
@@ -51,8 +49,10 @@ def load_data(cfg: TrainConfig, tok: Tokenizer, splits=("train", "dev", "test"))
     root = data_dir(cfg.data_dir)
     out: dict[str, dict[str, TaskData]] = {s: {} for s in splits}
     for name in cfg.tasks:
-        task, tcfg = TASKS[name], cfg.task(name)
+        task, tcfg = cfg.specs[name], cfg.task(name)
         for split in splits:
+            if split == "train" and name in cfg.keep_tasks:  # a run's own task, kept as it is: nothing to train
+                continue
             if split == "test" and split_file(task.dataset, "test", root) is None:
                 log.warning("no %s test file under %s: its test predictions are skipped", name, root)
                 continue

@@ -24,7 +24,7 @@ from minbert.multitask.data import TaskData, make_batch
 from minbert.multitask.frozen import EncoderCache
 from minbert.multitask.model import MultitaskModel
 from minbert.runs import autocast
-from minbert.tasks import TASKS, overall_score
+from minbert.tasks import overall_score
 
 # what inference may run in: training's precisions, and int8 (torch's dynamic quantization of every linear layer:
 # int8 weights, activations quantized per batch; CPU only)
@@ -36,7 +36,7 @@ class Runner:
         self.pad_id, self.device, self.batch_size = pad_id, torch.device(device), batch_size
         if precision == "int8":
             model, precision = int8(model, self.device), "fp32"
-        self.model = model
+        self.model, self.specs = model, model.specs
         self.autocast = autocast(self.device, precision)
 
     def evaluate(self, data: dict[str, TaskData]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
@@ -45,21 +45,22 @@ class Runner:
         for task, d in data.items():
             preds[task] = self.predict(task, d)
             if d.labels is not None:
-                metrics[f"{task}/{TASKS[task].metric_name}"] = TASKS[task].metric(preds[task], d.labels)
+                spec = self.specs[task]
+                metrics[f"{task}/{spec.metric_name}"] = spec.metric(preds[task], d.labels)
         if data and len(metrics) == len(data):
-            metrics["overall"] = overall_score(metrics, {t: TASKS[t] for t in data})
+            metrics["overall"] = overall_score(metrics, {t: self.specs[t] for t in data})
         return metrics, preds
 
     def predict(self, task: str, data: TaskData) -> torch.Tensor:
         """Predictions in example order (classes, 0/1, or similarities)."""
-        return TASKS[task].hard(self.soft(task, data))
+        return self.specs[task].hard(self.soft(task, data))
 
     @torch.inference_mode()
     def soft(self, task: str, data: TaskData, batch_size: int | None = None) -> torch.Tensor:
         """Soft scores in example order (Task.soft: class probabilities, P(1), or the similarity)."""
         model, bs = self.model, batch_size or self.batch_size
         model.eval()
-        spec, scale = TASKS[task], model.cosine_scale(task)
+        spec, scale = self.specs[task], model.cosine_scale(task)
         if data.joint is not None:  # cross-encoder: every pair is its own encoder input
 
             def scores(pairs: list[int]) -> torch.Tensor:

@@ -20,6 +20,7 @@ from torch import nn
 
 from minbert.errors import MinbertError
 from minbert.files import read_json
+from minbert.model.lora import peft_adapter
 from minbert.runs import atomic_write_text, load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
@@ -170,9 +171,12 @@ def snapshot_folder(run: Path, kind: str) -> Path:
     raise MinbertError(f"{run}: every {kind} checkpoint is damaged or missing")
 
 
-def load_snapshot(run: Path, kind: str, model: nn.Module, optimizer=None, extra: dict | None = None) -> dict:
+def load_snapshot(
+    run: Path, kind: str, model: nn.Module, optimizer=None, extra: dict | None = None, strict: bool = True
+) -> dict:
     """Restore weights (and optimizer, torch RNG and the `extra` tensors, into the given dict, when an optimizer
-    is given) from the newest intact checkpoint of this kind; returns the saved JSON state."""
+    is given) from the newest intact checkpoint of this kind; returns the saved JSON state. `strict=False`: the
+    model may have parameters the checkpoint lacks (a task added to the run), never the reverse."""
     needed = FILES if optimizer is not None else ("model.safetensors", "state.json")
     damaged = []
     for entry in candidates(run, kind):
@@ -187,7 +191,9 @@ def load_snapshot(run: Path, kind: str, model: nn.Module, optimizer=None, extra:
             log.warning("%s checkpoint at step %s is damaged (%s); trying the one before", kind, entry["step"], e)
             continue
         try:
-            model.load_state_dict(weights)
+            unexpected = model.load_state_dict(weights, strict=strict).unexpected_keys
+            if unexpected:
+                raise RuntimeError(f"unexpected key(s) in state_dict: {', '.join(unexpected[:4])}")
         except RuntimeError as e:  # intact, but not this model: the run's config.yaml was changed
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise MinbertError(
@@ -232,3 +238,16 @@ def restore_optimizer(model: nn.Module, optimizer, tensors: dict, meta: dict) ->
         optimizer.state[params[n]][k] = v
     for g, saved in zip(optimizer.param_groups, meta["groups"]):
         g.update({k: tuple(v) if isinstance(v, list) else v for k, v in saved.items()})
+
+
+def write_adapter(model, task: str, folder: Path, base: str) -> Path:
+    """What one task owns in a run whose shared weights stay the checkpoint's: its LoRA adapters as a PEFT adapter
+    folder (adapter_model.safetensors, adapter_config.json; `base` names the shared encoder's folder) and its head
+    (head.safetensors, the head's own parameter names)."""
+    tensors, config = peft_adapter(model.lora[task], base)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_tensors(folder / "adapter_model.safetensors", tensors, {"format": "pt"})
+    atomic_write_text(folder / "adapter_config.json", json.dumps(config, indent=2))
+    head = {k: v.detach().float() for k, v in model.heads[task].state_dict().items()}
+    save_tensors(folder / "head.safetensors", head)
+    return folder

@@ -10,7 +10,6 @@ from minbert.losses.dynamic_margin import DynamicMargin
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.objective import Objective
 from minbert.multitask.stepper import Stepper
-from minbert.tasks import TASKS
 
 
 class Techniques:
@@ -22,7 +21,7 @@ class Techniques:
         # end-of-epoch updaters: the learning-rate schedule, then each task's dynamic margin
         steps = {n: cfg.task(n).margin_step for n in cfg.tasks}
         self.margins = {
-            n: DynamicMargin(self.objective.losses[n], n, f"{n}/{TASKS[n].metric_name}", step)
+            n: DynamicMargin(self.objective.losses[n], n, f"{n}/{cfg.specs[n].metric_name}", step)
             for n, step in steps.items()
             if step
         }

@@ -27,14 +27,15 @@ from minbert.config import dump_yaml
 from minbert.distributed import Dist, all_gather, barrier, broadcast, current, setup, teardown
 from minbert.errors import MinbertError
 from minbert.files import atomic_write_text
-from minbert.model import check_fits
+from minbert.model import check_fits, resolve_checkpoint
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
 from minbert.multitask.distill import teacher_targets
 from minbert.multitask.evaluate import results_table, write_task_predictions
+from minbert.multitask.extend import extended, freeze_kept
 from minbert.multitask.run import build, load_data, load_run_config, resume_config  # noqa: F401 (re-exported)
 from minbert.multitask.runner import Runner
-from minbert.multitask.state import load_snapshot, save_snapshot
+from minbert.multitask.state import load_snapshot, save_snapshot, write_adapter
 from minbert.multitask.techniques import Techniques
 from minbert.optim import AdamW
 from minbert.runs import (
@@ -120,7 +121,7 @@ TEACHER_FILE = "teacher.safetensors"  # distillation targets, computed once per 
 
 
 def train(cfg: TrainConfig, resume: Path | None = None, overwrite: bool = False) -> dict:
-    cfg = cfg.validate()
+    cfg = extended(cfg.validate()).validate()  # from_run: the run's tasks join the config, kept as they are
     began = time.time()  # wall time counts loading and prediction too, and adds up across resumed sessions
     d, device = setup(cfg.device)  # one process, or this rank of a torchrun job
     try:
@@ -157,6 +158,10 @@ class Trainer:
         self.model, self.tok = build(cfg, self.device)
         self.data = load_data(cfg, self.tok)
         targets = self.teacher_targets(run if resume else None)
+        if cfg.keep_tasks:  # adding tasks to a finished run: its weights, and only the new tasks' parameters train
+            if not resume:
+                load_snapshot(Path(cfg.from_run), "best", self.model, strict=False)
+            freeze_kept(self.model, cfg.keep_tasks)
         self.runner = Runner(self.model, self.tok.pad_id, self.device, cfg.precision)
         if cfg.frozen:  # the encoder never changes: embed every data set once
             self.runner.cache_encoder(self.data)
@@ -186,7 +191,7 @@ class Trainer:
         log.info("run directory: %s", self.run)
         train = self.data["train"]
         sizes = {n: len(x) for n, x in train.items()}
-        per_pass = {n: -(-sizes[n] // cfg.task(n).batch_size) for n in cfg.tasks}
+        per_pass = {n: -(-sizes[n] // cfg.task(n).batch_size) for n in train}
         self.streams = {
             n: BatchStream(n, x.lengths, cfg.task(n).batch_size, cfg.seed, self.st.consumed[n])
             for n, x in train.items()
@@ -302,7 +307,7 @@ class Trainer:
             if self.d.main:
                 save_snapshot(self.run, "best", st.global_step, self.model, state={"epoch": epoch, "dev": dev})
                 write_task_predictions(  # kept
-                    self.run / "predictions", "dev", self.data["dev"], dev_preds, cfg.prediction_files
+                    self.run / "predictions", "dev", self.data["dev"], dev_preds, self.model.specs, cfg.prediction_files
                 )
         st.epoch_loss = _sums(cfg.tasks)
         if patience and epoch - st.best_epoch >= patience and not st.stopped:
@@ -346,9 +351,15 @@ class Trainer:
         if not current().main:
             return summary
         self.metrics.close()
-        write_task_predictions(run / "predictions", "test", self.data["test"], preds, cfg.prediction_files)
+        write_task_predictions(
+            run / "predictions", "test", self.data["test"], preds, self.model.specs, cfg.prediction_files
+        )
+        if self.model.lora is not None and not cfg.lora.train_shared:  # what each task owns, on its own
+            for task in self.model.lora:
+                base = str(resolve_checkpoint(cfg.checkpoint))
+                write_adapter(self.model, task, run / "adapters" / task, base=base)
         atomic_write_text(run / "summary.json", json.dumps(summary, indent=2))
-        print(results_table({f"dev (best epoch {best['epoch']})": best["dev"]}, list(cfg.tasks)))
+        print(results_table({f"dev (best epoch {best['epoch']})": best["dev"]}, self.model.specs))
         print(f"wall time {wall:.0f}s, {self.st.global_step} steps; predictions in {run / 'predictions'}", flush=True)
         return summary
 

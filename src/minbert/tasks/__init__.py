@@ -3,7 +3,7 @@
 from minbert.tasks import cfimdb, quora, sst, sts
 from minbert.tasks.base import Task, overall_score, pearson
 
+# the built-in tasks; a config's own table adds its custom_tasks (TrainConfig.specs, tasks/custom.py)
 TASKS: dict[str, Task] = {t.name: t for t in (sst.TASK, quora.TASK, sts.TASK, cfimdb.TASK)}
-BUILTIN = frozenset(TASKS)  # a config's custom_tasks join TASKS when it is validated (tasks/custom.py)
 
-__all__ = ["BUILTIN", "TASKS", "Task", "overall_score", "pearson"]
+__all__ = ["TASKS", "Task", "overall_score", "pearson"]

@@ -93,10 +93,13 @@ class CustomTaskConfig:
         )
 
 
-def register(custom: dict[str, CustomTaskConfig], tasks: dict[str, Task], builtin: frozenset[str]) -> None:
-    """Add each custom task to `tasks` (the registry), replacing an earlier custom one of that name."""
+def resolved(custom: dict[str, CustomTaskConfig], builtin: dict[str, Task]) -> dict[str, Task]:
+    """The task table a config runs on: the built-in tasks and its custom ones, each checked (nothing global
+    changes: two configs in one process each have their own table)."""
+    table = dict(builtin)
     for name, c in custom.items():
         if name in builtin:
             raise MinbertError(f"custom_tasks.{name}: a built-in task has this name; choose another")
         c.check(name)
-        tasks[name] = c.task(name)
+        table[name] = c.task(name)
+    return table
