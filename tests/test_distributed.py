@@ -1,6 +1,7 @@
 """Data parallel training with torchrun (gloo on CPU) against one process with the same global batch, and
 gradient accumulation against one big batch."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -97,18 +98,31 @@ def test_killed_two_process_run_with_dropout_resumes_bit_identically(tmp_path):
     while not (killed / "last.json").is_file():  # the first checkpoint, after step 1
         assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
         time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers
+    tree = _descendants(proc.pid)  # torchrun may start its workers in process groups of their own
+    os.killpg(proc.pid, signal.SIGKILL)
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     proc.wait()
-    deadline = time.time() + 30  # torchrun is gone; its workers may take a moment longer to die and free the lock
-    while time.time() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
     assert not (killed / "summary.json").exists(), "the kill must land before the run ends"
     proc = subprocess.run([*torchrun, "--resume", str(killed)], capture_output=True, text=True, timeout=600)
     errors = [line for line in proc.stderr.splitlines() if "minbert: error" in line]  # rank 0's line, if any
     assert proc.returncode == 0, "\n".join(errors) or proc.stderr[-3000:]
     a, b = final_weights(full), final_weights(killed)
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid`, from /proc (each one's parent is the fourth field of its stat line)."""
+    parent = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            with contextlib.suppress(OSError):
+                parent[int(p)] = int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1])
+    out, todo = [], [pid]
+    while todo:
+        top = todo.pop()
+        kids = [c for c, q in parent.items() if q == top]
+        out += kids
+        todo += kids
+    return out
