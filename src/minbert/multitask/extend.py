@@ -65,9 +65,14 @@ def extended(cfg: TrainConfig) -> TrainConfig:
     )
 
 
-def freeze_kept(model: nn.Module, keep: tuple[str, ...]) -> None:
-    """Only what the new tasks own trains: their heads, adapters and PALs."""
-    new = [t for t in model.tasks if t not in keep]
-    own = tuple(f"{part}.{t}." for part in ("heads", "lora", "pals") for t in new)
+def new_task_prefixes(cfg: TrainConfig) -> tuple[str, ...]:
+    """The parameter names the new tasks own - their heads, adapters and PALs - which the run's checkpoint lacks."""
+    new = [t for t in cfg.tasks if t not in cfg.keep_tasks]
+    return tuple(f"{part}.{t}." for part in ("heads", "lora", "pals") for t in new)
+
+
+def freeze_kept(model: nn.Module, cfg: TrainConfig) -> None:
+    """Only what the new tasks own trains."""
+    own = new_task_prefixes(cfg)
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith(own))

@@ -172,11 +172,11 @@ def snapshot_folder(run: Path, kind: str) -> Path:
 
 
 def load_snapshot(
-    run: Path, kind: str, model: nn.Module, optimizer=None, extra: dict | None = None, strict: bool = True
+    run: Path, kind: str, model: nn.Module, optimizer=None, extra: dict | None = None, new: tuple[str, ...] = ()
 ) -> dict:
     """Restore weights (and optimizer, torch RNG and the `extra` tensors, into the given dict, when an optimizer
-    is given) from the newest intact checkpoint of this kind; returns the saved JSON state. `strict=False`: the
-    model may have parameters the checkpoint lacks (a task added to the run), never the reverse."""
+    is given) from the newest intact checkpoint of this kind; returns the saved JSON state. `new`: name prefixes of
+    the model's parameters the checkpoint may lack (a task added to the run); nothing else may be missing or extra."""
     needed = FILES if optimizer is not None else ("model.safetensors", "state.json")
     damaged = []
     for entry in candidates(run, kind):
@@ -191,9 +191,10 @@ def load_snapshot(
             log.warning("%s checkpoint at step %s is damaged (%s); trying the one before", kind, entry["step"], e)
             continue
         try:
-            unexpected = model.load_state_dict(weights, strict=strict).unexpected_keys
-            if unexpected:
-                raise RuntimeError(f"unexpected key(s) in state_dict: {', '.join(unexpected[:4])}")
+            found = model.load_state_dict(weights, strict=not new)
+            wrong = found.unexpected_keys + [k for k in found.missing_keys if not k.startswith(new)]
+            if wrong:
+                raise RuntimeError(f"unexpected or missing key(s) in state_dict: {', '.join(wrong[:4])}")
         except RuntimeError as e:  # intact, but not this model: the run's config.yaml was changed
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise MinbertError(

@@ -32,7 +32,7 @@ from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
 from minbert.multitask.distill import teacher_targets
 from minbert.multitask.evaluate import results_table, write_task_predictions
-from minbert.multitask.extend import extended, freeze_kept
+from minbert.multitask.extend import extended, freeze_kept, new_task_prefixes
 from minbert.multitask.run import build, load_data, load_run_config, resume_config  # noqa: F401 (re-exported)
 from minbert.multitask.runner import Runner
 from minbert.multitask.state import load_snapshot, save_snapshot, write_adapter
@@ -160,8 +160,8 @@ class Trainer:
         targets = self.teacher_targets(run if resume else None)
         if cfg.keep_tasks:  # adding tasks to a finished run: its weights, and only the new tasks' parameters train
             if not resume:
-                load_snapshot(Path(cfg.from_run), "best", self.model, strict=False)
-            freeze_kept(self.model, cfg.keep_tasks)
+                load_snapshot(Path(cfg.from_run), "best", self.model, new=new_task_prefixes(cfg))
+            freeze_kept(self.model, cfg)
         self.runner = Runner(self.model, self.tok.pad_id, self.device, cfg.precision)
         if cfg.frozen:  # the encoder never changes: embed every data set once
             self.runner.cache_encoder(self.data)
