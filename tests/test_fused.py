@@ -37,6 +37,15 @@ def losses_and_grads(cfg, model, batches, fused):
     }
 
 
+def assert_same_step(a, g_a, b, g_b):
+    """Two ways of computing one step: the same per-task losses and every gradient, to 1e-5 in fp32."""
+    for n in b:
+        assert abs(a[n] - b[n]) <= 1e-5, (n, a[n], b[n])
+    assert g_a.keys() == g_b.keys()
+    for n, g in g_b.items():
+        assert (g_a[n] - g).abs().max() <= 1e-5 * max(1.0, g.abs().max().item()), n
+
+
 @pytest.mark.parametrize(
     "heads",
     [
@@ -51,11 +60,7 @@ def test_fused_step_has_the_per_task_loss_and_gradient_in_fp32(heads):
     model.bert.configured(unpad=False)  # the per-task passes as padded batches: the fused pass against the padded math
     sep, g_sep = losses_and_grads(cfg, model, batches, fused=False)
     assert fused.keys() == sep.keys() == {"sst", "quora", "sts"}
-    for n in fused:
-        assert abs(fused[n] - sep[n]) <= 1e-5, (n, fused[n], sep[n])
-    assert g_fused.keys() == g_sep.keys()
-    for n, g in g_sep.items():
-        assert (g_fused[n] - g).abs().max() <= 1e-5 * max(1.0, g.abs().max().item()), n
+    assert_same_step(fused, g_fused, sep, g_sep)
 
 
 def test_flat_layout_places_every_token_once_without_padding():
@@ -171,8 +176,5 @@ def test_per_task_passes_run_unpadded_with_pals_and_checkpointing(monkeypatch):
     flat, g_flat = losses_and_grads(cfg, model, batches, fused=False)
     model.bert.configured(unpad=False)
     padded, g_padded = losses_and_grads(cfg, model, batches, fused=False)
-    for n in padded:
-        assert abs(flat[n] - padded[n]) <= 1e-5, (n, flat[n], padded[n])
-    assert g_flat.keys() == g_padded.keys() and any("pals" in n for n in g_flat)
-    for n, g in g_padded.items():
-        assert (g_flat[n] - g).abs().max() <= 1e-5 * max(1.0, g.abs().max().item()), n
+    assert any("pals" in n for n in g_flat)
+    assert_same_step(flat, g_flat, padded, g_padded)

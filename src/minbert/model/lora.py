@@ -20,6 +20,7 @@ matmul over its own tokens.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 import torch
@@ -128,6 +129,12 @@ def merged(state: dict[str, torch.Tensor], lora: LoRA) -> dict[str, torch.Tensor
     return out
 
 
+def peft_pattern(targets) -> str:
+    """PEFT's `target_modules` for these targets, as a full-match pattern: a name alone ("output") would also match
+    the attention block's output.dense."""
+    return "|".join(rf".*\.layer\.\d+\.{re.escape(TARGETS[t])}" for t in targets)
+
+
 def peft_adapter(lora: LoRA, base: str) -> tuple[dict, dict]:
     """One task's adapters as a PEFT adapter folder's two files: the tensors of `adapter_model.safetensors` (PEFT's
     names, as `get_peft_model_state_dict` writes them) and `adapter_config.json`, for a transformers BertModel of
@@ -138,15 +145,13 @@ def peft_adapter(lora: LoRA, base: str) -> tuple[dict, dict]:
         for t, pair in layer.items()
         for ab in ("lora_A", "lora_B")
     }
-    # a full-match pattern: "output" alone would also match the attention block's output.dense
-    pattern = "|".join(rf".*\.layer\.\d+\.{TARGETS[t].replace('.', chr(92) + '.')}" for t in lora.targets)
     config = {
         "peft_type": "LORA",
         "base_model_name_or_path": base,
         "r": lora.rank,
         "lora_alpha": lora.alpha,
         "lora_dropout": lora.dropout,
-        "target_modules": pattern,
+        "target_modules": peft_pattern(lora.targets),
         "bias": "none",
         "fan_in_fan_out": False,
         "inference_mode": True,

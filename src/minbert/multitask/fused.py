@@ -34,10 +34,11 @@ class Flat:
     layout: Varlen  # where each sentence sits among the N tokens
     rank: torch.Tensor  # (S,) each sentence's place in the flat order; sentences numbered task by task
     spans: dict[str, tuple[int, int]]  # task -> its sentences [start, end) among the S, in the batch's row order
-    tokens: dict[str, torch.Tensor]  # task -> (n_task,) its tokens' places among the N
+    tokens: dict[str, torch.Tensor] | None  # task -> (n_task,) its tokens' places among the N (for LoRA's routes)
 
 
-def flatten(batches: dict[str, Batch]) -> Flat:
+def flatten(batches: dict[str, Batch], tokens: bool = False) -> Flat:
+    """`tokens`: also each task's token places (per-task LoRA routes them)."""
     seqs, types, spans = [], [], {}  # per sentence: token ids and token types, numpy rows (cheap to slice)
     has_types = any(b.types is not None for b in batches.values())
     for name, b in batches.items():
@@ -53,23 +54,26 @@ def flatten(batches: dict[str, Batch]) -> Flat:
     rank[order] = np.arange(len(seqs))
     device = batches[next(iter(batches))].ids.device
     to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-    owner = np.empty(len(seqs), dtype=np.int64)  # each sentence's task, numbered in batch order
-    for t, (s, e) in enumerate(spans.values()):
-        owner[s:e] = t
-    token_owner = np.repeat(owner[order], [len(seqs[i]) for i in order])  # (N,) each flat token's task
+    places = None
+    if tokens:
+        owner = np.empty(len(seqs), dtype=np.int64)  # each sentence's task, numbered in batch order
+        for t, (s, e) in enumerate(spans.values()):
+            owner[s:e] = t
+        token_owner = np.repeat(owner[order], [len(seqs[i]) for i in order])  # (N,) each flat token's task
+        places = {name: to(np.flatnonzero(token_owner == t)) for t, name in enumerate(spans)}
     return Flat(
         to(np.concatenate([seqs[i] for i in order])),
         to(np.concatenate([types[i] for i in order])) if has_types else None,
         layout([len(seqs[i]) for i in order], device),
         to(rank),
         spans,
-        {name: to(np.flatnonzero(token_owner == t)) for t, name in enumerate(spans)},
+        places,
     )
 
 
 def fused_forward(model, batches: dict[str, Batch]) -> dict[str, HeadOutput]:
     """Each task's head output, as `model(task, batch)` would give it, from one encoder pass."""
-    f = flatten(batches)
+    f = flatten(batches, tokens=model.lora is not None)
     bert = model.bert
     route = None
     if model.lora is not None:  # each task's tokens through its own adapters
