@@ -98,3 +98,22 @@ def test_a_second_process_is_kept_out_and_a_stale_lock_is_taken_over(tmp_path, m
     with RunLock(tmp_path):  # its process is gone: the lock is stale
         assert (tmp_path / ".lock").read_text().split()[0] == str(__import__("os").getpid())
     assert not (tmp_path / ".lock").exists()
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_asked_for_on_a_cpu_that_emulates_it_warns_once(native, monkeypatch, caplog):
+    """An explicit precision=bf16 where the CPU lacks bf16 runs, but says it is slower than fp32; auto stays silent."""
+    import minbert.runs as runs
+
+    monkeypatch.setattr(runs, "cpu_has_bf16", lambda: native)
+    runs._warn_emulated_bf16.cache_clear()
+    cpu = torch.device("cpu")
+    with caplog.at_level("WARNING", logger="minbert.runs"):
+        assert runs.autocast(cpu, "auto")() is not None and runs.autocast(cpu, "fp32")() is not None
+        assert not caplog.records
+        for _ in range(2):
+            with runs.autocast(cpu, "bf16")():
+                assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == (0 if native else 1) and all("emulated" in m and "precision=auto" in m for m in warned)
+    runs._warn_emulated_bf16.cache_clear()

@@ -19,7 +19,7 @@ from minbert.multitask.run import build, load_data
 from minbert.multitask.runner import Runner
 from minbert.multitask.state import load_snapshot, save_snapshot, snapshot_folder
 from minbert.tasks import TASKS
-from tests.helpers import QUICKSTART, TINY, final_weights, run_cli
+from tests.helpers import QUICKSTART, RESUMABLE, TINY, final_weights, run_cli
 
 
 def test_run_prints_results_and_writes_files(tiny_run):
@@ -46,7 +46,7 @@ def test_run_prints_results_and_writes_files(tiny_run):
 def test_kill_and_resume_is_bit_identical(tiny_run, tmp_path):
     run, _ = tiny_run
     killed = tmp_path / "killed"
-    proc = run_cli(str(QUICKSTART), *TINY, f"out={killed}", wait=False)
+    proc = run_cli(str(QUICKSTART), *TINY, *RESUMABLE, f"out={killed}", wait=False)
     deadline = time.time() + 300
     while not (killed / "last.json").is_file():  # the first mid-epoch checkpoint (step 2 of 6)
         assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
@@ -215,18 +215,22 @@ def test_analyze_and_compare(tiny_run, tmp_path, capsys):
     assert f"| {run.name} | {dev['sst/acc']:.4f} |" in out and (tmp_path / "c.png").is_file()
 
 
-TECH = TINY + [
-    "epochs=2",
-    "steps_per_epoch=4",
-    "combiner=gradvac",
-    "conflict_stats=true",
-    "lr_schedule=plateau",
-    "regularizers.bregman.mu=0.5",
-    "regularizers.bregman.beta=0.5",
-    "tasks.sts.loss=cosine_embedding",
-    "tasks.sts.loss_args.threshold=3.0",
-    "tasks.sts.margin_step=0.1",
-]
+TECH = (
+    TINY
+    + RESUMABLE
+    + [
+        "epochs=2",
+        "steps_per_epoch=4",
+        "combiner=gradvac",
+        "conflict_stats=true",
+        "lr_schedule=plateau",
+        "regularizers.bregman.mu=0.5",
+        "regularizers.bregman.beta=0.5",
+        "tasks.sts.loss=cosine_embedding",
+        "tasks.sts.loss_args.threshold=3.0",
+        "tasks.sts.margin_step=0.1",
+    ]
+)
 
 
 def test_interrupted_run_with_stateful_techniques_resumes_exactly(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ import pytest
 
 from minbert.cli import main
 from minbert.errors import MinbertError
-from tests.helpers import QUICKSTART, TINY
+from tests.helpers import QUICKSTART, RESUMABLE, TINY
 from tests.test_user_errors import error_line
 
 
@@ -186,7 +186,7 @@ def test_a_full_disk_during_train_is_one_line_and_the_run_resumes(tmp_path):
     disk = tmp_path / "disk"
     with small_disk(disk, "330m"):
         run = disk / "run"
-        cmd = [sys.executable, "-m", "minbert", "train", str(QUICKSTART), *TINY, f"out={run}"]
+        cmd = [sys.executable, "-m", "minbert", "train", str(QUICKSTART), *TINY, *RESUMABLE, f"out={run}"]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
         assert done.returncode == 2, done.stderr
         line = error_line(done.stderr)
@@ -403,7 +403,12 @@ def test_non_finite_dev_metrics_stop_the_run_as_diverged(monkeypatch, tmp_path, 
 
     monkeypatch.setattr(Runner, "evaluate", nan_sts)
     run = tmp_path / "run"
-    fails(["train", QUICKSTART, *TINY, f"out={run}"], capsys, "dev metrics not finite (sts/pearson nan)", str(run))
+    fails(
+        ["train", QUICKSTART, *TINY, *RESUMABLE, f"out={run}"],
+        capsys,
+        "dev metrics not finite (sts/pearson nan)",
+        str(run),
+    )
     assert (run / "last.json").is_file()  # the last good resumable checkpoint stays
 
 
@@ -457,7 +462,17 @@ def test_sigterm_unwinds_like_ctrl_c(tmp_path):
     import time
 
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "minbert", "train", str(QUICKSTART), *TINY, "steps_per_epoch=400", f"out={run}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "minbert",
+        "train",
+        str(QUICKSTART),
+        *TINY,
+        *RESUMABLE,
+        "steps_per_epoch=400",
+        f"out={run}",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while not (run / "last.json").exists() and time.time() < deadline and proc.poll() is None:

@@ -16,7 +16,7 @@ from torch import nn
 from minbert.cli import main
 from minbert.errors import MinbertError
 from minbert.multitask.state import load_snapshot, save_snapshot, snapshot_folder
-from tests.helpers import QUICKSTART, TINY
+from tests.helpers import QUICKSTART, RESUMABLE, TINY
 
 
 def error_line(err: str) -> str:
@@ -292,7 +292,7 @@ def test_resume_after_the_newest_checkpoint_is_truncated_continues_from_the_one_
 
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "minbert", "train"]
-    subprocess.run([*cmd, str(QUICKSTART), *TINY, f"out={run}"], check=True, capture_output=True)
+    subprocess.run([*cmd, str(QUICKSTART), *TINY, *RESUMABLE, f"out={run}"], check=True, capture_output=True)
     final = load_file(str(run / "checkpoints" / "last-00000012" / "model.safetensors"))
     lines = (run / "metrics.jsonl").read_text().count("\n")
     (run / "summary.json").unlink()  # as if killed after its last save, then the newest checkpoint was damaged

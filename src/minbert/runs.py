@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import functools
 import json
+import logging
 import os
 import random
 import shutil
@@ -23,6 +24,8 @@ from tqdm import tqdm
 
 from minbert.errors import MinbertError
 from minbert.files import atomic_write_text, check_writable, read_jsonl  # noqa: F401 (atomic_write_text: used from here)
+
+log = logging.getLogger(__name__)
 
 
 def new_run_dir(root: str | Path, name: str) -> Path:
@@ -325,9 +328,21 @@ def autocast(device: torch.device, precision: str) -> Callable[[], contextlib.Ab
     bf16 or AMX, GPUs with bf16) or fp16 (older GPUs, with a gradient scaler in training); a no-op context for fp32;
     "auto" picks bf16 where it is fast (resolve_precision)."""
     dtype = PRECISIONS[resolve_precision(device, precision)]
+    if dtype is torch.bfloat16 and device.type == "cpu" and not cpu_has_bf16():
+        _warn_emulated_bf16()
     if dtype is None:
         return contextlib.nullcontext
     return functools.partial(torch.autocast, device.type, dtype=dtype)
+
+
+@functools.cache
+def _warn_emulated_bf16() -> None:
+    """Once per process: bf16 asked for by name where the CPU lacks it is emulated - measured 2x slower than fp32 on
+    an Ice Lake Xeon and 7.6x on an AVX2-only EPYC (benchmarks/RESULTS.md) - with no gain in return."""
+    log.warning(
+        "bf16 on a CPU without native bf16 (no avx512_bf16 or amx_bf16 in /proc/cpuinfo) is emulated and several "
+        "times slower than fp32; precision=auto picks fp32 here"
+    )
 
 
 def set_threads(threads: int, local_processes: int = 1) -> int:
