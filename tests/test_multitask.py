@@ -236,7 +236,7 @@ TECH = (
 def test_interrupted_run_with_stateful_techniques_resumes_exactly(tmp_path, monkeypatch):
     import minbert.multitask.train as tr
 
-    full = tr.train(load_config(TrainConfig, QUICKSTART, TECH + [f"out={tmp_path / 'a'}"]))
+    full = tr.train(load_config(TrainConfig, QUICKSTART, TECH + ["checkpoint_every=0", f"out={tmp_path / 'a'}"]))
     real, calls = tr.save_snapshot, []
 
     def dying(run, kind, *a, **k):
