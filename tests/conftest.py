@@ -1,10 +1,13 @@
 import os
+import shutil
 
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
 
 from minbert.data import data_dir
-from minbert.model import default_checkpoint_dir
+from minbert.model import BertConfig, BertModel, default_checkpoint_dir
+from minbert.runs import save_tensors
 from tests.helpers import QUICKSTART, TINY, run_cli
 
 # tests/test_fuzz.py: CI runs a fixed, derandomized set of generated examples; MINBERT_FUZZ=long a random, larger one
@@ -47,3 +50,16 @@ def tiny_run(tmp_path_factory):
     finished run."""
     run = tmp_path_factory.mktemp("tiny") / "run"
     return run, run_cli(str(QUICKSTART), *TINY, f"out={run}")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory):
+    """A random 2-layer, 32-wide encoder in Hugging Face layout with the embedded checkpoint's vocabulary: for tests
+    of what a run does around training (sweeps, reports), where the MiniLM's load and steps are only cost."""
+    dest = tmp_path_factory.mktemp("tiny-encoder")
+    torch.manual_seed(0)
+    cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    save_tensors(dest / "model.safetensors", BertModel(cfg).state_dict())
+    (dest / "config.json").write_text(cfg.to_json())
+    shutil.copy(default_checkpoint_dir() / "vocab.txt", dest / "vocab.txt")
+    return dest

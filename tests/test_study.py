@@ -114,11 +114,11 @@ def test_smart_term_is_logged_and_the_time_budget_stops_training(tmp_path):
 
 
 @pytest.mark.slow
-def test_sweep_runs_every_variant_and_seed_skips_finished_ones_and_averages(tmp_path, capsys):
+def test_sweep_runs_every_variant_and_seed_skips_finished_ones_and_averages(tmp_path, capsys, tiny_encoder):
     out = tmp_path / "sweep"
     spec = {
         "base": str(QUICKSTART),
-        "overrides": TINY + ["epochs=1", "steps_per_epoch=2"],
+        "overrides": TINY + ["epochs=1", "steps_per_epoch=2", f"checkpoint={tiny_encoder}"],
         "variants": {"plain": [], "heads-x10": ["head_lr_mult=10"]},
         "seeds": [1, 2],
         "out": str(out),
