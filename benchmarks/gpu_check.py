@@ -215,8 +215,8 @@ def check_torchrun(args, work: Path) -> str:
 
 
 def check_compile(args, work: Path) -> str:
-    if args.quick and args.device == "cpu":  # tests/test_switches.py checks compile on CPU: dynamo's tracing of each
-        return "compile skipped (--quick on CPU)"  # new shape made it the smoke's slowest check (40 of 110 s)
+    if args.quick and args.device == "cpu":  # tests/test_switches.py checks compile on CPU, where dynamo's tracing
+        return "compile skipped (--quick on CPU)"  # of each new shape makes it the smoke's slowest check
     backend = "inductor" if args.device == "cuda" else "eager"  # inductor on CPU needs a C++ toolchain
     log = train(args, work / "compile", "precision=fp32", f"compile={backend}")
     assert "running eagerly" not in log and "leaves the layers eager" not in log, "compile fell back to eager"

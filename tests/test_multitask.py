@@ -215,28 +215,24 @@ def test_analyze_and_compare(tiny_run, tmp_path, capsys):
     assert f"| {run.name} | {dev['sst/acc']:.4f} |" in out and (tmp_path / "c.png").is_file()
 
 
-TECH = (
-    TINY
-    + RESUMABLE
-    + [
-        "epochs=2",
-        "steps_per_epoch=4",
-        "combiner=gradvac",
-        "conflict_stats=true",
-        "lr_schedule=plateau",
-        "regularizers.bregman.mu=0.5",
-        "regularizers.bregman.beta=0.5",
-        "tasks.sts.loss=cosine_embedding",
-        "tasks.sts.loss_args.threshold=3.0",
-        "tasks.sts.margin_step=0.1",
-    ]
-)
+TECH = TINY + [
+    "epochs=2",
+    "steps_per_epoch=4",
+    "combiner=gradvac",
+    "conflict_stats=true",
+    "lr_schedule=plateau",
+    "regularizers.bregman.mu=0.5",
+    "regularizers.bregman.beta=0.5",
+    "tasks.sts.loss=cosine_embedding",
+    "tasks.sts.loss_args.threshold=3.0",
+    "tasks.sts.margin_step=0.1",
+]
 
 
 def test_interrupted_run_with_stateful_techniques_resumes_exactly(tmp_path, monkeypatch):
     import minbert.multitask.train as tr
 
-    full = tr.train(load_config(TrainConfig, QUICKSTART, TECH + ["checkpoint_every=0", f"out={tmp_path / 'a'}"]))
+    full = tr.train(load_config(TrainConfig, QUICKSTART, TECH + [f"out={tmp_path / 'a'}"]))
     real, calls = tr.save_snapshot, []
 
     def dying(run, kind, *a, **k):
@@ -247,7 +243,7 @@ def test_interrupted_run_with_stateful_techniques_resumes_exactly(tmp_path, monk
 
     monkeypatch.setattr(tr, "save_snapshot", dying)
     with pytest.raises(KeyboardInterrupt):
-        tr.train(load_config(TrainConfig, QUICKSTART, TECH + [f"out={tmp_path / 'b'}"]))
+        tr.train(load_config(TrainConfig, QUICKSTART, TECH + RESUMABLE + [f"out={tmp_path / 'b'}"]))
     monkeypatch.setattr(tr, "save_snapshot", real)
     resumed = tr.train(tr.resume_config(tmp_path / "b", []), resume=tmp_path / "b")
     assert resumed["dev"] == full["dev"]
