@@ -19,6 +19,7 @@ from minbert.errors import MinbertError
 from minbert.model import varlen
 from minbert.model.config import ACTIVATIONS, BertConfig
 from minbert.model.dropout import Dropout, dropout
+from minbert.model.embedding_grad import GradBuffer, embedding
 from minbert.model.loading import load_pretrained
 from minbert.model.lora import LayerLoRA, Route
 from minbert.model.lora import add as lora_add
@@ -43,9 +44,17 @@ class BertEmbeddings(nn.Module):
         self.token_type_embeddings = nn.Embedding(c.type_vocab_size, c.hidden_size)
         self.LayerNorm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = Dropout(c.hidden_dropout_prob)
+        self.paths = SpeedPaths()  # BertModel's Speed sets it for the model's device
+        self.grad_buffer = GradBuffer()  # the word table's reused gradient (SpeedPaths.reuse_embedding_grad)
 
     def forward(self, input_ids, token_type_ids=None, inputs_embeds=None, position_ids=None):
-        words = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, H) or flat (N, H)
+        if inputs_embeds is not None:
+            words = inputs_embeds
+        elif self.paths.reuse_embedding_grad:
+            t = self.word_embeddings
+            words = embedding(t.weight, input_ids, t.padding_idx, self.grad_buffer)  # (B, T, H) or flat (N, H)
+        else:
+            words = self.word_embeddings(input_ids)  # (B, T, H) or flat (N, H)
         if position_ids is None:
             x = words + self.position_embeddings.weight[: words.shape[1]]  # positions broadcast over the batch
         else:  # flat sentences (model/varlen.py): positions restart at every sentence
@@ -112,13 +121,16 @@ class SpeedPaths:
     train_attention: str = "sdpa"
     eval_attention: str = "sdpa"
     fused_qkv: bool = False
+    # the word table's dense gradient built in one buffer kept across steps (model/embedding_grad.py), not a fresh
+    # allocation each step: on a CPU a fresh one that large costs page faults; a GPU's caching allocator reuses memory
+    reuse_embedding_grad: bool = False
 
     @classmethod
     def for_device(cls, device_type: str) -> "SpeedPaths":
         if device_type == "cpu":
             # CPU training: PyTorch's SDPA kernel has a slow backward (benchmarks/bench_kernels.py), and one (H, 3H)
             # matmul beats three; at inference SDPA is the faster kernel and concatenating weights costs more
-            return cls(train_attention="math", eval_attention="sdpa", fused_qkv=True)
+            return cls(train_attention="math", eval_attention="sdpa", fused_qkv=True, reuse_embedding_grad=True)
         return cls()
 
 
@@ -293,6 +305,7 @@ class BertModel(nn.Module):
         """The model with these speed settings (`speed`, or the current ones with `changes`: `unpad=False`, ...),
         every layer's attention paths included; returns the model itself."""
         self.speed = dataclasses.replace(speed or self.speed, **changes)
+        self.embeddings.paths = self.speed.paths
         for layer in self.encoder.layer:
             layer.attention.self.paths = self.speed.paths
         return self
