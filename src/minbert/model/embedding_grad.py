@@ -10,9 +10,9 @@ backward writes into one buffer kept beside the table and hands autograd an alia
 
 Exact: the buffer is zeroed, then `index_add_` sums each token's gradient into its row in token order, as
 `embedding_dense_backward` does on a CPU, and the padding row stays zero (tests/test_embedding_grad.py compares the
-two bit for bit). The buffer is reused only when nothing outside still holds its last gradient (the storage's reference count): a
-`.grad` kept for gradient accumulation, or gradients returned by `torch.autograd.grad` and held by a combiner, make
-the backward allocate a fresh tensor as PyTorch would.
+two bit for bit). The buffer is reused only when nothing outside still holds its last gradient (the storage's
+reference count): a `.grad` kept for gradient accumulation, or gradients returned by `torch.autograd.grad` and held
+by a combiner, make the backward allocate a fresh tensor as PyTorch would.
 """
 
 from __future__ import annotations
