@@ -39,8 +39,9 @@ def assert_same_weights(a, b, tol=1e-5):
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
 @pytest.mark.parametrize("extra", [[], ["combiner=pcgrad"]], ids=["sum-fused", "pcgrad"])
-def test_two_gloo_processes_match_one_process_and_only_rank_0_writes(tmp_path, extra):
+def test_two_gloo_processes_match_one_process_and_only_rank_0_writes(tmp_path, extra, tiny_encoder):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
+    extra = [*extra, f"checkpoint={tiny_encoder}"]  # the mechanics of data parallelism, not the MiniLM's numbers
     tr.train(load_config(TrainConfig, QUICKSTART, EXACT + extra + [f"out={single}"]))
     work = tmp_path / "cwd"
     work.mkdir()
@@ -69,16 +70,17 @@ def test_two_gloo_processes_match_one_process_and_only_rank_0_writes(tmp_path, e
     assert proc.stdout.count("| dev (best epoch") == 1
 
 
-def test_gradient_accumulation_matches_one_batch(tmp_path):
-    tr.train(load_config(TrainConfig, QUICKSTART, EXACT + [f"out={tmp_path / 'one'}"]))
-    tr.train(load_config(TrainConfig, QUICKSTART, EXACT + ["grad_accum=3", f"out={tmp_path / 'three'}"]))
+def test_gradient_accumulation_matches_one_batch(tmp_path, tiny_encoder):
+    exact = EXACT + [f"checkpoint={tiny_encoder}"]
+    tr.train(load_config(TrainConfig, QUICKSTART, exact + [f"out={tmp_path / 'one'}"]))
+    tr.train(load_config(TrainConfig, QUICKSTART, exact + ["grad_accum=3", f"out={tmp_path / 'three'}"]))
     assert_same_weights(tmp_path / "one", tmp_path / "three")
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
-def test_killed_two_process_run_with_dropout_resumes_bit_identically(tmp_path):
+def test_killed_two_process_run_with_dropout_resumes_bit_identically(tmp_path, tiny_encoder):
     # dropout on: each rank draws its own masks, so each rank's RNG stream must come back from the checkpoint
-    args = TINY + ["epochs=2", "steps_per_epoch=3"]
+    args = TINY + ["epochs=2", "steps_per_epoch=3", f"checkpoint={tiny_encoder}"]
     torchrun = ["torchrun", "--standalone", "--nproc-per-node", "2", "-m", "minbert", "train"]
     full, killed = tmp_path / "full", tmp_path / "killed"
     proc = subprocess.run(

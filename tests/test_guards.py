@@ -117,28 +117,3 @@ def test_bf16_asked_for_on_a_cpu_that_emulates_it_warns_once(native, monkeypatch
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == (0 if native else 1) and all("emulated" in m and "precision=auto" in m for m in warned)
     runs._warn_emulated_bf16.cache_clear()
-
-
-def test_trim_hands_memory_back_once_resident_memory_has_grown_by_the_slack(monkeypatch):
-    import minbert.runs as runs
-
-    rss, trims = [1000 << 20], []
-    monkeypatch.setattr(runs, "resident_bytes", lambda: rss[0])
-    monkeypatch.setattr(runs, "release_memory", lambda: (trims.append(rss[0]), rss.__setitem__(0, rss[0] - (50 << 20))))
-    trim = runs.Trim(256)
-    rss[0] += 200 << 20
-    assert not trim() and not trims  # within the slack: the heap keeps its pages
-    rss[0] += 100 << 20  # 300 MB over the last trim's 1000
-    assert trim() and len(trims) == 1 and trim.base == rss[0] == (1250 << 20)  # the base is what a trim left
-    assert not trim()
-    assert trim(force=True) and len(trims) == 2  # after an evaluation
-    every = runs.Trim(0)
-    assert every() and every() and len(trims) == 4  # slack 0: every call, as trim_every alone did
-
-
-def test_resident_bytes_reads_this_process():
-    from minbert.runs import resident_bytes
-
-    before = resident_bytes()
-    block = torch.ones(64 << 20, dtype=torch.uint8)  # 64 MB touched
-    assert resident_bytes() - before > 32 << 20 and block.sum() > 0

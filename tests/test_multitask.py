@@ -229,10 +229,11 @@ TECH = TINY + [
 ]
 
 
-def test_interrupted_run_with_stateful_techniques_resumes_exactly(tmp_path, monkeypatch):
+def test_interrupted_run_with_stateful_techniques_resumes_exactly(tmp_path, monkeypatch, tiny_encoder):
     import minbert.multitask.train as tr
 
-    full = tr.train(load_config(TrainConfig, QUICKSTART, TECH + [f"out={tmp_path / 'a'}"]))
+    tech = TECH + [f"checkpoint={tiny_encoder}"]  # what the techniques keep across a resume, not the MiniLM's numbers
+    full = tr.train(load_config(TrainConfig, QUICKSTART, tech + [f"out={tmp_path / 'a'}"]))
     real, calls = tr.save_snapshot, []
 
     def dying(run, kind, *a, **k):
@@ -243,7 +244,7 @@ def test_interrupted_run_with_stateful_techniques_resumes_exactly(tmp_path, monk
 
     monkeypatch.setattr(tr, "save_snapshot", dying)
     with pytest.raises(KeyboardInterrupt):
-        tr.train(load_config(TrainConfig, QUICKSTART, TECH + RESUMABLE + [f"out={tmp_path / 'b'}"]))
+        tr.train(load_config(TrainConfig, QUICKSTART, tech + RESUMABLE + [f"out={tmp_path / 'b'}"]))
     monkeypatch.setattr(tr, "save_snapshot", real)
     resumed = tr.train(tr.resume_config(tmp_path / "b", []), resume=tmp_path / "b")
     assert resumed["dev"] == full["dev"]

@@ -287,12 +287,13 @@ def test_an_intact_checkpoint_of_another_model_is_refused_not_skipped(tmp_path):
 
 
 @pytest.mark.slow
-def test_resume_after_the_newest_checkpoint_is_truncated_continues_from_the_one_before(tmp_path):
+def test_resume_after_the_newest_checkpoint_is_truncated_continues_from_the_one_before(tmp_path, tiny_encoder):
     from safetensors.torch import load_file
 
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "minbert", "train"]
-    subprocess.run([*cmd, str(QUICKSTART), *TINY, *RESUMABLE, f"out={run}"], check=True, capture_output=True)
+    args = [*TINY, *RESUMABLE, f"checkpoint={tiny_encoder}", f"out={run}"]
+    subprocess.run([*cmd, str(QUICKSTART), *args], check=True, capture_output=True)
     final = load_file(str(run / "checkpoints" / "last-00000012" / "model.safetensors"))
     lines = (run / "metrics.jsonl").read_text().count("\n")
     (run / "summary.json").unlink()  # as if killed after its last save, then the newest checkpoint was damaged

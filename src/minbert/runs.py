@@ -373,31 +373,6 @@ def release_memory() -> None:
         libc.malloc_trim(0)
 
 
-def resident_bytes() -> int:
-    """This process's resident memory (Linux /proc/self/statm); 0 where it cannot be read."""
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-class Trim:
-    """release_memory once resident memory has grown `slack_mb` since the last trim (0: every call). Between trims
-    the heap keeps the pages the steps reuse; the slack bounds what that adds to resident memory."""
-
-    def __init__(self, slack_mb: int):
-        self.slack = slack_mb << 20
-        self.base = resident_bytes()
-
-    def __call__(self, force: bool = False) -> bool:
-        if not force and self.slack and resident_bytes() <= self.base + self.slack:
-            return False
-        release_memory()
-        self.base = resident_bytes()
-        return True
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -141,10 +141,6 @@ class TrainConfig:
     # the heap, and what glibc keeps grows with time. 1 keeps resident memory flat at some speed; 0 = never
     # (benchmarks/RESULTS.md, "memory")
     trim_every: Annotated[int, ge(0, "0 = never")] = 1
-    # ... but only once resident memory has grown this much since the last trim: a trim hands back pages the next
-    # steps touch again, page faults that cost a quarter of a bf16 step when paid every step (benchmarks/RESULTS.md,
-    # "trimming"); 0 = trim at every trim_every step
-    trim_slack_mb: Annotated[int, ge(0, "0 = always")] = 256
     # steps between resumable checkpoints (and at every epoch end)
     checkpoint_every: Annotated[int, ge(0, "0 = epoch ends only")] = 200
     log_every: Annotated[int, ge(1)] = 10  # steps between training-loss records in metrics.jsonl

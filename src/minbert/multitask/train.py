@@ -42,12 +42,12 @@ from minbert.runs import (
     MetricsLog,
     NoLog,
     RunLock,
-    Trim,
     check_run_dir,
     clear_run_dir,
     load_tensors,
     new_run_dir,
     progress,
+    release_memory,
     save_tensors,
     seed_everything,
     set_threads,
@@ -144,7 +144,6 @@ def train(cfg: TrainConfig, resume: Path | None = None, overwrite: bool = False)
 class Trainer:
     def __init__(self, cfg: TrainConfig, d: Dist, device, began: float):
         self.cfg, self.d, self.device, self.began = cfg, d, device, began
-        self.trim = Trim(cfg.trim_slack_mb)  # hands freed heap memory back to the OS (runs.Trim)
 
     def setup(self, resume: Path | None, overwrite: bool, held: contextlib.ExitStack) -> None:
         """Model, data, optimizer and techniques; the run directory (rank 0); the state, fresh or restored."""
@@ -267,7 +266,7 @@ class Trainer:
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and s + 1 < len(plan):
                 self.checkpoint(step_in_epoch=s + 1, epoch=epoch)
             if cfg.trim_every and step % cfg.trim_every == 0:
-                self.trim()
+                release_memory()
             if cfg.max_steps and step >= cfg.max_steps:
                 st.stopped = f"max_steps {cfg.max_steps} reached"
                 break
@@ -282,7 +281,7 @@ class Trainer:
         predictions)."""
         cfg, st = self.cfg, self.st
         dev, dev_preds = self.runner.evaluate(self.data["dev"])
-        self.trim(force=True)
+        release_memory()
         epoch_loss = st.mean(st.epoch_loss)
         extra = self.tech.end_epoch(self.optimizer, epoch, sum(epoch_loss.values()), dev)
         seconds = time.time() - self.start
