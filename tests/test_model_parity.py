@@ -167,7 +167,7 @@ def test_attention_implementations_agree_and_are_chosen_once_per_device():
     q, k, v = (torch.randn(2, 4, 7, 8, generator=g) for _ in range(3))  # (B, nh, T, hs)
     mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3]).bool()[:, None, None, :]  # (B, 1, 1, T)
     torch.testing.assert_close(ATTENTION["math"](q, k, v, mask, 0.0), ATTENTION["sdpa"](q, k, v, mask, 0.0))
-    assert SpeedPaths.for_device("cpu") == SpeedPaths("math", "sdpa", True)
+    assert SpeedPaths.for_device("cpu") == SpeedPaths("math", "sdpa", True, reuse_embedding_grad=True)
     assert SpeedPaths.for_device("cuda") == SpeedPaths("sdpa", "sdpa", False)
 
 
