@@ -114,9 +114,10 @@ class BertSelfAttention(nn.Module):
 @dataclass(frozen=True)
 class SpeedPaths:
     """How attention runs, chosen once per device (Speed.paths): the implementation (a key of ATTENTION) for a pass
-    that builds a graph for a backward and for one that does not, and whether the first projects q, k, v in one
-    matmul. Which of the two a pass is, is the one thing decided per call (`torch.is_grad_enabled()`): the same
-    module serves a training step and, under `no_grad`, a dev evaluation or a teacher's forward."""
+    that builds a graph for a backward and for one that does not, whether the first projects q, k, v in one
+    matmul, and whether the word table's gradient goes into a reused buffer. Which of the two a pass is, is the one
+    thing decided per call (`torch.is_grad_enabled()`): the same module serves a training step and, under `no_grad`,
+    a dev evaluation or a teacher's forward."""
 
     train_attention: str = "sdpa"
     eval_attention: str = "sdpa"
