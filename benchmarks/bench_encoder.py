@@ -18,8 +18,10 @@ speed. `--profile` also writes torch.profiler's operator table for each of our p
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import datetime
+import functools
 import os
 import platform
 import random
@@ -230,43 +232,22 @@ def main() -> None:
         for precision in ("fp32", "bf16"):
             bf16 = precision == "bf16"
             peak = peak_fn(torch.bfloat16 if bf16 else torch.float32)
-            heads = [torch.nn.Linear(ours.config.hidden_size, 5) for _ in range(3)]
-            for h in heads[1:]:
-                h.load_state_dict(heads[0].state_dict())
-            fns = {
-                "train": {
-                    "ours": train_fn(
-                        ours,
-                        heads[0],
-                        AdamW([*ours.parameters(), *heads[0].parameters()], lr=1e-5),
-                        train_data,
-                        bf16,
-                        False,
-                    ),
-                    "transformers": train_fn(
-                        ref,
-                        heads[1],
-                        torch.optim.AdamW([*ref.parameters(), *heads[1].parameters()], lr=1e-5, fused=True),
-                        train_data,
-                        bf16,
-                        True,
-                    ),
-                    "plain": train_fn(
-                        plain,
-                        heads[2],
-                        AdamW([*plain.parameters(), *heads[2].parameters()], lr=1e-5),
-                        train_data,
-                        bf16,
-                        False,
-                    ),
-                },
-                "infer": {
-                    "ours": infer_fn(ours, infer_data, bf16, False),
-                    "transformers": infer_fn(ref, infer_data, bf16, True),
-                },
+            head = torch.nn.Linear(ours.config.hidden_size, 5)
+            fns = {"train": {}}
+            for name, model, opt, hf in (
+                ("ours", ours, AdamW, False),
+                ("transformers", ref, functools.partial(torch.optim.AdamW, fused=True), True),
+                ("plain", plain, AdamW, False),
+            ):
+                h = copy.deepcopy(head)  # every side starts from the same head
+                fns["train"][name] = train_fn(
+                    model, h, opt([*model.parameters(), *h.parameters()], lr=1e-5), train_data, bf16, hf
+                )
+            fns["infer"] = {
+                "ours": infer_fn(ours, infer_data, bf16, False),
+                "transformers": infer_fn(ref, infer_data, bf16, True),
+                **({} if bf16 else ort),
             }
-            if not bf16:
-                fns["infer"].update(ort)
             for kind in ("train", "infer"):
                 for m in (ours, ref, plain):
                     m.train(kind == "train")

@@ -17,16 +17,12 @@ import time
 import torch
 from _record import record  # benchmarks/_record.py (scripts run from the repository root)
 from bench_encoder import batches, train_fn
+from memory import rss_mb  # benchmarks/memory.py: VmRSS from /proc
 
 from minbert.data.tokenizer import Tokenizer
 from minbert.model import BertModel, default_checkpoint_dir
 from minbert.optim import AdamW
 from minbert.runs import release_memory
-
-
-def resident() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 def main() -> None:
@@ -57,12 +53,12 @@ def main() -> None:
                 step()
                 then()
                 block.append(time.perf_counter() - t)
-                rss[name].append(resident())
+                rss[name].append(rss_mb(os.getpid()))  # MiB
             times[name].append(statistics.median(block))
     base = statistics.median(times["no trim"])
     rows = [
         f"| {name} | {statistics.median(v) * 1e3:.0f} | {statistics.median(v) / base:.2f}x "
-        f"| {statistics.median(rss[name]) / 2**20:.0f} | {max(rss[name]) / 2**20:.0f} |"
+        f"| {statistics.median(rss[name]):.0f} | {max(rss[name]):.0f} |"
         for name, v in times.items()
     ]
     table = "\n".join(
