@@ -166,8 +166,16 @@ def test_attention_implementations_agree_and_are_chosen_once_per_device():
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 4, 7, 8, generator=g) for _ in range(3))  # (B, nh, T, hs)
     mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3]).bool()[:, None, None, :]  # (B, 1, 1, T)
-    torch.testing.assert_close(ATTENTION["math"](q, k, v, mask, 0.0), ATTENTION["sdpa"](q, k, v, mask, 0.0))
-    assert SpeedPaths.for_device("cpu") == SpeedPaths("math", "sdpa", True, reuse_embedding_grad=True)
+    fp32 = ATTENTION["sdpa"](q, k, v, mask, 0.0)
+    torch.testing.assert_close(ATTENTION["math"](q, k, v, mask, 0.0), fp32)
+    assert torch.equal(ATTENTION["cpu_inference"](q, k, v, mask, 0.0), fp32)  # fp32: SDPA itself
+    # bf16: the written-out scores (rounded to bf16, as training's attention has them) with an fp32 softmax: within
+    # bf16 rounding of the fp32 result, and no further from it than the bf16 softmax of training's math
+    low = [t.bfloat16() for t in (q, k, v)]
+    ours, math = (ATTENTION[name](*low, mask, 0.0) for name in ("cpu_inference", "math"))
+    err, math_err = ((x.float() - fp32).abs().max() for x in (ours, math))
+    assert ours.dtype == torch.bfloat16 and err < 0.05 and err <= math_err, (err, math_err)
+    assert SpeedPaths.for_device("cpu") == SpeedPaths("math", "cpu_inference", True, reuse_embedding_grad=True)
     assert SpeedPaths.for_device("cuda") == SpeedPaths("sdpa", "sdpa", False)
 
 

@@ -130,14 +130,26 @@ class SpeedPaths:
     def for_device(cls, device_type: str) -> "SpeedPaths":
         if device_type == "cpu":
             # CPU training: PyTorch's SDPA kernel has a slow backward (benchmarks/bench_kernels.py), and one (H, 3H)
-            # matmul beats three; at inference SDPA is the faster kernel and concatenating weights costs more
-            return cls(train_attention="math", eval_attention="sdpa", fused_qkv=True, reuse_embedding_grad=True)
+            # matmul beats three; at inference SDPA is the faster kernel in fp32 (not in bf16: see
+            # attention_cpu_inference) and concatenating weights costs more
+            return cls(
+                train_attention="math", eval_attention="cpu_inference", fused_qkv=True, reuse_embedding_grad=True
+            )
         return cls()
 
 
 def sdpa(q, k, v, mask, p: float) -> torch.Tensor:
     """PyTorch's fused kernels (flash, memory-efficient) where the device has them."""
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+
+
+def scores(q, k, mask) -> torch.Tensor:
+    """(B, nh, T, T) q k^T / sqrt(hs), -inf where the (B, 1, 1, T) mask says a key is padding."""
+    s = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (B, nh, T, T)
+    if mask is None:
+        return s
+    # an additive -inf bias: its backward is free, masked_fill's is a full pass over s
+    return s + torch.zeros(mask.shape, dtype=s.dtype, device=s.device).masked_fill_(~mask, float("-inf"))
 
 
 def attention_math(q, k, v, mask, p: float) -> torch.Tensor:
@@ -147,17 +159,27 @@ def attention_math(q, k, v, mask, p: float) -> torch.Tensor:
     back to this same math with F.dropout; written out with our cheaper dropout it is several times faster
     (benchmarks/bench_kernels.py).
     """
-    s = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (B, nh, T, T)
-    if mask is not None:  # an additive -inf bias: its backward is free, masked_fill's is a full pass over s
-        s = s + torch.zeros(mask.shape, dtype=s.dtype, device=s.device).masked_fill_(
-            ~mask, float("-inf")
-        )  # (B, 1, 1, T)
-    return dropout(s.softmax(-1), p, p > 0) @ v  # (B, nh, T, hs)
+    return dropout(scores(q, k, mask).softmax(-1), p, p > 0) @ v  # (B, nh, T, hs)
+
+
+def attention_cpu_inference(q, k, v, mask, p: float) -> torch.Tensor:
+    """CPU inference (no dropout): SDPA in fp32; in bf16 (or fp16) the scores written out with the softmax taken in
+    fp32 and rounded back. The CPU's bf16 softmax kernel is several times slower than its fp32 one on (B, 12, T, T)
+    scores of short sentences, and SDPA's bf16 kernel at head size 32 costs a fifth of a bf16 inference pass for
+    about 1% of its FLOPs (benchmarks/RESULTS.md, "bench_encoder"). The scores are rounded to bf16 as in training's
+    attention; the probabilities are rounded once, after the softmax."""
+    if q.dtype == torch.float32:
+        return sdpa(q, k, v, mask, p)
+    return scores(q, k, mask).float().softmax(-1).to(v.dtype) @ v  # (B, nh, T, hs)
 
 
 # Attention implementations by name, as transformers chooses its own: (B, nh, T, hs) q, k, v, a boolean (B, 1, 1, T)
 # mask or None, the dropout rate -> (B, nh, T, hs)
-ATTENTION: dict[str, Callable[..., torch.Tensor]] = {"sdpa": sdpa, "math": attention_math}
+ATTENTION: dict[str, Callable[..., torch.Tensor]] = {
+    "sdpa": sdpa,
+    "math": attention_math,
+    "cpu_inference": attention_cpu_inference,
+}
 
 
 class BertSelfOutput(nn.Module):

@@ -1,6 +1,7 @@
 """The forward passes every command needs, for one model, set up once: `Runner(model, pad_id, device, precision)`
-holds the model, its tokenizer's pad id, the device and the autocast context (resolved once), and gives soft
-outputs and predictions for a task's examples, dev metrics, sentence embeddings, and a frozen encoder's cache.
+holds the model, its tokenizer's pad id, the device and the autocast context (resolved once; bf16 on a CPU also
+runs the encoder from a bf16 copy of its weights, model/cast.py), and gives soft outputs and predictions for a
+task's examples, dev metrics, sentence embeddings, and a frozen encoder's cache.
 Training's evaluation, `evaluate`, `predict`, the API, `ensemble`, `analyze` and distillation's teachers all run
 through it, so batching, precision and the distinct-sentence encoding are the same everywhere.
 
@@ -20,10 +21,11 @@ from minbert.data import bucket_batches, pad
 from minbert.data.batching import trimming
 from minbert.distributed import gathered_rows
 from minbert.errors import MinbertError
+from minbert.model.cast import CastCopy
 from minbert.multitask.data import TaskData, make_batch
 from minbert.multitask.frozen import EncoderCache
 from minbert.multitask.model import MultitaskModel
-from minbert.runs import autocast
+from minbert.runs import PRECISIONS, autocast, resolve_precision
 from minbert.tasks import overall_score
 
 # what inference may run in: training's precisions, and int8 (torch's dynamic quantization of every linear layer:
@@ -36,11 +38,27 @@ class Runner:
         self.pad_id, self.device, self.batch_size = pad_id, torch.device(device), batch_size
         if precision == "int8":
             model, precision = int8(model, self.device), "fp32"
-        self.model, self.specs = model, model.specs
+        self.source, self.specs = model, model.specs
         self.autocast = autocast(self.device, precision)
+        # bf16 on a CPU: the encoder (with its PALs or LoRA adapters) from a bf16 copy of its weights, the heads as
+        # they are under autocast (model/cast.py; `evaluate` refreshes the copy: training evaluates changing weights)
+        low = PRECISIONS[resolve_precision(self.device, precision)]
+        cast = self.device.type == "cpu" and low is torch.bfloat16
+        self.cast = CastCopy(model, ("bert", "pals", "lora"), low) if cast else None
+
+    @property
+    def model(self) -> MultitaskModel:
+        """The model the passes run: the bf16 copy where there is one, unless a frozen encoder's cache stands in for
+        the encoder (then only the heads run)."""
+        if self.cast is None or self.source.cache is not None:
+            return self.source
+        return self.cast.get()
 
     def evaluate(self, data: dict[str, TaskData]) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-        """Metrics {"sst/acc": .., "quora/acc": .., "sts/pearson": .., "overall": ..} and the predictions."""
+        """Metrics {"sst/acc": .., "quora/acc": .., "sts/pearson": .., "overall": ..} and the predictions, from the
+        model's weights as they are now."""
+        if self.cast is not None:
+            self.cast.refresh()
         metrics, preds = {}, {}
         for task, d in data.items():
             preds[task] = self.predict(task, d)
@@ -95,7 +113,7 @@ class Runner:
         """`frozen: true`: embeds every split's inputs once, in eval mode (no dropout), into the model's
         EncoderCache (multitask/frozen.py), so the heads train and are evaluated on these rows and an epoch costs
         the heads alone: per distinct sentence, or for a cross-encoder per example, the joint pair's embedding."""
-        model = self.model
+        model = self.source
         model.cache = None  # the passes below run the encoder
         model.eval()
         cache = EncoderCache(model.encode, model)
@@ -109,17 +127,19 @@ class Runner:
 
     def _joint_rows(self, task: str, data: TaskData) -> torch.Tensor:
         """(N, H) a cross-encoder's embedding of every example's joint pair."""
-        out = torch.empty(len(data), self.model.bert.config.hidden_size, device=self.device)
+        model = self.model
+        out = torch.empty(len(data), model.bert.config.hidden_size, device=self.device)
         for idx in trimming(bucket_batches(data.lengths, self.batch_size)):
             b = make_batch(data, idx, self.pad_id).to(self.device)
             with self.autocast():
-                out[idx] = self.model.embed(task, b.ids, b.mask, b.types).float()
+                out[idx] = model.embed(task, b.ids, b.mask, b.types).float()
         return out
 
     def _embed_rows(self, task: str, seqs: list[list[int]], batch_size: int) -> torch.Tensor:
         """(N, H) of every sequence, in length-sorted batches, returned in the original order; with several
         processes each encodes its share of the rows and all get every embedding back."""
-        width = self.model.bert.config.hidden_size
+        model = self.model
+        width = model.bert.config.hidden_size
 
         def rows(idx: list[int]) -> torch.Tensor:
             mine = [seqs[i] for i in idx]
@@ -127,7 +147,7 @@ class Runner:
             for b in trimming(bucket_batches([len(s) for s in mine], batch_size)):
                 ids, mask = (t.to(self.device) for t in pad([mine[i] for i in b], self.pad_id))
                 with self.autocast():
-                    out[b] = self.model.embed(task, ids, mask).float()
+                    out[b] = model.embed(task, ids, mask).float()
             return out
 
         return gathered_rows(rows, len(seqs))
