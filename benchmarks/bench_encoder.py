@@ -164,7 +164,7 @@ def onnx_fns(ckpt, data, tmp: Path) -> dict:
         import onnxruntime as ort
         from onnxruntime.transformers.optimizer import optimize_model
 
-        from minbert.export import onnx_file
+        from minbert.export.onnx_files import onnx_file
     except ImportError:
         return {}
     bert = BertModel.from_pretrained(ckpt).configured(static_graph=True).eval()

@@ -298,7 +298,7 @@ def _add_run_commands(sub) -> None:
         description="hf: OUT is the shared encoder (transformers.AutoModel) and OUT/<task>/ each sentence or "
         "cross-encoder task as a sequence classifier; sentence-transformers: OUT loads with SentenceTransformer(OUT) "
         "(--task: whose pooling and cosine-head layers; default the cosine-headed task); onnx: OUT/<task>.onnx and "
-        "OUT/embed.onnx, checked against PyTorch with onnxruntime. See src/minbert/export.py.",
+        "OUT/embed.onnx, checked against PyTorch with onnxruntime. See src/minbert/export/.",
     )
     ex.add_argument("run_dir")
     ex.add_argument("out", help="a new (or empty) folder")

@@ -3,7 +3,7 @@
 A targeted layer computes W x + b + (alpha / r) B A dropout(x), with A (r, in) drawn as PEFT draws it (Kaiming
 uniform, a = sqrt(5)) and B (out, r) zero, so a fresh adapter computes exactly what the checkpoint does. The names
 follow PEFT's (`lora_A`, `lora_B`, each an `nn.Linear` without bias), which is what lets a run's adapters be written
-as PEFT adapter folders (export.py) and checked against PEFT on transformers' BertModel (tests/test_lora.py).
+as PEFT adapter folders (export/hf.py) and checked against PEFT on transformers' BertModel (tests/test_lora.py).
 
 Targets, by the Hugging Face module they adapt inside each encoder layer:
     query, key, value      attention.self.{query,key,value}
