@@ -39,21 +39,32 @@ from minbert.data import DATASETS, data_dir, load_split, pad
 from minbert.data.tokenizer import Tokenizer
 from minbert.model import BertModel, default_checkpoint_dir
 from minbert.model.cast import CastCopy
+from minbert.model.onednn import OneDNNCopy, faster_here
 from minbert.optim import AdamW
 
 PROFILES = Path(__file__).parent / "profiles"
 
 
 def peak_fn(dtype):
+    """The matmul peak at the encoder's shapes; in fp32 the better of PyTorch's default kernel (MKL) and oneDNN's
+    linear op, which on AMD CPUs is about twice as fast (model/onednn.py)."""
     a, b = torch.randn(1536, 384, dtype=dtype), torch.randn(384, 1536, dtype=dtype)
     c = torch.randn(1536, 1536, dtype=dtype)
+    bt, at = b.t().contiguous(), a.t().contiguous()  # (out, in) weights: a @ b = linear(a, b^T), c @ a = linear(c, a^T)
+    onednn = dtype == torch.float32 and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
-    def run(reps=8):
+    def timed(f, reps: int) -> float:
         t = time.perf_counter()
         for _ in range(reps):
-            a @ b
-            c @ a
+            f()
         return 2 * 2 * 1536 * 384 * 1536 * reps / (time.perf_counter() - t) / 1e9  # GFLOP/s
+
+    def run(reps=8):
+        best = timed(lambda: (a @ b, c @ a), reps)
+        if onednn:
+            lin = torch.ops.mkldnn._linear_pointwise
+            best = max(best, timed(lambda: (lin(a, bt, None, "none", [], ""), lin(c, at, None, "none", [], "")), reps))
+        return best
 
     return run
 
@@ -131,14 +142,21 @@ def infer_fn(model, data, bf16: bool, hf: bool):
 
 
 def infer_sides(ours, ref, data, bf16: bool, ort: dict) -> dict:
-    """Inference as the product runs it (`Runner`: in bf16, the encoder from a bf16 copy of its weights, model/cast.py)
-    and as it ran before (autocast over fp32 weights, PyTorch's SDPA); transformers under autocast and, in bf16, also
-    with its weights cast; ONNX Runtime in fp32."""
+    """Inference as the product runs it (`Runner`: in bf16, the encoder from a bf16 copy of its weights, model/cast.py;
+    in fp32 on AMD CPUs, its linear layers through oneDNN, model/onednn.py) and as it ran before (bf16: autocast over
+    fp32 weights, PyTorch's SDPA; fp32: F.linear); transformers under autocast and, in bf16, also with its weights
+    cast; ONNX Runtime in fp32."""
     before = copy.deepcopy(ours).eval()
     for layer in before.encoder.layer:
         layer.attention.self.paths = dataclasses.replace(layer.attention.self.paths, eval_attention="sdpa")
-    if not bf16:
-        return {"ours": infer_fn(ours, data, False, False), "transformers": infer_fn(ref, data, False, True), **ort}
+    if not bf16:  # ours as the Runner runs it: the linear layers through oneDNN where that is faster
+        fast = OneDNNCopy(torch.nn.ModuleDict({"bert": ours}), ("bert",)).get()["bert"] if faster_here() else ours
+        return {
+            "ours": infer_fn(fast, data, False, False),
+            "plain": infer_fn(before, data, False, False),
+            "transformers": infer_fn(ref, data, False, True),
+            **ort,
+        }
     cast = CastCopy(torch.nn.ModuleDict({"bert": ours}), ("bert",), torch.bfloat16).get()["bert"]
     return {
         "ours": infer_fn(cast, data, True, False),
@@ -244,7 +262,7 @@ def main() -> None:
     flops = {
         k: real_flops(ours.config, lengths[k], k == "train") / (len(train_data) if k == "train" else 1) for k in lengths
     }
-    rows, profiles, ort_rows, before, infer_rows = [], [], [], [], []
+    rows, profiles, ort_rows, before, infer_rows, fp32_rows = [], [], [], [], [], []
     zeros = zeroing(ours.embeddings.word_embeddings.weight)
     with tempfile.TemporaryDirectory() as tmp:
         ort = onnx_fns(ckpt, infer_data, Path(tmp))
@@ -280,7 +298,11 @@ def main() -> None:
                     before.append(
                         f"| {precision} | {per_step[kind] / t['plain']:.1f} | {per_step[kind] / o:.1f} | **{t['plain'] / o:.2f}x** |"
                     )
-                elif bf16:
+                elif not bf16:
+                    fp32_rows.append(
+                        f"| {per_step[kind] / t['plain']:.1f} | {per_step[kind] / o:.1f} | **{t['plain'] / o:.2f}x** |"
+                    )
+                else:
                     w = t["transformers, bf16 weights"]
                     infer_rows.append(
                         f"| {per_step[kind] / t['plain']:.1f} | {per_step[kind] / o:.1f} | **{t['plain'] / o:.2f}x** "
@@ -319,6 +341,16 @@ def main() -> None:
             "|---|---|---|---|---|---|",
             *infer_rows,
         ]
+    if fp32_rows:
+        table += [
+            "",
+            "fp32 inference, same run: ours before (F.linear, PyTorch's default fp32 GEMM: MKL) and after (as `Runner` "
+            f"runs it: the linear layers through oneDNN where model/onednn.py's `faster_here()` holds - here {faster_here()}):",
+            "",
+            "| before sentences/s | after | after / before |",
+            "|---|---|---|",
+            *fp32_rows,
+        ]
     if ort_rows:
         table += [
             "",
@@ -345,7 +377,8 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
         ". "
         "Ours: unpadded (real tokens only), its CPU dropout and attention paths, minbert.optim.AdamW (fused kernel); "
-        "the reference: transformers' BertModel (SDPA attention) with torch.optim.AdamW(fused=True)."
+        "the reference: transformers' BertModel (SDPA attention) with torch.optim.AdamW(fused=True). The fp32 matmul "
+        "peak is the better of PyTorch's default kernel (MKL) and oneDNN's linear op at the same shapes."
     )
     record("bench_encoder", setup, "\n".join(table), write=not args.no_write)
 

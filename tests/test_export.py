@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from minbert.api import Model
 from minbert.config import from_dict
@@ -114,19 +115,29 @@ def test_onnx_matches_pytorch_on_new_shapes(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     run = loaded({"sst": {"head": "linear"}, "sts": {"head": "cosine"}})
-    export(run, tmp_path / "onnx", "onnx", task="sts")
+    export(run, tmp_path / "onnx", "onnx", task="sts", int8=True)
     manifest = json.loads((tmp_path / "onnx" / "minbert_export.json").read_text())
     assert manifest["tasks"]["sts"]["output"] == "score" and manifest["embed"]["task"] == "sts"
+    assert manifest["tasks"]["sts"]["int8"]["file"] == "sts.int8.onnx"
     a, b = run.tok.encode(SENTENCES, 64), run.tok.encode(SENTENCES[::-1], 64)
 
     (ia, ma), (ib, mb) = pad(a, run.tok.pad_id), pad(b, run.tok.pad_id)  # (3, T): other batch and lengths than traced
     session = ort.InferenceSession(str(tmp_path / "onnx" / "sts.onnx"), providers=["CPUExecutionProvider"])
     feed = {"input_ids_a": ia, "attention_mask_a": ma, "input_ids_b": ib, "attention_mask_b": mb}
     got = torch.from_numpy(session.run(None, {k: v.numpy() for k, v in feed.items()})[0])
-    torch.testing.assert_close(got, ours(run, "sts", SENTENCES, SENTENCES[::-1]), atol=1e-4, rtol=1e-4)
+    scores = ours(run, "sts", SENTENCES, SENTENCES[::-1])
+    torch.testing.assert_close(got, scores, atol=1e-4, rtol=1e-4)
     emb = ort.InferenceSession(str(tmp_path / "onnx" / "embed.onnx"), providers=["CPUExecutionProvider"])
     got = torch.from_numpy(emb.run(None, {"input_ids": ia.numpy(), "attention_mask": ma.numpy()})[0])
     torch.testing.assert_close(got, Model(run).embed(SENTENCES, "sts"), atol=1e-4, rtol=1e-4)
+
+    # the int8 files: ONNX Runtime's int8 models near the fp32 outputs, not equal to them
+    session = ort.InferenceSession(str(tmp_path / "onnx" / "sts.int8.onnx"), providers=["CPUExecutionProvider"])
+    got8 = torch.from_numpy(session.run(None, {k: v.numpy() for k, v in feed.items()})[0])
+    assert (got8 - scores).abs().max() < 0.3  # of the 0..5 scale (measured: 0.13)
+    emb = ort.InferenceSession(str(tmp_path / "onnx" / "embed.int8.onnx"), providers=["CPUExecutionProvider"])
+    got8 = torch.from_numpy(emb.run(None, {"input_ids": ia.numpy(), "attention_mask": ma.numpy()})[0])
+    assert F.cosine_similarity(got8, Model(run).embed(SENTENCES, "sts"), dim=-1).min() > 0.95  # measured: 0.985
 
 
 def test_refusals_are_one_line_errors(run, tmp_path):
@@ -136,6 +147,8 @@ def test_refusals_are_one_line_errors(run, tmp_path):
         export(run, tmp_path / "full", "hf")
     with pytest.raises(MinbertError, match="valid are hf, sentence-transformers, onnx"):
         export(run, tmp_path / "a", "tflite")
+    with pytest.raises(MinbertError, match="--int8 with --format hf: only --format onnx writes int8 models"):
+        export(run, tmp_path / "a", "hf", int8=True)
     with pytest.raises(MinbertError, match="sts: its cosine head reads two separately encoded"):
         export(run, tmp_path / "b", "hf", task="sts")
     with pytest.raises(MinbertError, match="PALs"):

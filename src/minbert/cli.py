@@ -203,7 +203,8 @@ def cmd_export(args) -> int:
     from minbert.multitask.run import load_run
 
     check_output(Path(args.out), args.overwrite, "export")  # before the run loads
-    for path in export(load_run(args.run_dir, device="cpu"), Path(args.out), args.format, args.task, args.overwrite):
+    run = load_run(args.run_dir, device="cpu")
+    for path in export(run, Path(args.out), args.format, args.task, args.overwrite, args.int8):
         print(path)
     return 0
 
@@ -304,6 +305,7 @@ def _add_run_commands(sub) -> None:
     ex.add_argument("out", help="a new (or empty) folder")
     ex.add_argument("--format", required=True, choices=("hf", "sentence-transformers", "onnx"))
     ex.add_argument("--task", help="only this task (sentence-transformers: whose embeddings)")
+    ex.add_argument("--int8", action="store_true", help="onnx: also <task>.int8.onnx, ONNX Runtime's int8 models")
     ex.add_argument("--overwrite", action="store_true", help="replace what an earlier export wrote in OUT")
     ex.set_defaults(func=cmd_export)
     pl = sub.add_parser("plot", help="PNG plots of a run's metrics.jsonl (loss per task, dev metrics per epoch)")

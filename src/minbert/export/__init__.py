@@ -34,12 +34,19 @@ from minbert.files import check_output, staged
 from minbert.multitask.run import LoadedRun
 
 
-def export(run: LoadedRun, out: Path, fmt: str, task: str | None = None, overwrite: bool = False) -> list[Path]:
-    """Write the run in format `fmt` under `out` (new or empty, or --overwrite); the paths written. Everything is
-    written into a temporary sibling first and moved into `out` at the end: a refusal or a failure leaves `out` as
-    it was."""
+def export(
+    run: LoadedRun, out: Path, fmt: str, task: str | None = None, overwrite: bool = False, int8: bool = False
+) -> list[Path]:
+    """Write the run in format `fmt` under `out` (new or empty, or --overwrite); the paths written; `int8`: also
+    ONNX Runtime int8 models (onnx only). Everything is written into a temporary sibling first and moved into `out`
+    at the end: a refusal or a failure leaves `out` as it was."""
     if fmt not in EXPORTERS:
         raise MinbertError(f"--format {fmt!r}: valid are {', '.join(EXPORTERS)}")
+    if int8 and fmt != "onnx":
+        raise MinbertError(
+            f"--int8 with --format {fmt}: only --format onnx writes int8 models (ONNX Runtime's); for int8 in "
+            "PyTorch, give --precision int8 to predict or evaluate"
+        )
     if task is not None and task not in run.cfg.tasks:
         raise MinbertError(f"--task {task}: this run was trained on {', '.join(run.cfg.tasks)}")
     check_output(out, overwrite, "export")
@@ -51,7 +58,7 @@ def export(run: LoadedRun, out: Path, fmt: str, task: str | None = None, overwri
         raise MinbertError(f"{task}: {classifier_refusal(run, task)}")
     run.model.eval()
     with staged(out) as tmp:
-        written = EXPORTERS[fmt](run, tmp, task)
+        written = export_onnx(run, tmp, task, int8=True) if int8 else EXPORTERS[fmt](run, tmp, task)
     return [out / p.relative_to(tmp) for p in written]
 
 

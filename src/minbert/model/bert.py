@@ -98,7 +98,7 @@ class BertSelfAttention(nn.Module):
     def qkv(self, x, lora: LayerLoRA | None = None):
         """(..., H) -> (..., 3H) queries, keys and values from one matmul; parameters keep Hugging Face's names.
         With LoRA, each targeted projection's low-rank delta is added to its third."""
-        if not isinstance(self.query.weight, torch.Tensor):  # quantized layers (quantize_dynamic): weight is a method
+        if type(self.query) is not nn.Linear:  # quantized (quantize_dynamic) or oneDNN (model/onednn.py) layers
             y = torch.cat([self.query(x), self.key(x), self.value(x)], -1)  # (..., 3H)
         else:
             w = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3H, H)
