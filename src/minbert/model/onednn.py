@@ -7,7 +7,7 @@ same op (`torch.ops.mkldnn._linear_pointwise`, what inductor's CPU backend calls
 same product in fp32, summed in another order: outputs differ from F.linear's by float rounding (about 1e-6
 relative), not by precision.
 
-Only where it is measured faster (`faster_here`: AMD x86 CPUs), only for inference, and only on a copy: the
+Only where it is measured faster (`faster_here`: AMD x86 CPUs with AVX-512), only for inference, and only on a copy: the
 Runner builds `OneDNNCopy(model, ("bert", "pals"))` once for fp32 CPU inference there. The copy shares every
 weight with the model (nothing to refresh, no memory), its linear layers replaced by `OneDNNLinear` over the same
 parameters. Training keeps F.linear: a different summation order in the forward and backward would change fp32
@@ -29,7 +29,8 @@ from torch import nn
 
 @functools.cache
 def faster_here() -> bool:
-    """An AMD x86 CPU, with PyTorch's oneDNN linear op available."""
+    """An AMD x86 CPU with AVX-512 (where it was measured; the AVX2-only EPYC and Intel CPUs keep MKL, unmeasured),
+    with PyTorch's oneDNN linear op available."""
     if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
         return False
     try:
@@ -37,7 +38,7 @@ def faster_here() -> bool:
         info = Path("/proc/cpuinfo").read_text(errors="replace")
     except (AttributeError, RuntimeError, OSError):
         return False
-    return "AuthenticAMD" in info
+    return "AuthenticAMD" in info and " avx512f" in info
 
 
 class OneDNNLinear(nn.Module):
