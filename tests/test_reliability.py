@@ -302,7 +302,9 @@ def test_a_refused_export_leaves_nothing_and_the_retry_works(tiny_run, tmp_path,
     out = tmp_path / "hf"
     fails(["export", tiny_run[0], out, "--format", "hf", "--task", "quora"], capsys, "quora:")
     assert not out.exists() and not list(tmp_path.glob(".hf*"))
-    fails(["export", tiny_run[0], out, "--format", "hf", "--int8"], capsys, "--int8 with --format hf", "--precision int8")
+    fails(
+        ["export", tiny_run[0], out, "--format", "hf", "--int8"], capsys, "--int8 with --format hf", "--precision int8"
+    )
     assert not out.exists() and not list(tmp_path.glob(".hf*"))
     assert main(["export", str(tiny_run[0]), str(out), "--format", "hf", "--task", "sst"]) == 0
     before = tree(out)
