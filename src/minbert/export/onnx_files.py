@@ -2,12 +2,13 @@
 static graph, checked against PyTorch with onnxruntime (see minbert.export).
 
 `--int8` adds OUT/<task>.int8.onnx and OUT/embed.int8.onnx for ONNX Runtime: its BERT fusions first
-(onnxruntime.transformers.optimizer: attention, LayerNorm with the residual, GELU), then its dynamic quantizer with
-int8 weights per output channel (activations quantized per batch at run time). Per-channel weights because a single
-scale per matrix lost far more: on the embedded encoder's SST dev sentences, embedding cosines to fp32 of 0.96 on
-average and 0.82 at worst per tensor, against 0.99 and 0.97 per channel (benchmarks/RESULTS.md). The int8 files use
-ONNX Runtime's own operators (com.microsoft domain); each one's largest difference from PyTorch's fp32 outputs on
-the sample sentences is in minbert_export.json.
+(onnxruntime.transformers.optimizer, where its patterns match: the residual adds and LayerNorms become
+SkipLayerNormalization; our written-out attention is not one of its patterns and stays as it is), then its dynamic
+quantizer with int8 weights per output channel (activations quantized per batch at run time) - per channel, as in
+minbert's own `--precision int8`, where a single scale per matrix cost the best recipe's dev 0.0072 overall against
+0.0044 (benchmarks/RESULTS.md, "int8"; the ONNX Runtime files cost 0.0024 there). The int8 files use ONNX Runtime's
+own operators (com.microsoft domain); each one's largest difference from PyTorch's fp32 outputs on the sample
+sentences is in minbert_export.json.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 PyTorch's CPU wheels run an fp32 `F.linear` through MKL, which on AMD processors takes a code path at about half of
 what the same cores reach with oneDNN (also inside PyTorch, and already what its bf16 matmuls use): at the
-encoder's shapes on the project's AMD EPYC, 180 against 400 GFLOP/s (benchmarks/RESULTS.md, "fp32 GEMM"). The
+encoder's shapes on the project's AMD EPYC, 202 against 448 GFLOP/s, and fp32 inference 1.73x faster with it
+(benchmarks/RESULTS.md, "bench_encoder: 2026-12-03 06:28"). The
 same op (`torch.ops.mkldnn._linear_pointwise`, what inductor's CPU backend calls for a linear layer) computes the
 same product in fp32, summed in another order: outputs differ from F.linear's by float rounding (about 1e-6
 relative), not by precision.
