@@ -29,12 +29,13 @@ def _tensors(modules: list[nn.Module]) -> list[torch.Tensor]:
     return [t for m in modules for t in itertools.chain(m.parameters(), m.buffers())]
 
 
-class CastCopy:
-    """`CastCopy(model, ("bert", "pals", "lora"), torch.bfloat16).get()`: the model with those children (the ones
-    that are not None) in `dtype` and in eval mode, every other child the same object as the model's."""
+class InferenceCopy:
+    """The shape of the copies the Runner runs inference from (this CastCopy, model/onednn.py's OneDNNCopy): made on
+    the first `get()`, the listed children (the ones that are not None) new objects in it and every other child and
+    attribute the model's own; `refresh()` brings in the model's current weights where the copy holds its own."""
 
-    def __init__(self, model: nn.Module, children: tuple[str, ...], dtype: torch.dtype):
-        self.model, self.dtype = model, dtype
+    def __init__(self, model: nn.Module, children: tuple[str, ...]):
+        self.model = model
         self.children = [n for n in children if getattr(model, n, None) is not None]
         self.copy: nn.Module | None = None
 
@@ -42,6 +43,31 @@ class CastCopy:
         if self.copy is None:
             self.copy = self._build()
         return self.copy
+
+    def refresh(self) -> None:
+        """Nothing to copy: a copy that shares the model's tensors."""
+
+    def _build(self) -> nn.Module:
+        raise NotImplementedError
+
+    def _deepcopy(self, share_tensors: bool) -> nn.Module:
+        # every child not listed, and every attribute that is not a module child (an encoder cache, the task specs),
+        # is shared through deepcopy's memo - with `share_tensors` the listed children's tensors too
+        listed = {id(getattr(self.model, n)) for n in self.children}
+        memo = {id(v): v for k, v in vars(self.model).items() if k != "_modules" and not k.startswith("_")}
+        memo.update({id(m): m for m in self.model.children() if id(m) not in listed})
+        if share_tensors:
+            memo.update({id(t): t for t in _tensors([getattr(self.model, n) for n in self.children])})
+        return copy.deepcopy(self.model, memo)
+
+
+class CastCopy(InferenceCopy):
+    """`CastCopy(model, ("bert", "pals", "lora"), torch.bfloat16).get()`: the model with those children (the ones
+    that are not None) in `dtype` and in eval mode, every other child the same object as the model's."""
+
+    def __init__(self, model: nn.Module, children: tuple[str, ...], dtype: torch.dtype):
+        super().__init__(model, children)
+        self.dtype = dtype
 
     @torch.no_grad()
     def refresh(self) -> None:
@@ -53,12 +79,7 @@ class CastCopy:
 
     @torch.inference_mode(False)  # normal tensors, which a later refresh may write to (get() runs in passes)
     def _build(self) -> nn.Module:
-        # every child not cast, and every attribute that is not a module child (an encoder cache, the task specs),
-        # is shared through deepcopy's memo: only the cast children are copied
-        cast = {id(getattr(self.model, n)) for n in self.children}
-        memo = {id(v): v for k, v in vars(self.model).items() if k != "_modules" and not k.startswith("_")}
-        memo.update({id(m): m for m in self.model.children() if id(m) not in cast})
-        out = copy.deepcopy(self.model, memo)
+        out = self._deepcopy(share_tensors=False)
         for n in self.children:
             getattr(out, n).to(self.dtype).eval().requires_grad_(False)
         return out

@@ -17,15 +17,15 @@ training results beyond their last digits, which a speed path must not do.
 
 from __future__ import annotations
 
-import copy
 import functools
-import itertools
 import platform
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from minbert.model.cast import InferenceCopy
 
 
 @functools.cache
@@ -57,32 +57,12 @@ class OneDNNLinear(nn.Module):
         return F.linear(x, self.weight, self.bias)
 
 
-class OneDNNCopy:
+class OneDNNCopy(InferenceCopy):
     """`OneDNNCopy(model, ("bert", "pals")).get()`: the model with those children's linear layers as OneDNNLinear,
-    sharing every tensor with the model; the same `get`/`refresh` as model/cast.py's CastCopy (refresh has nothing
-    to copy)."""
-
-    def __init__(self, model: nn.Module, children: tuple[str, ...]):
-        self.model = model
-        self.children = [n for n in children if getattr(model, n, None) is not None]
-        self.copy: nn.Module | None = None
-
-    def get(self) -> nn.Module:
-        if self.copy is None:
-            self.copy = self._build()
-        return self.copy
-
-    def refresh(self) -> None:
-        """Nothing: the copy's weights are the model's."""
+    sharing every tensor with the model (so `refresh` has nothing to copy)."""
 
     def _build(self) -> nn.Module:
-        # deepcopy's memo shares every tensor, every child not listed and every plain attribute: only the listed
-        # children's module objects are new
-        listed = [getattr(self.model, n) for n in self.children]
-        memo = {id(t): t for m in listed for t in itertools.chain(m.parameters(), m.buffers())}
-        memo.update({id(v): v for k, v in vars(self.model).items() if k != "_modules" and not k.startswith("_")})
-        memo.update({id(m): m for m in self.model.children() if all(m is not x for x in listed)})
-        out = copy.deepcopy(self.model, memo)
+        out = self._deepcopy(share_tensors=True)
         parents = [p for n in self.children for p in getattr(out, n).modules()]
         for parent, name, child in [(p, name, c) for p in parents for name, c in p.named_children()]:
             if type(child) is nn.Linear:

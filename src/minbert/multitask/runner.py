@@ -22,7 +22,7 @@ from minbert.data.batching import trimming
 from minbert.distributed import gathered_rows
 from minbert.errors import MinbertError
 from minbert.model import onednn
-from minbert.model.cast import CastCopy
+from minbert.model.cast import CastCopy, InferenceCopy
 from minbert.multitask.data import TaskData, make_batch
 from minbert.multitask.frozen import EncoderCache
 from minbert.multitask.model import MultitaskModel
@@ -44,7 +44,7 @@ class Runner:
         self.source, self.specs = model, model.specs
         self.autocast = autocast(self.device, precision)
         low = PRECISIONS[resolve_precision(self.device, precision)]
-        self.cast: CastCopy | onednn.OneDNNCopy | None = None
+        self.cast: InferenceCopy | None = None
         if self.device.type == "cpu" and low is torch.bfloat16:
             # the encoder (with its PALs or LoRA adapters) from a bf16 copy of its weights, the heads as they are
             # under autocast (model/cast.py; `evaluate` refreshes the copy: training evaluates changing weights)
