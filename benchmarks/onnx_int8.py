@@ -1,7 +1,7 @@
 """A run's dev metrics and inference speed five ways: minbert in fp32, bf16 and int8 (`--precision`), and its ONNX
 export (`minbert export RUN OUT --format onnx --int8`) in ONNX Runtime, fp32 and int8 (docs/SPEED.md, "Inference
 precision"). Every dev example of SST, Quora and STS; ONNX Runtime gets the same token ids as minbert, batched the
-same way (sorted by length, batches of 64), and its outputs become predictions through the same Task.soft/hard.
+same way (`bucket_batches`: sorted by length, batches of 64), and its outputs become predictions through the same Task.soft/hard.
 
     minbert export RUN OUT --format onnx --int8
     python benchmarks/onnx_int8.py RUN OUT            # dev metrics, and how far each path moves SST probabilities
@@ -20,7 +20,7 @@ import onnxruntime as ort
 import torch
 
 import minbert
-from minbert.data import DATASETS, data_dir, load_split, pad
+from minbert.data import DATASETS, bucket_batches, data_dir, load_split, pad
 from minbert.model.outputs import HeadOutput
 from minbert.tasks.base import overall_score
 
@@ -52,10 +52,9 @@ class OnnxTask:
     def soft(self, texts: list, batch_size: int = 64) -> torch.Tensor:
         spec, cfg = self.model.specs[self.task], self.model.run.cfg.task(self.task)
         rows, pad_id = self.feeds(texts, cfg.max_length), self.model.run.tok.pad_id
-        order = sorted(range(len(rows)), key=lambda i: -sum(len(x) for x in rows[i]))
         outs = [None] * len(rows)
-        for s in range(0, len(order), batch_size):
-            part = [rows[i] for i in order[s : s + batch_size]]
+        for idx in bucket_batches([sum(len(x) for x in r) for r in rows], batch_size):  # minbert's own batching
+            part = [rows[i] for i in idx]
             feed = {}
             if self.inputs[0] == "input_ids_a":
                 for k, side in (("a", 0), ("b", 1)):
@@ -66,7 +65,7 @@ class OnnxTask:
                 types, _ = pad([r[1] for r in part], 0)
                 feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": types.numpy()}
             got = torch.from_numpy(self.session.run(None, feed)[0])
-            for i, g in zip(order[s : s + batch_size], got):
+            for i, g in zip(idx, got):
                 outs[i] = g
         out = torch.stack(outs)
         head = HeadOutput(logits=out) if self.output == "logits" else HeadOutput(score=out)
@@ -75,13 +74,12 @@ class OnnxTask:
 
 def paths(run: str, out: Path) -> tuple[dict, minbert.api.Model]:
     """({name: (task, texts) -> soft outputs} for the five inference paths, minbert in fp32)."""
-    found = {}
-    for p in ("fp32", "bf16", "int8"):
-        m = minbert.load(run, precision=p)
+    found, models = {}, {p: minbert.load(run, precision=p) for p in ("fp32", "bf16", "int8")}
+    for p, m in models.items():
         found[f"minbert {p}"] = lambda task, texts, m=m: m.soft(
             task, [tuple(t) if len(t) == 2 else t[0] for t in texts]
         )
-    ref = minbert.load(run, precision="fp32")
+    ref = models["fp32"]
     for int8 in (False, True):
         sessions = {t: OnnxTask(ref, out, t, int8) for t in TASKS}
         found[f"onnxruntime {'int8' if int8 else 'fp32'}"] = lambda task, texts, s=sessions: s[task].soft(texts)

@@ -6,9 +6,9 @@ static graph, checked against PyTorch with onnxruntime (see minbert.export).
 SkipLayerNormalization; our written-out attention is not one of its patterns and stays as it is), then its dynamic
 quantizer with int8 weights per output channel (activations quantized per batch at run time) - per channel, as in
 minbert's own `--precision int8`, where a single scale per matrix cost the best recipe's dev 0.0072 overall against
-0.0044 (benchmarks/RESULTS.md, "int8"; the ONNX Runtime files cost 0.0024 there). The int8 files use ONNX Runtime's
-own operators (com.microsoft domain); each one's largest difference from PyTorch's fp32 outputs on the sample
-sentences is in minbert_export.json.
+0.0044 (benchmarks/RESULTS.md, "int8"; the ONNX Runtime files cost 0.0009-0.0024 there, by batching). The int8
+files use ONNX Runtime's own operators (com.microsoft domain); each one's largest difference from PyTorch's fp32
+outputs on the sample sentences is in minbert_export.json.
 """
 
 from __future__ import annotations

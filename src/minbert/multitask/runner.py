@@ -30,8 +30,8 @@ from minbert.runs import PRECISIONS, autocast, resolve_precision
 from minbert.tasks import overall_score
 
 # what inference may run in: training's precisions, and int8 (torch's dynamic quantization of every linear layer:
-# int8 weights per output channel, activations quantized per batch; CPU only). "auto" never means int8: no int8 path
-# measured stays within the 0.002-overall budget on the best recipe's dev sets (docs/SPEED.md)
+# int8 weights per output channel, activations quantized per batch; CPU only). "auto" never means int8: this int8 costs
+# more than the 0.002-overall budget on the best recipe's dev sets (docs/SPEED.md)
 INFERENCE_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
