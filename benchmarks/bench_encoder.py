@@ -296,19 +296,16 @@ def main() -> None:
                 )
                 for name in ort if kind == "infer" and not bf16 else ():
                     ort_rows.append(f"| {name} | {per_step['infer'] / t[name]:.1f} | {t[name] / o:.2f}x |")
+                # ours before -> after: sentences/s both ways and the ratio
+                change = f"| {per_step[kind] / t['plain']:.1f} | {per_step[kind] / o:.1f} | **{t['plain'] / o:.2f}x** |"
                 if kind == "train":
-                    before.append(
-                        f"| {precision} | {per_step[kind] / t['plain']:.1f} | {per_step[kind] / o:.1f} | **{t['plain'] / o:.2f}x** |"
-                    )
+                    before.append(f"| {precision} {change}")
                 elif not bf16:
-                    fp32_rows.append(
-                        f"| {per_step[kind] / t['plain']:.1f} | {per_step[kind] / o:.1f} | **{t['plain'] / o:.2f}x** |"
-                    )
+                    fp32_rows.append(change)
                 else:
                     w = t["transformers, bf16 weights"]
                     infer_rows.append(
-                        f"| {per_step[kind] / t['plain']:.1f} | {per_step[kind] / o:.1f} | **{t['plain'] / o:.2f}x** "
-                        f"| {per_step[kind] / r:.1f} | {per_step[kind] / w:.1f} | **{min(r, w) / o:.2f}x** |"
+                        f"{change} {per_step[kind] / r:.1f} | {per_step[kind] / w:.1f} | **{min(r, w) / o:.2f}x** |"
                     )
                 for name in ("ours", "plain") if args.profile else ():
                     if name in fns[kind]:
