@@ -11,6 +11,7 @@ import signal
 import sys
 from typing import Literal, get_args, get_origin, get_type_hints
 
+from minbert import allocator
 from minbert.config import apply_overrides, convert, from_dict, load_yaml
 from minbert.errors import MinbertError
 
@@ -370,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
     previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     try:
+        if argv is None:  # started as a program: the allocator is chosen before anything imports torch
+            allocator.reexecute()
         return args.func(args)
     except MinbertError as e:
         print(f"minbert: error: {e}", file=sys.stderr)  # one line: MinbertError joins its whitespace

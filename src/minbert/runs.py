@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from minbert import allocator
 from minbert.errors import MinbertError
 from minbert.files import atomic_write_text, check_writable, read_jsonl  # noqa: F401 (atomic_write_text: used from here)
 
@@ -367,7 +368,9 @@ def release_memory() -> None:
     """Hand the heap's free pages back to the operating system (glibc's malloc_trim), every `trim_every` steps and
     after each evaluation. Batches of varying length leave the heap fragmented, and glibc keeps what was freed:
     without this, resident memory keeps rising long after the working set stops growing (benchmarks/RESULTS.md,
-    "memory")."""
+    "memory"). Nothing to do under jemalloc (minbert/allocator.py), which reuses and returns memory on its own."""
+    if allocator.under_jemalloc():
+        return
     libc = _glibc()
     if libc is not None:
         libc.malloc_trim(0)

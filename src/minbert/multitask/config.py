@@ -139,7 +139,7 @@ class TrainConfig:
     strict: bool = False  # malformed data rows stop the run
     # steps between handing freed heap memory back to the OS (glibc malloc_trim): batches of varying length fragment
     # the heap, and what glibc keeps grows with time. 1 keeps resident memory flat at some speed; 0 = never
-    # (benchmarks/RESULTS.md, "memory")
+    # (benchmarks/RESULTS.md, "memory"). Nothing to trim under jemalloc (minbert/allocator.py)
     trim_every: Annotated[int, ge(0, "0 = never")] = 1
     # steps between resumable checkpoints (and at every epoch end)
     checkpoint_every: Annotated[int, ge(0, "0 = epoch ends only")] = 200

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from minbert import allocator
 from minbert.config import dump_yaml
 from minbert.distributed import Dist, all_gather, barrier, broadcast, current, setup, teardown
 from minbert.errors import MinbertError
@@ -189,6 +190,8 @@ class Trainer:
         elif d.main:
             dump_yaml(cfg, self.run / "config.yaml")
         log.info("run directory: %s", self.run)
+        trims = f"; the heap trimmed every {cfg.trim_every} steps (trim_every)" if cfg.trim_every else ""
+        log.info("memory allocator: %s", allocator.describe() + ("" if allocator.under_jemalloc() else trims))
         train = self.data["train"]
         sizes = {n: len(x) for n, x in train.items()}
         per_pass = {n: -(-sizes[n] // cfg.task(n).batch_size) for n in train}
@@ -345,7 +348,7 @@ class Trainer:
         _, preds = self.runner.evaluate(self.data["test"])
         wall = time.time() - self.start
         summary = {"run_dir": str(run), "best_epoch": best["epoch"], "dev": best["dev"], "steps": self.st.global_step,
-                   "wall_time_s": round(wall, 1)}  # fmt: skip
+                   "wall_time_s": round(wall, 1), "allocator": allocator.name()}  # fmt: skip
         if self.st.stopped:
             summary["stopped"] = self.st.stopped
         if not current().main:

@@ -1,0 +1,110 @@
+"""How far the bf16 (or fp32) training step can get toward the matmul peak without changing its math.
+
+    python benchmarks/step_bound.py [--precision bf16] [--iters 24] [--no-write]
+
+bench_encoder.py's fine-tuning step (SST train batches of 32, mean pooling, a 5-way head, minbert's AdamW), as it runs
+and with `freeze_word_embeddings` (a switch that changes the math: no gradient or update for the vocabulary table),
+interleaved with the matmul peak at the encoder's shapes. Then torch.profiler over 8 steps of each, its operators
+grouped: the matmuls themselves, AdamW's fused kernel, copies (autocast's weight and gradient casts among them), the
+dropout masks' random bits, and the rest. Two bounds follow from the profile and the measured share of peak:
+- the matmuls' own rate inside the step (their FLOPs over their time): what a step of nothing but its matmuls,
+  run as they run there, would reach;
+- the share of peak if everything outside the four groups took no time at all (LayerNorm, GELU, softmax, residual
+  adds, the unpadding gathers, Python and autograd), the four groups left as they are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+
+import torch
+from _record import record  # benchmarks/_record.py (scripts run from the repository root)
+from bench_encoder import batches, interleaved, peak_fn, real_flops, train_fn
+from torch.profiler import ProfilerActivity, profile
+
+from minbert.data.tokenizer import Tokenizer
+from minbert.model import BertModel, default_checkpoint_dir
+from minbert.optim import AdamW
+
+GROUPS = {
+    "matmuls": ("aten::mm", "aten::addmm", "aten::bmm"),
+    "AdamW": ("aten::_fused_adamw_",),
+    "copies": ("aten::copy_",),
+    "dropout bits": ("aten::random_",),
+}
+
+
+def grouped(fn, steps: int = 8) -> tuple[dict[str, float], float, list[tuple[str, float]]]:
+    """Self CPU seconds per step by group (the rest under "rest"), the profiled seconds per step, and the rest's
+    operators with their seconds per step, largest first."""
+    with profile(activities=[ProfilerActivity.CPU]) as p:
+        for _ in range(steps):
+            fn()
+    totals, rest = {k: 0.0 for k in [*GROUPS, "rest"]}, []
+    for e in p.key_averages():
+        group = next((g for g, names in GROUPS.items() if e.key in names), "rest")
+        totals[group] += e.self_cpu_time_total / 1e6 / steps
+        if group == "rest":
+            rest.append((e.key, e.self_cpu_time_total / 1e6 / steps))
+    return totals, sum(totals.values()), sorted(rest, key=lambda kv: -kv[1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    ap.add_argument("--iters", type=int, default=24)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    bf16 = args.precision == "bf16"
+    torch.manual_seed(0)
+    ckpt = default_checkpoint_dir()
+    data = batches(Tokenizer.from_pretrained(ckpt), "train", 32, 8, shuffle=True)
+    fns, flops = {}, 0.0
+    for name in ("as it runs", "freeze_word_embeddings (changes the math)"):
+        model = BertModel.from_pretrained(ckpt).train()
+        if name.startswith("freeze"):
+            model.embeddings.word_embeddings.weight.requires_grad_(False)  # what run.py does for the switch
+        head = torch.nn.Linear(model.config.hidden_size, 5)
+        params = [p for p in [*model.parameters(), *head.parameters()] if p.requires_grad]
+        fns[name] = train_fn(model, head, AdamW(params, lr=1e-5), data, bf16, False)
+        flops = statistics.mean(real_flops(model.config, m.sum(1).tolist(), True) for _, m, _ in data)
+    times, peak = interleaved(fns, args.iters, peak_fn(torch.bfloat16 if bf16 else torch.float32))
+    rows, rests = [], []
+    for name, fn in fns.items():
+        share = flops / times[name] / 1e9 / peak
+        g, total, rest = grouped(fn)
+        rests.append(f"- {name}: " + ", ".join(f"{k} {v / total:.1%}" for k, v in rest[:10]))
+        frac = {k: v / total for k, v in g.items()}
+        in_step = flops / g["matmuls"] / 1e9 / peak  # the matmuls' rate inside the step, as a share of peak
+        kept = sum(frac[k] for k in GROUPS)
+        rows.append(
+            f"| {name} | {32 / times[name]:.1f} | **{share:.0%}** | "
+            + " | ".join(f"{frac[k]:.1%}" for k in [*GROUPS, "rest"])
+            + f" | {in_step:.0%} | **{share / kept:.0%}** |"
+        )
+    table = "\n".join(
+        [
+            "| step | sentences/s | share of peak | matmuls | AdamW | copies | dropout bits | rest "
+            "| the matmuls' own rate in the step | share if the rest took no time |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "The largest operators of the rest (share of the profiled step):",
+            "",
+            *rests,
+        ]
+    )
+    setup = (
+        f"{args.precision} fine-tuning step of bench_encoder.py (embedded checkpoint, 8 shuffled SST train batches of "
+        f"32, mean pooling, 5-way head, minbert AdamW), medians of {args.iters} interleaved steps; matmul peak "
+        f"{peak:.0f} GFLOP/s at the encoder's shapes in the same run; group shares of torch.profiler's self CPU time "
+        f"over 8 more steps of each; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.machine()}."
+    )
+    record("step_bound", setup, table, write=not args.no_write)
+
+
+if __name__ == "__main__":
+    main()
