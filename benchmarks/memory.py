@@ -96,6 +96,8 @@ def main() -> None:
     save_figure(fig, out / f"{label}.png")
 
     table = summary(samples, args.interval)
+    done = json.loads((run / "summary.json").read_text())  # what the run says of itself (minbert/allocator.py)
+    table += f"\n| memory allocator, wall time (summary.json) | {done.get('allocator', '-')}, {done['wall_time_s']} s |"
     record(
         "memory",
         f"`minbert train {' '.join(train)}`; samples in runs/memory/{label}.csv, plot {label}.png",
