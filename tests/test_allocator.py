@@ -20,7 +20,7 @@ def linux_without_jemalloc(monkeypatch):
     """A Linux process not yet under jemalloc, with no choice made, where the library is installed."""
     for key in (allocator.VARIABLE, allocator._TRIED):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setattr(allocator, "under_jemalloc", lambda: False)
+    monkeypatch.setattr(allocator, "loaded", lambda: None)
     monkeypatch.setattr(allocator.sys, "platform", "linux")
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: FOUND if name == "jemalloc" else None)
     return monkeypatch
@@ -41,7 +41,7 @@ def test_stays_as_it_is(linux_without_jemalloc, case):
     if case == "glibc chosen":
         mp.setenv(allocator.VARIABLE, "glibc")
     elif case == "already preloaded":
-        mp.setattr(allocator, "under_jemalloc", lambda: True)
+        mp.setattr(allocator, "loaded", lambda: "jemalloc")
     elif case == "re-executed once":  # the preload did not take (ld.so ignores a library it cannot load): no loop
         environ = {allocator._TRIED: "1"}
     elif case == "another allocator":
@@ -91,10 +91,10 @@ def test_no_heap_trim_under_jemalloc(monkeypatch):
             Libc.trims += 1
 
     monkeypatch.setattr(runs, "_glibc", lambda: Libc())
-    monkeypatch.setattr(allocator, "under_jemalloc", lambda: True)
+    monkeypatch.setattr(allocator, "loaded", lambda: "jemalloc")
     runs.release_memory()
     assert Libc.trims == 0
-    monkeypatch.setattr(allocator, "under_jemalloc", lambda: False)
+    monkeypatch.setattr(allocator, "loaded", lambda: None)
     runs.release_memory()
     assert Libc.trims == 1
 
@@ -108,3 +108,12 @@ def test_a_run_started_as_a_program_records_the_allocator_it_ran_under(tiny_run)
     wanted = os.environ.get(allocator.VARIABLE, "auto") != "glibc" and ctypes.util.find_library("jemalloc")
     assert summary["allocator"] == ("jemalloc" if wanted else "glibc")
     assert f"memory allocator: {'jemalloc' if wanted else 'glibc'}" in out
+
+
+def test_the_log_names_what_is_loaded_and_what_would_help(linux_without_jemalloc):
+    mp = linux_without_jemalloc
+    assert allocator.describe().startswith("glibc's malloc (jemalloc is installed")  # an API caller's own process
+    mp.setattr(ctypes.util, "find_library", lambda name: None)
+    assert "apt install libjemalloc2" in allocator.describe()
+    mp.setattr(allocator, "loaded", lambda: "tcmalloc")  # a user's own preloaded allocator
+    assert allocator.name() == allocator.describe() == "tcmalloc"

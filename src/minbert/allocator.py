@@ -10,9 +10,10 @@ The allocator changes no result: the same run reaches the same metrics under eit
 A library cannot swap the allocator of the process it runs in, so `minbert`, started as a program on Linux,
 re-executes itself once, before it imports torch, with jemalloc preloaded (LD_PRELOAD) when the system has the
 library (Debian and Ubuntu: `apt install libjemalloc2`). The re-executed process has the same PID, arguments and
-environment (and passes LD_PRELOAD on to any process it starts). Under jemalloc `runs.release_memory` does nothing:
-glibc's heap then holds nothing to hand back. MINBERT_ALLOCATOR chooses: `auto` (the default: jemalloc if found),
-`jemalloc` (the same, with a warning when it is not found), `glibc` (no re-execution).
+environment (and passes LD_PRELOAD on to any process it starts). Under jemalloc (or another malloc replacement a
+user preloads) `runs.release_memory` does nothing: glibc's heap then holds nothing to hand back. MINBERT_ALLOCATOR
+chooses: `auto` (the default: jemalloc if found), `jemalloc` (the same, with a warning when it is not found),
+`glibc` (no re-execution).
 """
 
 from __future__ import annotations
@@ -39,39 +40,43 @@ def choice() -> str:
     return value
 
 
+ALTERNATIVES = ("jemalloc", "tcmalloc", "mimalloc")  # malloc replacements a process may have preloaded
+
+
 @functools.cache
-def under_jemalloc() -> bool:
-    """True when jemalloc is loaded into this process (preloaded, or linked in)."""
+def loaded() -> str | None:
+    """The malloc replacement loaded into this process (preloaded, or linked in), or None: the C library's."""
     try:
         with open("/proc/self/maps") as f:
-            return any("libjemalloc" in line for line in f)
+            maps = f.read()
     except OSError:  # no /proc (not Linux)
-        return False
+        return None
+    return next((a for a in ALTERNATIVES if f"/lib{a}" in maps), None)
 
 
 def name() -> str:
     """The allocator of this process, for logs and a run's summary."""
-    return "jemalloc" if under_jemalloc() else "glibc" if sys.platform.startswith("linux") else "system"
+    return loaded() or ("glibc" if sys.platform.startswith("linux") else "system")
 
 
 def describe() -> str:
     """The allocator for a run's log, with what would make it jemalloc where it is not."""
-    if under_jemalloc():
-        return "jemalloc"
-    if choice() == "glibc" or not sys.platform.startswith("linux"):
+    if loaded() or choice() == "glibc" or not sys.platform.startswith("linux"):
         return name()
+    if ctypes.util.find_library("jemalloc"):  # installed, but this process did not start as the `minbert` command
+        return "glibc's malloc (jemalloc is installed: the `minbert` command runs under it, LD_PRELOAD gives it Python)"
     return "glibc's malloc (no jemalloc installed; with it, e.g. `apt install libjemalloc2`, training runs faster)"
 
 
 def preload_environment(environ: dict[str, str] | None = None) -> dict[str, str] | None:
     """The environment to re-execute under jemalloc with, or None when this process should stay as it is: the
-    choice is glibc, it is not Linux, jemalloc is already in, this is the re-executed process, another allocator is
-    preloaded, or no jemalloc is installed."""
+    choice is glibc, it is not Linux, a malloc replacement is already in or about to be preloaded, this is the
+    re-executed process, or no jemalloc is installed."""
     environ = dict(os.environ if environ is None else environ)
     wanted = choice()
-    if wanted == "glibc" or not sys.platform.startswith("linux") or under_jemalloc() or environ.get(_TRIED):
+    if wanted == "glibc" or not sys.platform.startswith("linux") or loaded() or environ.get(_TRIED):
         return None
-    if "malloc" in environ.get("LD_PRELOAD", ""):  # the user preloads an allocator of their own (tcmalloc, ...)
+    if "malloc" in environ.get("LD_PRELOAD", ""):  # an allocator of the user's own is to be preloaded (tcmalloc, ...)
         return None
     lib = ctypes.util.find_library("jemalloc")  # e.g. "libjemalloc.so.2", which the dynamic loader finds by name
     if lib is None:

@@ -368,8 +368,9 @@ def release_memory() -> None:
     """Hand the heap's free pages back to the operating system (glibc's malloc_trim), every `trim_every` steps and
     after each evaluation. Batches of varying length leave the heap fragmented, and glibc keeps what was freed:
     without this, resident memory keeps rising long after the working set stops growing (benchmarks/RESULTS.md,
-    "memory"). Nothing to do under jemalloc (minbert/allocator.py), which reuses and returns memory on its own."""
-    if allocator.under_jemalloc():
+    "memory"). Nothing to do under jemalloc or another malloc replacement (minbert/allocator.py), which reuses and
+    returns memory on its own."""
+    if allocator.loaded() is not None:
         return
     libc = _glibc()
     if libc is not None:

@@ -191,7 +191,7 @@ class Trainer:
             dump_yaml(cfg, self.run / "config.yaml")
         log.info("run directory: %s", self.run)
         trims = f"; the heap trimmed every {cfg.trim_every} steps (trim_every)" if cfg.trim_every else ""
-        log.info("memory allocator: %s", allocator.describe() + ("" if allocator.under_jemalloc() else trims))
+        log.info("memory allocator: %s", allocator.describe() + ("" if allocator.loaded() else trims))
         train = self.data["train"]
         sizes = {n: len(x) for n, x in train.items()}
         per_pass = {n: -(-sizes[n] // cfg.task(n).batch_size) for n in train}
