@@ -39,22 +39,30 @@ from minbert.data import DATASETS, data_dir, load_split, pad
 from minbert.data.tokenizer import Tokenizer
 from minbert.model import BertModel, default_checkpoint_dir
 from minbert.model.cast import CastCopy
-from minbert.model.onednn import OneDNNCopy, faster_here
+from minbert.model.onednn import OneDNNCopy, PackedCopy, faster_here, packs_bf16
 from minbert.optim import AdamW
 
 PROFILES = Path(__file__).parent / "profiles"
 
 
 def peak_fn(dtype, kernels: dict | None = None):
-    """The matmul peak at the encoder's shapes; in fp32 the better of PyTorch's default kernel (MKL) and oneDNN's
-    linear op, which on AMD CPUs is about twice as fast (model/onednn.py). `kernels`: each kernel's best, kept."""
+    """The matmul peak at the encoder's shapes: the best of PyTorch's default kernel (in fp32 MKL, which on AMD CPUs
+    runs at about half of oneDNN's, model/onednn.py), oneDNN's linear op and the same from a weight packed once into
+    its blocked layout (what bf16 inference runs, model/onednn.py's PackedCopy). `kernels`: each kernel's best, kept."""
     a, b = torch.randn(1536, 384, dtype=dtype), torch.randn(384, 1536, dtype=dtype)
     c = torch.randn(1536, 1536, dtype=dtype)
     bt, at = b.t().contiguous(), a.t().contiguous()  # (out, in) weights: a @ b = linear(a, b^T), c @ a = linear(c, a^T)
-    lin = getattr(torch.ops.mkldnn, "_linear_pointwise", None) if dtype == torch.float32 else None
-    fns = {"torch.mm (MKL)": lambda: (a @ b, c @ a)}
+    lin = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    pack = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
+    fns = {"torch.mm" + (" (MKL)" if dtype == torch.float32 else ""): lambda: (a @ b, c @ a)}
     if lin is not None:
         fns["oneDNN linear"] = lambda: (lin(a, bt, None, "none", [], ""), lin(c, at, None, "none", [], ""))
+    if lin is not None and pack is not None:
+        bp, ap = pack(bt, 1536), pack(at, 1536)
+        fns["oneDNN linear, packed weight"] = lambda: (
+            lin(a, bp, None, "none", [], ""),
+            lin(c, ap, None, "none", [], ""),
+        )
     kernels = {} if kernels is None else kernels
 
     def run(reps=8):
@@ -142,9 +150,10 @@ def infer_fn(model, data, bf16: bool, hf: bool):
 
 
 def infer_sides(ours, ref, data, bf16: bool, ort: dict) -> dict:
-    """Inference as the product runs it (`Runner`: in bf16, the encoder from a bf16 copy of its weights, model/cast.py;
+    """Inference as the product runs it (`Runner`: in bf16, the encoder from a bf16 copy of its weights, model/cast.py,
+    its linear layers from packed weights where bf16 is native, model/onednn.py;
     in fp32 on AMD CPUs, its linear layers through oneDNN, model/onednn.py) and as it ran before (bf16: autocast over
-    fp32 weights, PyTorch's SDPA; fp32: F.linear); transformers under autocast and, in bf16, also with its weights
+    fp32 weights, PyTorch's SDPA, and the bf16 copy with plain weights; fp32: F.linear); transformers under autocast and, in bf16, also with its weights
     cast; ONNX Runtime in fp32."""
     before = copy.deepcopy(ours).eval()
     for layer in before.encoder.layer:
@@ -157,9 +166,12 @@ def infer_sides(ours, ref, data, bf16: bool, ort: dict) -> dict:
             "transformers": infer_fn(ref, data, False, True),
             **ort,
         }
-    cast = CastCopy(torch.nn.ModuleDict({"bert": ours}), ("bert",), torch.bfloat16).get()["bert"]
+    wrapped = torch.nn.ModuleDict({"bert": ours})
+    cast = CastCopy(wrapped, ("bert",), torch.bfloat16).get()["bert"]
+    packed = (PackedCopy if packs_bf16() else CastCopy)(wrapped, ("bert",), torch.bfloat16).get()["bert"]
     return {
-        "ours": infer_fn(cast, data, True, False),
+        "ours": infer_fn(packed, data, True, False),
+        "unpacked": infer_fn(cast, data, True, False),
         "plain": infer_fn(before, data, True, False),
         "transformers": infer_fn(ref, data, True, True),
         "transformers, bf16 weights": infer_fn(copy.deepcopy(ref).to(torch.bfloat16).eval(), data, True, True),
@@ -264,13 +276,14 @@ def main() -> None:
     flops = {
         k: real_flops(ours.config, lengths[k], k == "train") / (len(train_data) if k == "train" else 1) for k in lengths
     }
-    rows, profiles, ort_rows, before, infer_rows, fp32_rows, kernels = [], [], [], [], [], [], {}
+    rows, profiles, ort_rows, before, infer_rows, fp32_rows = [], [], [], [], [], []
+    kernels = {"fp32": {}, "bf16": {}}
     zeros = zeroing(ours.embeddings.word_embeddings.weight)
     with tempfile.TemporaryDirectory() as tmp:
         ort = onnx_fns(ckpt, infer_data, Path(tmp))
         for precision in ("fp32", "bf16"):
             bf16 = precision == "bf16"
-            peak = peak_fn(torch.bfloat16 if bf16 else torch.float32, kernels if not bf16 else None)
+            peak = peak_fn(torch.bfloat16 if bf16 else torch.float32, kernels[precision])
             head = torch.nn.Linear(ours.config.hidden_size, 5)
             fns = {"train": {}}
             for name, model, opt, hf in (
@@ -303,9 +316,11 @@ def main() -> None:
                 elif not bf16:
                     fp32_rows.append(change)
                 else:
-                    w = t["transformers, bf16 weights"]
+                    w, u = t["transformers, bf16 weights"], t["unpacked"]
                     infer_rows.append(
-                        f"{change} {per_step[kind] / r:.1f} | {per_step[kind] / w:.1f} | **{min(r, w) / o:.2f}x** |"
+                        f"| {per_step[kind] / t['plain']:.1f} | {per_step[kind] / u:.1f} | {per_step[kind] / o:.1f} "
+                        f"| **{t['plain'] / o:.2f}x** | **{u / o:.2f}x** | {per_step[kind] / r:.1f} "
+                        f"| {per_step[kind] / w:.1f} | **{min(r, w) / o:.2f}x** |"
                     )
                 for name in ("ours", "plain") if args.profile else ():
                     if name in fns[kind]:
@@ -319,8 +334,11 @@ def main() -> None:
     ]
     table += [
         "",
-        "fp32 GEMM at the encoder's shapes, best of the measurements between the calls: "
-        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in kernels.items()),
+        "GEMM at the encoder's shapes, each kernel's best of the measurements between the calls (the peak is the "
+        "best kernel's): "
+        + "; ".join(
+            f"{p} " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in kernels[p].items()) for p in ("fp32", "bf16")
+        ),
     ]
     table += [
         "",
@@ -336,13 +354,14 @@ def main() -> None:
     if infer_rows:
         table += [
             "",
-            "bf16 inference, same run: ours before (autocast over fp32 weights, PyTorch's SDPA kernel) and after (the "
-            "encoder from a bf16 copy of its weights under autocast, as `Runner` runs it, attention with an fp32 "
-            "softmax), and transformers both ways a user runs it in bf16 (autocast; weights cast with "
-            "`.to(torch.bfloat16)`):",
+            "bf16 inference, same run: ours before (autocast over fp32 weights, PyTorch's SDPA kernel), from the bf16 "
+            "copy of its weights with plain weights (model/cast.py's CastCopy, attention with an fp32 softmax) and "
+            "after (as `Runner` runs it: the same copy with its linear layers from weights packed for oneDNN where "
+            f"model/onednn.py's `packs_bf16()` holds - here {packs_bf16()}), and transformers both ways a user runs "
+            "it in bf16 (autocast; weights cast with `.to(torch.bfloat16)`):",
             "",
-            "| ours before | ours after | after / before | transformers, autocast | transformers, bf16 weights | ours vs transformers' faster |",
-            "|---|---|---|---|---|---|",
+            "| ours before | bf16 copy, plain weights | ours after | after / before | after / plain weights | transformers, autocast | transformers, bf16 weights | ours vs transformers' faster |",
+            "|---|---|---|---|---|---|---|---|",
             *infer_rows,
         ]
     if fp32_rows:
@@ -381,8 +400,9 @@ def main() -> None:
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
         ". "
         "Ours: unpadded (real tokens only), its CPU dropout and attention paths, minbert.optim.AdamW (fused kernel); "
-        "the reference: transformers' BertModel (SDPA attention) with torch.optim.AdamW(fused=True). The fp32 matmul "
-        "peak is the better of PyTorch's default kernel (MKL) and oneDNN's linear op at the same shapes."
+        "the reference: transformers' BertModel (SDPA attention) with torch.optim.AdamW(fused=True). The matmul peak "
+        "is the best of PyTorch's default kernel (in fp32 MKL), oneDNN's linear op and the same from a packed weight, "
+        "at the same shapes."
     )
     record("bench_encoder", setup, "\n".join(table), write=not args.no_write)
 

@@ -60,3 +60,70 @@ def test_an_fp32_runner_uses_the_copy_where_it_is_faster_and_agrees_with_the_mod
     with torch.no_grad():  # the copy follows the model's weights: they are the same tensors
         model.bert.encoder.layer[0].output.dense.weight.mul_(2)
     torch.testing.assert_close(fast.sentences("sst", SENTENCES), plain.sentences("sst", SENTENCES), atol=1e-5, rtol=0)
+
+
+needs_packing = pytest.mark.skipif(
+    not hasattr(torch.ops.mkldnn, "_reorder_linear_weight") or not torch.ops.mkldnn._is_mkldnn_bf16_supported(),
+    reason="this PyTorch build or CPU has no oneDNN bf16 linear op",
+)
+
+
+@needs_packing
+def test_a_packed_bf16_product_is_f_linear_s_and_falls_back_where_a_backward_follows():
+    torch.manual_seed(0)
+    layers = [nn.Linear(48, 80).to(torch.bfloat16) for _ in range(3)]
+    fast = onednn.PackedLinear(layers[0])
+    both = onednn.Packed(*layers)  # side by side, as q, k and v
+    w = torch.cat([lin.weight for lin in layers])
+    b = torch.cat([lin.bias for lin in layers])
+    for shape in [(5, 48), (3, 7, 48), (0, 48)]:
+        x = torch.randn(*shape).to(torch.bfloat16)
+        with torch.inference_mode():
+            # where oneDNN's bf16 kernels are native, the same kernel on the same numbers: equal bit for bit
+            exact = dict(atol=0, rtol=0) if onednn.packs_bf16() else dict(atol=2e-2, rtol=2e-2)
+            torch.testing.assert_close(fast(x), F.linear(x, layers[0].weight, layers[0].bias), **exact)
+            torch.testing.assert_close(both(x), F.linear(x, w, b), **exact)
+    x = torch.randn(4, 48).to(torch.bfloat16).requires_grad_()
+    fast(x).float().sum().backward()  # with autograd: F.linear itself
+    want = x.grad.clone()
+    x.grad = None
+    layers[0](x).float().sum().backward()
+    assert torch.equal(x.grad, want)
+    with torch.no_grad():
+        layers[0].weight.mul_(2)
+    fast.packed.pack()  # a weight change shows once repacked
+    with torch.inference_mode():
+        x = torch.randn(5, 48).to(torch.bfloat16)
+        torch.testing.assert_close(fast(x), F.linear(x, layers[0].weight, layers[0].bias), atol=2e-2, rtol=2e-2)
+
+
+@needs_packing
+def test_a_packed_copy_matches_the_plain_bf16_copy_follows_the_model_and_deep_copies(monkeypatch):
+    model = tiny_model(pals=True).eval()
+    native = onednn.packs_bf16()
+    monkeypatch.setattr(onednn, "packs_bf16", lambda: False)
+    plain = Runner(model, 0, "cpu", "bf16")
+    monkeypatch.setattr(onednn, "packs_bf16", lambda: True)
+    fast = Runner(model, 0, "cpu", "bf16")
+    assert type(plain.cast) is not onednn.PackedCopy and isinstance(fast.cast, onednn.PackedCopy)
+    copy = fast.model
+    assert not any(type(m) is nn.Linear for m in [*copy.bert.modules(), *copy.pals.modules()])
+    assert all(a.packed_qkv is not None for a in (layer.attention.self for layer in copy.bert.encoder.layer))
+    assert all(type(m) is not onednn.PackedLinear for m in model.modules())  # the model is left as it was
+    assert [n for n, _ in copy.named_parameters()] == [n for n, _ in model.named_parameters()]
+
+    def agree():
+        tol = dict(atol=0, rtol=0) if native else dict(atol=2e-2, rtol=0)
+        torch.testing.assert_close(fast.sentences("sst", SENTENCES), plain.sentences("sst", SENTENCES), **tol)
+
+    agree()
+    with torch.no_grad():
+        for p in model.bert.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    fast.cast.refresh(), plain.cast.refresh()  # as `evaluate` does: both follow the model's new weights
+    agree()
+    again = __import__("copy").deepcopy(copy)  # blocked weights have no storage: the copy packs its own
+    with torch.inference_mode():
+        x = torch.randn(6, model.bert.config.hidden_size).to(torch.bfloat16)
+        layer, twin = copy.bert.encoder.layer[0].attention.self, again.bert.encoder.layer[0].attention.self
+        assert torch.equal(twin.packed_qkv(x), layer.packed_qkv(x))

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from minbert.errors import MinbertError
-from minbert.model import varlen
+from minbert.model import onednn, varlen
 from minbert.model.config import ACTIVATIONS, BertConfig
 from minbert.model.dropout import Dropout, dropout
 from minbert.model.embedding_grad import GradBuffer, embedding
@@ -77,6 +77,8 @@ class BertSelfAttention(nn.Module):
         self.value = nn.Linear(c.hidden_size, c.hidden_size)
         self.dropout_p = c.attention_probs_dropout_prob
         self.paths = SpeedPaths()  # BertModel's Speed sets it for the model's device
+        # q, k and v as one oneDNN-packed product, set only on bf16 inference copies (model/onednn.py's PackedCopy)
+        self.packed_qkv = None
 
     def forward(self, x, mask: Mask, lora: LayerLoRA | None = None):
         p = self.dropout_p if self.training else 0.0
@@ -86,7 +88,8 @@ class BertSelfAttention(nn.Module):
             return varlen.attention(self.qkv(x, lora), mask, self.n_head, lambda q, k, v, m: attend(q, k, v, m, p))
         B, T, H = x.shape
         nh, hs = self.n_head, H // self.n_head
-        if train and self.paths.fused_qkv:  # one (H, 3H) matmul instead of three, forward and backward
+        # one (H, 3H) matmul instead of three, forward and backward; and in a packed bf16 inference copy
+        if (train and self.paths.fused_qkv) or (self.packed_qkv is not None and onednn.packed_applies(x)):
             qkv = self.qkv(x, lora).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
             q, k, v = qkv.unbind(0)  # (B, nh, T, hs) each
         else:
@@ -98,7 +101,9 @@ class BertSelfAttention(nn.Module):
     def qkv(self, x, lora: LayerLoRA | None = None):
         """(..., H) -> (..., 3H) queries, keys and values from one matmul; parameters keep Hugging Face's names.
         With LoRA, each targeted projection's low-rank delta is added to its third."""
-        if type(self.query) is not nn.Linear:  # quantized (quantize_dynamic) or oneDNN (model/onednn.py) layers
+        if self.packed_qkv is not None and onednn.packed_applies(x):
+            y = self.packed_qkv(x)  # (..., 3H)
+        elif type(self.query) is not nn.Linear:  # quantized (quantize_dynamic) or oneDNN (model/onednn.py) layers
             y = torch.cat([self.query(x), self.key(x), self.value(x)], -1)  # (..., 3H)
         else:
             w = torch.cat([self.query.weight, self.key.weight, self.value.weight])  # (3H, H)

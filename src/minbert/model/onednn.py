@@ -1,4 +1,5 @@
-"""fp32 inference on AMD CPUs with the linear layers through oneDNN instead of PyTorch's default fp32 GEMM.
+"""CPU inference with the linear layers through oneDNN's own linear op: fp32 on AMD CPUs instead of PyTorch's default
+fp32 GEMM, and bf16 from weights packed once into oneDNN's blocked layout.
 
 PyTorch's CPU wheels run an fp32 `F.linear` through MKL, which on AMD processors takes a code path at about half of
 what the same cores reach with oneDNN (also inside PyTorch, and already what its bf16 matmuls use): at the
@@ -13,10 +14,19 @@ Runner builds `OneDNNCopy(model, ("bert", "pals"))` once for fp32 CPU inference 
 weight with the model (nothing to refresh, no memory), its linear layers replaced by `OneDNNLinear` over the same
 parameters. Training keeps F.linear: a different summation order in the forward and backward would change fp32
 training results beyond their last digits, which a speed path must not do.
+
+bf16 `F.linear` already runs in oneDNN, but from a plain (out, in) weight that oneDNN lays out afresh for its
+kernel at every call. Inference weights change only when the Runner refreshes its bf16 copy, so `PackedCopy` (the
+Runner's bf16 copy where `packs_bf16()`) lays each weight out once, at the copy's build and at each refresh
+(`torch.ops.mkldnn._reorder_linear_weight`), and packs each attention's q, k and v as one (3H, H) weight, which
+the plain copy concatenates at every call. The product is the same kernel's on the same bf16 numbers, so the outputs
+are the plain copy's bit for bit (tests/test_onednn.py); the speed is in benchmarks/RESULTS.md (bench_encoder's bf16
+inference, "packed weights" column).
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import platform
 from pathlib import Path
@@ -25,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minbert.model.cast import InferenceCopy
+from minbert.model.cast import CastCopy, InferenceCopy
 
 
 @functools.cache
@@ -68,3 +78,96 @@ class OneDNNCopy(InferenceCopy):
             if type(child) is nn.Linear:
                 setattr(parent, name, OneDNNLinear(child))
         return out
+
+
+@functools.cache
+def packs_bf16() -> bool:
+    """bf16 CPU inference from packed weights (PackedCopy): on x86 CPUs with native bf16 (AVX-512 BF16 or AMX, where
+    oneDNN's bf16 kernels run; measured on the project's AMD EPYC), with the oneDNN ops in this PyTorch build."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        torch.ops.mkldnn._reorder_linear_weight  # noqa: B018 - present in every x86 CPU build this project uses
+        info = Path("/proc/cpuinfo").read_text(errors="replace")
+    except (AttributeError, RuntimeError, OSError):
+        return False
+    return (" avx512_bf16" in info or " amx_bf16" in info) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def packed_applies(x: torch.Tensor) -> bool:
+    """Whether a Packed product serves this input: bf16 on a CPU, no backward to follow."""
+    return x.dtype == torch.bfloat16 and x.device.type == "cpu" and not torch.is_grad_enabled()
+
+
+class Packed:
+    """x @ W^T + b for one or more bf16 linear layers side by side (an attention's q, k and v as one product), W in
+    oneDNN's blocked layout. `pack()` rebuilds it from the layers' current weights. A plain attribute, not a module:
+    it adds no parameters, so a copy's tensors still pair one to one with its source's."""
+
+    def __init__(self, *linears: nn.Linear):
+        self.linears = linears
+        self.pack()
+
+    @torch.no_grad()
+    def pack(self) -> None:
+        w = torch.cat([lin.weight for lin in self.linears])  # (out, in): the layers' outputs side by side
+        biases = [lin.bias for lin in self.linears]
+        self.bias = None if any(b is None for b in biases) else torch.cat(biases)  # (out,)
+        self.in_features, self.out_features = w.shape[1], w.shape[0]
+        # the batch size is only a hint for the layout; measured insensitive from 300 to 2,400 rows
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(w, 1024)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is None:  # a deep copy's, packed at its first use
+            self.pack()
+        flat = x.reshape(-1, self.in_features)  # (N, in): oneDNN's op takes a matrix
+        y = torch.ops.mkldnn._linear_pointwise(flat, self.weight, self.bias, "none", [], "")  # (N, out)
+        return y.view(*x.shape[:-1], self.out_features)  # (..., out)
+
+    def __deepcopy__(self, memo: dict) -> "Packed":
+        # the blocked tensor has no storage to copy: the copy packs its own copies of the layers at its first use
+        # (not here: a PackedLinear's copy is still empty while its deepcopy reaches this)
+        out = Packed.__new__(Packed)
+        out.linears, out.weight = copy.deepcopy(self.linears, memo), None
+        return out
+
+
+class PackedLinear(nn.Linear):
+    """An nn.Linear over the same Parameters as the one it replaces (so the copy's tensors pair with its source's)
+    that runs bf16 inference from a Packed copy of its weight, and F.linear for anything else."""
+
+    def __init__(self, linear: nn.Linear):
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight, self.bias = linear.weight, linear.bias
+        self.packed = Packed(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.packed(x) if packed_applies(x) else F.linear(x, self.weight, self.bias)
+
+
+class PackedCopy(CastCopy):
+    """`PackedCopy(model, ("bert", "pals", "lora"), torch.bfloat16).get()`: CastCopy's bf16 copy with its linear
+    layers as PackedLinear and each self-attention's q, k and v packed as one (`packed_qkv`, which
+    BertSelfAttention.qkv uses), packed again at every `refresh`."""
+
+    @torch.inference_mode(False)  # as CastCopy's: normal tensors, repacked by later refreshes
+    def _build(self) -> nn.Module:
+        out = super()._build()
+        modules = [m for n in self.children for m in getattr(out, n).modules()]
+        for parent, name, child in [(p, name, c) for p in modules for name, c in p.named_children()]:
+            if type(child) is nn.Linear:
+                setattr(parent, name, PackedLinear(child))
+        for m in modules:
+            if hasattr(m, "packed_qkv"):
+                m.packed_qkv = Packed(m.query, m.key, m.value)
+        return out
+
+    @torch.inference_mode(False)
+    def refresh(self) -> None:
+        super().refresh()
+        if self.copy is not None:
+            for m in (m for n in self.children for m in getattr(self.copy, n).modules()):
+                for packed in (getattr(m, "packed", None), getattr(m, "packed_qkv", None)):
+                    if packed is not None:
+                        packed.pack()

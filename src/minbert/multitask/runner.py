@@ -47,8 +47,10 @@ class Runner:
         self.cast: InferenceCopy | None = None
         if self.device.type == "cpu" and low is torch.bfloat16:
             # the encoder (with its PALs or LoRA adapters) from a bf16 copy of its weights, the heads as they are
-            # under autocast (model/cast.py; `evaluate` refreshes the copy: training evaluates changing weights)
-            self.cast = CastCopy(model, ("bert", "pals", "lora"), low)
+            # under autocast (model/cast.py; `evaluate` refreshes the copy: training evaluates changing weights);
+            # where bf16 is native, its linear layers from weights packed for oneDNN (model/onednn.py)
+            copier = onednn.PackedCopy if onednn.packs_bf16() else CastCopy
+            self.cast = copier(model, ("bert", "pals", "lora"), low)
         elif self.device.type == "cpu" and low is None and not quantized and onednn.faster_here():
             # fp32 linear layers through oneDNN where MKL's are slow (model/onednn.py)
             self.cast = onednn.OneDNNCopy(model, ("bert", "pals"))
