@@ -38,17 +38,23 @@ from torch import nn
 from minbert.model.cast import CastCopy, InferenceCopy
 
 
+def _x86_cpuinfo(*ops: str) -> str:
+    """/proc/cpuinfo on an x86 machine whose PyTorch build has oneDNN and these ops of it; "" anywhere else."""
+    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
+        return ""
+    try:
+        for op in ops:
+            getattr(torch.ops.mkldnn, op)  # present in every x86 CPU build this project uses
+        return Path("/proc/cpuinfo").read_text(errors="replace")
+    except (AttributeError, RuntimeError, OSError):
+        return ""
+
+
 @functools.cache
 def faster_here() -> bool:
     """An AMD x86 CPU with AVX-512 (where it was measured; the AVX2-only EPYC and Intel CPUs keep MKL, unmeasured),
     with PyTorch's oneDNN linear op available."""
-    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        torch.ops.mkldnn._linear_pointwise  # noqa: B018 - present in every x86 CPU build this project uses
-        info = Path("/proc/cpuinfo").read_text(errors="replace")
-    except (AttributeError, RuntimeError, OSError):
-        return False
+    info = _x86_cpuinfo("_linear_pointwise")
     return "AuthenticAMD" in info and " avx512f" in info
 
 
@@ -84,13 +90,7 @@ class OneDNNCopy(InferenceCopy):
 def packs_bf16() -> bool:
     """bf16 CPU inference from packed weights (PackedCopy): on x86 CPUs with native bf16 (AVX-512 BF16 or AMX, where
     oneDNN's bf16 kernels run; measured on the project's AMD EPYC), with the oneDNN ops in this PyTorch build."""
-    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        torch.ops.mkldnn._reorder_linear_weight  # noqa: B018 - present in every x86 CPU build this project uses
-        info = Path("/proc/cpuinfo").read_text(errors="replace")
-    except (AttributeError, RuntimeError, OSError):
-        return False
+    info = _x86_cpuinfo("_linear_pointwise", "_reorder_linear_weight")
     return (" avx512_bf16" in info or " amx_bf16" in info) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
