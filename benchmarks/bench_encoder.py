@@ -151,10 +151,10 @@ def infer_fn(model, data, bf16: bool, hf: bool):
 
 def infer_sides(ours, ref, data, bf16: bool, ort: dict) -> dict:
     """Inference as the product runs it (`Runner`: in bf16, the encoder from a bf16 copy of its weights, model/cast.py,
-    its linear layers from packed weights where bf16 is native, model/onednn.py;
-    in fp32 on AMD CPUs, its linear layers through oneDNN, model/onednn.py) and as it ran before (bf16: autocast over
-    fp32 weights, PyTorch's SDPA, and the bf16 copy with plain weights; fp32: F.linear); transformers under autocast and, in bf16, also with its weights
-    cast; ONNX Runtime in fp32."""
+    its linear layers from packed weights where bf16 is native; in fp32 on AMD CPUs, its linear layers through oneDNN;
+    both model/onednn.py) and as it ran before (bf16: autocast over fp32 weights, PyTorch's SDPA, and the bf16 copy
+    with plain weights; fp32: F.linear); transformers under autocast and, in bf16, also with its weights cast; ONNX
+    Runtime in fp32."""
     before = copy.deepcopy(ours).eval()
     for layer in before.encoder.layer:
         layer.attention.self.paths = dataclasses.replace(layer.attention.self.paths, eval_attention="sdpa")

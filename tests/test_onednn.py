@@ -2,6 +2,8 @@
 shares every weight with the model, leaves the model as it was, gives the same outputs to float rounding, follows
 the model's weights with nothing to refresh, and keeps F.linear wherever a backward may follow."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -21,14 +23,14 @@ SENTENCES = [[2, 7, 9, 11, 3], [2, 5, 3], [2, 8, 8, 4, 6, 7, 1, 3], [2, 4, 3]]
 
 def test_the_copy_shares_the_weights_and_swaps_only_its_own_linear_layers():
     model = tiny_model(pals=True)
-    copy = OneDNNCopy(model, ("bert", "pals", "lora")).get()
-    linears = [m for m in copy.bert.modules() if isinstance(m, OneDNNLinear)]
+    shared = OneDNNCopy(model, ("bert", "pals", "lora")).get()
+    linears = [m for m in shared.bert.modules() if isinstance(m, OneDNNLinear)]
     assert len(linears) == 6 * len(model.bert.encoder.layer) + 1  # q, k, v, attention out, two FFN; the pooler
-    assert not any(type(m) is nn.Linear for m in [*copy.bert.modules(), *copy.pals.modules()])
+    assert not any(type(m) is nn.Linear for m in [*shared.bert.modules(), *shared.pals.modules()])
     assert all(type(m) is not OneDNNLinear for m in model.modules())  # the model is left as it was
-    mine, theirs = dict(copy.named_parameters()), dict(model.named_parameters())
+    mine, theirs = dict(shared.named_parameters()), dict(model.named_parameters())
     assert mine.keys() == theirs.keys() and all(mine[k] is theirs[k] for k in mine)  # shared, not copied
-    assert copy.heads is model.heads and copy.specs is model.specs
+    assert shared.heads is model.heads and shared.specs is model.specs
 
 
 def test_a_linear_layer_through_onednn_equals_f_linear_to_rounding_and_keeps_autograd():
@@ -106,11 +108,11 @@ def test_a_packed_copy_matches_the_plain_bf16_copy_follows_the_model_and_deep_co
     monkeypatch.setattr(onednn, "packs_bf16", lambda: True)
     fast = Runner(model, 0, "cpu", "bf16")
     assert type(plain.cast) is not onednn.PackedCopy and isinstance(fast.cast, onednn.PackedCopy)
-    copy = fast.model
-    assert not any(type(m) is nn.Linear for m in [*copy.bert.modules(), *copy.pals.modules()])
-    assert all(a.packed_qkv is not None for a in (layer.attention.self for layer in copy.bert.encoder.layer))
+    packed = fast.model
+    assert not any(type(m) is nn.Linear for m in [*packed.bert.modules(), *packed.pals.modules()])
+    assert all(a.packed_qkv is not None for a in (layer.attention.self for layer in packed.bert.encoder.layer))
     assert all(type(m) is not onednn.PackedLinear for m in model.modules())  # the model is left as it was
-    assert [n for n, _ in copy.named_parameters()] == [n for n, _ in model.named_parameters()]
+    assert [n for n, _ in packed.named_parameters()] == [n for n, _ in model.named_parameters()]
 
     def agree():
         tol = dict(atol=0, rtol=0) if native else dict(atol=2e-2, rtol=0)
@@ -120,10 +122,11 @@ def test_a_packed_copy_matches_the_plain_bf16_copy_follows_the_model_and_deep_co
     with torch.no_grad():
         for p in model.bert.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    fast.cast.refresh(), plain.cast.refresh()  # as `evaluate` does: both follow the model's new weights
+    fast.cast.refresh()  # as `evaluate` does: both follow the model's new weights
+    plain.cast.refresh()
     agree()
-    again = __import__("copy").deepcopy(copy)  # blocked weights have no storage: the copy packs its own
+    again = copy.deepcopy(packed)  # blocked weights have no storage: the copy packs its own
     with torch.inference_mode():
         x = torch.randn(6, model.bert.config.hidden_size).to(torch.bfloat16)
-        layer, twin = copy.bert.encoder.layer[0].attention.self, again.bert.encoder.layer[0].attention.self
+        layer, twin = packed.bert.encoder.layer[0].attention.self, again.bert.encoder.layer[0].attention.self
         assert torch.equal(twin.packed_qkv(x), layer.packed_qkv(x))

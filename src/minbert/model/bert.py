@@ -89,7 +89,7 @@ class BertSelfAttention(nn.Module):
         B, T, H = x.shape
         nh, hs = self.n_head, H // self.n_head
         # one (H, 3H) matmul instead of three, forward and backward; and in a packed bf16 inference copy
-        if (train and self.paths.fused_qkv) or (self.packed_qkv is not None and onednn.packed_applies(x)):
+        if (train and self.paths.fused_qkv) or self.packed_qkv is not None:
             qkv = self.qkv(x, lora).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
             q, k, v = qkv.unbind(0)  # (B, nh, T, hs) each
         else:

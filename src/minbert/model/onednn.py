@@ -21,7 +21,7 @@ Runner's bf16 copy where `packs_bf16()`) lays each weight out once, at the copy'
 (`torch.ops.mkldnn._reorder_linear_weight`), and packs each attention's q, k and v as one (3H, H) weight, which
 the plain copy concatenates at every call. The product is the same kernel's on the same bf16 numbers, so the outputs
 are the plain copy's bit for bit (tests/test_onednn.py); the speed is in benchmarks/RESULTS.md (bench_encoder's bf16
-inference, "packed weights" column).
+inference table, "after / plain weights").
 """
 
 from __future__ import annotations
@@ -79,11 +79,18 @@ class OneDNNCopy(InferenceCopy):
 
     def _build(self) -> nn.Module:
         out = self._deepcopy(share_tensors=True)
-        parents = [p for n in self.children for p in getattr(out, n).modules()]
-        for parent, name, child in [(p, name, c) for p in parents for name, c in p.named_children()]:
-            if type(child) is nn.Linear:
-                setattr(parent, name, OneDNNLinear(child))
+        _swap_linears([getattr(out, n) for n in self.children], OneDNNLinear)
         return out
+
+
+def _swap_linears(roots: list[nn.Module], make) -> list[nn.Module]:
+    """Every plain nn.Linear under `roots` replaced by `make(linear)`, in place; the modules under them (as they were
+    before the swap)."""
+    modules = [m for root in roots for m in root.modules()]
+    for parent, name, child in [(p, name, c) for p in modules for name, c in p.named_children()]:
+        if type(child) is nn.Linear:
+            setattr(parent, name, make(child))
+    return modules
 
 
 @functools.cache
@@ -154,20 +161,16 @@ class PackedCopy(CastCopy):
     @torch.inference_mode(False)  # as CastCopy's: normal tensors, repacked by later refreshes
     def _build(self) -> nn.Module:
         out = super()._build()
-        modules = [m for n in self.children for m in getattr(out, n).modules()]
-        for parent, name, child in [(p, name, c) for p in modules for name, c in p.named_children()]:
-            if type(child) is nn.Linear:
-                setattr(parent, name, PackedLinear(child))
-        for m in modules:
-            if hasattr(m, "packed_qkv"):
-                m.packed_qkv = Packed(m.query, m.key, m.value)
+        modules = _swap_linears([getattr(out, n) for n in self.children], PackedLinear)
+        attention = [m for m in modules if hasattr(m, "packed_qkv")]  # BertSelfAttention
+        for m in attention:
+            m.packed_qkv = Packed(m.query, m.key, m.value)
+        linears = [m for m in out.modules() if isinstance(m, PackedLinear)]
+        self.packs = [m.packed for m in linears] + [m.packed_qkv for m in attention]  # what a refresh repacks
         return out
 
     @torch.inference_mode(False)
     def refresh(self) -> None:
         super().refresh()
-        if self.copy is not None:
-            for m in (m for n in self.children for m in getattr(self.copy, n).modules()):
-                for packed in (getattr(m, "packed", None), getattr(m, "packed_qkv", None)):
-                    if packed is not None:
-                        packed.pack()
+        for packed in self.packs if self.copy is not None else ():
+            packed.pack()
