@@ -3,8 +3,8 @@
     python benchmarks/step_bound.py [--precision bf16] [--iters 24] [--no-write]
 
 bench_encoder.py's fine-tuning step (SST train batches of 32, mean pooling, a 5-way head, minbert's AdamW), as it runs
-and with `freeze_word_embeddings` (a switch that changes the math: no gradient or update for the vocabulary table),
-interleaved with the matmul peak at the encoder's shapes. Then torch.profiler over 8 steps of each, its operators
+with `freeze_word_embeddings` (a switch that changes the math: no gradient or update for the vocabulary table) and with
+`lazy_word_embeddings` (another: a row-sparse gradient of the rows looked up, updated lazily by AdamW), interleaved with the matmul peak at the encoder's shapes. Then torch.profiler over 8 steps of each, its operators
 grouped: the matmuls themselves, AdamW's fused kernel, copies (autocast's weight and gradient casts among them), the
 dropout masks' random bits, and the rest. Two bounds follow from the profile and the measured share of peak:
 - the matmuls' own rate inside the step (their FLOPs over their time): what a step of nothing but its matmuls,
@@ -31,7 +31,7 @@ from minbert.optim import AdamW
 GROUPS = {
     "matmuls": ("aten::mm", "aten::addmm", "aten::bmm"),
     "AdamW": ("aten::_fused_adamw_",),
-    "copies": ("aten::copy_",),
+    "copies": ("aten::copy_",),  # (sparse gradients' coalescing counts in the rest)
     "dropout bits": ("aten::random_",),
 }
 
@@ -62,10 +62,12 @@ def main() -> None:
     ckpt = default_checkpoint_dir()
     data = batches(Tokenizer.from_pretrained(ckpt), "train", 32, 8, shuffle=True)
     fns, flops = {}, 0.0
-    for name in ("as it runs", "freeze_word_embeddings (changes the math)"):
+    for name in ("as it runs", "freeze_word_embeddings (changes the math)", "lazy_word_embeddings (changes the math)"):
         model = BertModel.from_pretrained(ckpt).train()
+        # what multitask/run.py does for each switch
         if name.startswith("freeze"):
-            model.embeddings.word_embeddings.weight.requires_grad_(False)  # what run.py does for the switch
+            model.embeddings.word_embeddings.weight.requires_grad_(False)
+        model.embeddings.word_embeddings.sparse = name.startswith("lazy")
         head = torch.nn.Linear(model.config.hidden_size, 5)
         params = [p for p in [*model.parameters(), *head.parameters()] if p.requires_grad]
         fns[name] = train_fn(model, head, AdamW(params, lr=1e-5), data, bf16, False)

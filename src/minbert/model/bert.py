@@ -48,10 +48,10 @@ class BertEmbeddings(nn.Module):
         self.grad_buffer = GradBuffer()  # the word table's reused gradient (SpeedPaths.reuse_embedding_grad)
 
     def forward(self, input_ids, token_type_ids=None, inputs_embeds=None, position_ids=None):
+        t = self.word_embeddings
         if inputs_embeds is not None:
             words = inputs_embeds
-        elif self.paths.reuse_embedding_grad:
-            t = self.word_embeddings
+        elif self.paths.reuse_embedding_grad and not t.sparse:  # sparse: a gradient of the rows looked up only
             words = embedding(t.weight, input_ids, t.padding_idx, self.grad_buffer)  # (B, T, H) or flat (N, H)
         else:
             words = self.word_embeddings(input_ids)  # (B, T, H) or flat (N, H)

@@ -123,7 +123,7 @@ class TrainConfig:
     max_grad_norm: Annotated[float, ge(0, "0 = off")] = 0.0  # clip the global gradient norm (0 = off)
     seed: Annotated[int, within(0, 2**32 - 1)] = 11711
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    # speed and memory (none changes the math, except freeze_word_embeddings)
+    # speed and memory (none changes the math, except freeze_word_embeddings and lazy_word_embeddings)
     # autocast; fp16 adds a gradient scaler (GPUs without bf16); auto = bf16 where the hardware makes it fast, else fp32
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     fused: bool = True  # all tasks' sentences in one unpadded encoder pass when the step allows (multitask/fused.py)
@@ -134,6 +134,9 @@ class TrainConfig:
     # CPU threads per process; 0 = the cores shared among this machine's processes
     threads: Annotated[int, within(0, 1024, note="0 = automatic")] = 0
     freeze_word_embeddings: bool = False  # changes the math: no gradient or update for the vocabulary table
+    # changes the math: only the vocabulary rows a step's batches use get a gradient and an AdamW update (lazy Adam,
+    # as torch.optim.SparseAdam): the other rows keep their weights, moments and weight decay for that step
+    lazy_word_embeddings: bool = False
     # hidden and attention dropout of the encoder; < 0 = the checkpoint's
     encoder_dropout: Annotated[float, Range(hi=1, hi_open=True, note="negative = the checkpoint's")] = -1.0
     strict: bool = False  # malformed data rows stop the run
@@ -184,6 +187,7 @@ class TrainConfig:
             raise MinbertError(f"pals.size: {self.pals.size} is not a multiple of pals.heads {self.pals.heads}")
         self._check_lora()
         self._check_kept()
+        self._check_lazy()
         metrics = ["overall"] + [f"{n}/{specs[n].metric_name}" for n in self.tasks]
         if self.early_stopping.metric not in metrics:
             raise MinbertError(
@@ -242,6 +246,20 @@ class TrainConfig:
             raise MinbertError(
                 "lora.enabled: adapters change the encoder's output, which frozen=true caches; "
                 "use lora.train_shared=false to keep the encoder's own weights fixed instead"
+            )
+
+    def _check_lazy(self) -> None:
+        if not self.lazy_word_embeddings:
+            return
+        if self.freeze_word_embeddings:
+            raise MinbertError(
+                "lazy_word_embeddings: the table is frozen (freeze_word_embeddings=true), so nothing updates it; "
+                "set one of the two"
+            )
+        if self.per_task_gradients:
+            raise MinbertError(
+                f"lazy_word_embeddings: combiner={self.combiner} and conflict_stats compare dense per-task gradients "
+                "of the shared weights; use combiner=sum and conflict_stats=false, or lazy_word_embeddings=false"
             )
 
     def _check_kept(self) -> None:

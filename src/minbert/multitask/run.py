@@ -38,6 +38,8 @@ def build(cfg: TrainConfig, device) -> tuple[MultitaskModel, Tokenizer]:
         bert.requires_grad_(False)  # only the heads (and adapters) train
     if cfg.freeze_word_embeddings:
         bert.embeddings.word_embeddings.weight.requires_grad_(False)
+    # a row-sparse gradient of the rows looked up, which AdamW updates lazily (optim/adamw.py)
+    bert.embeddings.word_embeddings.sparse = cfg.lazy_word_embeddings
     if cfg.compile:
         compile_layers(bert, cfg.compile)
     model = MultitaskModel(bert, {n: cfg.task(n) for n in cfg.tasks}, cfg.pals, cfg.specs, cfg.lora).to(device)

@@ -19,8 +19,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from minbert.distributed import all_reduce_sum, broadcast_tensors, current
+from minbert.errors import MinbertError
 from minbert.multitask.conflicts import ConflictStats
 from minbert.multitask.objective import Objective, Terms
+from minbert.optim.grads import all_finite, clip_grad_norm_, coalesce_sparse
 
 Micro = list[tuple[dict, dict]]  # per micro-batch: {task: Batch}, {task: its share of the task's global batch}
 
@@ -44,6 +46,11 @@ class Stepper:
         self.own = {n: model.task_parameters(n) for n in cfg.tasks}
         self.scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
         self.world = current().world
+        if self.world > 1 and cfg.lazy_word_embeddings:
+            raise MinbertError(
+                "lazy_word_embeddings: not with several processes (their gradients are all-reduced dense); "
+                "run one process or set lazy_word_embeddings=false"
+            )
         self.ddp = None
         if self.world > 1 and self.per_task:
             broadcast_tensors(model.state_dict().values())  # rows are all-reduced by hand: sync weights once
@@ -62,6 +69,7 @@ class Stepper:
             set_grads(self.combine(rows, list(totals), step), self.shared)
         else:
             self.summed_backward(micro, totals, terms)
+        coalesce_sparse(self.model.parameters())  # a lazily updated table's rows summed (optim/grads.py)
         losses = dict(zip(totals, all_reduce_sum(torch.tensor(list(totals.values()), dtype=torch.float64)).tolist()))
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)  # clipping and AdamW see true gradients; inf/nan makes it skip the step
@@ -71,7 +79,7 @@ class Stepper:
             optimizer.zero_grad(set_to_none=True)
             return StepResult(losses, terms, True)
         if self.cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+            clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
         if self.scaler is not None:
             self.scaler.step(optimizer)
             self.scaler.update()
@@ -155,8 +163,7 @@ def flat_grads(grads, params) -> torch.Tensor:
 
 
 def grads_finite(model: nn.Module) -> bool:
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    return not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum()))
+    return all_finite([p.grad for p in model.parameters() if p.grad is not None])
 
 
 def set_grads(flat: torch.Tensor, params) -> None:

@@ -20,6 +20,12 @@ per-tensor Python loop costs more than the arithmetic for BERT's ~200 tensors.
 word-embedding table (11.7M values for the embedded checkpoint's vocabulary x 384) gets a dense gradient every
 step; it is several times faster than the foreach path (benchmarks/bench_kernels.py). tests/test_adamw.py checks
 both paths against torch.optim.AdamW and against each other.
+
+A row-sparse gradient (an `nn.Embedding(sparse=True)` table: `lazy_word_embeddings`) gets the lazy update of
+torch.optim.SparseAdam and TensorFlow's LazyAdam: only the rows the gradient names are read and written - their
+moments, their weight decay and their step - through the same kernel on those rows gathered into small tensors; the
+other rows, and their moments, stay as they are. A row in every step's gradient is updated exactly as the dense
+update would; the step count (the bias correction) is the table's, one per step as for every other tensor.
 """
 
 from __future__ import annotations
@@ -55,8 +61,6 @@ class AdamW(torch.optim.Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            if any(p.grad.is_sparse for p in params):
-                raise RuntimeError("AdamW does not support sparse gradients")
             for p in params:
                 if not self.state[p]:
                     self.state[p] = {
@@ -71,15 +75,29 @@ class AdamW(torch.optim.Optimizer):
                 self.state[p]["step"] += 1
                 by_step.setdefault(self.state[p]["step"], []).append(p)
             for t, ps in by_step.items():
-                self._update(ps, t, group)
+                dense = [p for p in ps if not p.grad.is_sparse]
+                if dense:
+                    state = [self.state[p] for p in dense]
+                    m, v = [s["exp_avg"] for s in state], [s["exp_avg_sq"] for s in state]
+                    self._update(dense, [p.grad for p in dense], m, v, t, group)
+                for p in ps:
+                    if p.grad.is_sparse:
+                        self._lazy(p, t, group)
         return loss
 
-    def _update(self, params, t, group):
+    def _lazy(self, p, t, group):
+        """The update of the rows a row-sparse gradient names; (V, ...) tables, rows along dim 0."""
+        g = p.grad.coalesce()  # duplicate rows summed (a no-op where the stepper coalesced already)
+        rows, values = g.indices()[0], g.values()  # (n,) distinct rows, (n, ...) their gradients
+        s = self.state[p]
+        w, m, v = (x.index_select(0, rows) for x in (p, s["exp_avg"], s["exp_avg_sq"]))  # (n, ...) each
+        self._update([w], [values.to(w.dtype)], [m], [v], t, group)
+        for dst, src in ((p, w), (s["exp_avg"], m), (s["exp_avg_sq"], v)):
+            dst.index_copy_(0, rows, src)
+
+    def _update(self, params, grads, m, v, t, group):
         b1, b2 = group["betas"]
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-        grads = [p.grad for p in params]
-        m = [self.state[p]["exp_avg"] for p in params]
-        v = [self.state[p]["exp_avg_sq"] for p in params]
         if group.get("fused"):
             steps = [torch.tensor(float(t))] * len(params)  # the kernel reads the step count, never writes it
             torch._fused_adamw_(
