@@ -88,6 +88,8 @@ class AdamW(torch.optim.Optimizer):
     def _lazy(self, p, t, group):
         """The update of the rows a row-sparse gradient names; (V, ...) tables, rows along dim 0."""
         g = p.grad.coalesce()  # duplicate rows summed (a no-op where the stepper coalesced already)
+        if g.sparse_dim() != 1:
+            raise ValueError(f"AdamW: a sparse gradient must be sparse in its rows only, got {g.sparse_dim()} dims")
         rows, values = g.indices()[0], g.values()  # (n,) distinct rows, (n, ...) their gradients
         s = self.state[p]
         w, m, v = (x.index_select(0, rows) for x in (p, s["exp_avg"], s["exp_avg_sq"]))  # (n, ...) each
