@@ -2,9 +2,10 @@
 
     python benchmarks/step_bound.py [--precision bf16] [--iters 24] [--no-write]
 
-bench_encoder.py's fine-tuning step (SST train batches of 32, mean pooling, a 5-way head, minbert's AdamW), as it runs
-with `freeze_word_embeddings` (a switch that changes the math: no gradient or update for the vocabulary table) and with
-`lazy_word_embeddings` (another: a row-sparse gradient of the rows looked up, updated lazily by AdamW), interleaved with the matmul peak at the encoder's shapes. Then torch.profiler over 8 steps of each, its operators
+bench_encoder.py's fine-tuning step (SST train batches of 32, mean pooling, a 5-way head, minbert's AdamW), as it
+runs, with `freeze_word_embeddings` (a switch that changes the math: no gradient or update for the vocabulary table)
+and with `lazy_word_embeddings` (another: a row-sparse gradient of the rows looked up, updated lazily by AdamW),
+interleaved with the matmul peak at the encoder's shapes. Then torch.profiler over 8 steps of each, its operators
 grouped: the matmuls themselves, AdamW's fused kernel, copies (autocast's weight and gradient casts among them), the
 dropout masks' random bits, and the rest. Two bounds follow from the profile and the measured share of peak:
 - the matmuls' own rate inside the step (their FLOPs over their time): what a step of nothing but its matmuls,
