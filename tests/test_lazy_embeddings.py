@@ -148,6 +148,8 @@ def test_several_processes_are_refused_in_one_line_before_any_step(tmp_path, tin
     cmd = ["torchrun", "--standalone", "--nproc-per-node", "2", "-m", "minbert", "train", str(QUICKSTART)]
     over = [*EXACT, f"checkpoint={tiny_encoder}", "lazy_word_embeddings=true", f"out={run}"]
     proc = subprocess.run([*cmd, *over], capture_output=True, text=True, timeout=600)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("minbert: error: lazy_word_embeddings")]
-    assert proc.returncode != 0 and len(lines) == 2, proc.stderr[-3000:]  # each worker: one line (and exit 2)
-    assert "not with several processes" in lines[0] and not run.exists()
+    # each worker that gets there writes the one line and exits 2; the two share stderr, so their lines can run into
+    # one, and torchrun may stop the second worker before it gets there
+    error = "minbert: error: lazy_word_embeddings: not with several processes"
+    assert proc.returncode != 0 and 1 <= proc.stderr.count(error) <= 2, proc.stderr[-3000:]
+    assert "exitcode  : 2" in proc.stderr and not run.exists()
