@@ -30,8 +30,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -94,18 +96,37 @@ def tiny_checkpoint(dest: Path) -> Path:
 
 
 def train(args, out: Path, *extra: str, torchrun: bool = False, wait: bool = True):
-    launcher = ["torchrun", "--standalone", "--nproc-per-node", "1", "-m"] if torchrun else [sys.executable, "-m"]
+    # torch.distributed.run is torchrun without relying on the script being on PATH (the GPU image's venv)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1", "-m"]
+    launcher = launcher if torchrun else [sys.executable, "-m"]
     cmd = [*launcher, "minbert", "train", str(QUICKSTART), *budget(args.quick), f"device={args.device}",
            f"checkpoint={args.checkpoint}", f"data_dir={args.data_dir}", f"out={out}", *extra]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if not wait:  # its output to a file beside the run: a pipe nobody reads would fill and stop it
+        with open(out.with_name(out.name + ".log"), "w") as log:
+            return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)  # fmt: skip
-    if not wait:
-        return proc
-    out_, err = proc.communicate(timeout=600)
+    try:
+        out_, err = proc.communicate(timeout=left())
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise RuntimeError(
+            f"minbert train did not end before the check's deadline (--time-limit {args.time_limit:g} s)"
+        )
     if proc.returncode:
+        failure(f"minbert train {out.name}", err)
         raise RuntimeError(f"minbert train exited {proc.returncode}: {err.strip().splitlines()[-1:]}")
     return out_ + err
+
+
+def failure(what: str, err: str) -> None:
+    """A failed command's stderr, its last 40 lines, to $OUT/failures.txt: the table has room for one line."""
+    if os.environ.get("OUT"):
+        tail = "\n".join(err.strip().splitlines()[-40:])
+        with open(Path(os.environ["OUT"], "failures.txt"), "a") as f:
+            f.write(f"== {what}\n{tail}\n\n")
 
 
 def finished(run: Path) -> dict:
@@ -165,8 +186,16 @@ def unpadded(model, ids, mask) -> torch.Tensor:
 
 
 def check_train(args, work: Path, precision: str) -> str:
+    """A short multitask run to completion with the fused pass. The bf16 run leaves the device to `auto`, and on a
+    GPU with bf16 the precision too, and checks what they chose (the log names both)."""
     run = work / f"train-{precision}"
-    train(args, run, f"precision={precision}", "fused=true")
+    if precision != "bf16":
+        log = train(args, run, f"precision={precision}", "fused=true")
+    else:
+        auto = args.device == "cuda" and torch.cuda.is_bf16_supported()  # a CPU's auto may rightly pick fp32
+        log = train(args, run, "device=auto", f"precision={'auto' if auto else 'bf16'}", "fused=true")
+        assert f"device {args.device}" in log, f"device=auto did not pick {args.device}"
+        assert f"precision bf16{' (auto)' if auto else ''}" in log, "the run's log names another precision"
     s = finished(run)
     state = json.loads(next((run / "checkpoints").glob("last-*/state.json")).read_text())
     if precision == "fp16":
@@ -175,25 +204,37 @@ def check_train(args, work: Path, precision: str) -> str:
     return f"{s['steps']} steps, dev overall {s['dev']['overall']:.4f}, {s['wall_time_s']:.0f} s"
 
 
-def check_resume(args, work: Path) -> str:
+def check_resume(args, work: Path, deterministic: bool = False) -> str:
     """A run killed after its first checkpoint and resumed ends with the weights of the run never stopped (on CUDA
-    bit-exact only if its kernels are deterministic: the largest difference is reported)."""
+    bit-exact only if its kernels are deterministic: the largest difference is reported; `deterministic` runs both
+    with torch.use_deterministic_algorithms). The two runs go side by side."""
     from safetensors.torch import load_file
 
-    full, killed = work / "resume-full", work / "resume-killed"
-    extra = ("precision=fp32",)
-    train(args, full, *extra)
+    if deterministic and args.device == "cpu":
+        return "skipped on CPU: its kernels are deterministic already (the check above)"
+    tag = "-deterministic" if deterministic else ""
+    full, killed = work / f"resume-full{tag}", work / f"resume-killed{tag}"
+    extra = ("precision=fp32", *(("deterministic=true",) if deterministic else ()))
+    whole = train(args, full, *extra, wait=False)
     proc = train(args, killed, *extra, wait=False)
-    deadline = time.time() + 300
     while not (killed / "last.json").is_file():
-        assert proc.poll() is None and time.time() < deadline, "the run ended before its first checkpoint"
+        if left() <= 1:
+            os.killpg(proc.pid, signal.SIGKILL)
+        assert proc.poll() is None, "the run ended (or met the deadline) before its first checkpoint"
         time.sleep(0.01)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "summary.json").exists(), "the kill came after the run ended"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     done = subprocess.run([sys.executable, "-m", "minbert", "train", "--resume", str(killed)], capture_output=True,
-                          text=True, env=env, timeout=600)  # fmt: skip
+                          text=True, env=env, timeout=left())  # fmt: skip
+    whole.wait(timeout=left())
+    err = full.with_name(full.name + ".log").read_text()
+    if whole.returncode:
+        failure(f"minbert train {full.name}", err)
+    assert whole.returncode == 0, f"the run never stopped exited {whole.returncode}: {err.strip().splitlines()[-1:]}"
+    if done.returncode:
+        failure(" ".join(done.args[3:5]), done.stderr)
     assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
 
     def weights(run):
@@ -237,7 +278,9 @@ def check_export(args, work: Path) -> str:
     assert run.is_dir(), "needs the train-bf16 check's run"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     done = subprocess.run([sys.executable, "-m", "minbert", "export", str(run), str(work / "hf"), "--format", "hf"],
-                          capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+                          capture_output=True, text=True, env=env, timeout=left())  # fmt: skip
+    if done.returncode:
+        failure(" ".join(done.args[3:5]), done.stderr)
     assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
     m = minbert.load(run, device="cpu")
     texts = ["a gorgeous, witty film", "a tedious mess"]
@@ -254,7 +297,9 @@ def check_export(args, work: Path) -> str:
     if importlib.util.find_spec("onnxruntime") is None:
         return result + "; onnx skipped (onnxruntime not installed)"
     done = subprocess.run([sys.executable, "-m", "minbert", "export", str(run), str(work / "onnx"), "--format", "onnx"],
-                          capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+                          capture_output=True, text=True, env=env, timeout=left())  # fmt: skip
+    if done.returncode:
+        failure(" ".join(done.args[3:5]), done.stderr)
     assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
     return result + "; onnx checked against PyTorch by the export itself"
 
@@ -330,16 +375,66 @@ def speed_row(ours, theirs, dev, dtype, batch: int, length: int, iters: int) -> 
             f"inference {batch / ia:.0f} vs {batch / ib:.0f} ex/s ({ib / ia:.2f}x){peak}")  # fmt: skip
 
 
+# (name, check, phase): the checks of a phase run side by side (--jobs), the phases one after another: export reads
+# the bf16 run, and the throughput check has the device to itself
+def check_compile_speed(args, work: Path) -> str:
+    """Does `compile: inductor` pay once compiled? A training step of the checkpoint with its layers compiled as the
+    config key compiles them (model/compile.py) against the eager step, same batches, interleaved, after the
+    compiled model's first steps (which the detail gives: the compile time a run pays once)."""
+    if args.device == "cpu":  # inductor on CPU needs a C++ toolchain; tests/test_switches.py covers compile there
+        return "skipped on CPU"
+    import copy
+
+    from minbert.model import BertModel
+    from minbert.model.compile import compile_layers
+    from minbert.optim import AdamW
+
+    dev, dtype = torch.device(args.device), torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    batch, length, iters = 64, 128, 10
+    eager = BertModel.from_pretrained(args.checkpoint).float().to(dev).configured(device_type=dev.type).train()
+    compiled = copy.deepcopy(eager)
+    assert compile_layers(compiled, "inductor"), "compile_layers fell back to eager"
+    ids = torch.randint(1000, eager.config.vocab_size, (batch, length), device=dev)
+    mask = torch.ones_like(ids)
+    mask[: batch // 2, length // 2 :] = 0  # half the batch padded to half its length, as the throughput check
+    opts = {id(m): AdamW(m.parameters(), lr=1e-5) for m in (eager, compiled)}
+
+    def step(model):
+        with torch.autocast(dev.type, dtype=dtype):
+            h = model(ids, mask)[0]
+        h.float().mean().backward()
+        opts[id(model)].step()
+        opts[id(model)].zero_grad(set_to_none=True)
+
+    t = time.perf_counter()
+    for _ in range(3):
+        step(compiled)
+    torch.cuda.synchronize()
+    first = time.perf_counter() - t
+    tc, te = timed_pair(lambda: step(compiled), lambda: step(eager), iters, torch.cuda.synchronize)
+    return (f"train step compiled {batch / tc:.0f} vs eager {batch / te:.0f} ex/s ({te / tc:.2f}x); the first 3 "
+            f"compiled steps {first:.0f} s ({str(dtype).removeprefix('torch.')}, batch {batch} x {length})")  # fmt: skip
+
+
 CHECKS = [
-    ("parity with transformers", check_parity),
-    ("train bf16, fused", lambda a, w: check_train(a, w, "bf16")),
-    ("train fp16 + GradScaler, fused", lambda a, w: check_train(a, w, "fp16")),
-    ("resume after a kill", check_resume),
-    ("torchrun, 1 process", check_torchrun),
-    ("torch.compile", check_compile),
-    ("export hf / onnx", check_export),
-    ("throughput vs transformers", check_speed),
+    ("parity with transformers", check_parity, 0),
+    ("train bf16, fused", lambda a, w: check_train(a, w, "bf16"), 0),
+    ("train fp16 + GradScaler, fused", lambda a, w: check_train(a, w, "fp16"), 0),
+    ("resume after a kill", check_resume, 0),
+    ("resume, deterministic algorithms", lambda a, w: check_resume(a, w, deterministic=True), 0),
+    ("torchrun, 1 process", check_torchrun, 0),
+    ("torch.compile", check_compile, 0),
+    ("export hf / onnx", check_export, 1),
+    ("throughput vs transformers", check_speed, 2),
+    ("compiled step vs eager", check_compile_speed, 3),
 ]
+
+DEADLINE = float("inf")  # set by main from --time-limit
+
+
+def left() -> float:
+    """Seconds to the script's deadline, for the subprocesses' timeouts (at least 1)."""
+    return max(1.0, DEADLINE - time.monotonic())
 
 
 def environment(args) -> str:
@@ -358,8 +453,16 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", help="the CS224N files (default: minbert's data folder)")
     p.add_argument("--only", nargs="*", help="run only the checks whose name starts with one of these words")
     p.add_argument("--no-record", action="store_true", help="do not append the table to benchmarks/RESULTS.md")
+    p.add_argument("--jobs", type=int, help="checks run side by side within a phase (default: 4 on cuda, 1 on cpu)")
+    p.add_argument(
+        "--time-limit",
+        type=float,
+        default=900.0,
+        help="seconds for all checks: a check not started by then is skipped, a run past it stopped",
+    )
     p.add_argument("--prepare", metavar="DIR", help="write the fp16 checkpoint and data subsets to carry, and stop")
     args = p.parse_args(argv)
+    args.jobs = args.jobs or (4 if args.device == "cuda" else 1)
     if args.prepare:
         prepare(Path(args.prepare))
         return 0
@@ -371,24 +474,44 @@ def main(argv=None) -> int:
         args.checkpoint or (tiny_checkpoint(work / "tiny") if args.quick else default_checkpoint_dir())
     )
     args.data_dir = str(args.data_dir or data_dir())
-    rows, failed = [], 0
-    for name, fn in CHECKS:
-        if args.only and not any(name.startswith(w) for w in args.only):
-            continue
-        t = time.perf_counter()
-        try:
-            result, ok = fn(args, work), "ok"
-        except Exception as e:  # each check on its own: report it and go on
-            result, ok = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}", "FAILED"
-            failed += 1
-            traceback.print_exc()
-        rows.append(f"| {name} | {ok} | {result} | {time.perf_counter() - t:.0f} s |")
-        print(rows[-1], flush=True)
-    table = "\n".join(["| check | result | detail | time |", "|---|---|---|---|", *rows])
+    global DEADLINE
+    DEADLINE = time.monotonic() + args.time_limit
+    chosen = [c for c in CHECKS if not args.only or any(c[0].startswith(w) for w in args.only)]
+    rows: dict[str, str] = {}
+    lock = threading.Lock()
     setup = f"{environment(args)}; checkpoint {args.checkpoint}; {'quick' if args.quick else 'full'} budget"
-    text = f"{setup}\n\n{table}\n"
-    if os.environ.get("OUT"):
-        Path(os.environ["OUT"], "gpu_check.md").write_text(text)
+    setup += f"; checks of a phase side by side, --jobs {args.jobs}"
+
+    def run_one(name, fn) -> bool:
+        t = time.perf_counter()
+        if DEADLINE - time.monotonic() < 5:
+            result, ok = f"not started: the --time-limit of {args.time_limit:g} s was spent", "SKIPPED"
+        else:
+            try:
+                result, ok = fn(args, work), "ok"
+            except Exception as e:  # each check on its own: report it and go on
+                result, ok = f"{type(e).__name__}: {' '.join(str(e).split())[:300]}", "FAILED"
+                traceback.print_exc()
+        with lock:
+            rows[name] = f"| {name} | {ok} | {result} | {time.perf_counter() - t:.0f} s |"
+            print(rows[name], flush=True)
+            write_table()  # after every check: a run stopped from outside still leaves the rows it finished
+        return ok == "ok"
+
+    def write_table() -> str:
+        body = [rows[n] for n, _, _ in chosen if n in rows]
+        table = "\n".join(["| check | result | detail | time |", "|---|---|---|---|", *body])
+        if os.environ.get("OUT"):
+            Path(os.environ["OUT"], "gpu_check.md").write_text(f"{setup}\n\n{table}\n")
+        return table
+
+    results = []
+    for phase in sorted({c[2] for c in chosen}):
+        group = [(n, fn) for n, fn, ph in chosen if ph == phase]
+        with ThreadPoolExecutor(max_workers=max(1, min(args.jobs, len(group)))) as pool:
+            results += list(pool.map(lambda c: run_one(*c), group))
+    failed = results.count(False)
+    table = write_table()
     sys.path.insert(0, str(Path(__file__).parent))
     from _record import record
 

@@ -122,6 +122,43 @@ def test_interrupted_save_does_not_move_the_pointer(tmp_path, monkeypatch):
     assert load_snapshot(tmp_path, "last", fresh)["step"] == 1 and torch.all(fresh.weight == 1.0)
 
 
+def test_restored_optimizer_moments_live_on_the_parameters_device():
+    # a checkpoint's tensors load on the CPU; on a GPU the moments must follow the weights there (the fused kernel
+    # refuses a mix). The meta device stands in for the GPU here
+    from minbert.multitask.state import optimizer_state, restore_optimizer
+    from minbert.optim import AdamW
+
+    m = torch.nn.Linear(3, 3)
+    opt = AdamW(m.parameters(), lr=0.1)
+    m(torch.randn(2, 3)).sum().backward()
+    opt.step()
+    tensors, meta = optimizer_state(m, opt)
+    other = torch.nn.Linear(3, 3, device="meta")
+    opt2 = AdamW(other.parameters(), lr=0.1)
+    restore_optimizer(other, opt2, tensors, meta)
+    moments = [v for s in opt2.state.values() for v in s.values() if torch.is_tensor(v)]
+    assert len(moments) == 4 and all(v.device.type == "meta" for v in moments)
+    assert opt2.state[other.weight]["step"] == 1
+
+
+def test_checkpoints_keep_the_gpus_random_stream(tmp_path, monkeypatch):
+    # dropout on a GPU draws from the CUDA generator: a resumed run continues it (simulated where there is no GPU)
+    from minbert.optim import AdamW
+
+    stream, restored = torch.arange(16, dtype=torch.uint8), []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda *a: stream.clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda t, *a: restored.append(t))
+    m = torch.nn.Linear(3, 3)
+    opt = AdamW(m.parameters(), lr=0.1)
+    m(torch.randn(2, 3)).sum().backward()
+    opt.step()
+    save_snapshot(tmp_path, "last", 1, m, opt, state={"step": 1})
+    load_snapshot(tmp_path, "last", torch.nn.Linear(3, 3), AdamW(m.parameters(), lr=0.1))
+    assert len(restored) == 1 and torch.equal(restored[0], stream)
+
+
 def test_cross_encoder_batches_carry_token_types(ckpt):
     tok = Tokenizer.from_pretrained(ckpt)
     from minbert.data import Example

@@ -1,4 +1,5 @@
-"""Speed and memory switches: gradient checkpointing, fp16 with a gradient scaler, torch.compile with fallback."""
+"""Speed and memory switches: gradient checkpointing, fp16 with a gradient scaler, torch.compile with fallback,
+deterministic algorithms."""
 
 import json
 import logging
@@ -66,3 +67,15 @@ def test_freeze_word_embeddings_leaves_the_table_untouched(tmp_path):
         w["bert.embeddings.position_embeddings.weight"],
         BertModel.from_pretrained(default_checkpoint_dir()).embeddings.position_embeddings.weight,
     )
+
+
+def test_deterministic_switch_trains_the_same_weights_and_restores_the_global_setting(tmp_path, caplog, tiny_encoder):
+    # on a CPU the kernels are deterministic already, so the switch must not change a bit; the process-wide setting
+    # it turns on is put back when the run ends (the API may call train in a longer-lived process)
+    exact = EXACT + [f"checkpoint={tiny_encoder}"]
+    tr.train(load_config(TrainConfig, QUICKSTART, exact + [f"out={tmp_path / 'plain'}"]))
+    with caplog.at_level(logging.INFO, logger="minbert"):
+        tr.train(load_config(TrainConfig, QUICKSTART, exact + ["deterministic=true", f"out={tmp_path / 'det'}"]))
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert_same_weights(tmp_path / "plain", tmp_path / "det")
+    assert "device cpu, precision fp32" in caplog.text  # the log names what the run runs on

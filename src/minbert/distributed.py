@@ -74,7 +74,13 @@ def shard(idx: list[int], rank: int, world: int) -> list[int]:
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """t summed over the ranks, in place. NCCL reduces CUDA tensors only: a CPU one (the step's loss totals) makes
+    the trip to this rank's GPU and back."""
     if current().world > 1:
+        if t.device.type != "cuda" and dist.get_backend() == "nccl":
+            on_gpu = t.to(torch.device("cuda", torch.cuda.current_device()))
+            dist.all_reduce(on_gpu, op=dist.ReduceOp.SUM)
+            return t.copy_(on_gpu)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 

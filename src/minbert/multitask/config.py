@@ -131,6 +131,9 @@ class TrainConfig:
     grad_accum: Annotated[int, ge(1)] = 1
     grad_checkpointing: bool = False  # recompute encoder activations in the backward (less memory, ~1/3 more time)
     compile: str = ""  # a torch.compile backend for the encoder layers ("inductor", ...); "" = eager
+    # torch.use_deterministic_algorithms: GPU kernels that give the same bits every run (slower; an op with no such
+    # kernel stops the run saying which); a CPU run is deterministic already
+    deterministic: bool = False
     # CPU threads per process; 0 = the cores shared among this machine's processes
     threads: Annotated[int, within(0, 1024, note="0 = automatic")] = 0
     freeze_word_embeddings: bool = False  # changes the math: no gradient or update for the vocabulary table

@@ -48,6 +48,8 @@ def save_snapshot(
     if optimizer is not None:
         tensors, state["optimizer"] = optimizer_state(model, optimizer)
         tensors["rng/torch"] = torch.get_rng_state()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on a GPU draws from its own stream
+            tensors["rng/cuda"] = torch.cuda.get_rng_state()
         tensors.update({f"extra/{k}": v for k, v in (extra or {}).items()})
         save_tensors(folder / "optimizer.safetensors", tensors)
     atomic_write_text(folder / "state.json", json.dumps(state, indent=1))
@@ -204,6 +206,8 @@ def load_snapshot(
         if optimizer is not None:
             restore_optimizer(model, optimizer, tensors, state["optimizer"])
             torch.set_rng_state(tensors["rng/torch"])
+            if "rng/cuda" in tensors and torch.cuda.is_available():
+                torch.cuda.set_rng_state(tensors["rng/cuda"])
             if extra is not None:
                 extra.update({k.removeprefix("extra/"): v for k, v in tensors.items() if k.startswith("extra/")})
         if damaged:
@@ -233,7 +237,7 @@ def restore_optimizer(model: nn.Module, optimizer, tensors: dict, meta: dict) ->
         if key.startswith(("rng/", "extra/")):
             continue
         k, n = key.split("/", 1)
-        optimizer.state[params[n]][k] = v.clone()
+        optimizer.state[params[n]][k] = v.to(params[n].device, copy=True)  # the file's tensors are on the CPU
     for key, v in meta["scalars"].items():
         k, n = key.split("/", 1)
         optimizer.state[params[n]][k] = v

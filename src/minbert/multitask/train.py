@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from minbert.runs import (
     new_run_dir,
     progress,
     release_memory,
+    resolve_precision,
     save_tensors,
     seed_everything,
     set_threads,
@@ -124,6 +126,10 @@ TEACHER_FILE = "teacher.safetensors"  # distillation targets, computed once per 
 def train(cfg: TrainConfig, resume: Path | None = None, overwrite: bool = False) -> dict:
     cfg = extended(cfg.validate()).validate()  # from_run: the run's tasks join the config, kept as they are
     began = time.time()  # wall time counts loading and prediction too, and adds up across resumed sessions
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    if cfg.deterministic:  # before the first cuBLAS call: its workspace setting is read when its handle is made
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
     d, device = setup(cfg.device)  # one process, or this rank of a torchrun job
     try:
         with contextlib.ExitStack() as held:  # the run directory's lock, released however training ends
@@ -140,6 +146,7 @@ def train(cfg: TrainConfig, resume: Path | None = None, overwrite: bool = False)
             return t.finish()
     finally:
         teardown()
+        torch.use_deterministic_algorithms(was_deterministic)
 
 
 class Trainer:
@@ -190,6 +197,10 @@ class Trainer:
         elif d.main:
             dump_yaml(cfg, self.run / "config.yaml")
         log.info("run directory: %s", self.run)
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else ""
+        chosen = " (auto)" if cfg.precision == "auto" else ""
+        log.info("device %s%s, precision %s%s", self.device, f" ({name})" if name else "",
+                 resolve_precision(self.device, cfg.precision), chosen)  # fmt: skip
         trims = f"; the heap trimmed every {cfg.trim_every} steps (trim_every)" if cfg.trim_every else ""
         log.info("memory allocator: %s", allocator.describe() + ("" if allocator.loaded() else trims))
         train = self.data["train"]
@@ -238,6 +249,8 @@ class Trainer:
             own = tensors.get(f"rng/rank{self.d.rank}")
             if own is not None:
                 torch.set_rng_state(own)
+                if f"rng/cuda-rank{self.d.rank}" in tensors and self.device.type == "cuda":
+                    torch.cuda.set_rng_state(tensors[f"rng/cuda-rank{self.d.rank}"])
             else:  # saved by a run with fewer processes: a fresh stream of this rank's own
                 self.rank_seed(self.st.global_step)
         self.metrics.truncate_after(self.st.global_step)  # records written after the checkpoint are replayed
@@ -334,6 +347,9 @@ class Trainer:
         tensors = self.tech.objective.tensors()
         if self.d.world > 1:  # every rank's own dropout stream (all ranks take part in the gather)
             tensors.update({f"rng/rank{r}": t for r, t in enumerate(all_gather(torch.get_rng_state()))})
+            if self.device.type == "cuda":  # and its GPU's stream, which dropout there draws from
+                cuda = all_gather(torch.cuda.get_rng_state())
+                tensors.update({f"rng/cuda-rank{r}": t for r, t in enumerate(cuda)})
         if self.d.main:
             state = dataclasses.asdict(st)
             del state["tasks"]  # the same as consumed's keys

@@ -101,7 +101,8 @@ class AdamW(torch.optim.Optimizer):
         b1, b2 = group["betas"]
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
         if group.get("fused"):
-            steps = [torch.tensor(float(t))] * len(params)  # the kernel reads the step count, never writes it
+            # the kernel reads the step count (never writes it), on the weights' device: CUDA's refuses a CPU one
+            steps = [torch.tensor(float(t), device=params[0].device)] * len(params)
             torch._fused_adamw_(
                 params,
                 grads,
