@@ -2,7 +2,7 @@
 quickstart setup (SST, Quora, STS; embedded checkpoint; `--precision auto`: bf16 where the CPU has it natively,
 else fp32). Run by hand, with nothing else running:
 
-    python benchmarks/bench_techniques.py [--steps 10] [--precision auto|fp32|bf16]
+    python benchmarks/bench_techniques.py [--steps 10] [--precision auto|fp32|bf16] [--only PALs LoRA]
 
 Each variant trains `--steps` round-robin steps (after 2 warm-up steps) through the real training loop's
 per-step code (multitask.stepper.Stepper.step), with the same batches. Appends the table to benchmarks/RESULTS.md.
@@ -39,6 +39,13 @@ VARIANTS = {
     "sentiment MNRL on SST (extra loss)": ["tasks.sst.extra_losses.mnrl_sentiment.weight=1"],
     "heads lr x10, layer decay 0.9": ["head_lr_mult=10", "layer_lr_decay=0.9"],
 }
+# per-task LoRA as configs/study/realistic-lora.yaml runs it: every linear layer of the encoder, alpha = 2 x rank
+LORA = (
+    "lora={enabled: true, rank: %d, alpha: %d, targets: [query, key, value, attention_output, intermediate, output]%s}"
+)
+for r in (8, 32):
+    VARIANTS[f"LoRA r{r}, shared weights frozen"] = [LORA % (r, 2 * r, "")]
+    VARIANTS[f"LoRA r{r}, shared weights trained"] = [LORA % (r, 2 * r, ", train_shared: true")]
 
 
 def time_variant(overrides: list[str], steps: int, precision: str) -> float:
@@ -77,8 +84,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--only", nargs="*", help="only the variants whose name starts with one of these (and sum)")
     args = ap.parse_args()
-    times = {name: time_variant(o, args.steps, args.precision) for name, o in VARIANTS.items()}
+    chosen = {n: o for n, o in VARIANTS.items() if not o or not args.only or any(n.startswith(w) for w in args.only)}
+    times = {name: time_variant(o, args.steps, args.precision) for name, o in chosen.items()}
     precision = resolve_precision(torch.device("cpu"), args.precision)
     base = times["sum (baseline)"]
     rows = [f"| {name} | {t * 1000:.0f} | {t / base:.2f}x |" for name, t in times.items()]
