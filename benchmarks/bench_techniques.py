@@ -48,7 +48,8 @@ for r in (8, 32):
     VARIANTS[f"LoRA r{r}, shared weights trained"] = [LORA % (r, 2 * r, ", train_shared: true")]
 
 
-def time_variant(overrides: list[str], steps: int, precision: str) -> float:
+def time_variant(overrides: list[str], steps: int, precision: str) -> tuple[float, int]:
+    """Seconds per step, and the number of parameters the variant trains."""
     cfg = load_config(
         TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"precision={precision}", *overrides]
     ).validate()
@@ -69,7 +70,7 @@ def time_variant(overrides: list[str], steps: int, precision: str) -> float:
     t = time.perf_counter()
     for i in range(steps):
         step(i + 2)
-    return (time.perf_counter() - t) / steps
+    return (time.perf_counter() - t) / steps, sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def cpu_name() -> str:
@@ -89,9 +90,10 @@ def main() -> None:
     chosen = {n: o for n, o in VARIANTS.items() if not o or not args.only or any(n.startswith(w) for w in args.only)}
     times = {name: time_variant(o, args.steps, args.precision) for name, o in chosen.items()}
     precision = resolve_precision(torch.device("cpu"), args.precision)
-    base = times["sum (baseline)"]
-    rows = [f"| {name} | {t * 1000:.0f} | {t / base:.2f}x |" for name, t in times.items()]
-    table = "\n".join(["| technique | ms per round-robin step | relative to sum |", "|---|---|---|", *rows])
+    base = times["sum (baseline)"][0]
+    rows = [f"| {name} | {t * 1000:.0f} | {t / base:.2f}x | {n:,} |" for name, (t, n) in times.items()]
+    head = "| technique | ms per round-robin step | relative to sum | trained parameters |"
+    table = "\n".join([head, "|---|---|---|---|", *rows])
     setup = (
         f"configs/quickstart.yaml (batch 32 per task, {precision}; CPU: {cpu_name()}), one step = one batch "
         f"of each of SST, Quora, STS, forward + backward + AdamW; mean of {args.steps} steps after 2 warm-up; "
