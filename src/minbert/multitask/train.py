@@ -126,12 +126,12 @@ TEACHER_FILE = "teacher.safetensors"  # distillation targets, computed once per 
 def train(cfg: TrainConfig, resume: Path | None = None, overwrite: bool = False) -> dict:
     cfg = extended(cfg.validate()).validate()  # from_run: the run's tasks join the config, kept as they are
     began = time.time()  # wall time counts loading and prediction too, and adds up across resumed sessions
-    was_deterministic = torch.are_deterministic_algorithms_enabled()
-    if cfg.deterministic:  # before the first cuBLAS call: its workspace setting is read when its handle is made
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
     d, device = setup(cfg.device)  # one process, or this rank of a torchrun job
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
     try:
+        if cfg.deterministic:  # before the first cuBLAS call (the model's build): its handle reads the workspace size
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
         with contextlib.ExitStack() as held:  # the run directory's lock, released however training ends
             t = Trainer(cfg, d, device, began)
             t.setup(resume, overwrite, held)
