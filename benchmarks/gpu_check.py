@@ -101,7 +101,7 @@ def train(args, out: Path, *extra: str, torchrun: bool = False, wait: bool = Tru
     launcher = launcher if torchrun else [sys.executable, "-m"]
     cmd = [*launcher, "minbert", "train", str(QUICKSTART), *budget(args.quick), f"device={args.device}",
            f"checkpoint={args.checkpoint}", f"data_dir={args.data_dir}", f"out={out}", *extra]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = child_env()
     if not wait:  # its output to a file beside the run: a pipe nobody reads would fill and stop it
         with open(out.with_name(out.name + ".log"), "w") as log:
             return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -119,6 +119,22 @@ def train(args, out: Path, *extra: str, torchrun: bool = False, wait: bool = Tru
         failure(f"minbert train {out.name}", err)
         raise RuntimeError(f"minbert train exited {proc.returncode}: {err.strip().splitlines()[-1:]}")
     return out_ + err
+
+
+def child_env() -> dict:
+    """The environment of the commands the checks start: this checkout's src first on the path."""
+    return {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def run_minbert(*argv: str) -> subprocess.CompletedProcess:
+    """`python -m minbert ARGV` to its end (or the deadline); a failure's stderr goes to failures.txt, then fails
+    the check with its last line."""
+    done = subprocess.run([sys.executable, "-m", "minbert", *argv], capture_output=True, text=True, env=child_env(),
+                          timeout=left())  # fmt: skip
+    if done.returncode:
+        failure(f"minbert {' '.join(argv[:2])}", done.stderr)
+    assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
+    return done
 
 
 def failure(what: str, err: str) -> None:
@@ -225,17 +241,12 @@ def check_resume(args, work: Path, deterministic: bool = False) -> str:
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "summary.json").exists(), "the kill came after the run ended"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run([sys.executable, "-m", "minbert", "train", "--resume", str(killed)], capture_output=True,
-                          text=True, env=env, timeout=left())  # fmt: skip
+    run_minbert("train", "--resume", str(killed))
     whole.wait(timeout=left())
     err = full.with_name(full.name + ".log").read_text()
     if whole.returncode:
         failure(f"minbert train {full.name}", err)
     assert whole.returncode == 0, f"the run never stopped exited {whole.returncode}: {err.strip().splitlines()[-1:]}"
-    if done.returncode:
-        failure(" ".join(done.args[3:5]), done.stderr)
-    assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
 
     def weights(run):
         return load_file(str(sorted((run / "checkpoints").glob("last-*"))[-1] / "model.safetensors"))
@@ -276,12 +287,7 @@ def check_export(args, work: Path) -> str:
 
     run = work / "train-bf16"
     assert run.is_dir(), "needs the train-bf16 check's run"
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run([sys.executable, "-m", "minbert", "export", str(run), str(work / "hf"), "--format", "hf"],
-                          capture_output=True, text=True, env=env, timeout=left())  # fmt: skip
-    if done.returncode:
-        failure(" ".join(done.args[3:5]), done.stderr)
-    assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
+    run_minbert("export", str(run), str(work / "hf"), "--format", "hf")
     m = minbert.load(run, device="cpu")
     texts = ["a gorgeous, witty film", "a tedious mess"]
     exported = transformers.AutoModel.from_pretrained(work / "hf").eval()
@@ -296,11 +302,7 @@ def check_export(args, work: Path) -> str:
         return result + "; onnx skipped (--quick)"
     if importlib.util.find_spec("onnxruntime") is None:
         return result + "; onnx skipped (onnxruntime not installed)"
-    done = subprocess.run([sys.executable, "-m", "minbert", "export", str(run), str(work / "onnx"), "--format", "onnx"],
-                          capture_output=True, text=True, env=env, timeout=left())  # fmt: skip
-    if done.returncode:
-        failure(" ".join(done.args[3:5]), done.stderr)
-    assert done.returncode == 0, done.stderr.strip().splitlines()[-1:]
+    run_minbert("export", str(run), str(work / "onnx"), "--format", "onnx")
     return result + "; onnx checked against PyTorch by the export itself"
 
 
@@ -341,24 +343,35 @@ def check_speed(args, work: Path) -> str:
     return "; ".join(rows) + f" ({str(dtype).removeprefix('torch.')}, batch {batch} x {length})"
 
 
+def timing_batch(vocab_size: int, batch: int, length: int, dev) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random ids (batch, length) and their mask, half the batch padded to half its length."""
+    ids = torch.randint(1000, vocab_size, (batch, length), device=dev)
+    mask = torch.ones_like(ids)
+    mask[: batch // 2, length // 2 :] = 0
+    return ids, mask
+
+
+def train_step(model, opt, ids, mask, dtype, hf: bool = False) -> None:
+    """One timed training step: forward under autocast, a mean loss, backward, the optimizer's step."""
+    with torch.autocast(ids.device.type, dtype=dtype):
+        h = model(input_ids=ids, attention_mask=mask).last_hidden_state if hf else model(ids, mask)[0]
+    h.float().mean().backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
 def speed_row(ours, theirs, dev, dtype, batch: int, length: int, iters: int) -> str:
     from minbert.optim import AdamW
 
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     ours.configured(device_type=dev.type)
-    ids = torch.randint(1000, ours.config.vocab_size, (batch, length), device=dev)
-    mask = torch.ones_like(ids)
-    mask[: batch // 2, length // 2 :] = 0  # half the batch padded to half its length
+    ids, mask = timing_batch(ours.config.vocab_size, batch, length, dev)
     opt_a = AdamW(ours.parameters(), lr=1e-5)
     opt_b = torch.optim.AdamW(theirs.parameters(), lr=1e-5, fused=cuda)
 
     def step(model, opt, hf):
-        with torch.autocast(dev.type, dtype=dtype):
-            h = model(input_ids=ids, attention_mask=mask).last_hidden_state if hf else model(ids, mask)[0]
-        h.float().mean().backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        train_step(model, opt, ids, mask, dtype, hf)
 
     def infer(model, hf):
         with torch.inference_mode(), torch.autocast(dev.type, dtype=dtype):
@@ -375,8 +388,6 @@ def speed_row(ours, theirs, dev, dtype, batch: int, length: int, iters: int) -> 
             f"inference {batch / ia:.0f} vs {batch / ib:.0f} ex/s ({ib / ia:.2f}x){peak}")  # fmt: skip
 
 
-# (name, check, phase): the checks of a phase run side by side (--jobs), the phases one after another: export reads
-# the bf16 run, and the throughput check has the device to itself
 def check_compile_speed(args, work: Path) -> str:
     """Does `compile: inductor` pay once compiled? A training step of the checkpoint with its layers compiled as the
     config key compiles them (model/compile.py) against the eager step, same batches, interleaved, after the
@@ -394,17 +405,11 @@ def check_compile_speed(args, work: Path) -> str:
     eager = BertModel.from_pretrained(args.checkpoint).float().to(dev).configured(device_type=dev.type).train()
     compiled = copy.deepcopy(eager)
     assert compile_layers(compiled, "inductor"), "compile_layers fell back to eager"
-    ids = torch.randint(1000, eager.config.vocab_size, (batch, length), device=dev)
-    mask = torch.ones_like(ids)
-    mask[: batch // 2, length // 2 :] = 0  # half the batch padded to half its length, as the throughput check
+    ids, mask = timing_batch(eager.config.vocab_size, batch, length, dev)  # as the throughput check's
     opts = {id(m): AdamW(m.parameters(), lr=1e-5) for m in (eager, compiled)}
 
     def step(model):
-        with torch.autocast(dev.type, dtype=dtype):
-            h = model(ids, mask)[0]
-        h.float().mean().backward()
-        opts[id(model)].step()
-        opts[id(model)].zero_grad(set_to_none=True)
+        train_step(model, opts[id(model)], ids, mask, dtype)
 
     t = time.perf_counter()
     for _ in range(3):
@@ -416,6 +421,8 @@ def check_compile_speed(args, work: Path) -> str:
             f"compiled steps {first:.0f} s ({str(dtype).removeprefix('torch.')}, batch {batch} x {length})")  # fmt: skip
 
 
+# (name, check, phase): the checks of a phase run side by side (--jobs), the phases one after another: export reads
+# the bf16 run, and the throughput checks have the device to themselves
 CHECKS = [
     ("parity with transformers", check_parity, 0),
     ("train bf16, fused", lambda a, w: check_train(a, w, "bf16"), 0),
