@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from minbert.config import load_config
-from minbert.model.varlen import buckets, layout
+from minbert.model.varlen import buckets, layout, scatter, split_heads, to_grid
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
 from minbert.multitask.fused import flatten, fused_forward
@@ -81,14 +81,17 @@ def test_flat_layout_places_every_token_once_without_padding():
     assert sum(v.sizes) == real and len(v.sizes) == len(v.grids) > 1
     # attention grids: each bucket's (B, T) grid holds its sentences' tokens row by row, left-aligned
     begin = 0
-    for size, (B, T), keep, mask in zip(v.sizes, v.grids, v.keep, v.mask):
+    for size, (B, T), keep, mask, fill in zip(v.sizes, v.grids, v.keep, v.mask, v.fill):
         n = v.lengths[begin : begin + B]
         assert T == int(n[0]) and int(n.sum()) == size
+        assert (keep is None) == (fill is None)
         if keep is not None:
             rows, cols = keep // T, keep % T
             assert rows.tolist() == [r for r, k in enumerate(n.tolist()) for _ in range(k)]
             assert cols.tolist() == [c for k in n.tolist() for c in range(k)]
             assert mask.reshape(B, T).reshape(-1).nonzero().squeeze(1).tolist() == keep.tolist()
+            # the gather index: real token i at its slot keep[i], the zero row (index size) at every other slot
+            assert fill[keep].tolist() == list(range(size)) and int((fill == size).sum()) == B * T - size
         begin += B
     assert B * T <= 1.5 * size  # the last bucket too: padding within a bucket stays small
 
@@ -101,6 +104,28 @@ def test_buckets_minimize_padded_attention_plus_a_cost_per_bucket():
     v = layout([10, 9, 3, 3], "cpu", cost=100)
     assert v.grids == [(2, 10), (2, 3)] and v.keep[1] is None and v.mask[1] is None and v.sizes == [19, 6]
     assert v.keep[0].tolist() == list(range(10)) + list(range(10, 19))  # row 2's last slot (19) is padding
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_grids_are_the_scatter_and_permute_they_replace_bit_for_bit(dtype):
+    # to_grid and scatter (gathers from the rows plus one zero row) against zeros + index_copy, split_heads (one
+    # contiguous copy) against the permuted views: the same values and the same gradients, exactly
+    torch.manual_seed(0)
+    v = layout([6, 5, 5, 2], "cpu", cost=1000.0)  # one (4, 6) bucket: 18 real tokens, slot n = 18 is the zero row
+    keep, fill, (B, T) = v.keep[0], v.fill[0], v.grids[0]
+    assert fill.tolist() == [*range(6), *range(6, 11), 18, *range(11, 16), 18, 16, 17, 18, 18, 18, 18]
+    rows = torch.randn(len(keep), 12, dtype=dtype, requires_grad=True)
+    g = torch.randn(B * T, 12, dtype=dtype)
+    ours = to_grid(rows, fill)
+    (ours * g).sum().backward()
+    ours_grad, rows.grad = rows.grad, None
+    ref = rows.new_zeros(B * T, 12).index_copy(0, keep, rows)
+    (ref * g).sum().backward()
+    assert torch.equal(ours, ref) and torch.equal(ours_grad, rows.grad)
+    assert torch.equal(scatter(rows, keep, B * T), ref)  # encode's way back to (B, T): the same gather
+    qkv = torch.randn(B, T, 12, dtype=dtype)  # 2 heads of size 2
+    for a, b in zip(split_heads(qkv, 2), qkv.view(B, T, 3, 2, 2).permute(2, 0, 3, 1, 4).unbind(0)):
+        assert a.is_contiguous() and torch.equal(a, b)
 
 
 def test_fused_forward_without_grad_matches_per_task_outputs():

@@ -161,7 +161,7 @@ def test_unpadding_falls_back_where_the_layout_cannot_say_the_mask(ckpt, monkeyp
 
 
 def test_attention_implementations_agree_and_are_chosen_once_per_device():
-    from minbert.model.bert import ATTENTION, SpeedPaths
+    from minbert.model.bert import ATTENTION, SpeedPaths, scores
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 4, 7, 8, generator=g) for _ in range(3))  # (B, nh, T, hs)
@@ -175,6 +175,8 @@ def test_attention_implementations_agree_and_are_chosen_once_per_device():
     ours, math = (ATTENTION[name](*low, mask, 0.0) for name in ("cpu_inference", "math"))
     err, math_err = ((x.float() - fp32).abs().max() for x in (ours, math))
     assert ours.dtype == torch.bfloat16 and err < 0.05 and err <= math_err, (err, math_err)
+    # its in-place mask and fp32-reading softmax are training's scores, cast to fp32, softmax, rounded: bit for bit
+    assert torch.equal(ours, scores(*low[:2], mask).float().softmax(-1).bfloat16() @ low[2])
     assert SpeedPaths.for_device("cpu") == SpeedPaths("math", "cpu_inference", True, reuse_embedding_grad=True)
     assert SpeedPaths.for_device("cuda") == SpeedPaths("sdpa", "sdpa", False)
 

@@ -90,8 +90,7 @@ class BertSelfAttention(nn.Module):
         nh, hs = self.n_head, H // self.n_head
         # one (H, 3H) matmul instead of three, forward and backward; and in a packed bf16 inference copy
         if (train and self.paths.fused_qkv) or self.packed_qkv is not None:
-            qkv = self.qkv(x, lora).view(B, T, 3, nh, hs).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
-            q, k, v = qkv.unbind(0)  # (B, nh, T, hs) each
+            q, k, v = varlen.split_heads(self.qkv(x, lora), nh)  # (B, nh, T, hs) each
         else:
             q = lora_add(self.query(x), lora, "query", x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
             k = lora_add(self.key(x), lora, "key", x).view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
@@ -172,10 +171,16 @@ def attention_cpu_inference(q, k, v, mask, p: float) -> torch.Tensor:
     fp32 and rounded back. The CPU's bf16 softmax kernel is several times slower than its fp32 one on (B, 12, T, T)
     scores of short sentences, and SDPA's bf16 kernel at head size 32 costs a fifth of a bf16 inference pass for
     about 1% of its FLOPs (benchmarks/RESULTS.md, "bench_encoder"). The scores are rounded to bf16 as in training's
-    attention; the probabilities are rounded once, after the softmax."""
+    attention; the probabilities are rounded once, after the softmax. With no backward to keep cheap, the mask is
+    filled into the scores in place and the softmax reads the bf16 scores as fp32 itself: the values of `scores`
+    followed by `.float().softmax(-1)`, bit for bit, without two more passes over the scores
+    (benchmarks/bench_regroup.py)."""
     if q.dtype == torch.float32:
         return sdpa(q, k, v, mask, p)
-    return scores(q, k, mask).float().softmax(-1).to(v.dtype) @ v  # (B, nh, T, hs)
+    s = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (B, nh, T, T), as in `scores`
+    if mask is not None:
+        s.masked_fill_(~mask, float("-inf"))
+    return torch.softmax(s, -1, dtype=torch.float32).to(v.dtype) @ v  # (B, nh, T, hs)
 
 
 # Attention implementations by name, as transformers chooses its own: (B, nh, T, hs) q, k, v, a boolean (B, 1, 1, T)
@@ -363,7 +368,7 @@ class BertModel(nn.Module):
         B, T, H = x.shape
         v, real = u
         y = self.layers(x.reshape(B * T, H).index_select(0, real), v, adapters, lora)  # (N, H) real tokens only
-        return y.new_zeros(B * T, H).index_copy(0, real, y).view(B, T, H)  # (B, T, H), zeros at padding
+        return varlen.scatter(y, real, B * T).view(B, T, H)  # (B, T, H), zeros at padding
 
     def layers(self, x, mask, adapters: list[Adapter] | None, lora: Route | None = None) -> torch.Tensor:
         routes = lora.layers(len(self.encoder.layer)) if lora is not None else None

@@ -42,6 +42,7 @@ class Varlen:
     grids: list[tuple[int, int]]  # per bucket (B, T): its sentences and its longest sentence's length
     mask: list[torch.Tensor | None]  # per bucket (B, 1, 1, T) which keys are real
     keep: list[torch.Tensor | None]  # per bucket (n,) the real tokens' positions in its (B * T) grid; None: no padding
+    fill: list[torch.Tensor | None]  # per bucket (B * T,) which of its n real tokens fills each grid slot, n: padding
 
     @property
     def positions(self) -> torch.Tensor:
@@ -76,7 +77,7 @@ def layout(lengths: list[int], device, cost: float = BUCKET_COST) -> Varlen:
     assert all(a >= b for a, b in zip(lengths, lengths[1:])), "lengths must be sorted longest first"
     n = np.asarray(lengths, dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(n)[:-1]])
-    sizes, grids, mask, keep = [], [], [], []
+    sizes, grids, mask, keep, fill = [], [], [], [], []
     begin = 0
     to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
     for end in buckets(lengths, cost):
@@ -85,34 +86,67 @@ def layout(lengths: list[int], device, cost: float = BUCKET_COST) -> Varlen:
         sizes.append(int(ln.sum()))
         grids.append((B, T))
         if (ln == T).all():  # no padding: the bucket's tokens are already a (B, T) grid
-            mask.append(None), keep.append(None)
+            mask.append(None), keep.append(None), fill.append(None)
         else:
             real = np.arange(T)[None, :] < ln[:, None]  # (B, T)
             mask.append(to(real)[:, None, None, :])
             keep.append(to(np.flatnonzero(real)))
+            fill.append(to(grid_index(np.flatnonzero(real), B * T)))
         begin = end
     segment = np.repeat(np.arange(len(n)), n)
-    return Varlen(to(n), to(starts), to(segment), sizes, grids, mask, keep)
+    return Varlen(to(n), to(starts), to(segment), sizes, grids, mask, keep, fill)
+
+
+def grid_index(positions: np.ndarray, slots: int) -> np.ndarray:
+    """(slots,) for each slot of a grid the row of `positions` (each row's slot, all distinct) that fills it, and
+    len(positions) - the zero row `to_grid` appends - for the slots no row fills."""
+    index = np.full(slots, len(positions), dtype=np.int64)
+    index[positions] = np.arange(len(positions))
+    return index
+
+
+def to_grid(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(n, C) rows -> (len(index), C): the rows at their slots, zeros at the others (`grid_index`). A gather from
+    the rows with one zero row appended, where zeros + index_copy would scatter: on CPU the gather is several times
+    faster forward (benchmarks/bench_regroup.py), its backward an index_add in which each row receives one slot's
+    gradient (an exact copy), and the values are the same bit for bit."""
+    return torch.cat([rows, rows.new_zeros(1, rows.shape[1])]).index_select(0, index)  # (slots, C)
+
+
+def scatter(rows: torch.Tensor, positions: torch.Tensor, slots: int) -> torch.Tensor:
+    """(n, C) rows placed at `positions` (n,) of a (slots, C) grid of zeros, as a gather (`to_grid`)."""
+    index = torch.full((slots,), len(positions), dtype=torch.int64, device=positions.device)
+    index[positions] = torch.arange(len(positions), device=positions.device)
+    return to_grid(rows, index)  # (slots, C)
 
 
 def attention(qkv: torch.Tensor, v: Varlen, n_head: int, attend) -> torch.Tensor:
     """(N, 3H) flat queries, keys and values -> (N, H) attention output. `attend(q, k, v, mask)` is the padded
     attention on (B, nh, T, hs) tensors, as the caller runs it (written-out math or SDPA)."""
     H3 = qkv.shape[1]
-    H, hs = H3 // 3, H3 // 3 // n_head
+    H = H3 // 3
     out = []
-    # split, index_copy and index_select rather than slicing and fancy indexing: their backwards are a concatenation,
-    # a gather and an index_add (slicing's zero-fills all N rows; fancy indexing's is an accumulating index_put,
-    # many times slower than index_add on CPU in an ad-hoc timing)
-    for part, (B, T), mask, keep in zip(qkv.split(v.sizes), v.grids, v.mask, v.keep):
+    # split, gathers (to_grid) and index_select rather than slicing and fancy indexing: their backwards are a
+    # concatenation, index_adds and an index_add (slicing's zero-fills all N rows; fancy indexing's is an accumulating
+    # index_put, many times slower than index_add on CPU in an ad-hoc timing)
+    for part, (B, T), mask, keep, fill in zip(qkv.split(v.sizes), v.grids, v.mask, v.keep, v.fill):
         if keep is None:
             grid = part.view(B, T, H3)  # (B, T, 3H)
-        else:  # padding slots stay zero: masked as keys, and their outputs are dropped below
-            grid = part.new_zeros(B * T, H3).index_copy(0, keep, part).view(B, T, H3)  # (B, T, 3H)
-        q, k, val = grid.view(B, T, 3, n_head, hs).permute(2, 0, 3, 1, 4).unbind(0)  # (B, nh, T, hs) each
+        else:  # padding slots are zero: masked as keys, and their outputs are dropped below
+            grid = to_grid(part, fill).view(B, T, H3)  # (B, T, 3H)
+        q, k, val = split_heads(grid, n_head)  # (B, nh, T, hs) each
         y = attend(q, k, val, mask).transpose(1, 2).reshape(B * T, H)  # (B*T, H)
         out.append(y if keep is None else y.index_select(0, keep))  # (n, H): the real tokens, in flat order
     return torch.cat(out)  # (N, H)
+
+
+def split_heads(qkv: torch.Tensor, n_head: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, T, 3H) queries, keys and values -> q, k, v (B, nh, T, hs), each contiguous. One copy of all three: the
+    batched matmuls of attention would otherwise copy each permuted operand themselves, forward and backward, one
+    call per operand; the values are the same bit for bit (benchmarks/bench_regroup.py)."""
+    B, T, H3 = qkv.shape
+    hs = H3 // 3 // n_head
+    return qkv.view(B, T, 3, n_head, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (3, B, nh, T, hs) unbound
 
 
 def unpad(attention_mask) -> tuple[Varlen, torch.Tensor] | None:
