@@ -9,7 +9,9 @@ interleaved with the matmul peak at the encoder's shapes. Then torch.profiler ov
 grouped: the matmuls themselves, AdamW's fused kernel, copies (autocast's weight and gradient casts among them), the
 dropout masks' random bits, and the rest. Two bounds follow from the profile and the measured share of peak:
 - the matmuls' own rate inside the step (their FLOPs over their time): what a step of nothing but its matmuls,
-  run as they run there, would reach;
+  run as they run there, would reach; and the same for the two kinds apart - the projections and the feed-forward
+  (mm, addmm: large products over all of a batch's tokens) and attention's batched matmuls (bmm: a small product per
+  sentence and head, over each bucket's padded grid, counted on real tokens);
 - the share of peak if everything outside the four groups took no time at all (LayerNorm, GELU, softmax, residual
   adds, the unpadding gathers, Python and autograd), the four groups left as they are.
 """
@@ -37,19 +39,20 @@ GROUPS = {
 }
 
 
-def grouped(fn, steps: int = 8) -> tuple[dict[str, float], float, list[tuple[str, float]]]:
-    """Self CPU seconds per step by group (the rest under "rest"), the profiled seconds per step, and the rest's
-    operators with their seconds per step, largest first."""
+def grouped(fn, steps: int = 8) -> tuple[dict[str, float], float, list[tuple[str, float]], dict[str, float]]:
+    """Self CPU seconds per step by group (the rest under "rest"), the profiled seconds per step, the rest's
+    operators with their seconds per step, largest first, and every operator's seconds per step."""
     with profile(activities=[ProfilerActivity.CPU]) as p:
         for _ in range(steps):
             fn()
-    totals, rest = {k: 0.0 for k in [*GROUPS, "rest"]}, []
+    totals, rest, ops = {k: 0.0 for k in [*GROUPS, "rest"]}, [], {}
     for e in p.key_averages():
         group = next((g for g, names in GROUPS.items() if e.key in names), "rest")
-        totals[group] += e.self_cpu_time_total / 1e6 / steps
+        ops[e.key] = e.self_cpu_time_total / 1e6 / steps
+        totals[group] += ops[e.key]
         if group == "rest":
-            rest.append((e.key, e.self_cpu_time_total / 1e6 / steps))
-    return totals, sum(totals.values()), sorted(rest, key=lambda kv: -kv[1])
+            rest.append((e.key, ops[e.key]))
+    return totals, sum(totals.values()), sorted(rest, key=lambda kv: -kv[1]), ops
 
 
 def main() -> None:
@@ -73,25 +76,33 @@ def main() -> None:
         params = [p for p in [*model.parameters(), *head.parameters()] if p.requires_grad]
         fns[name] = train_fn(model, head, AdamW(params, lr=1e-5), data, bf16, False)
         flops = statistics.mean(real_flops(model.config, m.sum(1).tolist(), True) for _, m, _ in data)
+        c = model.config  # attention's part of real_flops: q k^T and probabilities @ v per sentence, 3x for training
+        attn = statistics.mean(
+            3 * c.num_hidden_layers * sum(4 * n * n * c.hidden_size for n in m.sum(1).tolist()) for _, m, _ in data
+        )
     times, peak = interleaved(fns, args.iters, peak_fn(torch.bfloat16 if bf16 else torch.float32))
     rows, rests = [], []
     for name, fn in fns.items():
         share = flops / times[name] / 1e9 / peak
-        g, total, rest = grouped(fn)
+        g, total, rest, ops = grouped(fn)
         rests.append(f"- {name}: " + ", ".join(f"{k} {v / total:.1%}" for k, v in rest[:10]))
         frac = {k: v / total for k, v in g.items()}
         in_step = flops / g["matmuls"] / 1e9 / peak  # the matmuls' rate inside the step, as a share of peak
+        dense = (flops - attn) / (ops.get("aten::mm", 0.0) + ops.get("aten::addmm", 0.0)) / 1e9 / peak
+        small = attn / ops.get("aten::bmm", float("inf")) / 1e9 / peak
         kept = sum(frac[k] for k in GROUPS)
         rows.append(
             f"| {name} | {32 / times[name]:.1f} | **{share:.0%}** | "
             + " | ".join(f"{frac[k]:.1%}" for k in [*GROUPS, "rest"])
-            + f" | {in_step:.0%} | **{share / kept:.0%}** |"
+            + f" | {in_step:.0%} | {dense:.0%} | {small:.0%} ({ops.get('aten::bmm', 0.0) / total:.1%} of the step)"
+            + f" | **{share / kept:.0%}** |"
         )
     table = "\n".join(
         [
             "| step | sentences/s | share of peak | matmuls | AdamW | copies | dropout bits | rest "
-            "| the matmuls' own rate in the step | share if the rest took no time |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| the matmuls' own rate in the step | projections and feed-forward (mm, addmm) | attention (bmm) "
+            "| share if the rest took no time |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
             "The largest operators of the rest (share of the profiled step):",
