@@ -5,6 +5,8 @@ import random
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minbert.config import load_config
 from minbert.model.varlen import buckets, layout, scatter, split_heads, to_grid
@@ -126,6 +128,21 @@ def test_grids_are_the_scatter_and_permute_they_replace_bit_for_bit(dtype):
     qkv = torch.randn(B, T, 12, dtype=dtype)  # 2 heads of size 2
     for a, b in zip(split_heads(qkv, 2), qkv.view(B, T, 3, 2, 2).permute(2, 0, 3, 1, 4).unbind(0)):
         assert a.is_contiguous() and torch.equal(a, b)
+
+
+@given(
+    lengths=st.lists(st.integers(1, 40), min_size=1, max_size=60).map(lambda n: sorted(n, reverse=True)),
+    cost=st.sampled_from([0.0, 50.0, 3000.0, 1e6]),
+)
+@settings(max_examples=60)
+def test_every_bucket_grid_is_the_scatter_of_its_tokens(lengths, cost):
+    # any layout: each padded bucket's gather index puts its real tokens where index_copy put them, zeros elsewhere
+    v = layout(lengths, "cpu", cost)
+    for part, (B, T), keep, fill in zip(torch.arange(sum(lengths)).split(v.sizes), v.grids, v.keep, v.fill):
+        rows = part.double()[:, None].expand(-1, 2)  # (n, 2): distinct row values
+        grid = rows.view(B, T, 2) if keep is None else to_grid(rows, fill).view(B, T, 2)
+        ref = rows.new_zeros(B * T, 2).index_copy(0, keep, rows) if keep is not None else rows
+        assert torch.equal(grid.reshape(B * T, 2), ref)
 
 
 def test_fused_forward_without_grad_matches_per_task_outputs():
