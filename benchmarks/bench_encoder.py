@@ -112,6 +112,23 @@ def batches(tok, split: str, size: int, count: int, shuffle: bool):
     return out
 
 
+def pass_data(ckpt) -> tuple[list, list]:
+    """The batches every pass here runs: 8 shuffled SST train batches of 32 for training, the first 1,024 SST dev
+    sentences in dev order, batches of 64, for inference."""
+    tok = Tokenizer.from_pretrained(ckpt)
+    return batches(tok, "train", 32, 8, shuffle=True), batches(tok, "dev", 64, 16, shuffle=False)
+
+
+def runner_copy(model: BertModel, bf16: bool) -> BertModel:
+    """The encoder as `Runner` runs it for inference: in bf16 a bf16 copy of its weights (model/cast.py), its linear
+    layers from packed weights where bf16 is native; in fp32 its linear layers through oneDNN where that is faster
+    (both model/onednn.py)."""
+    wrapped = torch.nn.ModuleDict({"bert": model})
+    if bf16:
+        return (PackedCopy if packs_bf16() else CastCopy)(wrapped, ("bert",), torch.bfloat16).get()["bert"]
+    return OneDNNCopy(wrapped, ("bert",)).get()["bert"] if faster_here() else model
+
+
 def mean_pool(hidden, mask):
     m = mask[..., None].to(hidden.dtype)  # (B, T, 1)
     return (hidden * m).sum(1) / m.sum(1)
@@ -158,19 +175,16 @@ def infer_sides(ours, ref, data, bf16: bool, ort: dict) -> dict:
     before = copy.deepcopy(ours).eval()
     for layer in before.encoder.layer:
         layer.attention.self.paths = dataclasses.replace(layer.attention.self.paths, eval_attention="sdpa")
-    if not bf16:  # ours as the Runner runs it: the linear layers through oneDNN where that is faster
-        fast = OneDNNCopy(torch.nn.ModuleDict({"bert": ours}), ("bert",)).get()["bert"] if faster_here() else ours
+    if not bf16:
         return {
-            "ours": infer_fn(fast, data, False, False),
+            "ours": infer_fn(runner_copy(ours, False), data, False, False),
             "plain": infer_fn(before, data, False, False),
             "transformers": infer_fn(ref, data, False, True),
             **ort,
         }
-    wrapped = torch.nn.ModuleDict({"bert": ours})
-    cast = CastCopy(wrapped, ("bert",), torch.bfloat16).get()["bert"]
-    packed = (PackedCopy if packs_bf16() else CastCopy)(wrapped, ("bert",), torch.bfloat16).get()["bert"]
+    cast = CastCopy(torch.nn.ModuleDict({"bert": ours}), ("bert",), torch.bfloat16).get()["bert"]
     return {
-        "ours": infer_fn(packed, data, True, False),
+        "ours": infer_fn(runner_copy(ours, True), data, True, False),
         "unpacked": infer_fn(cast, data, True, False),
         "plain": infer_fn(before, data, True, False),
         "transformers": infer_fn(ref, data, True, True),
@@ -262,9 +276,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     ckpt = default_checkpoint_dir()
-    tok = Tokenizer.from_pretrained(ckpt)
-    train_data = batches(tok, "train", 32, 8, shuffle=True)
-    infer_data = batches(tok, "dev", 64, 16, shuffle=False)
+    train_data, infer_data = pass_data(ckpt)
     lengths = {
         k: [int(n) for _, m, _ in d for n in m.sum(1)] for k, d in (("train", train_data), ("infer", infer_data))
     }

@@ -26,13 +26,10 @@ import platform
 
 import torch
 from _record import record  # benchmarks/_record.py (scripts run from the repository root)
-from bench_encoder import batches, infer_fn, interleaved, train_fn
+from bench_encoder import infer_fn, interleaved, pass_data, runner_copy, train_fn
 
-from minbert.data.tokenizer import Tokenizer
 from minbert.model import BertModel, default_checkpoint_dir, varlen
 from minbert.model.bert import ATTENTION, scores, sdpa
-from minbert.model.cast import CastCopy
-from minbert.model.onednn import OneDNNCopy, PackedCopy, faster_here, packs_bf16
 from minbert.optim import AdamW
 
 
@@ -91,19 +88,11 @@ def under(old: bool, fn):
     return call
 
 
-def fast_copy(model: BertModel, bf16: bool) -> BertModel:
-    """The encoder as `Runner` runs it for inference (bench_encoder.py's "ours")."""
-    wrapped = torch.nn.ModuleDict({"bert": model})
-    if bf16:
-        return (PackedCopy if packs_bf16() else CastCopy)(wrapped, ("bert",), torch.bfloat16).get()["bert"]
-    return OneDNNCopy(wrapped, ("bert",)).get()["bert"] if faster_here() else model
-
-
 def same_values(ckpt, train_data, infer_data, bf16: bool) -> tuple[bool, bool]:
     """(inference outputs equal, weights after 3 training steps equal), old code against new, bit for bit."""
     outs = []
     for old in (True, False):
-        model = fast_copy(BertModel.from_pretrained(ckpt).eval(), bf16)
+        model = runner_copy(BertModel.from_pretrained(ckpt).eval(), bf16)
         with code(old), torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             outs.append([model.sentence_embedding(i, m, pooling="mean") for i, m, _ in infer_data[:4]])
     weights = []
@@ -129,9 +118,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.manual_seed(0)
     ckpt = default_checkpoint_dir()
-    tok = Tokenizer.from_pretrained(ckpt)
-    train_data = batches(tok, "train", 32, 8, shuffle=True)
-    infer_data = batches(tok, "dev", 64, 16, shuffle=False)
+    train_data, infer_data = pass_data(ckpt)
     rows = []
     for precision in ("bf16", "fp32"):
         bf16 = precision == "bf16"
@@ -142,7 +129,7 @@ def main() -> None:
             head = torch.nn.Linear(model.config.hidden_size, 5)
             opt = AdamW([*model.parameters(), *head.parameters()], lr=1e-5)
             fns[("train", old)] = under(old, train_fn(model, head, opt, train_data, bf16, False))
-            infer = fast_copy(copy.deepcopy(model).eval(), bf16)
+            infer = runner_copy(copy.deepcopy(model).eval(), bf16)
             fns[("infer", old)] = under(old, infer_fn(infer, infer_data, bf16, False))
         for kind, per_call in (("train", 32), ("infer", sum(len(y) for _, _, y in infer_data))):
             pair = {old: fns[(kind, old)] for old in (True, False)}
