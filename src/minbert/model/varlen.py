@@ -141,12 +141,13 @@ def attention(qkv: torch.Tensor, v: Varlen, n_head: int, attend) -> torch.Tensor
 
 
 def split_heads(qkv: torch.Tensor, n_head: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, T, 3H) queries, keys and values -> q, k, v (B, nh, T, hs), each contiguous. One copy of all three: the
-    batched matmuls of attention would otherwise copy each permuted operand themselves, forward and backward, one
-    call per operand; the values are the same bit for bit (benchmarks/bench_regroup.py)."""
+    """(B, T, 3H) queries, keys and values -> q, k, v (B, nh, T, hs). On a CPU each is contiguous, one copy of all
+    three: the batched matmuls of CPU attention would otherwise copy each permuted operand themselves, forward and
+    backward, one call per operand; the values are the same bit for bit (benchmarks/bench_regroup.py). Elsewhere
+    they stay views, as SDPA's GPU kernels take them."""
     B, T, H3 = qkv.shape
-    hs = H3 // 3 // n_head
-    return qkv.view(B, T, 3, n_head, hs).permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # (3, B, nh, T, hs) unbound
+    heads = qkv.view(B, T, 3, n_head, H3 // 3 // n_head).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
+    return (heads.contiguous() if qkv.device.type == "cpu" else heads).unbind(0)
 
 
 def unpad(attention_mask) -> tuple[Varlen, torch.Tensor] | None:
