@@ -1,13 +1,14 @@
-"""Attention's data movement before and after: gathers instead of scatters, one copy of q, k and v, and bf16
-inference's scores masked in place with a softmax that reads them as fp32 itself.
+"""Attention's data movement before and after: gathers instead of scatters where no backward follows, one copy of
+q, k and v, and bf16 inference's scores masked in place with a softmax that reads them as fp32 itself.
 
     python benchmarks/bench_regroup.py [--iters 20] [--no-write]
 
 model/varlen.py regroups the flat real tokens of a batch into a small padded grid per bucket of similar-length
 sentences for attention, and `BertModel.encode` puts the flat states back into the batch's (B, T) grid. Before, both
 were zeros + `index_copy` (a scatter) and attention's q, k and v were permuted views that each batched matmul copied
-itself; now both are gathers from the rows with one zero row appended (`varlen.to_grid`) and q, k, v are one
-contiguous copy (`varlen.split_heads`). bf16 CPU inference's attention (`attention_cpu_inference`) added an -inf
+itself; now both are gathers from the rows with one zero row appended where no backward follows (`varlen.to_grid`,
+`varlen.scatter`; with a backward they stay index_copy, whose backward is the cheaper) and q, k, v are one
+contiguous copy on CPUs (`varlen.split_heads`). bf16 CPU inference's attention (`attention_cpu_inference`) added an -inf
 bias to its scores and cast them to fp32 before the softmax; it now fills the mask in place and lets the softmax
 read the bf16 scores as fp32. This script keeps the old code (verbatim below) and times both on
 bench_encoder.py's passes - the fine-tuning step (SST train batches of 32, mean pooling, a 5-way head, minbert's
@@ -111,6 +112,43 @@ def same_values(ckpt, train_data, infer_data, bf16: bool) -> tuple[bool, bool]:
     )
 
 
+def grid_ops(data, iters: int) -> list[str]:
+    """The two ways into a bucket's grid alone, on every padded bucket of the training batches' layouts: (n, 3H)
+    bf16 rows (the q, k, v projection's output), zeros + index_copy against a gather from the rows plus one zero
+    row, forward only and forward + backward; milliseconds for all of them, medians of interleaved calls. to_grid
+    takes the gather where no backward follows and index_copy where one does."""
+    buckets = []
+    for _, mask, _ in data:
+        u = varlen.unpad(mask)
+        if u is not None:
+            v = u[0]
+            buckets += [(B * T, keep, fill) for (B, T), keep, fill in zip(v.grids, v.keep, v.fill) if keep is not None]
+    rows = [torch.randn(len(keep), 1152, dtype=torch.bfloat16, requires_grad=True) for _, keep, _ in buckets]
+    grads = [torch.randn(slots, 1152, dtype=torch.bfloat16) for slots, _, _ in buckets]
+
+    def run(gather: bool, backward: bool):
+        def call():
+            for r, g, (slots, keep, fill) in zip(rows, grads, buckets):
+                with torch.set_grad_enabled(backward):
+                    if gather:
+                        y = torch.cat([r, r.new_zeros(1, r.shape[1])]).index_select(0, fill)  # (slots, 3H)
+                    else:
+                        y = r.new_zeros(slots, r.shape[1]).index_copy(0, keep, r)  # (slots, 3H)
+                if backward:
+                    y.backward(g)
+
+        return call
+
+    out = []
+    for backward in (False, True):
+        times, _ = interleaved({gather: run(gather, backward) for gather in (False, True)}, iters, lambda: 0.0)
+        out.append(
+            f"| {'forward + backward' if backward else 'forward (no grad)'} | {len(buckets)} "
+            f"| {times[False] * 1e3:.2f} | {times[True] * 1e3:.2f} | **{times[False] / times[True]:.2f}x** |"
+        )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=20)
@@ -145,12 +183,20 @@ def main() -> None:
             "| precision | pass | before sentences/s | after | after / before | same values bit for bit |",
             "|---|---|---|---|---|---|",
             *rows,
+            "",
+            "The regrouping alone (the training batches' padded buckets, (n, 3H) bf16 rows into each grid; "
+            "milliseconds for all of them; to_grid takes the gather without a backward, index_copy with one):",
+            "",
+            "| pass | buckets | zeros + index_copy ms | gather (rows + a zero row) ms | index_copy / gather |",
+            "|---|---|---|---|---|",
+            *grid_ops(train_data, args.iters),
         ]
     )
     setup = (
         "bench_encoder.py's passes with attention's data movement as it was (zeros + index_copy, permuted q, k, v; "
-        "bf16 inference: an -inf bias added, the scores cast to fp32 for the softmax) and as it is (gathers, one "
-        "contiguous q, k, v copy; the mask filled in place, a softmax reading bf16 as fp32); training: 8 shuffled SST train batches of 32, "
+        "bf16 inference: an -inf bias added, the scores cast to fp32 for the softmax) and as it is (gathers where no "
+        "backward follows, one contiguous q, k, v copy; the mask filled in place, a softmax reading bf16 as fp32); "
+        "training: 8 shuffled SST train batches of 32, "
         "medians of the interleaved steps, 'same values' = the weights after 3 steps from the same seed; "
         "inference as Runner runs it, 1,024 SST dev sentences in batches of 64, 'same values' = the embeddings of "
         f"the first 4 batches; {args.iters} interleaved calls of each; torch {torch.__version__}, "

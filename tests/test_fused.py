@@ -110,21 +110,23 @@ def test_buckets_minimize_padded_attention_plus_a_cost_per_bucket():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_grids_are_the_scatter_and_permute_they_replace_bit_for_bit(dtype):
-    # to_grid and scatter (gathers from the rows plus one zero row) against zeros + index_copy, split_heads (one
-    # contiguous copy) against the permuted views: the same values and the same gradients, exactly
+    # to_grid and scatter (with no backward to follow a gather from the rows plus one zero row) against zeros +
+    # index_copy, split_heads (one contiguous copy) against the permuted views: the same values and gradients, exactly
     torch.manual_seed(0)
     v = layout([6, 5, 5, 2], "cpu", cost=1000.0)  # one (4, 6) bucket: 18 real tokens, slot n = 18 is the zero row
     keep, fill, (B, T) = v.keep[0], v.fill[0], v.grids[0]
     assert fill.tolist() == [*range(6), *range(6, 11), 18, *range(11, 16), 18, 16, 17, 18, 18, 18, 18]
     rows = torch.randn(len(keep), 12, dtype=dtype, requires_grad=True)
     g = torch.randn(B * T, 12, dtype=dtype)
-    ours = to_grid(rows, fill)
-    (ours * g).sum().backward()
-    ours_grad, rows.grad = rows.grad, None
     ref = rows.new_zeros(B * T, 12).index_copy(0, keep, rows)
     (ref * g).sum().backward()
-    assert torch.equal(ours, ref) and torch.equal(ours_grad, rows.grad)
-    assert torch.equal(scatter(rows, keep, B * T), ref)  # encode's way back to (B, T): the same gather
+    ref_grad, rows.grad = rows.grad, None
+    ours = to_grid(rows, keep, fill)  # a backward follows: zeros + index_copy
+    (ours * g).sum().backward()
+    assert torch.equal(ours, ref) and torch.equal(rows.grad, ref_grad)
+    with torch.no_grad():  # none follows: the gather from the rows plus a zero row
+        assert torch.equal(to_grid(rows, keep, fill), ref) and torch.equal(scatter(rows, keep, B * T), ref)
+    assert torch.equal(scatter(rows, keep, B * T), ref)  # encode's way back to (B, T)
     qkv = torch.randn(B, T, 12, dtype=dtype)  # 2 heads of size 2
     for a, b in zip(split_heads(qkv, 2), qkv.view(B, T, 3, 2, 2).permute(2, 0, 3, 1, 4).unbind(0)):
         assert a.is_contiguous() and torch.equal(a, b)
@@ -140,7 +142,7 @@ def test_every_bucket_grid_is_the_scatter_of_its_tokens(lengths, cost):
     v = layout(lengths, "cpu", cost)
     for part, (B, T), keep, fill in zip(torch.arange(sum(lengths)).split(v.sizes), v.grids, v.keep, v.fill):
         rows = part.double()[:, None].expand(-1, 2)  # (n, 2): distinct row values
-        grid = rows.view(B, T, 2) if keep is None else to_grid(rows, fill).view(B, T, 2)
+        grid = rows.view(B, T, 2) if keep is None else to_grid(rows, keep, fill).view(B, T, 2)  # the gather
         ref = rows.new_zeros(B * T, 2).index_copy(0, keep, rows) if keep is not None else rows
         assert torch.equal(grid.reshape(B * T, 2), ref)
 

@@ -105,19 +105,24 @@ def grid_index(positions: np.ndarray, slots: int) -> np.ndarray:
     return index
 
 
-def to_grid(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """(n, C) rows -> (len(index), C): the rows at their slots, zeros at the others (`grid_index`). A gather from
-    the rows with one zero row appended, where zeros + index_copy would scatter: on CPU the gather is several times
-    faster forward (benchmarks/bench_regroup.py), its backward an index_add in which each row receives one slot's
-    gradient (an exact copy), and the values are the same bit for bit."""
-    return torch.cat([rows, rows.new_zeros(1, rows.shape[1])]).index_select(0, index)  # (slots, C)
+def to_grid(rows: torch.Tensor, keep: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """(n, C) rows -> (len(fill), C): row i at slot keep[i], zeros at the other slots (`fill`: `grid_index` of
+    `keep`). Two ways to the same values, bit for bit, each where it is the faster on CPU
+    (benchmarks/bench_regroup.py, "the regrouping alone"): with no backward to follow, a gather from the rows with
+    one zero row appended, several times faster than zeros + index_copy; when one follows, zeros + index_copy, whose
+    backward - a gather - costs less than the gather's own, an index_add, on buckets this small."""
+    if torch.is_grad_enabled() and rows.requires_grad:
+        return rows.new_zeros(len(fill), rows.shape[1]).index_copy(0, keep, rows)  # (slots, C)
+    return torch.cat([rows, rows.new_zeros(1, rows.shape[1])]).index_select(0, fill)  # (slots, C)
 
 
 def scatter(rows: torch.Tensor, positions: torch.Tensor, slots: int) -> torch.Tensor:
-    """(n, C) rows placed at `positions` (n,) of a (slots, C) grid of zeros, as a gather (`to_grid`)."""
-    index = torch.full((slots,), len(positions), dtype=torch.int64, device=positions.device)
-    index[positions] = torch.arange(len(positions), device=positions.device)
-    return to_grid(rows, index)  # (slots, C)
+    """(n, C) rows placed at `positions` (n,) of a (slots, C) grid of zeros (`to_grid`)."""
+    if torch.is_grad_enabled() and rows.requires_grad:  # to_grid's index_copy: the index below is not needed
+        return rows.new_zeros(slots, rows.shape[1]).index_copy(0, positions, rows)  # (slots, C)
+    fill = torch.full((slots,), len(positions), dtype=torch.int64, device=positions.device)
+    fill[positions] = torch.arange(len(positions), device=positions.device)
+    return to_grid(rows, positions, fill)  # (slots, C)
 
 
 def attention(qkv: torch.Tensor, v: Varlen, n_head: int, attend) -> torch.Tensor:
@@ -126,14 +131,14 @@ def attention(qkv: torch.Tensor, v: Varlen, n_head: int, attend) -> torch.Tensor
     H3 = qkv.shape[1]
     H = H3 // 3
     out = []
-    # split, gathers (to_grid) and index_select rather than slicing and fancy indexing: their backwards are a
-    # concatenation, index_adds and an index_add (slicing's zero-fills all N rows; fancy indexing's is an accumulating
-    # index_put, many times slower than index_add on CPU in an ad-hoc timing)
+    # split, to_grid and index_select rather than slicing and fancy indexing: their backwards are a concatenation,
+    # gathers and an index_add (slicing's zero-fills all N rows; fancy indexing's is an accumulating index_put, many
+    # times slower than index_add on CPU in an ad-hoc timing)
     for part, (B, T), mask, keep, fill in zip(qkv.split(v.sizes), v.grids, v.mask, v.keep, v.fill):
         if keep is None:
             grid = part.view(B, T, H3)  # (B, T, 3H)
         else:  # padding slots are zero: masked as keys, and their outputs are dropped below
-            grid = to_grid(part, fill).view(B, T, H3)  # (B, T, 3H)
+            grid = to_grid(part, keep, fill).view(B, T, H3)  # (B, T, 3H)
         q, k, val = split_heads(grid, n_head)  # (B, nh, T, hs) each
         y = attend(q, k, val, mask).transpose(1, 2).reshape(B * T, H)  # (B*T, H)
         out.append(y if keep is None else y.index_select(0, keep))  # (n, H): the real tokens, in flat order
