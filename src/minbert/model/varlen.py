@@ -109,7 +109,7 @@ def to_grid(rows: torch.Tensor, keep: torch.Tensor, fill: torch.Tensor) -> torch
     """(n, C) rows -> (len(fill), C): row i at slot keep[i], zeros at the other slots (`fill`: `grid_index` of
     `keep`). Two ways to the same values, bit for bit, each where it is the faster on CPU
     (benchmarks/bench_regroup.py, "the regrouping alone"): with no backward to follow, a gather from the rows with
-    one zero row appended, several times faster than zeros + index_copy; when one follows, zeros + index_copy, whose
+    one zero row appended, about twice as fast as zeros + index_copy; when one follows, zeros + index_copy, whose
     backward - a gather - costs less than the gather's own, an index_add, on buckets this small."""
     if torch.is_grad_enabled() and rows.requires_grad:
         return rows.new_zeros(len(fill), rows.shape[1]).index_copy(0, keep, rows)  # (slots, C)
