@@ -6,10 +6,11 @@ q, k and v, and bf16 inference's scores masked in place with a softmax that read
 model/varlen.py regroups the flat real tokens of a batch into a small padded grid per bucket of similar-length
 sentences for attention, and `BertModel.encode` puts the flat states back into the batch's (B, T) grid. Before, both
 were zeros + `index_copy` (a scatter) and attention's q, k and v were permuted views that each batched matmul copied
-itself; now both are gathers from the rows with one zero row appended where no backward follows (`varlen.to_grid`,
-`varlen.scatter`; with a backward they stay index_copy, whose backward is the cheaper) and q, k, v are one
+itself; now both are gathers from the rows with one zero row appended where no backward follows (`varlen.to_grid`;
+with a backward they stay index_copy, whose backward is the cheaper) and q, k, v are one
 contiguous copy on CPUs (`varlen.split_heads`). bf16 CPU inference's attention (`attention_cpu_inference`) added an -inf
-bias to its scores and cast them to fp32 before the softmax; it now fills the mask in place and lets the softmax
+bias to its scores and cast them to fp32 before the softmax; it now fills the mask in place (`scores`, wherever
+no backward follows) and lets the softmax
 read the bf16 scores as fp32. This script keeps the old code (verbatim below) and times both on
 bench_encoder.py's passes - the fine-tuning step (SST train batches of 32, mean pooling, a 5-way head, minbert's
 AdamW) and inference as `Runner` runs it (1,024 SST dev sentences in batches of 64; in bf16 the packed bf16 copy
@@ -30,7 +31,7 @@ from _record import record  # benchmarks/_record.py (scripts run from the reposi
 from bench_encoder import infer_fn, interleaved, pass_data, runner_copy, train_fn
 
 from minbert.model import BertModel, default_checkpoint_dir, varlen
-from minbert.model.bert import ATTENTION, scores, sdpa
+from minbert.model.bert import ATTENTION, sdpa
 from minbert.optim import AdamW
 
 
@@ -56,15 +57,19 @@ def old_split_heads(qkv: torch.Tensor, n_head: int):
 
 
 def old_cpu_inference(q, k, v, mask, p: float) -> torch.Tensor:
-    """bert.attention_cpu_inference before."""
+    """bert.attention_cpu_inference before: its scores with an additive -inf bias, cast to fp32, then the softmax."""
     if q.dtype == torch.float32:
         return sdpa(q, k, v, mask, p)
-    return scores(q, k, mask).float().softmax(-1).to(v.dtype) @ v  # (B, nh, T, hs)
+    s = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (B, nh, T, T)
+    if mask is not None:
+        s = s + torch.zeros(mask.shape, dtype=s.dtype, device=s.device).masked_fill_(~mask, float("-inf"))
+    return s.float().softmax(-1).to(v.dtype) @ v  # (B, nh, T, hs)
 
 
-def old_scatter(rows: torch.Tensor, positions: torch.Tensor, slots: int) -> torch.Tensor:
-    """encode's way back to the (B, T) grid before: zeros + index_copy."""
-    return rows.new_zeros(slots, rows.shape[1]).index_copy(0, positions, rows)  # (slots, C)
+def old_to_grid(rows: torch.Tensor, keep: torch.Tensor, slots: int, fill=None) -> torch.Tensor:
+    """encode's way back to the (B, T) grid before (varlen.to_grid's one caller besides attention): zeros +
+    index_copy."""
+    return rows.new_zeros(slots, rows.shape[1]).index_copy(0, keep, rows)  # (slots, C)
 
 
 @contextlib.contextmanager
@@ -72,13 +77,13 @@ def code(old: bool):
     if not old:
         yield
         return
-    saved = varlen.attention, varlen.split_heads, varlen.scatter, ATTENTION["cpu_inference"]
-    varlen.attention, varlen.split_heads, varlen.scatter = old_attention, old_split_heads, old_scatter
+    saved = varlen.attention, varlen.split_heads, varlen.to_grid, ATTENTION["cpu_inference"]
+    varlen.attention, varlen.split_heads, varlen.to_grid = old_attention, old_split_heads, old_to_grid
     ATTENTION["cpu_inference"] = old_cpu_inference
     try:
         yield
     finally:
-        varlen.attention, varlen.split_heads, varlen.scatter, ATTENTION["cpu_inference"] = saved
+        varlen.attention, varlen.split_heads, varlen.to_grid, ATTENTION["cpu_inference"] = saved
 
 
 def under(old: bool, fn):

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minbert.config import load_config
-from minbert.model.varlen import buckets, layout, scatter, split_heads, to_grid
+from minbert.model.varlen import buckets, layout, split_heads, to_grid
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
 from minbert.multitask.fused import flatten, fused_forward
@@ -110,8 +110,8 @@ def test_buckets_minimize_padded_attention_plus_a_cost_per_bucket():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_grids_are_the_scatter_and_permute_they_replace_bit_for_bit(dtype):
-    # to_grid and scatter (with no backward to follow a gather from the rows plus one zero row) against zeros +
-    # index_copy, split_heads (one contiguous copy) against the permuted views: the same values and gradients, exactly
+    # to_grid (with no backward to follow a gather from the rows plus one zero row) against zeros + index_copy,
+    # split_heads (one contiguous copy) against the permuted views: the same values and gradients, exactly
     torch.manual_seed(0)
     v = layout([6, 5, 5, 2], "cpu", cost=1000.0)  # one (4, 6) bucket: 18 real tokens, slot n = 18 is the zero row
     keep, fill, (B, T) = v.keep[0], v.fill[0], v.grids[0]
@@ -121,12 +121,11 @@ def test_grids_are_the_scatter_and_permute_they_replace_bit_for_bit(dtype):
     ref = rows.new_zeros(B * T, 12).index_copy(0, keep, rows)
     (ref * g).sum().backward()
     ref_grad, rows.grad = rows.grad, None
-    ours = to_grid(rows, keep, fill)  # a backward follows: zeros + index_copy
+    ours = to_grid(rows, keep, B * T, fill)  # a backward follows: zeros + index_copy
     (ours * g).sum().backward()
     assert torch.equal(ours, ref) and torch.equal(rows.grad, ref_grad)
-    with torch.no_grad():  # none follows: the gather from the rows plus a zero row
-        assert torch.equal(to_grid(rows, keep, fill), ref) and torch.equal(scatter(rows, keep, B * T), ref)
-    assert torch.equal(scatter(rows, keep, B * T), ref)  # encode's way back to (B, T)
+    with torch.no_grad():  # none follows: the gather from the rows plus a zero row, the index given or made there
+        assert torch.equal(to_grid(rows, keep, B * T, fill), ref) and torch.equal(to_grid(rows, keep, B * T), ref)
     qkv = torch.randn(B, T, 12, dtype=dtype)  # 2 heads of size 2
     for a, b in zip(split_heads(qkv, 2), qkv.view(B, T, 3, 2, 2).permute(2, 0, 3, 1, 4).unbind(0)):
         assert a.is_contiguous() and torch.equal(a, b)
@@ -142,7 +141,7 @@ def test_every_bucket_grid_is_the_scatter_of_its_tokens(lengths, cost):
     v = layout(lengths, "cpu", cost)
     for part, (B, T), keep, fill in zip(torch.arange(sum(lengths)).split(v.sizes), v.grids, v.keep, v.fill):
         rows = part.double()[:, None].expand(-1, 2)  # (n, 2): distinct row values
-        grid = rows.view(B, T, 2) if keep is None else to_grid(rows, keep, fill).view(B, T, 2)  # the gather
+        grid = rows.view(B, T, 2) if keep is None else to_grid(rows, keep, B * T, fill).view(B, T, 2)  # the gather
         ref = rows.new_zeros(B * T, 2).index_copy(0, keep, rows) if keep is not None else rows
         assert torch.equal(grid.reshape(B * T, 2), ref)
 

@@ -175,8 +175,14 @@ def test_attention_implementations_agree_and_are_chosen_once_per_device():
     ours, math = (ATTENTION[name](*low, mask, 0.0) for name in ("cpu_inference", "math"))
     err, math_err = ((x.float() - fp32).abs().max() for x in (ours, math))
     assert ours.dtype == torch.bfloat16 and err < 0.05 and err <= math_err, (err, math_err)
-    # its in-place mask and fp32-reading softmax are training's scores, cast to fp32, softmax, rounded: bit for bit
-    assert torch.equal(ours, scores(*low[:2], mask).float().softmax(-1).bfloat16() @ low[2])
+    # its in-place mask and fp32-reading softmax: training's scores with their additive -inf bias, cast to fp32,
+    # softmax, rounded - bit for bit
+    lq, lk, lv = low
+    bias = torch.zeros(mask.shape, dtype=lq.dtype).masked_fill_(~mask, float("-inf"))
+    s = (lq * lq.shape[-1] ** -0.5) @ lk.transpose(-1, -2) + bias  # (B, nh, T, T)
+    assert torch.equal(ours, s.float().softmax(-1).bfloat16() @ lv)
+    lq.requires_grad_(True)  # a backward follows: the bias path, the same scores
+    assert torch.equal(scores(lq, lk, mask), s) and torch.equal(scores(lq.detach(), lk, mask), s)
     assert SpeedPaths.for_device("cpu") == SpeedPaths("math", "cpu_inference", True, reuse_embedding_grad=True)
     assert SpeedPaths.for_device("cuda") == SpeedPaths("sdpa", "sdpa", False)
 

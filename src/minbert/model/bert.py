@@ -152,6 +152,8 @@ def scores(q, k, mask) -> torch.Tensor:
     s = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (B, nh, T, T)
     if mask is None:
         return s
+    if not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)):
+        return s.masked_fill_(~mask, float("-inf"))  # no backward follows: in place, no bias tensor; the same values
     # an additive -inf bias: its backward is free, masked_fill's is a full pass over s
     return s + torch.zeros(mask.shape, dtype=s.dtype, device=s.device).masked_fill_(~mask, float("-inf"))
 
@@ -171,16 +173,11 @@ def attention_cpu_inference(q, k, v, mask, p: float) -> torch.Tensor:
     fp32 and rounded back. The CPU's bf16 softmax kernel is several times slower than its fp32 one on (B, 12, T, T)
     scores of short sentences, and SDPA's bf16 kernel at head size 32 costs a fifth of a bf16 inference pass for
     about 1% of its FLOPs (benchmarks/RESULTS.md, "bench_encoder"). The scores are rounded to bf16 as in training's
-    attention; the probabilities are rounded once, after the softmax. With no backward to keep cheap, the mask is
-    filled into the scores in place and the softmax reads the bf16 scores as fp32 itself: the values of `scores`
-    followed by `.float().softmax(-1)`, bit for bit, without two more passes over the scores
-    (benchmarks/bench_regroup.py)."""
+    attention; the probabilities are rounded once, after the softmax, which reads the bf16 scores as fp32 itself
+    (the values of `.float().softmax(-1)`, bit for bit, without a cast pass; benchmarks/bench_regroup.py)."""
     if q.dtype == torch.float32:
         return sdpa(q, k, v, mask, p)
-    s = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)  # (B, nh, T, T), as in `scores`
-    if mask is not None:
-        s.masked_fill_(~mask, float("-inf"))
-    return torch.softmax(s, -1, dtype=torch.float32).to(v.dtype) @ v  # (B, nh, T, hs)
+    return torch.softmax(scores(q, k, mask), -1, dtype=torch.float32).to(v.dtype) @ v  # (B, nh, T, hs)
 
 
 # Attention implementations by name, as transformers chooses its own: (B, nh, T, hs) q, k, v, a boolean (B, 1, 1, T)
@@ -368,7 +365,7 @@ class BertModel(nn.Module):
         B, T, H = x.shape
         v, real = u
         y = self.layers(x.reshape(B * T, H).index_select(0, real), v, adapters, lora)  # (N, H) real tokens only
-        return varlen.scatter(y, real, B * T).view(B, T, H)  # (B, T, H), zeros at padding
+        return varlen.to_grid(y, real, B * T).view(B, T, H)  # (B, T, H), zeros at padding
 
     def layers(self, x, mask, adapters: list[Adapter] | None, lora: Route | None = None) -> torch.Tensor:
         routes = lora.layers(len(self.encoder.layer)) if lora is not None else None

@@ -91,38 +91,30 @@ def layout(lengths: list[int], device, cost: float = BUCKET_COST) -> Varlen:
             real = np.arange(T)[None, :] < ln[:, None]  # (B, T)
             mask.append(to(real)[:, None, None, :])
             keep.append(to(np.flatnonzero(real)))
-            fill.append(to(grid_index(np.flatnonzero(real), B * T)))
+            fill.append(grid_index(keep[-1], B * T))
         begin = end
     segment = np.repeat(np.arange(len(n)), n)
     return Varlen(to(n), to(starts), to(segment), sizes, grids, mask, keep, fill)
 
 
-def grid_index(positions: np.ndarray, slots: int) -> np.ndarray:
+def grid_index(positions: torch.Tensor, slots: int) -> torch.Tensor:
     """(slots,) for each slot of a grid the row of `positions` (each row's slot, all distinct) that fills it, and
     len(positions) - the zero row `to_grid` appends - for the slots no row fills."""
-    index = np.full(slots, len(positions), dtype=np.int64)
-    index[positions] = np.arange(len(positions))
+    index = torch.full((slots,), len(positions), dtype=torch.int64, device=positions.device)
+    index[positions] = torch.arange(len(positions), device=positions.device)
     return index
 
 
-def to_grid(rows: torch.Tensor, keep: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
-    """(n, C) rows -> (len(fill), C): row i at slot keep[i], zeros at the other slots (`fill`: `grid_index` of
-    `keep`). Two ways to the same values, bit for bit, each where it is the faster on CPU
-    (benchmarks/bench_regroup.py, "the regrouping alone"): with no backward to follow, a gather from the rows with
-    one zero row appended, about twice as fast as zeros + index_copy; when one follows, zeros + index_copy, whose
+def to_grid(rows: torch.Tensor, keep: torch.Tensor, slots: int, fill: torch.Tensor | None = None) -> torch.Tensor:
+    """(n, C) rows -> (slots, C): row i at slot keep[i], zeros at the other slots. Two ways to the same values, bit
+    for bit, each where it is the faster on CPU (benchmarks/bench_regroup.py, "the regrouping alone"): with no
+    backward to follow, a gather from the rows with one zero row appended (`fill`: `grid_index(keep, slots)`, made
+    here when not given), about twice as fast as zeros + index_copy; when one follows, zeros + index_copy, whose
     backward - a gather - costs less than the gather's own, an index_add, on buckets this small."""
     if torch.is_grad_enabled() and rows.requires_grad:
-        return rows.new_zeros(len(fill), rows.shape[1]).index_copy(0, keep, rows)  # (slots, C)
+        return rows.new_zeros(slots, rows.shape[1]).index_copy(0, keep, rows)  # (slots, C)
+    fill = grid_index(keep, slots) if fill is None else fill
     return torch.cat([rows, rows.new_zeros(1, rows.shape[1])]).index_select(0, fill)  # (slots, C)
-
-
-def scatter(rows: torch.Tensor, positions: torch.Tensor, slots: int) -> torch.Tensor:
-    """(n, C) rows placed at `positions` (n,) of a (slots, C) grid of zeros (`to_grid`)."""
-    if torch.is_grad_enabled() and rows.requires_grad:  # to_grid's index_copy: the index below is not needed
-        return rows.new_zeros(slots, rows.shape[1]).index_copy(0, positions, rows)  # (slots, C)
-    fill = torch.full((slots,), len(positions), dtype=torch.int64, device=positions.device)
-    fill[positions] = torch.arange(len(positions), device=positions.device)
-    return to_grid(rows, positions, fill)  # (slots, C)
 
 
 def attention(qkv: torch.Tensor, v: Varlen, n_head: int, attend) -> torch.Tensor:
@@ -138,7 +130,7 @@ def attention(qkv: torch.Tensor, v: Varlen, n_head: int, attend) -> torch.Tensor
         if keep is None:
             grid = part.view(B, T, H3)  # (B, T, 3H)
         else:  # padding slots are zero: masked as keys, and their outputs are dropped below
-            grid = to_grid(part, keep, fill).view(B, T, H3)  # (B, T, 3H)
+            grid = to_grid(part, keep, B * T, fill).view(B, T, H3)  # (B, T, 3H)
         q, k, val = split_heads(grid, n_head)  # (B, nh, T, hs) each
         y = attend(q, k, val, mask).transpose(1, 2).reshape(B * T, H)  # (B*T, H)
         out.append(y if keep is None else y.index_select(0, keep))  # (n, H): the real tokens, in flat order
