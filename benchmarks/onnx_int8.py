@@ -114,15 +114,22 @@ def main() -> None:
         print(f"| {name} | {cells} | {overall:.4f} | {d.mean():.4f} / {d.max():.4f} |", flush=True)
 
 
-def speed(fns: dict, sst: list, rounds: int = 3) -> None:
-    """Sentences per second of SST soft outputs for each path, the paths interleaved round by round (best kept)."""
+def speed(fns: dict, sst: list, rounds: int = 5) -> None:
+    """Sentences per second of SST soft outputs for each path, best of `rounds`: each path warmed up on all the
+    sentences first (oneDNN builds a kernel for each new batch shape on first sight), the order reversed every other
+    round, and half a second's pause before each timing - ONNX Runtime's idle threads spin for a while after a run
+    and take the cores from whatever runs next (in the script's first fixed order minbert fp32, always right after
+    ONNX Runtime int8, came out about a fifth slower: benchmarks/RESULTS.md, "int8 against ONNX Runtime,
+    re-measured")."""
     best = dict.fromkeys(fns, 0.0)
     for fn in fns.values():
-        fn("sst", sst[:64])  # warm-up
-    for _ in range(rounds):
-        for name, fn in fns.items():
+        fn("sst", sst)
+    order = list(fns)
+    for r in range(rounds):
+        for name in order if r % 2 == 0 else order[::-1]:
+            time.sleep(0.5)
             t = time.perf_counter()
-            fn("sst", sst)
+            fns[name]("sst", sst)
             best[name] = max(best[name], len(sst) / (time.perf_counter() - t))
     print(f"{torch.get_num_threads()} threads: " + ", ".join(f"{p} {v:.0f} sentences/s" for p, v in best.items()))
 
