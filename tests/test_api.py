@@ -152,3 +152,24 @@ def test_int8_and_bf16_inference_agree_with_fp32_within_stated_tolerances(run, c
     assert "sst/acc" in capsys.readouterr().out
     with pytest.raises(MinbertError, match="int8 quantization runs on CPU"):
         int8(ref.run.model, torch.device("cuda"))
+
+
+def test_int8_without_torch_quantization_is_one_line(run, capsys, monkeypatch):
+    """PyTorch announces torch.ao.quantization's removal: where quantize_dynamic is gone, --precision int8 says so in
+    one line (exit 2) and names the ways left, instead of an AttributeError's traceback; where it is there, its
+    deprecation notices stay ours, not printed at every int8 load."""
+    import warnings
+
+    from minbert.cli import main
+    from minbert.multitask.runner import int8
+
+    model = minbert.load(run, precision="fp32").run.model
+    with warnings.catch_warnings(record=True) as seen:  # while it is there, its deprecation notices are not shown
+        warnings.simplefilter("always")
+        int8(model, torch.device("cpu"))
+    assert not [w for w in seen if "deprecated" in str(w.message)], [str(w.message)[:80] for w in seen]
+    monkeypatch.delattr(torch.ao.quantization, "quantize_dynamic")
+    assert main(["evaluate", str(run), "--precision", "int8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no torch.ao.quantization.quantize_dynamic" in err[0], err
+    assert "--format onnx --int8" in err[0]

@@ -13,6 +13,7 @@ the order restored through their indices; with several processes each encodes it
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 from torch import nn
@@ -169,6 +170,17 @@ def int8(model: MultitaskModel, device: torch.device) -> MultitaskModel:
     against fp32, per channel 0.0044, at 0.94x the speed (benchmarks/RESULTS.md, "int8")."""
     if device.type != "cpu":
         raise MinbertError(f"precision int8: dynamic int8 quantization runs on CPU, not {device.type}; use bf16 there")
+    # PyTorch marks torch.ao.quantization deprecated, announced for removal: a build without it gets one line
+    ao = getattr(torch.ao, "quantization", None)
+    quantize, qconfig = (getattr(ao, n, None) for n in ("quantize_dynamic", "per_channel_dynamic_qconfig"))
+    if quantize is None or qconfig is None:
+        raise MinbertError(
+            f"precision int8: this PyTorch ({torch.__version__}) has no torch.ao.quantization.quantize_dynamic, "
+            "which --precision int8 uses; run fp32 or bf16, or export ONNX Runtime's int8 models with `minbert "
+            "export RUN OUT --format onnx --int8`"
+        )
     frozen = copy.deepcopy(model).eval()
-    per_channel = {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
-    return torch.ao.quantization.quantize_dynamic(frozen, per_channel, dtype=torch.qint8)
+    with warnings.catch_warnings():  # its deprecation notices (two long lines each use): ours to act on, not the user's
+        warnings.filterwarnings("ignore", message=".*deprecated.*", category=UserWarning)
+        warnings.filterwarnings("ignore", message=".*deprecated.*", category=DeprecationWarning)
+        return quantize(frozen, {nn.Linear: qconfig}, dtype=torch.qint8)
