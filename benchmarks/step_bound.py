@@ -14,6 +14,9 @@ dropout masks' random bits, and the rest. Two bounds follow from the profile and
   sentence and head, over each bucket's padded grid, counted on real tokens);
 - the share of peak if everything outside the four groups took no time at all (LayerNorm, GELU, softmax, residual
   adds, the unpadding gathers, Python and autograd), the four groups left as they are.
+Then the projections' and the feed-forward's products alone, at the step's own shapes (each batch's real tokens:
+about half the rows of the peak's 1,536): the kernel's rate there, which no change to the rest of the step can
+raise, and the share of peak of a step of nothing but those products and attention's batched matmuls.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import time
 
 import torch
 from _record import record  # benchmarks/_record.py (scripts run from the repository root)
@@ -55,6 +59,32 @@ def grouped(fn, steps: int = 8) -> tuple[dict[str, float], float, list[tuple[str
     return totals, sum(totals.values()), sorted(rest, key=lambda kv: -kv[1]), ops
 
 
+def alone_at_step_shapes(cfg, lengths: list[int], dtype, reps: int = 10) -> float:
+    """Seconds per step of the step's projection and feed-forward products run alone at its own shapes: for each
+    batch's n real tokens and each layer's (in, out) - q, k and v as one (H, 3H), the attention output, the
+    feed-forward's two - the forward x @ W^T + b and the backward's dX = dY @ W and dW = dY^T @ x, each the best of
+    3 rounds of `reps` calls; the mean over the batches, times the layers."""
+    H, I = cfg.hidden_size, cfg.intermediate_size
+    total = 0.0
+    for n in lengths:
+        for i, o in ((H, 3 * H), (H, H), (H, I), (I, H)):
+            x, w, b, dy = (torch.randn(*shape, dtype=dtype) for shape in ((n, i), (o, i), (o,), (n, o)))
+            for f in (
+                lambda x=x, w=w, b=b: torch.addmm(b, x, w.t()),
+                lambda dy=dy, w=w: dy.mm(w),
+                lambda dy=dy, x=x: dy.t().mm(x),
+            ):
+                f()
+                best = float("inf")
+                for _ in range(3):
+                    t = time.perf_counter()
+                    for _ in range(reps):
+                        f()
+                    best = min(best, (time.perf_counter() - t) / reps)
+                total += best
+    return total * cfg.num_hidden_layers / len(lengths)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
@@ -80,8 +110,12 @@ def main() -> None:
         attn = statistics.mean(
             3 * c.num_hidden_layers * sum(4 * n * n * c.hidden_size for n in m.sum(1).tolist()) for _, m, _ in data
         )
-    times, peak = interleaved(fns, args.iters, peak_fn(torch.bfloat16 if bf16 else torch.float32))
-    rows, rests = [], []
+    peak_now = peak_fn(torch.bfloat16 if bf16 else torch.float32)
+    times, peak = interleaved(fns, args.iters, peak_now)
+    lengths = [int(m.sum()) for _, m, _ in data]  # real tokens per batch
+    alone = alone_at_step_shapes(model.config, lengths, torch.bfloat16 if bf16 else torch.float32)
+    peak = max(peak, peak_now())  # measured again beside them
+    rows, rests, bmm = [], [], None
     for name, fn in fns.items():
         share = flops / times[name] / 1e9 / peak
         g, total, rest, ops = grouped(fn)
@@ -91,12 +125,14 @@ def main() -> None:
         dense = (flops - attn) / (ops.get("aten::mm", 0.0) + ops.get("aten::addmm", 0.0)) / 1e9 / peak
         small = attn / ops.get("aten::bmm", float("inf")) / 1e9 / peak
         kept = sum(frac[k] for k in GROUPS)
+        bmm = ops.get("aten::bmm", 0.0) if bmm is None else bmm  # attention's batched matmuls as the step runs them
         rows.append(
             f"| {name} | {32 / times[name]:.1f} | **{share:.0%}** | "
             + " | ".join(f"{frac[k]:.1%}" for k in [*GROUPS, "rest"])
             + f" | {in_step:.0%} | {dense:.0%} | {small:.0%} ({ops.get('aten::bmm', 0.0) / total:.1%} of the step)"
             + f" | **{share / kept:.0%}** |"
         )
+    time_note = "best of 3 rounds of 10 calls each, after the steps"
     table = "\n".join(
         [
             "| step | sentences/s | share of peak | matmuls | AdamW | copies | dropout bits | rest "
@@ -104,6 +140,12 @@ def main() -> None:
             "| share if the rest took no time |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
             *rows,
+            "",
+            f"The projections and the feed-forward alone, at the step's own shapes (each batch's real tokens; "
+            f"forward, dX and dW; {time_note}): **{(flops - attn) / alone / 1e9 / peak:.0%}** of the peak - the "
+            f"kernel's own rate at those shapes, against the in-step column above. A step of nothing but those "
+            f"products at that rate and attention's batched matmuls as the step runs them would reach "
+            f"**{flops / (alone + bmm) / 1e9 / peak:.0%}** of the peak.",
             "",
             "The largest operators of the rest (share of the profiled step):",
             "",
