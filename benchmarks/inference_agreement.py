@@ -39,19 +39,31 @@ def main() -> None:
         print(f"{precision}: " + " | ".join(parts) + f" | embedding cosine mean {cos.mean():.4f} min {cos.min():.4f}")
 
 
-def speed(run: str, rounds: int = 3) -> None:
-    """Sentences per second for each precision, the precisions interleaved round by round (best round kept)."""
+def speed(run: str) -> None:
+    """Sentences per second of SST soft outputs for each precision (`interleaved_speed`)."""
     sst = [e.texts[0] for e in load_split(DATASETS["sst"], "dev", data_dir(), False)][:1024]
     models = {p: minbert.load(run, precision=p) for p in ("fp32", "bf16", "int8")}
-    best = dict.fromkeys(models, 0.0)
-    for m in models.values():
-        m.soft("sst", sst[:64])  # warm-up
-    for _ in range(rounds):
-        for p, m in models.items():
+    print(interleaved_speed({p: lambda task, texts, m=m: m.soft(task, texts) for p, m in models.items()}, sst))
+
+
+def interleaved_speed(fns: dict, sst: list, rounds: int = 5) -> str:
+    """`fns` ({name: (task, texts) -> soft outputs}) timed on the SST sentences `sst`, in sentences per second, best
+    of `rounds`: each path warmed up on all the sentences first (oneDNN builds a kernel for each new batch shape on
+    first sight), the order reversed every other round, and half a second's pause before each timing - ONNX
+    Runtime's idle threads (onnx_int8.py) spin for a while after a run and take the cores from whatever runs next
+    (in onnx_int8.py's first fixed order minbert fp32, always right after ONNX Runtime int8, came out about a fifth
+    slower: benchmarks/RESULTS.md, "int8 against ONNX Runtime, re-measured")."""
+    best = dict.fromkeys(fns, 0.0)
+    for fn in fns.values():
+        fn("sst", sst)
+    order = list(fns)
+    for r in range(rounds):
+        for name in order if r % 2 == 0 else order[::-1]:
+            time.sleep(0.5)
             t = time.perf_counter()
-            m.soft("sst", sst)
-            best[p] = max(best[p], len(sst) / (time.perf_counter() - t))
-    print(f"{torch.get_num_threads()} threads: " + ", ".join(f"{p} {v:.0f} sentences/s" for p, v in best.items()))
+            fns[name]("sst", sst)
+            best[name] = max(best[name], len(sst) / (time.perf_counter() - t))
+    return f"{torch.get_num_threads()} threads: " + ", ".join(f"{p} {v:.0f} sentences/s" for p, v in best.items())
 
 
 if __name__ == "__main__":

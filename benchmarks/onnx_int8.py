@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
+from inference_agreement import interleaved_speed  # benchmarks/ (scripts run from the repository root)
 
 import minbert
 from minbert.data import DATASETS, bucket_batches, data_dir, load_split, pad
@@ -95,7 +95,8 @@ def main() -> None:
     fns, ref = paths(args.run, args.export)
     dev = {t: load_split(DATASETS[t], "dev", data_dir(ref.run.cfg.data_dir), False) for t in TASKS}
     if args.speed:
-        return speed(fns, [e.texts for e in dev["sst"]][:1024])
+        print(interleaved_speed(fns, [e.texts for e in dev["sst"]][:1024]))
+        return
     print("| inference | SST acc | Quora acc | STS r | overall | SST probabilities vs minbert fp32, mean / max |")
     print("|---|---|---|---|---|---|")
     base = None
@@ -112,26 +113,6 @@ def main() -> None:
         overall = overall_score(metrics, ref.specs)
         cells = " | ".join(f"{v:.4f}" for v in metrics.values())
         print(f"| {name} | {cells} | {overall:.4f} | {d.mean():.4f} / {d.max():.4f} |", flush=True)
-
-
-def speed(fns: dict, sst: list, rounds: int = 5) -> None:
-    """Sentences per second of SST soft outputs for each path, best of `rounds`: each path warmed up on all the
-    sentences first (oneDNN builds a kernel for each new batch shape on first sight), the order reversed every other
-    round, and half a second's pause before each timing - ONNX Runtime's idle threads spin for a while after a run
-    and take the cores from whatever runs next (in the script's first fixed order minbert fp32, always right after
-    ONNX Runtime int8, came out about a fifth slower: benchmarks/RESULTS.md, "int8 against ONNX Runtime,
-    re-measured")."""
-    best = dict.fromkeys(fns, 0.0)
-    for fn in fns.values():
-        fn("sst", sst)
-    order = list(fns)
-    for r in range(rounds):
-        for name in order if r % 2 == 0 else order[::-1]:
-            time.sleep(0.5)
-            t = time.perf_counter()
-            fns[name]("sst", sst)
-            best[name] = max(best[name], len(sst) / (time.perf_counter() - t))
-    print(f"{torch.get_num_threads()} threads: " + ", ".join(f"{p} {v:.0f} sentences/s" for p, v in best.items()))
 
 
 if __name__ == "__main__":
