@@ -3,11 +3,19 @@ benchmarks/RESULTS.md."""
 
 from __future__ import annotations
 
+import platform
 import sys
 import time
 from pathlib import Path
 
+import torch
+
 RESULTS = Path(__file__).with_name("RESULTS.md")
+
+
+def runtime() -> str:
+    """What a record's setup ends with: this PyTorch, its threads, the machine."""
+    return f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}"
 
 
 def record(name: str, setup: str, table: str, write: bool = True) -> None:

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import time
 
 import torch
-from _record import record  # benchmarks/_record.py (scripts run from the repository root)
+from _record import record, runtime  # benchmarks/_record.py (scripts run from the repository root)
 from bench_encoder import interleaved, pass_data, peak_fn, real_flops, train_fn
 
 from minbert.model import BertModel, default_checkpoint_dir
@@ -83,8 +82,7 @@ def main() -> None:
         f"{args.precision} fine-tuning step (embedded checkpoint, {len(data)} shuffled SST train batches of 32, mean "
         f"pooling, 5-way head, minbert AdamW), eager against the encoder layers compiled by inductor (dynamic "
         f"shapes, as `compile: inductor`), medians of {args.iters} interleaved steps after the compiled side's "
-        f"first pass; matmul peak {peak:.0f} GFLOP/s at the encoder's shapes in the same run; torch "
-        f"{torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}."
+        f"first pass; matmul peak {peak:.0f} GFLOP/s at the encoder's shapes in the same run; {runtime()}."
     )
     record("bench_compile", setup, table, write=not args.no_write)
 

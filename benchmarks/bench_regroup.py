@@ -24,10 +24,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import platform
 
 import torch
-from _record import record  # benchmarks/_record.py (scripts run from the repository root)
+from _record import record, runtime  # benchmarks/_record.py (scripts run from the repository root)
 from bench_encoder import infer_fn, interleaved, pass_data, runner_copy, train_fn
 
 from minbert.model import BertModel, default_checkpoint_dir, varlen
@@ -204,8 +203,7 @@ def main() -> None:
         "training: 8 shuffled SST train batches of 32, "
         "medians of the interleaved steps, 'same values' = the weights after 3 steps from the same seed; "
         "inference as Runner runs it, 1,024 SST dev sentences in batches of 64, 'same values' = the embeddings of "
-        f"the first 4 batches; {args.iters} interleaved calls of each; torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {platform.machine()}."
+        f"the first 4 batches; {args.iters} interleaved calls of each; {runtime()}."
     )
     record("bench_regroup", setup, table, write=not args.no_write)
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
 import torch
-from _record import record  # benchmarks/_record.py (scripts run from the repository root)
+from _record import record, runtime  # benchmarks/_record.py (scripts run from the repository root)
 from bench_encoder import batches, train_fn
 from memory import rss_mb  # benchmarks/memory.py: VmRSS from /proc
 
@@ -72,7 +71,7 @@ def main() -> None:
         f"{args.precision} fine-tuning step of bench_encoder.py (embedded checkpoint, 8 shuffled SST train batches of 32, "
         f"mean pooling, 5-way head, minbert AdamW); {args.rounds} rounds of {args.steps}-step blocks, the two settings "
         f"taking turns; RSS read after each step (peaks inside a step are higher); "
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.machine()}."
+        f"{runtime()}."
     )
     record("bench_trim", setup, table, write=not args.no_write)
 

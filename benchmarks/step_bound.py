@@ -22,12 +22,11 @@ raise, and the share of peak of a step of nothing but those products and attenti
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 
 import torch
-from _record import record  # benchmarks/_record.py (scripts run from the repository root)
+from _record import record, runtime  # benchmarks/_record.py (scripts run from the repository root)
 from bench_encoder import batches, interleaved, peak_fn, real_flops, train_fn
 from torch.profiler import ProfilerActivity, profile
 
@@ -156,8 +155,7 @@ def main() -> None:
         f"{args.precision} fine-tuning step of bench_encoder.py (embedded checkpoint, 8 shuffled SST train batches of "
         f"32, mean pooling, 5-way head, minbert AdamW), medians of {args.iters} interleaved steps; matmul peak "
         f"{peak:.0f} GFLOP/s at the encoder's shapes in the same run; group shares of torch.profiler's self CPU time "
-        f"over 8 more steps of each; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.machine()}."
+        f"over 8 more steps of each; {runtime()}."
     )
     record("step_bound", setup, table, write=not args.no_write)
 
