@@ -1,7 +1,9 @@
 """`minbert export`: each format loads in the tool it is for and computes what minbert computes - transformers'
 AutoModel / AutoModelForSequenceClassification, SentenceTransformer, onnxruntime."""
 
+import importlib
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -108,6 +110,51 @@ def test_sentence_transformers_pooler_pooling_is_a_tanh_dense(run, tmp_path):
     export(run, tmp_path / "st", "sentence-transformers", task="sst")
     got = st.SentenceTransformer(str(tmp_path / "st"), device="cpu").encode(SENTENCES, convert_to_tensor=True)
     torch.testing.assert_close(got, Model(run).embed(SENTENCES, "sst"), atol=1e-5, rtol=1e-4)
+
+
+def test_sentence_transformers_folder_is_the_one_the_library_writes(run, tmp_path):
+    """Saved by sentence-transformers itself: every module named by its current path (no deprecated alias such as
+    `sentence_transformers.models`, which 5.4 moved), the task's max_length kept, no working files left over."""
+    st = pytest.importorskip("sentence_transformers")
+    export(run, tmp_path / "st", "sentence-transformers", task="sst")
+    model = st.SentenceTransformer(str(tmp_path / "st"), device="cpu")
+    entries = json.loads((tmp_path / "st" / "modules.json").read_text())
+    for e, m in zip(entries, model, strict=True):
+        path, _, name = e["type"].rpartition(".")
+        assert importlib.import_module(path).__name__ == path, f"{e['type']}: a deprecated alias"
+        assert getattr(importlib.import_module(path), name) is type(m)
+    assert [type(m).__name__ for m in model] == ["Transformer", "Pooling", "Dense"]
+    assert model.max_seq_length == run.cfg.task("sst").max_length and model.similarity_fn_name == "cosine"
+    assert sorted(p.name for p in (tmp_path).iterdir()) == ["st"] and not (tmp_path / "st" / ".encoder").exists()
+
+
+def test_sentence_transformers_export_is_staged_and_never_over_an_export(run, tmp_path, monkeypatch):
+    st = pytest.importorskip("sentence_transformers")
+    export(run, tmp_path / "st", "sentence-transformers")
+    with pytest.raises(MinbertError, match="not empty; choose a new folder for the export, or add --overwrite"):
+        export(run, tmp_path / "st", "sentence-transformers")
+    export(run, tmp_path / "st", "sentence-transformers", task="sst", overwrite=True)
+    assert json.loads((tmp_path / "st" / "modules.json").read_text())[-1]["path"] == "2_Dense"  # sst's tanh Dense
+
+    def fail(self, path, **kwargs):
+        (Path(path) / "modules.json").write_text("half")
+        raise OSError(28, "No space left on device", path)
+
+    monkeypatch.setattr(st.SentenceTransformer, "save", fail)
+    before = {p: p.read_bytes() for p in (tmp_path / "st").rglob("*") if p.is_file()}
+    with pytest.raises(OSError, match="No space left"):
+        export(run, tmp_path / "st", "sentence-transformers", overwrite=True)
+    assert {p: p.read_bytes() for p in (tmp_path / "st").rglob("*") if p.is_file()} == before
+    with pytest.raises(OSError):
+        export(run, tmp_path / "new", "sentence-transformers")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["st"]  # no partial folder, no new one
+
+
+def test_sentence_transformers_missing_is_one_line(run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)  # as if not installed
+    with pytest.raises(MinbertError, match="needs the sentence-transformers package: pip install sentence-trans"):
+        export(run, tmp_path / "st", "sentence-transformers")
+    assert not (tmp_path / "st").exists()
 
 
 @pytest.mark.slow

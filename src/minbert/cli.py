@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s: %(message)s")
     previous = signal.signal(signal.SIGTERM, _interrupt) if _main_thread() else None
     try:
-        if argv is None:  # started as a program: the allocator is chosen before anything imports torch
+        if argv is None:  # started as a program: MINBERT_ALLOCATOR=jemalloc re-executes before torch is imported
             allocator.reexecute()
         return args.func(args)
     except MinbertError as e:

@@ -3,52 +3,57 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from torch import nn
 
 from minbert.data import data_dir, split_file
-from minbert.export.common import QUORA_NOTE, default_embedding_task, write_encoder, write_json
+from minbert.errors import MinbertError
+from minbert.export.common import QUORA_NOTE, default_embedding_task, write_encoder
 from minbert.model.heads import CosinePairHead
 from minbert.multitask.run import LoadedRun
-from minbert.runs import atomic_write_text, save_tensors
+from minbert.runs import atomic_write_text
 
 
 def export_sentence_transformers(run: LoadedRun, out: Path, task: str | None) -> list[Path]:
+    """Build the SentenceTransformer from sentence-transformers' own modules - a Transformer over the encoder folder
+    the hf export writes, the task's Pooling, Dense layers for BERT's pooler and a cosine head's layers - and let
+    the library save it, so its files are the ones the installed version writes and reads."""
+    try:  # the module classes moved to sentence_transformer.modules in 5.4; `models` is its deprecated alias
+        from sentence_transformers import SentenceTransformer
+        from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
+    except ModuleNotFoundError as e:
+        if e.name != "sentence_transformers.sentence_transformer":
+            raise MinbertError(
+                "--format sentence-transformers needs the sentence-transformers package: pip install "
+                "sentence-transformers"
+            ) from None
+        from sentence_transformers.models import Dense, Pooling, Transformer
     task = task or default_embedding_task(run)
     tcfg, hidden = run.cfg.task(task), run.model.bert.config.hidden_size
-    write_encoder(run, out, {"architectures": ["BertModel"]}, task=task)
-    modules = [("", "sentence_transformers.models.Transformer")]
-    pooling = {f"pooling_mode_{m}": False for m in ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens")}
-    pooling["pooling_mode_mean_tokens" if tcfg.pooling == "mean" else "pooling_mode_cls_token"] = True
-    write_json(out / "1_Pooling" / "config.json", {"word_embedding_dimension": hidden, **pooling})
-    modules.append(("1_Pooling", "sentence_transformers.models.Pooling"))
-    dense: list[tuple[nn.Linear, str]] = []
+    encoder = write_encoder(run, out / ".encoder", {"architectures": ["BertModel"]}, task=task)
+    modules: list[nn.Module] = [Transformer(str(encoder), max_seq_length=tcfg.max_length, do_lower_case=False)]
+    modules.append(Pooling(hidden, pooling_mode="mean" if tcfg.pooling == "mean" else "cls"))
+    dense: list[tuple[nn.Linear, nn.Module]] = []
     if tcfg.pooling == "pooler":
-        dense.append((run.model.bert.pooler.dense, "torch.nn.modules.activation.Tanh"))
+        dense.append((run.model.bert.pooler.dense, nn.Tanh()))
     head = run.model.heads[task]
     if isinstance(head, CosinePairHead):  # its learnable layers (linear, ReLU, dropout) come before the cosine
-        dense += [(m, "torch.nn.modules.activation.ReLU") for m in head.layers if isinstance(m, nn.Linear)]
+        dense += [(m, nn.ReLU()) for m in head.layers if isinstance(m, nn.Linear)]
     for linear, activation in dense:
-        path = f"{len(modules)}_Dense"
-        write_json(
-            out / path / "config.json",
-            {
-                "in_features": linear.in_features,
-                "out_features": linear.out_features,
-                "bias": True,
-                "activation_function": activation,
-            },
+        modules.append(
+            Dense(
+                linear.in_features,
+                linear.out_features,
+                activation_function=activation,
+                init_weight=linear.weight.detach().float().clone(),
+                init_bias=linear.bias.detach().float().clone(),
+            )
         )
-        weights = {"linear.weight": linear.weight.detach().float(), "linear.bias": linear.bias.detach().float()}
-        save_tensors(out / path / "model.safetensors", {k: v.contiguous() for k, v in weights.items()})
-        modules.append((path, "sentence_transformers.models.Dense"))
-    write_json(
-        out / "modules.json",
-        [{"idx": i, "name": str(i), "path": p, "type": t} for i, (p, t) in enumerate(modules)],
-    )
-    write_json(out / "sentence_bert_config.json", {"max_seq_length": tcfg.max_length, "do_lower_case": False})
-    write_json(out / "config_sentence_transformers.json", {"similarity_fn_name": "cosine"})
+    model = SentenceTransformer(modules=modules, device="cpu", similarity_fn_name="cosine")
+    model.save(str(out), create_model_card=False)
+    shutil.rmtree(encoder)
     atomic_write_text(out / "README.md", model_card(run, task))
     return [out]
 
