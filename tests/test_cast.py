@@ -1,10 +1,10 @@
-"""The bf16 copy of the encoder that CPU inference runs (model/cast.py, Runner): the heads shared, the source left in
-fp32, the copy following every change of the source's weights, and the passes as close to fp32 as autocast's."""
+"""The bf16 copy of the encoder that CPU inference runs (model/fast/cast.py, Runner): the heads shared, the source left
+in fp32, the copy following every change of the source's weights, and the passes as close to fp32 as autocast's."""
 
 import torch
 
-from minbert.model import onednn
-from minbert.model.cast import CastCopy
+from minbert.model.fast import onednn
+from minbert.model.fast.cast import CastCopy
 from minbert.multitask.runner import Runner
 from minbert.optim import AdamW
 from tests.helpers import sst_batch, tiny_model
@@ -24,7 +24,7 @@ def test_the_copy_casts_the_encoder_shares_the_heads_and_follows_the_weights():
     # carries the new weights
     batch = sst_batch()
     model.train()
-    torch.nn.functional.cross_entropy(model("sst", batch).logits, batch.labels).backward()
+    torch.nn.functional.cross_entropy(model.task_output("sst", batch).logits, batch.labels).backward()
     AdamW(model.parameters(), lr=1e-2).step()
     assert not torch.equal(
         copy.bert.encoder.layer[0].output.dense.weight, model.bert.encoder.layer[0].output.dense.weight.bfloat16()

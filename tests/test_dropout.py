@@ -1,6 +1,6 @@
 import torch
 
-from minbert.model.dropout import dropout, keep_mask
+from minbert.model.fast.dropout import dropout, keep_mask
 
 
 def test_keep_probability_and_lanes_are_uniform():

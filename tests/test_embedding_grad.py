@@ -2,14 +2,14 @@
 embedding backward, bit for bit, and never reused while somebody still holds the last gradient."""
 
 import copy
-import dataclasses
 
 import torch
 import torch.nn.functional as F
 from helpers import TINY_BERT
 
-from minbert.model import BertModel
-from minbert.model.embedding_grad import GradBuffer, embedding
+from minbert.model import BertModel, fast
+from minbert.model.fast import cpu
+from minbert.model.fast.embedding_grad import GradBuffer, embedding
 
 
 def batch(seed):
@@ -30,10 +30,10 @@ def grads(model, ids, mask, up):
 
 def test_reused_buffer_gives_pytorchs_gradients_bit_for_bit_over_steps():
     torch.manual_seed(1)
-    reused = BertModel(TINY_BERT)
-    plain = copy.deepcopy(reused)
-    assert reused.embeddings.paths.reuse_embedding_grad  # chosen for the CPU when the model is built
-    plain.embeddings.paths = dataclasses.replace(plain.embeddings.paths, reuse_embedding_grad=False)
+    reused = fast.install(BertModel(TINY_BERT), "cpu")  # the CPU's paths include the reused buffer
+    plain = fast.install(copy.deepcopy(reused), "cpu", without=frozenset({cpu.WordEmbedding}))
+    assert isinstance(reused.embeddings.word_embeddings, cpu.WordEmbedding)
+    assert type(plain.embeddings.word_embeddings) is torch.nn.Embedding
     for step in range(3):
         ids, mask, up = batch(step)
         a, b = grads(reused, ids, mask, up), grads(plain, ids, mask, up)
@@ -42,7 +42,8 @@ def test_reused_buffer_gives_pytorchs_gradients_bit_for_bit_over_steps():
             assert torch.equal(a[k], b[k]), (step, k)
         assert not a["embeddings.word_embeddings.weight"][TINY_BERT.pad_token_id].any()
         w = reused.embeddings.word_embeddings.weight
-        assert w.grad.untyped_storage().data_ptr() == reused.embeddings.grad_buffer.buf.untyped_storage().data_ptr()
+        buf = reused.embeddings.word_embeddings.grad_buffer.buf
+        assert w.grad.untyped_storage().data_ptr() == buf.untyped_storage().data_ptr()
         for m in (reused, plain):
             m.zero_grad(set_to_none=True)
 
@@ -71,10 +72,10 @@ def test_buffer_is_not_reused_while_a_gradient_is_held():
 
 
 def test_no_buffer_without_a_backward():
-    model = BertModel(TINY_BERT)
+    model = fast.install(BertModel(TINY_BERT), "cpu")
     ids, mask, _ = batch(0)
     with torch.no_grad():
         model(ids, mask)
     model.embeddings.word_embeddings.weight.requires_grad_(False)  # freeze_word_embeddings
     model(ids, mask).last_hidden_state.sum().backward()
-    assert model.embeddings.grad_buffer.buf is None
+    assert model.embeddings.word_embeddings.grad_buffer.buf is None

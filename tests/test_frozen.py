@@ -27,7 +27,7 @@ def test_the_cache_gives_the_eval_mode_encoder_rows_and_never_runs_the_encoder_a
     batch = make_batch(train, [4, 0, 2], pad_id=0)  # padded to the longest of the three
     got = model.embed("sst", batch.ids, batch.mask)
     assert torch.equal(got, expected[[4, 0, 2]]) and not calls
-    out = model("sst", batch)  # the head reads the cached rows; its gradient flows into the head only
+    out = model.task_output("sst", batch)  # the head reads the cached rows; its gradient flows into the head only
     out.logits.sum().backward()
     assert model.heads["sst"].out.weight.grad is not None
     assert all(p.grad is None for p in model.bert.parameters())

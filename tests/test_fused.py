@@ -9,10 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minbert.config import load_config
-from minbert.model.varlen import buckets, layout, split_heads, to_grid
+from minbert.model import fast
+from minbert.model.fast import varlen
+from minbert.model.fast.varlen import buckets, layout, split_heads, to_grid
+from minbert.model.multitask import flatten
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
-from minbert.multitask.fused import flatten, fused_forward
 from minbert.multitask.objective import Objective
 from minbert.multitask.run import build, load_data
 from tests.helpers import QUICKSTART, QUIET_BERT, TINY
@@ -59,7 +61,7 @@ def test_fused_step_has_the_per_task_loss_and_gradient_in_fp32(heads):
     cfg, model, batches = setup(heads)
     model.train()
     fused, g_fused = losses_and_grads(cfg, model, batches, fused=True)
-    model.bert.configured(unpad=False)  # the per-task passes as padded batches: the fused pass against the padded math
+    model.run_on(None)  # the per-task passes of the textbook model: the fused pass against the padded math
     sep, g_sep = losses_and_grads(cfg, model, batches, fused=False)
     assert fused.keys() == sep.keys() == {"sst", "quora", "sts"}
     assert_same_step(fused, g_fused, sep, g_sep)
@@ -151,9 +153,9 @@ def test_fused_forward_without_grad_matches_per_task_outputs():
     cfg, model, batches = setup(["tasks.quora.head=cross"])
     model.eval()
     with torch.no_grad():
-        fused = fused_forward(model, batches)
+        fused = model.fused(batches)
         for name, b in batches.items():
-            sep = model(name, b)
+            sep = model.task_output(name, b)
             for f in dataclasses.fields(sep):
                 v = getattr(sep, f.name)
                 if v is not None:
@@ -168,15 +170,15 @@ def test_flat_encoding_gives_each_sentence_its_own_states(grad):
 
     torch.manual_seed(0)
     c = QUIET_BERT
-    bert = BertModel(c).train()
+    bert = fast.install(BertModel(c).train(), "cpu")
     lengths = [7, 7, 5, 3, 3]
     sents = [torch.randint(1, 50, (n,)) for n in lengths]
     for cost, cuts in ((50, [3, 5]), (0, [2, 3, 5]), (1000, [5])):
         assert buckets(lengths, cost) == cuts
         v = layout(lengths, "cpu", cost)
         with torch.set_grad_enabled(grad):
-            flat = bert.encode(bert.embeddings(torch.cat(sents), None, None, v.positions), v)  # (N, H)
-            alone = [bert.encode(bert.embeddings(s[None]))[0] for s in sents]  # (n, H) each
+            flat = bert.encoder(bert.embeddings(torch.cat(sents), None, v.positions), v)  # (N, H)
+            alone = [bert.encoder(bert.embeddings(s[None]))[0] for s in sents]  # (n, H) each
         assert torch.allclose(flat, torch.cat(alone), atol=1e-5)
 
 
@@ -204,8 +206,6 @@ def test_buckets_match_an_exhaustive_split_search():
 def test_per_task_passes_run_unpadded_with_pals_and_checkpointing(monkeypatch):
     # per-task passes (PCGrad's, PALs') lay each padded batch out flat: PALs' adapter attention and activation
     # checkpointing then see the flat layout; losses and gradients must equal the padded computation's
-    from minbert.model import varlen
-
     monkeypatch.setattr(varlen, "MIN_PADDING", 1)  # the tiny batches carry little padding
     cfg, model, batches = setup(
         ["pals.enabled=true", "grad_checkpointing=true"]
@@ -217,7 +217,7 @@ def test_per_task_passes_run_unpadded_with_pals_and_checkpointing(monkeypatch):
         torch.nn.init.normal_(pal.decoder.weight, std=0.05)
     model.train()
     flat, g_flat = losses_and_grads(cfg, model, batches, fused=False)
-    model.bert.configured(unpad=False)
+    monkeypatch.setattr(varlen, "MIN_PADDING", 10**9)  # the same passes, padded
     padded, g_padded = losses_and_grads(cfg, model, batches, fused=False)
     assert any("pals" in n for n in g_flat)
     assert_same_step(flat, g_flat, padded, g_padded)

@@ -45,7 +45,7 @@ def _field_paths() -> dict[str, type]:
     """Every dotted config key a user can write, with its annotated type; technique arguments included."""
     from minbert.combiners import COMBINERS
     from minbert.losses import LOSSES
-    from minbert.lr_schedules import LR_SCHEDULES
+    from minbert.lr_schedules import UPDATERS
     from minbert.multitask.config import EarlyStopping, PalsConfig, TaskConfig, TrainConfig
     from minbert.regularizers import REGULARIZERS
 
@@ -59,7 +59,8 @@ def _field_paths() -> dict[str, type]:
         paths.update(fields(TaskConfig, f"tasks.{task}."))
     paths.update(fields(PalsConfig, "pals."))
     paths.update(fields(EarlyStopping, "early_stopping."))
-    for key, registry in (("regularizers", REGULARIZERS), ("lr_schedule_args", LR_SCHEDULES)):
+    lr_schedules = {k: c for k, c in UPDATERS.items() if not c.per_task}
+    for key, registry in (("regularizers", REGULARIZERS), ("lr_schedule_args", lr_schedules)):
         for name, fn in registry.items():
             for arg, tp in typing.get_type_hints(fn.__init__, include_extras=True).items():
                 if arg != "return":
@@ -160,17 +161,16 @@ def _builds(cfg) -> None:
     """What training builds from an accepted config, on a tiny random encoder: heads, PALs, losses, techniques, the
     epoch plans. Any exception here is an accepted config that would crash a run."""
     from minbert.model import BertModel
-    from minbert.multitask.model import MultitaskModel
+    from minbert.model.multitask import MultitaskModel
     from minbert.multitask.techniques import Techniques
-    from minbert.sampling import SAMPLERS
 
     model = MultitaskModel(BertModel(TINY_BERT), {n: cfg.task(n) for n in cfg.tasks}, cfg.pals)
     model.param_groups(cfg.lr, cfg.head_lr_mult, cfg.layer_lr_decay)
-    Techniques(cfg, model, torch.device("cpu"))
+    tech = Techniques(cfg, model, torch.device("cpu"))
     sizes = {n: 40 for n in cfg.tasks}
     per_pass = {n: -(-40 // cfg.task(n).batch_size) for n in cfg.tasks}
     for e in (1, cfg.epochs):
-        SAMPLERS[cfg.schedule](sizes, per_pass, e, cfg.epochs, min(cfg.steps_per_epoch, 50), cfg.seed)
+        tech.sampler(sizes, per_pass, e, cfg.epochs, min(cfg.steps_per_epoch, 50), cfg.seed)
 
 
 @settings(max_examples=examples(120))

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 from minbert.errors import MinbertError
-from minbert.model import BertConfig, BertModel, load_weights
-from minbert.model.lora import TARGETS, LoRA, Route, peft_pattern
+from minbert.model import BertConfig, BertModel, fast, load_weights
+from minbert.model.fast import varlen
+from minbert.model.lora import TARGETS, LoRA, attach, peft_pattern
+from minbert.model.routing import Routing
 from tests.helpers import QUIET_BERT
 from tests.test_fused import assert_same_step, losses_and_grads, setup
 
@@ -24,8 +26,20 @@ def _randomize(lora: torch.nn.Module, seed: int = 0) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
 
 
+def adapted(bert: BertModel, lora: LoRA):
+    """`bert` with one task's adapters attached, and the pass that routes every row through them."""
+    routing = Routing()
+    attach(bert.encoder.layer, {"task": lora}, routing)
+    return lambda ids, mask: _routed(bert, routing, ids, mask)
+
+
+def _routed(bert, routing, ids, mask):
+    with routing.to((("task", None),)):
+        return bert.encoder(bert.embeddings(ids), mask)
+
+
 @pytest.mark.parametrize("targets", [["query", "value"], ALL])
-def test_our_lora_is_peft_s_lora_in_outputs_and_gradients(targets):
+def test_our_lora_is_peft_s_lora_in_outputs_and_gradients(targets, monkeypatch):
     peft = pytest.importorskip("peft")
     transformers = pytest.importorskip("transformers")
     c = dataclasses.replace(QUIET_BERT, intermediate_size=40)
@@ -48,16 +62,17 @@ def test_our_lora_is_peft_s_lora_in_outputs_and_gradients(targets):
     ids = torch.randint(1, c.vocab_size, (3, 9))
     mask = torch.ones_like(ids)
     mask[1, 6:] = 0
-    for unpad in (False, True):  # the padded computation and the flat one (model/varlen.py)
-        ours.configured(unpad=unpad)
-        mine = ours.encode(ours.embeddings(ids), mask, lora=Route(((lora, None),)))
+    encode = adapted(ours, lora)
+    monkeypatch.setattr(varlen, "MIN_PADDING", 1)  # the CPU path runs this batch flat
+    for path in (None, "cpu"):  # the textbook computation and the CPU's flat one (model/fast/varlen.py)
+        fast.install(ours, path)
+        mine = encode(ids, mask)
         got = ref(input_ids=ids, attention_mask=mask).last_hidden_state
         real = mask.bool()
-        assert torch.allclose(mine[real], got[real], atol=1e-5), (unpad, (mine[real] - got[real]).abs().max())
-    ours.configured(unpad=True)
+        assert torch.allclose(mine[real], got[real], atol=1e-5), (path, (mine[real] - got[real]).abs().max())
     lora.zero_grad()
     ref.zero_grad()
-    ours.encode(ours.embeddings(ids), mask, lora=Route(((lora, None),)))[mask.bool()].pow(2).sum().backward()
+    encode(ids, mask)[mask.bool()].pow(2).sum().backward()
     ref(input_ids=ids, attention_mask=mask).last_hidden_state[mask.bool()].pow(2).sum().backward()
     for i, layer in enumerate(lora.layer):
         for t, pair in layer.items():
@@ -74,9 +89,9 @@ def test_a_fresh_adapter_computes_what_the_checkpoint_does():
     ids = torch.randint(1, 50, (2, 7))
     mask = torch.ones_like(ids)
     with torch.no_grad():
-        plain = bert.encode(bert.embeddings(ids), mask)
-        adapted = bert.encode(bert.embeddings(ids), mask, lora=Route(((lora, None),)))
-    assert torch.equal(plain, adapted)
+        plain = bert.encoder(bert.embeddings(ids), mask)
+        with_lora = adapted(bert, lora)(ids, mask)
+    assert torch.equal(plain, with_lora)
     assert sum(p.numel() for p in lora.parameters()) == LoRA.parameter_count(bert.config, 4, tuple(ALL))
 
 
@@ -93,11 +108,30 @@ def test_the_fused_mixed_task_pass_equals_one_pass_per_task(shared):
         _randomize(lo, seed=len(n))
     model.train()
     fused, g_fused = losses_and_grads(cfg, model, batches, fused=True)
-    model.bert.configured(unpad=False)
+    model.run_on(None)  # the textbook model, one padded pass per task
     sep, g_sep = losses_and_grads(cfg, model, batches, fused=False)
     assert_same_step(fused, g_fused, sep, g_sep)
     assert any(k.startswith("lora.sst.") for k in g_sep) and any(k.startswith("lora.sts.") for k in g_sep)
     assert any(k.startswith("bert.") for k in g_sep) == (shared == "true")
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_checkpointed_layers_are_recomputed_with_their_own_tasks_adapters(fused):
+    """Gradient checkpointing recomputes each layer in the backward, after its pass has ended - with one pass per
+    task, after the other tasks' passes too: the routing of the layer's own pass comes back with it, so losses and
+    gradients are those without checkpointing (dropout on: the recomputation redraws the same masks)."""
+    cfg, model, batches = setup(
+        ["lora.enabled=true", "lora.dropout=0.1", f"lora.targets={ALL}", "lora.tasks=[sst,sts]", "lora.rank=4"]
+    )
+    for n, lo in model.lora.items():
+        _randomize(lo, seed=len(n))
+    model.train()
+    results = []
+    for checkpointing in (False, True):
+        model.bert.encoder.gradient_checkpointing = checkpointing
+        torch.manual_seed(3)
+        results += losses_and_grads(cfg, model, batches, fused=fused)
+    assert_same_step(*results)
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,5 @@
 """Losses and heads against PyTorch, sentence-transformers and hand computations: CE, BCE, MSE, cosine losses, the
-ranking and triplet losses, the dynamic margin (report 004, Algorithm 1), the pair heads."""
+ranking and triplet losses, the pair heads (the dynamic margin, an updater, is in test_lr_schedules.py)."""
 
 import itertools
 import math
@@ -11,13 +11,12 @@ import torch.nn.functional as F
 from minbert.config import load_config
 from minbert.errors import MinbertError
 from minbert.losses import LOSSES
-from minbert.losses.dynamic_margin import DynamicMargin, next_margin
 from minbert.model import BertModel
 from minbert.model.heads import HEADS, ConcatPairHead, CosinePairHead
+from minbert.model.multitask import MultitaskModel
 from minbert.model.outputs import HeadOutput
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import Batch, TaskData
-from minbert.multitask.model import MultitaskModel
 from minbert.multitask.objective import Objective
 from minbert.multitask.runner import Runner
 from minbert.tasks import TASKS
@@ -121,27 +120,6 @@ def test_triplet_by_hand():
     labels = torch.tensor([5.0, 2.5])
     expected = (1.0 * max(0, 5 - math.sqrt(2) + 1) + 0.5 * max(0, 1 - math.sqrt(20) + 1)) / 2
     assert LOSSES["triplet"](margin=1.0)(HeadOutput(u=u, v=v), labels).item() == pytest.approx(expected)
-
-
-def test_dynamic_margin_reproduces_algorithm_1():
-    # Algorithm 1 on a scripted sequence of dev scores, initial margin 0.5, step 0.1
-    scores = [0.40, 0.45, 0.44, 0.44, 0.50]
-    margin, previous, seen = 0.5, 0.0, []
-    for epoch, current in enumerate(scores, start=1):
-        margin = next_margin(margin, previous, current, epoch, 0.1)
-        previous = current
-        seen.append(round(margin, 10))
-    # improved, improved, worse, equal (not an improvement), improved
-    expected = [0.5 - 0.1, 0.4 - 0.1 / 2, 0.35 + 0.1 / 3, 0.35 + 0.1 / 3 + 0.1 / 4, 0.35 + 0.1 / 3 + 0.1 / 4 - 0.1 / 5]
-    assert seen == [round(x, 10) for x in expected]
-    # the same as an end-of-epoch updater moving a cosine-embedding loss's margin, and through a checkpoint
-    loss = LOSSES["cosine_embedding"](margin=0.5)
-    updater = DynamicMargin(loss, "sts", "sts/pearson", 0.1)
-    logged = [updater.on_epoch_end(None, e, 0.0, {"sts/pearson": c})["margin/sts"] for e, c in enumerate(scores[:3], 1)]
-    again = DynamicMargin(LOSSES["cosine_embedding"](), "sts", "sts/pearson", 0.1)
-    again.load_state_dict(updater.state_dict())
-    logged += [again.on_epoch_end(None, e, 0.0, {"sts/pearson": c})["margin/sts"] for e, c in [(4, 0.44), (5, 0.50)]]
-    assert [round(x, 10) for x in logged] == seen and loss.margin == pytest.approx(expected[2])
 
 
 def _batch(task: str, head: str, b: int = 4, t: int = 6):

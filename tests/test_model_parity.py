@@ -1,14 +1,29 @@
-"""Our BERT against transformers.BertModel on the same weights and inputs."""
+"""Our BERT against transformers.BertModel on the same weights and inputs: the textbook model (SDPA and the attention
+written out) and the CPU's fast path (model/fast), on padded batches and unpadded ones."""
 
 import pytest
 import torch
 import transformers
 
 from minbert.data import DATASETS, Tokenizer, load_split, pad
-from minbert.model import BertConfig, BertModel, load_weights
-from minbert.model.varlen import unpad as unpad_layout
+from minbert.model import BertConfig, BertModel, fast, load_weights
+from minbert.model.bert import BertSelfAttention
+from minbert.model.fast import varlen
+from minbert.model.fast.varlen import unpad as unpad_layout
 
 TOL = 1e-4
+# how our model runs: the textbook modules with SDPA or with attention written out; the CPU's fast path on a batch
+# it runs padded (little padding) and on one it runs as flat real tokens
+PATHS = ["textbook", "textbook-written-out", "cpu-padded", "cpu-unpadded"]
+
+
+def on_path(model: BertModel, path: str, monkeypatch) -> BertModel:
+    fast.install(model, "cpu" if path.startswith("cpu") else None)
+    for m in model.modules():
+        if type(m) is BertSelfAttention:
+            m.sdpa = path != "textbook-written-out"
+    monkeypatch.setattr(varlen, "MIN_PADDING", 1 if path == "cpu-unpadded" else 10**9)
+    return model
 
 
 def real_batch(data_root, ckpt, n=16):
@@ -17,13 +32,13 @@ def real_batch(data_root, ckpt, n=16):
     return pad(tok.encode(sents, 128), tok.pad_id)
 
 
-@pytest.mark.parametrize("unpad", [True, False], ids=["unpadded", "padded"])
-def test_embedded_checkpoint_matches_transformers(data_root, ckpt, unpad):
+@pytest.mark.parametrize("path", PATHS)
+def test_embedded_checkpoint_matches_transformers(data_root, ckpt, path, monkeypatch):
     ids, mask = real_batch(data_root, ckpt)
     assert (mask == 0).any(), "the batch must contain padding to test the mask path"
-    assert unpad_layout(mask) is not None, "the batch must have enough padding to run unpadded"
-    ours = BertModel.from_pretrained(ckpt).eval()
-    ours.configured(unpad=unpad)
+    ours = on_path(BertModel.from_pretrained(ckpt).eval(), path, monkeypatch)
+    unpad = unpad_layout(mask) is not None
+    assert unpad == (path == "cpu-unpadded")
     ref = transformers.BertModel.from_pretrained(ckpt, attn_implementation="eager").eval()
     with torch.no_grad():
         o = ours(ids, mask)
@@ -39,9 +54,6 @@ def test_embedded_checkpoint_matches_transformers(data_root, ckpt, unpad):
 
 @pytest.mark.parametrize("act", ["gelu", "relu"])
 def test_tiny_random_config_matches_transformers(act, monkeypatch):
-    from minbert.model import varlen
-
-    monkeypatch.setattr(varlen, "MIN_PADDING", 1)  # this batch's 23 padding tokens run unpadded too
     torch.manual_seed(0)
     cfg = dict(
         vocab_size=99,
@@ -65,22 +77,21 @@ def test_tiny_random_config_matches_transformers(act, monkeypatch):
     real = mask.bool()
     with torch.no_grad():
         r = ref(input_ids=ids, attention_mask=mask, token_type_ids=types)
-        for unpad in (True, False):
-            ours.configured(unpad=unpad)
-            o = ours(ids, mask, types)
-            assert (o.last_hidden_state[real] - r.last_hidden_state[real]).abs().max() <= TOL, unpad
-            assert (o.pooler_output - r.pooler_output).abs().max() <= TOL, unpad
-    assert (o.last_hidden_state - r.last_hidden_state).abs().max() <= TOL  # padded: every position
+        for path in PATHS:  # cpu-unpadded: this batch's 23 padding tokens run unpadded too
+            o = on_path(ours, path, monkeypatch)(ids, mask, types)
+            assert (o.last_hidden_state[real] - r.last_hidden_state[real]).abs().max() <= TOL, path
+            assert (o.pooler_output - r.pooler_output).abs().max() <= TOL, path
+            if path != "cpu-unpadded":  # padded: every position
+                assert (o.last_hidden_state - r.last_hidden_state).abs().max() <= TOL, path
 
 
-@pytest.mark.parametrize("unpad", [True, False], ids=["unpadded", "padded"])
-def test_training_path_matches_transformers_outputs_and_gradients(data_root, ckpt, unpad):
-    """With gradients on, our CPU attention is written out (fused QKV, additive mask); check it and its backward,
-    unpadded (real tokens in length buckets) and padded."""
+@pytest.mark.parametrize("path", PATHS)
+def test_training_path_matches_transformers_outputs_and_gradients(data_root, ckpt, path, monkeypatch):
+    """With gradients on, the CPU's attention is written out (fused QKV, additive mask); check it and its backward,
+    unpadded (real tokens in length buckets) and padded, and the textbook model's."""
     ids, mask = real_batch(data_root, ckpt, n=8)
-    assert unpad_layout(mask) is not None, "the batch must have enough padding to run unpadded"
     ours = BertModel.from_pretrained(ckpt).eval()  # eval: no dropout, so both sides compute the same function
-    ours.configured(unpad=unpad)
+    on_path(ours, path, monkeypatch)
     ref = transformers.BertModel.from_pretrained(ckpt, attn_implementation="eager").eval()
     grads = []
     for model, out in ((ours, lambda: ours(ids, mask)), (ref, lambda: ref(input_ids=ids, attention_mask=mask))):
@@ -131,10 +142,8 @@ def test_padding_does_not_change_real_tokens(ckpt):
 
 def test_unpadding_falls_back_where_the_layout_cannot_say_the_mask(ckpt, monkeypatch):
     """Right padding runs unpadded; left padding (positions would not restart at 0), an unpadded batch and one with
-    less padding than varlen.MIN_PADDING keep the padded computation, so both settings of `unpad` give identical
-    outputs there."""
-    from minbert.model import varlen
-
+    less padding than varlen.MIN_PADDING keep the padded computation, so the CPU path gives exactly what it gives
+    without unpadding there."""
     tok = Tokenizer.from_pretrained(ckpt)
     ids, right = pad(
         tok.encode(["a short one", "a much longer sentence that forces padding on the first"], 64), tok.pad_id
@@ -149,30 +158,29 @@ def test_unpadding_falls_back_where_the_layout_cannot_say_the_mask(ckpt, monkeyp
     assert unpad_layout(torch.zeros_like(right)) is None  # empty rows: nothing to lay out
     v, real = unpad_layout(right)
     assert real.tolist() == [right.shape[1] + t for t in range(right.shape[1])] + list(range(int(right[0].sum())))
-    model = BertModel.from_pretrained(ckpt).eval()
-    monkeypatch.setattr(varlen, "MIN_PADDING", padding + 1)
+    model = fast.install(BertModel.from_pretrained(ckpt).eval(), "cpu")
     for mask in (left, torch.ones_like(right), right):
         with torch.no_grad():
+            monkeypatch.setattr(varlen, "MIN_PADDING", padding + 1)
             a = model(ids, mask).last_hidden_state
-            model.configured(unpad=False)
+            monkeypatch.setattr(varlen, "MIN_PADDING", 10**9)
             b = model(ids, mask).last_hidden_state
-            model.configured(unpad=True)
         assert torch.equal(a, b)
 
 
-def test_attention_implementations_agree_and_are_chosen_once_per_device():
-    from minbert.model.bert import ATTENTION, SpeedPaths, scores
+def test_the_cpu_attention_kernels_agree_with_sdpa():
+    from minbert.model.fast.cpu import attention_inference, attention_math, scores
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(2, 4, 7, 8, generator=g) for _ in range(3))  # (B, nh, T, hs)
     mask = torch.tensor([[1] * 7, [1] * 4 + [0] * 3]).bool()[:, None, None, :]  # (B, 1, 1, T)
-    fp32 = ATTENTION["sdpa"](q, k, v, mask, 0.0)
-    torch.testing.assert_close(ATTENTION["math"](q, k, v, mask, 0.0), fp32)
-    assert torch.equal(ATTENTION["cpu_inference"](q, k, v, mask, 0.0), fp32)  # fp32: SDPA itself
+    fp32 = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(attention_math(q, k, v, mask, 0.0), fp32)
+    assert torch.equal(attention_inference(q, k, v, mask, 0.0), fp32)  # fp32: SDPA itself
     # bf16: the written-out scores (rounded to bf16, as training's attention has them) with an fp32 softmax: within
     # bf16 rounding of the fp32 result, and no further from it than the bf16 softmax of training's math
     low = [t.bfloat16() for t in (q, k, v)]
-    ours, math = (ATTENTION[name](*low, mask, 0.0) for name in ("cpu_inference", "math"))
+    ours, math = attention_inference(*low, mask, 0.0), attention_math(*low, mask, 0.0)
     err, math_err = ((x.float() - fp32).abs().max() for x in (ours, math))
     assert ours.dtype == torch.bfloat16 and err < 0.05 and err <= math_err, (err, math_err)
     # its in-place mask and fp32-reading softmax: training's scores with their additive -inf bias, cast to fp32,
@@ -183,20 +191,18 @@ def test_attention_implementations_agree_and_are_chosen_once_per_device():
     assert torch.equal(ours, s.float().softmax(-1).bfloat16() @ lv)
     lq.requires_grad_(True)  # a backward follows: the bias path, the same scores
     assert torch.equal(scores(lq, lk, mask), s) and torch.equal(scores(lq.detach(), lk, mask), s)
-    assert SpeedPaths.for_device("cpu") == SpeedPaths("math", "cpu_inference", True, reuse_embedding_grad=True)
-    assert SpeedPaths.for_device("cuda") == SpeedPaths("sdpa", "sdpa", False)
 
 
 def test_dynamic_int8_quantization_runs_on_our_model(ckpt):
     """torch's quantize_dynamic replaces the Linear layers by int8 ones whose weight is a method: the fused q/k/v
     projection of the unpadded path must not read it. Padded and unpadded batches run, and the mean-pooled
-    sentence embeddings stay close to fp32's (int8 is approximate: issue 23 measures its accuracy)."""
+    sentence embeddings stay close to fp32's (int8 is approximate: docs/SPEED.md gives its accuracy)."""
     import warnings
 
     from minbert.data import Tokenizer, pad
     from minbert.model import BertModel
 
-    model = BertModel.from_pretrained(ckpt).eval()
+    model = fast.install(BertModel.from_pretrained(ckpt).eval(), "cpu")
     tok = Tokenizer.from_pretrained(ckpt)
     long = "a tedious mess that never finds its footing and goes on and on for two hours and then some more"
     with warnings.catch_warnings():

@@ -173,8 +173,10 @@ def test_evaluation_encodes_each_distinct_sentence_once(monkeypatch):
     model, tok = build(cfg, torch.device("cpu"))
     data = load_data(cfg, tok, ("dev",))["dev"]["sts"]
     rows = []
-    forward = model.bert.encode
-    monkeypatch.setattr(model.bert, "encode", lambda x, *a, **k: rows.append(x.shape[0]) or forward(x, *a, **k))
+    forward = model.bert.encoder.forward
+    monkeypatch.setattr(
+        model.bert.encoder, "forward", lambda x, *a, **k: rows.append(x.shape[0]) or forward(x, *a, **k)
+    )
     Runner(model, tok.pad_id, "cpu", "fp32").predict("sts", data)
     distinct = len({s for e in data.examples for s in e.texts})
     assert sum(rows) == distinct < 2 * len(data.examples)

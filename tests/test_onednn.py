@@ -1,4 +1,4 @@
-"""fp32 CPU inference through oneDNN's linear op where MKL's fp32 GEMM is slow (model/onednn.py, Runner): the copy
+"""fp32 CPU inference through oneDNN's linear op where MKL's fp32 GEMM is slow (model/fast/onednn.py, Runner): the copy
 shares every weight with the model, leaves the model as it was, gives the same outputs to float rounding, follows
 the model's weights with nothing to refresh, and keeps F.linear wherever a backward may follow."""
 
@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minbert.model import onednn
-from minbert.model.onednn import OneDNNCopy, OneDNNLinear
+from minbert.model.fast import onednn
+from minbert.model.fast.onednn import OneDNNCopy, OneDNNLinear
 from minbert.multitask.runner import Runner
 from tests.helpers import tiny_model
 

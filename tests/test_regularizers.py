@@ -30,7 +30,7 @@ def test_divergences_are_symmetric_kl_and_mse():
 
 def test_smart_with_zero_weight_adds_nothing():
     model, batch = tiny_model(), sst_batch()
-    out = model("sst", batch)
+    out = model.task_output("sst", batch)
     assert REGULARIZERS["smart"](weight=0.0)(model, "sst", batch, out, "logits").item() == 0.0
 
 
@@ -59,13 +59,13 @@ def reference_smart(model, task, batch, clean_logits, sigma, eta, eps):
     noise = torch.randn_like(embed) * sigma
     embed = (embed * batch.mask.unsqueeze(2).float()).detach()  # generate_noise: masked, here held fixed
     noise = (noise * batch.mask.unsqueeze(2).float()).requires_grad_()
-    adv_logits = model(task, batch, embedded=embed + noise).logits
+    adv_logits = model.task_output(task, batch, embedded=embed + noise).logits
     adv_loss = F.kl_div(
         F.log_softmax(adv_logits, dim=-1), F.softmax(clean_logits.detach(), dim=-1), reduction="batchmean"
     )
     (delta_grad,) = torch.autograd.grad(adv_loss, noise)
     direction = delta_grad / (delta_grad.abs().max(-1, keepdim=True)[0] + eps)
-    adv_logits = model(task, batch, embedded=(embed + direction * eta).detach()).logits
+    adv_logits = model.task_output(task, batch, embedded=(embed + direction * eta).detach()).logits
     a, b = clean_logits, adv_logits
     return F.kl_div(F.log_softmax(a, -1), F.softmax(b.detach(), -1), reduction="batchmean") + F.kl_div(
         F.log_softmax(b, -1), F.softmax(a.detach(), -1), reduction="batchmean"
@@ -79,7 +79,7 @@ def test_smart_matches_mt_dnn_reference(dropout):
     model = tiny_model(config=QUIET_BERT if dropout == 0 else TINY_BERT, dropout=dropout)
     batch = sst_batch()
     model.train()
-    out = model("sst", batch)
+    out = model.task_output("sst", batch)
     # sigma 1e-3 rather than the default 1e-5: at 1e-5 the divergence (~1e-12) is below fp32's resolution, and the
     # rounding of two implementations gives directions a few percent apart
     torch.manual_seed(5)
@@ -109,11 +109,11 @@ def reference_smart_cceaa00(model, task, batch, clean_logits, sigma, eta, eps, k
     embed = model.bert.embeddings(batch.ids, batch.types)
     noise = (torch.randn_like(embed) * sigma).requires_grad_()
     for _ in range(k):
-        adv_logits = model(task, batch, embedded=embed + noise).logits
+        adv_logits = model.task_output(task, batch, embedded=embed + noise).logits
         (delta_grad,) = torch.autograd.grad(stable_kl(adv_logits, clean_logits.detach()), noise, retain_graph=True)
         delta_grad = noise + delta_grad * eta
         noise = (delta_grad / (delta_grad.abs().max(-1, keepdim=True)[0] + eps)).detach().requires_grad_()
-    a, b = clean_logits, model(task, batch, embedded=embed + noise).logits
+    a, b = clean_logits, model.task_output(task, batch, embedded=embed + noise).logits
     return F.kl_div(F.log_softmax(a, -1), F.softmax(b.detach(), -1), reduction="batchmean") + F.kl_div(
         F.log_softmax(b, -1), F.softmax(a.detach(), -1), reduction="batchmean"
     )
@@ -123,7 +123,7 @@ def reference_smart_cceaa00(model, task, batch, clean_logits, sigma, eta, eps, k
 def test_smart_cceaa00_matches_mt_dnn_current_reference(steps):
     model, batch = tiny_model(config=QUIET_BERT, dropout=0.0), sst_batch()
     model.train()
-    out = model("sst", batch)
+    out = model.task_output("sst", batch)
     args = dict(weight=1.0, eta=1e-3, sigma=1e-5, steps=steps)
     torch.manual_seed(5)
     ours = REGULARIZERS["smart"](**args, reference="cceaa00")(model, "sst", batch, out, "logits")
@@ -147,12 +147,14 @@ def test_smart_cceaa00_matches_mt_dnn_current_reference(steps):
 def test_smart_term_beats_random_noise_of_the_same_size():
     model, batch = tiny_model(config=QUIET_BERT, dropout=0.0), sst_batch()
     model.train()
-    out = model("sst", batch)
+    out = model.task_output("sst", batch)
     smart = REGULARIZERS["smart"](weight=1.0, eta=1e-3)
     adv = smart(model, "sst", batch, out, "logits").item()
     x = model.embedded("sst", batch).detach()
     rand = max(
-        divergence(model("sst", batch, embedded=x + 1e-3 * torch.sign(torch.randn_like(x))), out, "logits").item()
+        divergence(
+            model.task_output("sst", batch, embedded=x + 1e-3 * torch.sign(torch.randn_like(x))), out, "logits"
+        ).item()
         for _ in range(10)
     )
     assert adv > 2 * rand > 0
@@ -174,11 +176,11 @@ def test_one_way_halves_add_up_to_the_symmetric_divergence():
 
 def test_bregman_with_zero_mu_changes_nothing_and_ema_follows_formula():
     model, batch = tiny_model(), sst_batch()
-    out = model("sst", batch)
+    out = model.task_output("sst", batch)
     reg = REGULARIZERS["bregman"](mu=0.0, beta=0.75)
     assert reg(model, "sst", batch, out, "logits").item() == 0.0
     reg = REGULARIZERS["bregman"](mu=1.0, beta=0.75)
-    reg(model, "sst", batch, model("sst", batch), "logits")  # makes the EMA copy: theta_tilde_0 = theta_0
+    reg(model, "sst", batch, model.task_output("sst", batch), "logits")  # makes the EMA copy: theta_tilde_0 = theta_0
     theta0 = [p.detach().clone() for p in model.parameters()]
     with torch.no_grad():
         for p in model.parameters():
@@ -192,18 +194,18 @@ def test_bregman_term_is_zero_at_the_ema_in_train_mode_without_dropout_and_posit
     model, batch = tiny_model(config=QUIET_BERT, dropout=0.0), sst_batch()
     model.train()  # the old teacher ran in eval mode against a train-mode student
     reg = REGULARIZERS["bregman"](mu=2.0, beta=0.9)
-    assert reg(model, "sst", batch, model("sst", batch), "logits").item() == pytest.approx(0.0, abs=1e-7)
+    assert reg(model, "sst", batch, model.task_output("sst", batch), "logits").item() == pytest.approx(0.0, abs=1e-7)
     with torch.no_grad():
         model.heads["sst"].out.weight.add_(0.5)
-    assert reg(model, "sst", batch, model("sst", batch), "logits").item() > 0
+    assert reg(model, "sst", batch, model.task_output("sst", batch), "logits").item() > 0
 
 
 def test_bregman_teacher_follows_the_students_mode():
     model, batch = tiny_model(), sst_batch()  # dropout 0.1
     reg = REGULARIZERS["bregman"](mu=1.0)
     model.train()
-    reg(model, "sst", batch, model("sst", batch), "logits")
+    reg(model, "sst", batch, model.task_output("sst", batch), "logits")
     assert reg.ema.training
     model.eval()
-    assert reg(model, "sst", batch, model("sst", batch), "logits").item() == pytest.approx(0.0, abs=1e-7)
+    assert reg(model, "sst", batch, model.task_output("sst", batch), "logits").item() == pytest.approx(0.0, abs=1e-7)
     assert not reg.ema.training

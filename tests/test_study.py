@@ -15,10 +15,10 @@ from minbert.cli import main
 from minbert.data import Example
 from minbert.losses import LOSSES
 from minbert.model import BertModel
+from minbert.model.multitask import MultitaskModel
 from minbert.model.outputs import HeadOutput
 from minbert.multitask.config import TaskConfig
 from minbert.multitask.data import TaskData, make_batch
-from minbert.multitask.model import MultitaskModel
 from minbert.sweep import load_sweep, rows
 from tests.helpers import QUICKSTART, TINY, run_cli
 from tests.helpers import TINY_BERT as HELPERS_BERT

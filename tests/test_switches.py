@@ -24,7 +24,7 @@ def test_gradient_checkpointing_gives_the_same_gradients_with_dropout():
     ids = torch.randint(1000, 5000, (4, 12))
     grads = []
     for ckpt in (False, True):
-        model.configured(gradient_checkpointing=ckpt)
+        model.encoder.gradient_checkpointing = ckpt
         model.zero_grad()
         torch.manual_seed(1)
         model(ids).last_hidden_state.pow(2).mean().backward()

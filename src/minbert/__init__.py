@@ -1,4 +1,8 @@
-"""minbert: a from-scratch BERT and a multitask fine-tuning toolkit."""
+"""minbert: a from-scratch BERT and a multitask fine-tuning toolkit.
+
+"report 000" ... "report 004", cited throughout the code, are the five CS224N project reports minbert grew from,
+named with their titles and authors in docs/TECHNIQUES.md ("The five reports").
+"""
 
 __version__ = "0.1.0"
 

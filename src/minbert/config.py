@@ -2,8 +2,8 @@
 
 Every key is checked against the dataclass: an unknown key, a wrong type, a value outside a `Literal` or outside the
 `Range` declared beside the field (`lr: Annotated[float, ge(0)] = 5e-5`), or a non-finite number is refused before
-any work starts, with the valid keys or values listed. Technique constructors declare their arguments' ranges the
-same way, and `typed_args` checks them.
+any work starts, with the valid keys or values listed. The constructors of extension families' members declare
+their arguments' ranges the same way, and `typed_args` checks them (for `registry.build`).
 """
 
 from __future__ import annotations
@@ -139,11 +139,13 @@ def convert(tp, value, key: str):
 
 
 def typed_args(fn, args: dict, where: str) -> dict:
-    """Keyword arguments for a technique's constructor `fn` from a config mapping: each name one of its parameters,
-    each value converted to that parameter's annotated type (so `patience: 3` is an int and `eps: 1e-6` a float);
-    an unknown name or a wrong type is one MinbertError naming `where.name`."""
-    # positional-only parameters are the call's data (a sampler's sizes, ...), not settings
-    params = [n for n, p in inspect.signature(fn).parameters.items() if n != "self" and p.kind != p.POSITIONAL_ONLY]
+    """Keyword arguments for a constructor `fn` (an extension family's member, `registry.build`) from a config
+    mapping: each name one of its parameters, each value converted to that parameter's annotated type (so
+    `patience: 3` is an int and `eps: 1e-6` a float) and inside its declared range; an unknown name, a wrong type or
+    a value out of range is one MinbertError naming `where.name`."""
+    # positional-only parameters are what the member acts on (a dynamic margin's loss), not settings
+    settings = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = [n for n, p in inspect.signature(fn).parameters.items() if n != "self" and p.kind in settings]
     hints = get_type_hints(fn.__init__ if isinstance(fn, type) else fn, include_extras=True)
     out = {}
     for name, value in args.items():

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from minbert import allocator
+from minbert import torch_private as private
 from minbert.errors import MinbertError
 from minbert.files import atomic_write_text, check_writable, read_jsonl  # noqa: F401 (atomic_write_text: used from here)
 
@@ -304,15 +305,10 @@ def pick_device(name: str) -> torch.device:
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-@functools.cache
 def cpu_has_bf16() -> bool:
     """Whether this CPU computes bf16 matmuls natively (AVX-512 BF16 or AMX). Without them (e.g. Ice Lake Xeons)
-    PyTorch emulates bf16 and an autocast step is about twice as slow as fp32 (benchmarks/RESULTS.md)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    PyTorch emulates bf16 and an autocast step is much slower than fp32 (benchmarks/bench_encoder.py)."""
+    return bool({"avx512_bf16", "amx_bf16"} & private.cpu_flags())
 
 
 def resolve_precision(device: torch.device, precision: str) -> str:
@@ -341,7 +337,7 @@ def _warn_emulated_bf16() -> None:
     """Once per process: bf16 asked for by name where the CPU lacks it is emulated - measured 2x slower than fp32 on
     an Ice Lake Xeon and 7.6x on an AVX2-only EPYC (benchmarks/RESULTS.md) - with no gain in return."""
     log.warning(
-        "bf16 on a CPU without native bf16 (no avx512_bf16 or amx_bf16 in /proc/cpuinfo) is emulated and several "
+        "bf16 on a CPU without native bf16 (no avx512_bf16 or amx_bf16 among its CPU flags) is emulated and several "
         "times slower than fp32; precision=auto picks fp32 here"
     )
 

@@ -1,5 +1,5 @@
-"""What every gradient combiner is: `combiner(G, rng) -> g` for the (T, P) per-task gradient rows G; a stateless
-one keeps the no-op state methods."""
+"""What every gradient combiner is: `combiner(G, rng) -> g` for the (T, P) per-task gradient rows G; a stateful one
+(GradVac's EMA targets) overrides `state_dict()` / `load_state_dict()` from `registry.Extension`."""
 
 from __future__ import annotations
 
@@ -7,13 +7,9 @@ import random
 
 import torch
 
+from minbert.registry import Extension
 
-class Combiner:
+
+class Combiner(Extension):
     def __call__(self, grads: torch.Tensor, rng: random.Random) -> torch.Tensor:
         raise NotImplementedError
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass

@@ -12,7 +12,7 @@
   (ReLU Dense layers); a model card in README.md.
 - `onnx`: OUT/<task>.onnx for every task (a bi-encoder's takes both sentences) and OUT/embed.onnx (sentence embeddings
   with `--task`'s pooling), with the tokenizer and minbert_export.json naming inputs, outputs and how outputs become
-  predictions. Exported with `torch.onnx.export` from the static graph (`Speed.static_graph`: no branch on the
+  predictions. Exported with `torch.onnx.export` from the textbook model (`fast.textbook`: no branch on the
   data) and checked against PyTorch with onnxruntime when it is installed.
 
 PALs make each task's encoder different: runs with PALs export only as `onnx`. Per-task LoRA adapters do too, but

@@ -25,6 +25,7 @@ from torch import nn
 from minbert.data import pad
 from minbert.errors import MinbertError
 from minbert.export.common import copy_tokenizer, default_embedding_task, write_json
+from minbert.model import fast
 from minbert.model.heads import HEADS
 from minbert.multitask.run import LoadedRun
 
@@ -64,9 +65,8 @@ class EmbedGraph(nn.Module):
 
 
 def export_onnx(run: LoadedRun, out: Path, task: str | None, int8: bool = False) -> list[Path]:
-    bert, written, manifest = run.model.bert, [], {"tasks": {}}
-    bert.configured(static_graph=True)
-    try:
+    written, manifest = [], {"tasks": {}}
+    with fast.textbook(run.model):  # the reference modules: no branch on the data for the tracer to freeze
         for name in [task] if task else list(run.cfg.tasks):
             bi_encoder = HEADS[run.cfg.task(name).head].bi_encoder
             graph = (PairGraph if bi_encoder else TaskGraph)(run, name)
@@ -88,8 +88,6 @@ def export_onnx(run: LoadedRun, out: Path, task: str | None, int8: bool = False)
         manifest["embed"] = {"file": "embed.onnx", "task": embed_task, "pooling": run.cfg.task(embed_task).pooling}
         if int8:
             manifest["embed"]["int8"] = int8_file(graph, inputs, written[-1], run, written)
-    finally:
-        bert.configured(static_graph=False)
     copy_tokenizer(run, out)
     write_json(out / "minbert_export.json", manifest)
     return written

@@ -7,8 +7,9 @@ A loss class says what it `needs` from the head, one of the kinds a head gives (
 "logits" (class logits), "logit" (one score that is a logit), "score" (one real-valued score), "similarity" (a score
 on the label scale), "embeddings" (bi-encoder u and v), "sentence" (a sentence task's embedding `emb`); the config
 check (multitask/kinds.py, `check_kinds`) matches the two and refuses a head and loss that cannot work together.
-Each is built from the task config as `LOSSES[name](**loss_args)`; a new loss is one file (a subclass of
-`losses.base.Loss`) plus one line here.
+Each is built from the task config as `registry.build(LOSSES, loss, loss_args)`; a new loss is one file (a
+subclass of `losses.base.Loss`) plus one line here. (The dynamic margin that moves a cosine-embedding loss's margin
+between epochs is an updater, lr_schedules/dynamic_margin.py.)
 """
 
 from __future__ import annotations

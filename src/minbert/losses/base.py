@@ -1,4 +1,6 @@
-"""What every loss declares, so the config check and the training step need no list of names."""
+"""What every loss declares, so the config check and the training step need no list of names. A loss is an
+`nn.Module` (called as `loss(out, labels)`, its `forward`), so its state for checkpoints is its module state, unlike
+the other families' `registry.Extension`."""
 
 from torch import nn
 

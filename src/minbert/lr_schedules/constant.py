@@ -1,5 +1,5 @@
-from minbert.lr_schedules.base import LrSchedule
+from minbert.lr_schedules.base import Updater
 
 
-class Constant(LrSchedule):
+class Constant(Updater):
     """The learning rate stays where the config puts it (the CS224N handout's setting)."""

@@ -1,10 +1,10 @@
 from typing import Annotated
 
 from minbert.config import ge, within
-from minbert.lr_schedules.base import LrSchedule
+from minbert.lr_schedules.base import Updater
 
 
-class Plateau(LrSchedule):
+class Plateau(Updater):
     """Report 001's schedule: multiply the learning rate by `factor` (0.5) after `patience` (3) consecutive epochs
     whose total training loss increased; the count starts again after each cut."""
 

@@ -1,10 +1,10 @@
 from typing import Annotated
 
 from minbert.config import ge
-from minbert.lr_schedules.base import LrSchedule
+from minbert.lr_schedules.base import Updater
 
 
-class WarmupLinear(LrSchedule):
+class WarmupLinear(Updater):
     """Linear warm-up from 0 to the configured rate over `warmup` steps (a fraction of all steps when < 1), then
     linear decay to 0 at the last step (BERT's fine-tuning schedule)."""
 

@@ -1,4 +1,4 @@
-from minbert.model.bert import POOLINGS, BertConfig, BertModel, BertOutput, Speed, pool
+from minbert.model.bert import POOLINGS, BertConfig, BertModel, BertOutput, pool
 from minbert.model.loading import check_fits, default_checkpoint_dir, load_weights, resolve_checkpoint
 
 __all__ = [
@@ -6,7 +6,6 @@ __all__ = [
     "BertConfig",
     "BertModel",
     "BertOutput",
-    "Speed",
     "check_fits",
     "default_checkpoint_dir",
     "load_weights",

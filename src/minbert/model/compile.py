@@ -12,24 +12,27 @@ from __future__ import annotations
 import logging
 import shutil
 
+import torch
+
+from minbert.torch_private import compile_falls_back_to_eager
+
 log = logging.getLogger(__name__)
 
 
 def compile_layers(bert, backend: str) -> bool:
     """True when the layers were handed to torch.compile."""
-    import torch._dynamo
-
     if backend == "inductor" and not (shutil.which("c++") or shutil.which("g++")):
         log.warning("compile: inductor needs a C++ compiler on CPU and none is on PATH; running eagerly")
         return False
-    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+    if backend not in torch.compiler.list_backends(exclude_tags=()):
         log.warning(
             "compile: unknown backend %r (known: %s); running eagerly",
             backend,
-            ", ".join(torch._dynamo.list_backends()),
+            ", ".join(torch.compiler.list_backends()),
         )
         return False
-    torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly instead of raising
+    if not compile_falls_back_to_eager():
+        log.warning("compile: this PyTorch cannot fall back to eager execution where a graph fails to compile")
     for layer in bert.encoder.layer:
         layer.compile(backend=backend, dynamic=True)
     log.info("compile: encoder layers compiled with %s", backend)

@@ -111,10 +111,10 @@ def load_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str)
                 v.copy_(state[k].to(v.dtype))
 
 
-def load_pretrained(cls, path: Path, speed=None, **config_overrides):
+def load_pretrained(cls, path: Path, **config_overrides):
     path = resolve_checkpoint(path)
     config = dataclasses.replace(BertConfig.from_json(path / "config.json"), **config_overrides)
-    model = cls(config, speed)
+    model = cls(config)
     load_weights(model, read_state_dict(path), str(path))
     return model
 

@@ -11,23 +11,25 @@ Targets, by the Hugging Face module they adapt inside each encoder layer:
     intermediate           intermediate.dense      (FFN, H -> 4H)
     output                 output.dense            (FFN, 4H -> H)
 
-Tasks meet in one encoder pass (multitask/fused.py): every token goes through its own task's adapter. A `Route` says
-which rows of the pass belong to which task's adapter - all of them for a one-task batch, index sets over the flat
-tokens of a fused one - and `LayerLoRA` applies the low-rank product group by group, so each task's product is one
-matmul over its own tokens.
+The adapters attach as PEFT's do, by replacing each targeted `nn.Linear` of the encoder (`attach`) with a
+`LoRALinear` over the same weight and bias (so every parameter keeps its Hugging Face name); the encoder's code never
+names LoRA. Tasks meet in one encoder pass (the fused multitask pass, model/multitask.py): every token goes through
+its own task's adapter. The model's `Routing` (model/routing.py) says which rows of the pass belong to which task -
+all of them for a one-task batch, index sets over the flat tokens of a fused one - and each LoRALinear applies its
+tasks' low-rank products group by group, so each task's product is one matmul over its own tokens.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from minbert.model.config import BertConfig
-from minbert.model.dropout import Dropout
+from minbert.model.routing import Routing
 
 # target -> the module's path inside a BertLayer (Hugging Face names), and its (in, out) widths from the config
 TARGETS: dict[str, str] = {
@@ -45,7 +47,7 @@ def widths(c: BertConfig, target: str) -> tuple[int, int]:
     return {"intermediate": (h, i), "output": (i, h)}.get(target, (h, h))
 
 
-class LoRALinear(nn.Module):
+class LowRank(nn.Module):
     """One adapted layer's pair: (..., in) -> (..., out) = scaling * B A dropout(x)."""
 
     def __init__(self, fan_in: int, fan_out: int, rank: int, alpha: float, dropout: float):
@@ -54,7 +56,7 @@ class LoRALinear(nn.Module):
         self.lora_B = nn.Linear(rank, fan_out, bias=False)
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))  # as PEFT's reset_lora_parameters
         nn.init.zeros_(self.lora_B.weight)
-        self.dropout = Dropout(dropout)
+        self.dropout = nn.Dropout(dropout)
         self.scaling = alpha / rank
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -62,13 +64,13 @@ class LoRALinear(nn.Module):
 
 
 class LoRA(nn.Module):
-    """One task's adapters: `layer[i][target]`, a LoRALinear per encoder layer and target."""
+    """One task's adapters: `layer[i][target]`, a LowRank pair per encoder layer and target."""
 
     def __init__(self, c: BertConfig, rank: int, alpha: float, dropout: float, targets: tuple[str, ...]):
         super().__init__()
         self.targets, self.rank, self.alpha, self.dropout = tuple(targets), rank, alpha, dropout
         self.layer = nn.ModuleList(
-            nn.ModuleDict({t: LoRALinear(*widths(c, t), rank, alpha, dropout) for t in self.targets})
+            nn.ModuleDict({t: LowRank(*widths(c, t), rank, alpha, dropout) for t in self.targets})
             for _ in range(c.num_hidden_layers)
         )
 
@@ -77,26 +79,21 @@ class LoRA(nn.Module):
         return c.num_hidden_layers * sum(rank * sum(widths(c, t)) for t in targets)
 
 
-@dataclass(frozen=True)
-class Route:
-    """Which task's adapter each row of an encoder pass takes: `groups` of (LoRA, rows), rows an index tensor over the
-    pass's first dimension (flat tokens), or None for every row (a one-task batch, padded or flat)."""
+class LoRALinear(nn.Linear):
+    """An encoder's linear layer with per-task adapters: W x + b, plus for each row the low-rank delta of its task's
+    adapter (none for a task without one). Made from an `nn.Linear` by `attach`, over the same Parameters."""
 
-    groups: tuple[tuple[LoRA, torch.Tensor | None], ...]
+    adapters: dict[str, LowRank]  # task -> its pair for this layer: owned (registered) by the task's LoRA, not here
+    routing: Routing
 
-    def layers(self, count: int) -> list["LayerLoRA"]:
-        return [LayerLoRA(self.groups, i) for i in range(count)]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x, self.weight, self.bias)
+        d = self.delta(x)
+        return y if d is None else y + d.to(y.dtype)
 
-
-class LayerLoRA:
-    """One encoder layer's view of a route: `delta(target, x)` the adapters' sum for that layer's input x, or None
-    when no adapter targets it (the layer then runs as the checkpoint's)."""
-
-    def __init__(self, groups, index: int):
-        self.groups, self.index = groups, index
-
-    def delta(self, target: str, x: torch.Tensor) -> torch.Tensor | None:
-        parts = [(lora.layer[self.index][target], rows) for lora, rows in self.groups if target in lora.targets]
+    def delta(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The adapters' sum for input x (..., in) under the current routing, or None when no routed task has one."""
+        parts = [(self.adapters[t], rows) for t, rows in self.routing.groups if t in self.adapters]
         if not parts:
             return None
         if len(parts) == 1 and parts[0][1] is None:
@@ -109,12 +106,17 @@ class LayerLoRA:
         return out
 
 
-def add(y: torch.Tensor, lora: LayerLoRA | None, target: str, x: torch.Tensor) -> torch.Tensor:
-    """y, the adapted layer's output for input x, plus the route's low-rank delta for `target` if any."""
-    if lora is None:
-        return y
-    d = lora.delta(target, x)
-    return y if d is None else y + d.to(y.dtype)
+def attach(encoder_layers: nn.ModuleList, loras: dict[str, LoRA], routing: Routing) -> None:
+    """Each task's adapters onto the encoder's layers: every targeted nn.Linear becomes a LoRALinear (in place, its
+    Parameters and their names unchanged) holding, per task, that layer's pair."""
+    for task, lora in loras.items():
+        for layer, pairs in zip(encoder_layers, lora.layer):
+            for target, pair in pairs.items():
+                m = layer.get_submodule(TARGETS[target])
+                if type(m) is not LoRALinear:
+                    m.__class__ = LoRALinear  # as torch.nn.utils.parametrize does: same object, new forward
+                    m.adapters, m.routing = {}, routing
+                m.adapters[task] = pair
 
 
 def merged(state: dict[str, torch.Tensor], lora: LoRA) -> dict[str, torch.Tensor]:

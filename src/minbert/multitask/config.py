@@ -12,7 +12,7 @@ from minbert.combiners import COMBINERS
 from minbert.config import Range, from_dict, ge, gt, to_dict, typed_args, within
 from minbert.errors import MinbertError
 from minbert.losses import LOSSES
-from minbert.lr_schedules import LR_SCHEDULES
+from minbert.lr_schedules import UPDATERS
 from minbert.model.heads import HEADS, PAIR_FEATURES
 from minbert.model.lora import TARGETS as LORA_TARGETS
 from minbert.multitask.kinds import check_kinds, num_outputs  # noqa: F401 (num_outputs: re-exported)
@@ -110,7 +110,7 @@ class TrainConfig:
     pals: PalsConfig = field(default_factory=PalsConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
-    lr_schedule: str = "constant"  # a key of minbert.lr_schedules.LR_SCHEDULES
+    lr_schedule: str = "constant"  # a key of minbert.lr_schedules.UPDATERS, one not per task
     lr_schedule_args: dict[str, Any] = field(default_factory=dict)
     steps_per_epoch: Annotated[int, ge(0, "0 = the schedule's natural epoch")] = 0  # 0 = the schedule's natural epoch
     epochs: Annotated[int, ge(1)] = 3
@@ -218,20 +218,21 @@ class TrainConfig:
             )
 
     def _check_names(self) -> None:
-        """Each technique named is in its registry."""
+        """Each member named is in its family's registry, and its settings are its constructor's arguments."""
+        lr_schedules = {k: c for k, c in UPDATERS.items() if not c.per_task}  # per task: built from tasks.*
         for key, name, registry in (
             ("schedule", self.schedule, SAMPLERS),
             ("combiner", self.combiner, COMBINERS),
-            ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
+            ("lr_schedule", self.lr_schedule, lr_schedules),
             *(("regularizers", r, REGULARIZERS) for r in self.regularizers),
         ):
             if name not in registry:
                 # the two schedules are easy to confuse: `schedule` orders the tasks, `lr_schedule` sets the rate
-                other = {"schedule": ("lr_schedule", LR_SCHEDULES), "lr_schedule": ("schedule", SAMPLERS)}.get(key)
+                other = {"schedule": ("lr_schedule", lr_schedules), "lr_schedule": ("schedule", SAMPLERS)}.get(key)
                 hint = f" ({name!r} is a {other[0]}: set {other[0]}={name})" if other and name in other[1] else ""
                 raise MinbertError(f"{key}: {name!r} unknown; valid: {', '.join(registry)}{hint}")
-        for name, args in self.technique_args().items():  # each argument a parameter, of its type
-            typed_args(*args, name)
+        for where, (registry, name, args) in self.members().items():  # each argument a parameter, of its type
+            typed_args(registry[name], args, where)
 
     def _check_lora(self) -> None:
         lo = self.lora
@@ -303,23 +304,14 @@ class TrainConfig:
                     f"nothing to train; set tasks.{name}.extra_layers=1 or another head"
                 )
 
-    def technique_args(self) -> dict[str, tuple]:
-        """{config key: (constructor, its arguments)} of the techniques whose arguments the config gives."""
-        out = {f"regularizers.{k}": (REGULARIZERS[k], a) for k, a in self.regularizers.items()}
-        out["schedule_args"] = (SAMPLERS[self.schedule], self.schedule_args)
-        out["combiner_args"] = (COMBINERS[self.combiner], self.combiner_args)
-        out["lr_schedule_args"] = (LR_SCHEDULES[self.lr_schedule], self.lr_schedule_args)
+    def members(self) -> dict[str, tuple[dict[str, type], str, dict]]:
+        """{config key of the settings: (registry, member name, its settings)} of the members of extension families
+        this config names at its top level (each task's losses are under tasks.*), as `registry.build` takes them."""
+        out = {f"regularizers.{k}": (REGULARIZERS, k, a) for k, a in self.regularizers.items()}
+        out["schedule_args"] = (SAMPLERS, self.schedule, self.schedule_args)
+        out["combiner_args"] = (COMBINERS, self.combiner, self.combiner_args)
+        out["lr_schedule_args"] = (UPDATERS, self.lr_schedule, self.lr_schedule_args)
         return out
-
-    def build(self, key: str):
-        """The technique behind one key of `technique_args` (e.g. "combiner_args"), built from its arguments."""
-        fn, args = self.technique_args()[key]
-        return fn(**typed_args(fn, args, key))
-
-    def sampler(self):
-        """The task sampler with its `schedule_args`: `sampler(sizes, batches, epoch, epochs, steps, seed) -> plan`."""
-        fn, args = self.technique_args()["schedule_args"]
-        return functools.partial(fn, **typed_args(fn, args, "schedule_args"))
 
     @property
     def per_task_gradients(self) -> bool:

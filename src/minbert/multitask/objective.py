@@ -1,11 +1,11 @@
 """What one training step minimizes, as one module (`Objective`, the module DistributedDataParallel wraps).
 
-For each task of the step, on its batch: the head's output (one fused encoder pass of all the step's sentences, or
-the task's own pass), its loss, mixed with the distillation term when teachers gave targets, plus its extra losses
-and its regularizer terms, times the task's weight. `forward` sums the tasks with each task's share of its global
-batch and hands back the total, each task's loss, and the regularizer terms to log; `task_loss` is one task's, for
-the steps that need one gradient per task. Nothing here touches gradients or the optimizer: that is
-multitask/stepper.py.
+For each task of the step, on its batch: the head's output (the model's one multitask forward: one fused encoder pass
+of all the step's sentences where it can, model/multitask.py), its loss, mixed with the distillation term when
+teachers gave targets, plus its extra losses and its regularizer terms, times the task's weight. `forward` sums the
+tasks with each task's share of its global batch and hands back the total, each task's loss, and the regularizer terms
+to log; `task_loss` is one task's, for the steps that need one gradient per task. Nothing here touches gradients or
+the optimizer: that is multitask/stepper.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from minbert.losses import LOSSES
 from minbert.model.outputs import HeadOutput
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.distill import distill_loss
-from minbert.multitask.fused import fused_forward
+from minbert.registry import build
+from minbert.regularizers import REGULARIZERS
 from minbert.runs import autocast
 
 log = logging.getLogger(__name__)
@@ -36,20 +37,19 @@ class Objective(nn.Module):
         self.autocast = autocast(device, cfg.precision)  # the context maker, resolved once
         tasks = {n: cfg.task(n) for n in cfg.tasks}
         self.weight = {n: t.weight for n, t in tasks.items()}
-        self.losses = {n: LOSSES[t.loss](**t.loss_args) for n, t in tasks.items()}
+        self.losses = {n: build(LOSSES, t.loss, t.loss_args) for n, t in tasks.items()}
         self.needs = {n: LOSSES[t.loss].needs for n, t in tasks.items()}
         self.extra = {
             n: [
-                (LOSSES[k](**{a: v for a, v in args.items() if a != "weight"}), args.get("weight", 1.0))
+                (build(LOSSES, k, {a: v for a, v in args.items() if a != "weight"}), args.get("weight", 1.0))
                 for k, args in t.extra_losses.items()
             ]
             for n, t in tasks.items()
         }
-        self.regularizers = {k: cfg.build(f"regularizers.{k}") for k in cfg.regularizers}
-        # one encoder pass for all of a step's tasks, except where the tasks' passes differ: per-task gradients need a
-        # graph per task, PALs put a different adapter in every layer per task, and a frozen encoder's rows come from
-        # its cache (there is no encoder pass to share)
-        self.fused = cfg.fused and not cfg.per_task_gradients and model.pals is None and not cfg.frozen
+        self.regularizers = {k: build(REGULARIZERS, k, a) for k, a in cfg.regularizers.items()}
+        # one encoder pass for all of a step's tasks (the model knows when its own modules allow it), except where
+        # per-task gradients need a graph per task
+        self.fused = cfg.fused and not cfg.per_task_gradients
         world = current().world
         # losses whose terms compare examples within a batch: splitting the batch changes them
         in_batch = sorted({k for t in tasks.values() for k in (t.loss, *t.extra_losses) if LOSSES[k].in_batch})
@@ -66,20 +66,18 @@ class Objective(nn.Module):
     def forward(self, batches: dict, fracs: dict[str, float]) -> tuple[torch.Tensor, dict[str, torch.Tensor], Terms]:
         """A micro-batch's total loss (tasks weighted by `fracs`, their shares of their global batches), each task's
         loss, and the regularizer terms."""
-        outs = {}
-        if self.fused and len(batches) > 1:
-            with self.autocast():
-                outs = fused_forward(self.model, batches)
+        with self.autocast():
+            outs = self.model(batches, fused=self.fused)
         losses, terms = {}, {k: [] for k in self.regularizers}
         for n, b in batches.items():
-            losses[n] = self.task_loss(n, b, outs.get(n), terms)
+            losses[n] = self.task_loss(n, b, outs[n], terms)
         return sum(fracs[n] * loss for n, loss in losses.items()), losses, terms
 
     def task_loss(self, name: str, batch, out: HeadOutput | None = None, terms: Terms | None = None) -> torch.Tensor:
         """The weighted loss of one task's batch: its loss, extra losses and regularizer terms (appended to `terms`
-        when given). `out`: the head output when a fused pass has computed it already."""
+        when given). `out`: the head output when the model's forward has computed it already."""
         with self.autocast():
-            out = self.model(name, batch) if out is None else out
+            out = self.model.task_output(name, batch) if out is None else out
             if batch.keys is not None:  # which rows repeat a text: in-batch losses mask them out as negatives
                 out = out.replace(keys=batch.keys)
             loss = self.losses[name](out, batch.labels)

@@ -14,11 +14,11 @@ import torch
 from minbert.config import from_dict, load_yaml
 from minbert.data import Tokenizer, choose_data_dir, data_dir, load_split, split_file
 from minbert.errors import MinbertError
-from minbert.model import BertModel, Speed, resolve_checkpoint
+from minbert.model import BertModel, resolve_checkpoint
 from minbert.model.compile import compile_layers
+from minbert.model.multitask import MultitaskModel
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import TaskData, encode_task
-from minbert.multitask.model import MultitaskModel
 from minbert.multitask.runner import INFERENCE_PRECISIONS, Runner
 from minbert.multitask.state import load_snapshot
 from minbert.runs import pick_device
@@ -32,17 +32,18 @@ def build(cfg: TrainConfig, device) -> tuple[MultitaskModel, Tokenizer]:
     drop = {}
     if cfg.encoder_dropout >= 0:
         drop = {"hidden_dropout_prob": cfg.encoder_dropout, "attention_probs_dropout_prob": cfg.encoder_dropout}
-    speed = Speed(torch.device(device).type, gradient_checkpointing=cfg.grad_checkpointing)
-    bert = BertModel.from_pretrained(ckpt, speed, **drop)
+    bert = BertModel.from_pretrained(ckpt, **drop)
+    bert.encoder.gradient_checkpointing = cfg.grad_checkpointing
     if cfg.frozen or (cfg.lora.enabled and not cfg.lora.train_shared):
         bert.requires_grad_(False)  # only the heads (and adapters) train
     if cfg.freeze_word_embeddings:
         bert.embeddings.word_embeddings.weight.requires_grad_(False)
     # a row-sparse gradient of the rows looked up, which AdamW updates lazily (optim/adamw.py)
     bert.embeddings.word_embeddings.sparse = cfg.lazy_word_embeddings
+    model = MultitaskModel(bert, {n: cfg.task(n) for n in cfg.tasks}, cfg.pals, cfg.specs, cfg.lora).to(device)
+    model.run_on(torch.device(device).type)  # the device's fast paths (model/fast), chosen once
     if cfg.compile:
         compile_layers(bert, cfg.compile)
-    model = MultitaskModel(bert, {n: cfg.task(n) for n in cfg.tasks}, cfg.pals, cfg.specs, cfg.lora).to(device)
     return model, Tokenizer.from_pretrained(ckpt)
 
 

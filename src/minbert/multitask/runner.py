@@ -22,11 +22,11 @@ from minbert.data import bucket_batches, pad
 from minbert.data.batching import trimming
 from minbert.distributed import gathered_rows
 from minbert.errors import MinbertError
-from minbert.model import onednn
-from minbert.model.cast import CastCopy, InferenceCopy
+from minbert.model import fast
+from minbert.model.fast.cast import InferenceCopy
+from minbert.model.multitask import MultitaskModel
 from minbert.multitask.data import TaskData, make_batch
 from minbert.multitask.frozen import EncoderCache
-from minbert.multitask.model import MultitaskModel
 from minbert.runs import PRECISIONS, autocast, resolve_precision
 from minbert.tasks import overall_score
 
@@ -45,16 +45,9 @@ class Runner:
         self.source, self.specs = model, model.specs
         self.autocast = autocast(self.device, precision)
         low = PRECISIONS[resolve_precision(self.device, precision)]
-        self.cast: InferenceCopy | None = None
-        if self.device.type == "cpu" and low is torch.bfloat16:
-            # the encoder (with its PALs or LoRA adapters) from a bf16 copy of its weights, the heads as they are
-            # under autocast (model/cast.py; `evaluate` refreshes the copy: training evaluates changing weights);
-            # where bf16 is native, its linear layers from weights packed for oneDNN (model/onednn.py)
-            copier = onednn.PackedCopy if onednn.packs_bf16() else CastCopy
-            self.cast = copier(model, ("bert", "pals", "lora"), low)
-        elif self.device.type == "cpu" and low is None and not quantized and onednn.faster_here():
-            # fp32 linear layers through oneDNN where MKL's are slow (model/onednn.py)
-            self.cast = onednn.OneDNNCopy(model, ("bert", "pals"))
+        # the encoder's inference copy for this device and precision, if it has a faster one (model/fast:
+        # `evaluate` refreshes it, since training evaluates changing weights); the heads run as they are
+        self.cast: InferenceCopy | None = None if quantized else fast.inference_copy(model, self.device, low)
 
     @property
     def model(self) -> MultitaskModel:
@@ -96,7 +89,7 @@ class Runner:
                 for idx in trimming(bucket_batches([data.lengths[i] for i in pairs], bs)):
                     b = make_batch(data, [pairs[i] for i in idx], self.pad_id).to(self.device)
                     with self.autocast():
-                        soft = spec.soft(model(task, b), scale).float().cpu()
+                        soft = spec.soft(model.task_output(task, b), scale).float().cpu()
                     if out.shape[1:] != soft.shape[1:]:
                         out = torch.empty(len(pairs), *soft.shape[1:])
                     out[idx] = soft

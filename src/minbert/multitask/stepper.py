@@ -18,11 +18,13 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from minbert.combiners import COMBINERS
 from minbert.distributed import all_reduce_sum, broadcast_tensors, current
 from minbert.errors import MinbertError
 from minbert.multitask.conflicts import ConflictStats
 from minbert.multitask.objective import Objective, Terms
 from minbert.optim.grads import all_finite, clip_grad_norm_, coalesce_sparse
+from minbert.registry import build
 
 Micro = list[tuple[dict, dict]]  # per micro-batch: {task: Batch}, {task: its share of the task's global batch}
 
@@ -38,7 +40,7 @@ class Stepper:
     def __init__(self, objective: Objective, device: torch.device):
         cfg, model = objective.cfg, objective.model
         self.cfg, self.objective, self.model = cfg, objective, model
-        self.combiner = cfg.build("combiner_args")
+        self.combiner = build(COMBINERS, cfg.combiner, cfg.combiner_args)
         self.conflicts = ConflictStats()
         # per-task gradients are only materialized when something needs them
         self.per_task = cfg.per_task_gradients

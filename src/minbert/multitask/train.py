@@ -196,6 +196,13 @@ class Trainer:
             self.restore()
         elif d.main:
             dump_yaml(cfg, self.run / "config.yaml")
+        self.log_setup()
+        self.plan()
+        self.start = self.began - self.st.elapsed  # this session's loading counts too
+
+    def log_setup(self) -> None:
+        """Where the run goes, and what it runs on."""
+        cfg = self.cfg
         log.info("run directory: %s", self.run)
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else ""
         chosen = " (auto)" if cfg.precision == "auto" else ""
@@ -203,6 +210,10 @@ class Trainer:
                  resolve_precision(self.device, cfg.precision), chosen)  # fmt: skip
         trims = f"; the heap trimmed every {cfg.trim_every} steps (trim_every)" if cfg.trim_every else ""
         log.info("memory allocator: %s", allocator.describe() + ("" if allocator.loaded() else trims))
+
+    def plan(self) -> None:
+        """Each task's batch stream (resumed where it stopped) and each epoch's plan of steps."""
+        cfg = self.cfg
         train = self.data["train"]
         sizes = {n: len(x) for n, x in train.items()}
         per_pass = {n: -(-sizes[n] // cfg.task(n).batch_size) for n in train}
@@ -210,14 +221,13 @@ class Trainer:
             n: BatchStream(n, x.lengths, cfg.task(n).batch_size, cfg.seed, self.st.consumed[n])
             for n, x in train.items()
         }
-        schedule = cfg.sampler()
         self.plans = {
-            e: schedule(sizes, per_pass, e, cfg.epochs, cfg.steps_per_epoch, cfg.seed) for e in range(1, cfg.epochs + 1)
+            e: self.tech.sampler(sizes, per_pass, e, cfg.epochs, cfg.steps_per_epoch, cfg.seed)
+            for e in range(1, cfg.epochs + 1)
         }
         self.total_steps = sum(len(p) for p in self.plans.values())
         if cfg.max_steps:  # the learning-rate schedule spans the steps that will run
             self.total_steps = min(self.total_steps, cfg.max_steps)
-        self.start = self.began - self.st.elapsed  # this session's loading counts too
 
     def teacher_targets(self, resume: Path | None) -> dict:
         """Distillation: the teachers' soft outputs on every training example, attached to the training data;
@@ -262,7 +272,7 @@ class Trainer:
         bar = progress(range(st.step_in_epoch, len(plan)), f"epoch {epoch}/{cfg.epochs}", unit="step",
                        total=len(plan), initial=st.step_in_epoch, disable=not self.d.main)  # fmt: skip
         for s in bar:
-            self.tech.lr_schedule.on_step(self.optimizer, st.global_step, self.total_steps)
+            self.tech.start_step(self.optimizer, st.global_step, self.total_steps)
             # every process draws the same global batches; step_batches takes this one's share, in micro-batches
             idx = {name: self.streams[name].next() for name in plan[s]}
             micro = step_batches(self.data["train"], idx, self.tok.pad_id, self.device, self.d.rank, self.d.world,

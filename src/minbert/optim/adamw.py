@@ -12,14 +12,14 @@ For each parameter with gradient g at step t:
 With e = eps * sqrt(1 - b2^t) the efficient form is algebraically the textbook step
 lr * m_hat / (sqrt(v_hat) + eps), so `eps` means what it means in torch.optim.AdamW; the handout's variant that
 adds eps itself to sqrt(v) differs by up to 1e-5 after a thousand steps. Without bias correction a = lr, e = eps.
-The updates are written with `torch._foreach_*` so that one call touches every tensor of a group: on a CPU a
+The updates are written with PyTorch's foreach operations so that one call touches every tensor of a group: on a CPU a
 per-tensor Python loop costs more than the arithmetic for BERT's ~200 tensors.
 
-`fused=True` (the default when bias correction is on) runs the same step through PyTorch's fused AdamW kernel
-(`torch._fused_adamw_`): one pass over memory instead of the six foreach passes above, which matters because the
-word-embedding table (11.7M values for the embedded checkpoint's vocabulary x 384) gets a dense gradient every
-step; it is several times faster than the foreach path (benchmarks/bench_kernels.py). tests/test_adamw.py checks
-both paths against torch.optim.AdamW and against each other.
+`fused=True` (the default when bias correction is on) runs the same step through PyTorch's fused AdamW kernel: one
+pass over memory instead of the six foreach passes above, which matters because the word-embedding table gets a
+dense gradient every step (benchmarks/bench_kernels.py times both). Both are private PyTorch APIs, reached through
+minbert/torch_private.py with a public fallback each. tests/test_adamw.py checks both paths against
+torch.optim.AdamW and against each other.
 
 A row-sparse gradient (an `nn.Embedding(sparse=True)` table: `lazy_word_embeddings`) gets the lazy update of
 torch.optim.SparseAdam and TensorFlow's LazyAdam: only the rows the gradient names are read and written - their
@@ -34,6 +34,8 @@ import math
 
 import torch
 
+from minbert import torch_private as private
+
 
 class AdamW(torch.optim.Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, correct_bias=True, fused=None):
@@ -45,7 +47,7 @@ class AdamW(torch.optim.Optimizer):
             raise ValueError(f"invalid eps {eps}; must be >= 0")
         if fused and not correct_bias:
             raise ValueError("fused=True needs correct_bias=True: the fused kernel always corrects the bias")
-        fused = correct_bias and hasattr(torch, "_fused_adamw_") if fused is None else fused
+        fused = correct_bias and private.has_fused_adamw() if fused is None else fused
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, correct_bias=correct_bias, fused=fused
         )
@@ -100,36 +102,17 @@ class AdamW(torch.optim.Optimizer):
     def _update(self, params, grads, m, v, t, group):
         b1, b2 = group["betas"]
         lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
-        if group.get("fused"):
-            # the kernel reads the step count (never writes it), on the weights' device: CUDA's refuses a CPU one
-            steps = [torch.tensor(float(t), device=params[0].device)] * len(params)
-            torch._fused_adamw_(
-                params,
-                grads,
-                m,
-                v,
-                [],
-                steps,
-                amsgrad=False,
-                lr=lr,
-                beta1=b1,
-                beta2=b2,
-                weight_decay=wd,
-                eps=eps,
-                maximize=False,
-                grad_scale=None,
-                found_inf=None,
-            )
+        if group.get("fused") and private.has_fused_adamw():
+            private.fused_adamw_(params, grads, m, v, t, lr, b1, b2, wd, eps)
             return
-        torch._foreach_lerp_(m, grads, 1 - b1)  # m = b1 m + (1 - b1) g
-        torch._foreach_mul_(v, b2)
-        torch._foreach_addcmul_(v, grads, grads, value=1 - b2)  # v = b2 v + (1 - b2) g^2
+        private.foreach_lerp_(m, grads, 1 - b1)  # m = b1 m + (1 - b1) g
+        private.foreach_mul_(v, b2)
+        private.foreach_addcmul_(v, grads, grads, value=1 - b2)  # v = b2 v + (1 - b2) g^2
         if group["correct_bias"]:
             alpha, eps = lr * math.sqrt(1 - b2**t) / (1 - b1**t), eps * math.sqrt(1 - b2**t)
         else:
             alpha = lr
         if wd:
-            torch._foreach_mul_(params, 1 - lr * wd)
-        denom = torch._foreach_sqrt(v)
-        torch._foreach_add_(denom, eps)
-        torch._foreach_addcdiv_(params, m, denom, value=-alpha)
+            private.foreach_mul_(params, 1 - lr * wd)
+        denom = private.foreach_sqrt_add(v, eps)  # sqrt(v) + e
+        private.foreach_addcdiv_(params, m, denom, value=-alpha)

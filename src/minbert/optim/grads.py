@@ -1,6 +1,6 @@
 """What a step does to all gradients at once - the finiteness check, clipping by the global norm - for dense
 gradients and the row-sparse gradient of a lazily updated table (`lazy_word_embeddings`: `nn.Embedding(sparse=True)`
-gives a sparse COO gradient, which `torch.nn.utils.clip_grad_norm_` and `torch._foreach_norm` do not take).
+gives a sparse COO gradient, which `torch.nn.utils.clip_grad_norm_` and PyTorch's foreach norm do not take).
 
 `coalesce_sparse` first: autograd leaves a sparse gradient with one row per token (and accumulation appends more),
 and only the summed rows have the right norm. Without sparse gradients everything is PyTorch's own call, unchanged.
@@ -9,6 +9,8 @@ and only the summed rows have the right norm. Without sparse gradients everythin
 from __future__ import annotations
 
 import torch
+
+from minbert import torch_private as private
 
 
 def coalesce_sparse(params) -> None:
@@ -20,13 +22,13 @@ def coalesce_sparse(params) -> None:
 
 def _values(g: torch.Tensor) -> torch.Tensor:
     """The numbers of a gradient: a coalesced sparse one's stored rows (an alias: writing them writes the gradient)."""
-    return g._values() if g.is_sparse else g
+    return g.values() if g.is_sparse else g
 
 
 def all_finite(grads: list[torch.Tensor]) -> bool:
     """Whether every value of these gradients (sparse ones coalesced) is finite."""
     vals = [_values(g) for g in grads]
-    return not vals or bool(torch.isfinite(torch.stack(torch._foreach_norm(vals)).sum()))
+    return not vals or bool(torch.isfinite(torch.stack(private.foreach_norm(vals)).sum()))
 
 
 def clip_grad_norm_(params, max_norm: float) -> torch.Tensor:
@@ -37,7 +39,7 @@ def clip_grad_norm_(params, max_norm: float) -> torch.Tensor:
     if not any(g.is_sparse for g in grads):
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
     vals = [_values(g) for g in grads]
-    total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(vals)))
+    total = torch.linalg.vector_norm(torch.stack(private.foreach_norm(vals)))
     coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    torch._foreach_mul_(vals, coef)
+    private.foreach_mul_(vals, coef)
     return total

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import torch
 
+from minbert import torch_private as private
 from minbert.config import ge, within
 from minbert.regularizers.base import Regularizer
 from minbert.regularizers.divergence import divergence
@@ -38,14 +39,14 @@ class Bregman(Regularizer):
             return out.zeros()
         ema = self._ensure(model).train(model.training)
         with torch.no_grad():
-            target = ema(task, batch)
+            target = ema.task_output(task, batch)
         return self.mu * divergence(out, target, needs)
 
     @torch.no_grad()
     def after_step(self, model) -> None:
         ema = self._ensure(model)
         params = [p for p in model.parameters()]
-        torch._foreach_lerp_([p for p in ema.parameters()], params, 1 - self.beta)  # beta * ema + (1 - beta) * theta
+        private.foreach_lerp_([p for p in ema.parameters()], params, 1 - self.beta)  # beta * ema + (1 - beta) * theta
 
     def state_dict(self) -> dict:
         return {} if self.ema is None else {f"ema/{k}": v for k, v in self.ema.state_dict().items()}

@@ -12,8 +12,8 @@
 3. The term is weight * (KL(f(x + delta) || f(x)) + KL(f(x) || f(x + delta))), each direction pulling one side with
    the other held fixed (MT-DNN's SymKlCriterion); Bernoulli KL for a binary logit, squared error for scores.
 
-`reference` picks which of MT-DNN's two versions of step 2 runs. "99d1b20" (the default; MT-DNN of 2020-08-26) is
-the above, with x held fixed. "cceaa00" (MT-DNN since 2020-08-27, its current `perturbation.py`) keeps the noise and
+`reference` picks which of MT-DNN's two versions of step 2 runs. "99d1b20" (the default; MT-DNN at that commit) is
+the above, with x held fixed. "cceaa00" (MT-DNN from that commit on, its current `perturbation.py`) keeps the noise and
 normalizes the sum per token, delta <- (delta + eta g) / (|delta + eta g|_inf + eps), with its ascent objective
 `stable_kl(..., reduce=False)` (a sum over the batch; squared error summed for scores) and an absolute eps, and
 leaves x attached, so the final term's gradient also reaches the embedding layer through x. Its perturbation has a
@@ -97,7 +97,7 @@ class Smart(Regularizer):
         if self.reference == "99d1b20":
             x = x.detach()  # as that version detaches its perturbed input; cceaa00 keeps it attached
         clean = out.detach()
-        f = lambda e: model(task, batch, embedded=e)  # noqa: E731
+        f = lambda e: model.task_output(task, batch, embedded=e)  # noqa: E731
         delta = adversarial_delta(f, x, clean, needs, self.steps, self.sigma, self.eta, self.eps, self.reference)
         adv = f(x + delta)
         return self.weight * (toward(out, adv, needs) + toward(adv, out, needs))

@@ -5,6 +5,7 @@ alpha = 1 - decay (e - 1) / (E - 1), so large tasks dominate early and sampling 
 from typing import Annotated
 
 from minbert.config import within
+from minbert.sampling.base import Sampler
 from minbert.sampling.proportional import weighted_tasks
 
 
@@ -12,6 +13,12 @@ def alpha(epoch: int, epochs: int, decay: float = 0.8) -> float:
     return 1.0 if epochs <= 1 else 1.0 - decay * (epoch - 1) / (epochs - 1)
 
 
-def annealed(sizes, batches, epoch, epochs, steps, seed, /, decay: Annotated[float, within(0, 1)] = 0.8):
-    a = alpha(epoch, epochs, decay)
-    return weighted_tasks({t: float(n) ** a for t, n in sizes.items()}, steps or sum(batches.values()), seed + epoch)
+class Annealed(Sampler):
+    def __init__(self, decay: Annotated[float, within(0, 1)] = 0.8):
+        self.decay = decay
+
+    def __call__(self, sizes, batches, epoch, epochs, steps, seed):
+        a = alpha(epoch, epochs, self.decay)
+        return weighted_tasks(
+            {t: float(n) ** a for t, n in sizes.items()}, steps or sum(batches.values()), seed + epoch
+        )

@@ -2,12 +2,15 @@
 
 import random
 
+from minbert.sampling.base import Plan, Sampler
 
-def weighted_tasks(weights: dict[str, float], steps: int, seed: int) -> list[tuple[str, ...]]:
+
+def weighted_tasks(weights: dict[str, float], steps: int, seed: int) -> Plan:
     rng = random.Random(seed)
     names = list(weights)
     return [(t,) for t in rng.choices(names, weights=[weights[t] for t in names], k=steps)]
 
 
-def proportional(sizes, batches, epoch, epochs, steps, seed, /):
-    return weighted_tasks({t: float(n) for t, n in sizes.items()}, steps or sum(batches.values()), seed + epoch)
+class Proportional(Sampler):
+    def __call__(self, sizes, batches, epoch, epochs, steps, seed):
+        return weighted_tasks({t: float(n) for t, n in sizes.items()}, steps or sum(batches.values()), seed + epoch)

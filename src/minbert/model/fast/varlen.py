@@ -6,9 +6,10 @@ sorted longest first and cut into a few buckets of similar length; each bucket i
 (B, T) grid for attention only, and its real tokens are taken back out. A token sees only its own sentence, and
 positions restart at every sentence, so every sentence gets exactly the states it would get in a batch of its own.
 
-Two callers build this layout: the fused multitask pass (all tasks' sentences, multitask/fused.py) and
-`BertModel.encode`, which runs a right-padded batch with enough padding on CPU this way (`unpad`) and puts the
-states back in the (B, T) grid with zeros at padding.
+Two callers build this layout: the fused multitask pass (all tasks' sentences, model/multitask.py) and the CPU's
+encoder (model/fast/cpu.py), which runs a right-padded batch with enough padding this way and puts the states back
+in the (B, T) grid with zeros at padding. `SelfAttention` and `Encoder` are the textbook modules that also take a
+flat layout; every device's fast path builds on them.
 
 Flat tokens are bucket-major: bucket 0's sentences (longest first), each sentence's tokens contiguous, then
 bucket 1's, and so on.
@@ -20,14 +21,18 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minbert.model.bert import POOLINGS, BertEncoder, BertPooler, BertSelfAttention
+from minbert.model.lora import LoRALinear
 
 # one bucket costs about as much fixed work (a gather, a few small kernels per layer, forward and backward) as
 # this many (sentence x token^2) units of attention work; measured only roughly, the split is not sensitive to it
 BUCKET_COST = 3000
 # `unpad` leaves a batch with fewer padding tokens than this padded: regrouping tokens for attention costs a few
-# small kernels per layer, which outweigh the work saved on a little padding. Chosen by an ad-hoc sweep (script not
-# kept) of 1, 32, 64 and 128 over quickstart batches of 8 and 32 per task: 1 lost to padded batches at batch 8,
-# 32 and 64 did best; benchmarks/bench_multitask.py compares the per-task passes with and without unpadding
+# small kernels per layer, which outweigh the work saved on a little padding (benchmarks/bench_multitask.py
+# --min-padding compares values of it on the quickstart's batches)
 MIN_PADDING = 32
 
 
@@ -107,9 +112,9 @@ def grid_index(positions: torch.Tensor, slots: int) -> torch.Tensor:
 
 def to_grid(rows: torch.Tensor, keep: torch.Tensor, slots: int, fill: torch.Tensor | None = None) -> torch.Tensor:
     """(n, C) rows -> (slots, C): row i at slot keep[i], zeros at the other slots. Two ways to the same values, bit
-    for bit, each where it is the faster on CPU (benchmarks/bench_regroup.py, "the regrouping alone"): with no
-    backward to follow, a gather from the rows with one zero row appended (`fill`: `grid_index(keep, slots)`, made
-    here when not given), about twice as fast as zeros + index_copy; when one follows, zeros + index_copy, whose
+    for bit (tests/test_fused.py), each where it was the faster on CPU (the retired benchmark "bench_regroup", its
+    record in benchmarks/log/): with no backward to follow, a gather from the rows with one zero row appended
+    (`fill`: `grid_index(keep, slots)`, made here when not given); when one follows, zeros + index_copy, whose
     backward - a gather - costs less than the gather's own, an index_add, on buckets this small."""
     if torch.is_grad_enabled() and rows.requires_grad:
         return rows.new_zeros(slots, rows.shape[1]).index_copy(0, keep, rows)  # (slots, C)
@@ -119,7 +124,7 @@ def to_grid(rows: torch.Tensor, keep: torch.Tensor, slots: int, fill: torch.Tens
 
 def attention(qkv: torch.Tensor, v: Varlen, n_head: int, attend) -> torch.Tensor:
     """(N, 3H) flat queries, keys and values -> (N, H) attention output. `attend(q, k, v, mask)` is the padded
-    attention on (B, nh, T, hs) tensors, as the caller runs it (written-out math or SDPA)."""
+    attention on (B, nh, T, hs) tensors with a (B, 1, 1, T) mask or None, as the caller runs it."""
     H3 = qkv.shape[1]
     H = H3 // 3
     out = []
@@ -140,7 +145,7 @@ def attention(qkv: torch.Tensor, v: Varlen, n_head: int, attend) -> torch.Tensor
 def split_heads(qkv: torch.Tensor, n_head: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B, T, 3H) queries, keys and values -> q, k, v (B, nh, T, hs). On a CPU each is contiguous, one copy of all
     three: the batched matmuls of CPU attention would otherwise copy each permuted operand themselves, forward and
-    backward, one call per operand; the values are the same bit for bit (benchmarks/bench_regroup.py). Elsewhere
+    backward, one call per operand; the values are the same bit for bit (tests/test_fused.py). Elsewhere
     they stay views, as SDPA's GPU kernels take them."""
     B, T, H3 = qkv.shape
     heads = qkv.view(B, T, 3, n_head, H3 // 3 // n_head).permute(2, 0, 3, 1, 4)  # (3, B, nh, T, hs)
@@ -164,3 +169,52 @@ def unpad(attention_mask) -> tuple[Varlen, torch.Tensor] | None:
     ln = lengths[order]
     v = layout(ln.tolist(), m.device)
     return v, order.repeat_interleave(ln) * T + v.positions  # (N,) row * T + position, in flat order
+
+
+def pool(hidden: torch.Tensor, v: Varlen, pooling: str, pooler: BertPooler) -> torch.Tensor:
+    """(N, H) flat token states -> (S, H) sentence embeddings in flat order, as bert.pool gives them padded."""
+    assert pooling in POOLINGS, pooling
+    if pooling == "mean":
+        sums = hidden.new_zeros(len(v.lengths), hidden.shape[1]).index_add(0, v.segment, hidden)  # (S, H)
+        return sums / v.lengths[:, None].to(hidden.dtype)
+    first = hidden.index_select(0, v.starts)  # (S, H) the [CLS] states
+    return pooler(first[:, None]) if pooling == "pooler" else first  # the pooler reads position 0 of (S, 1, H)
+
+
+class SelfAttention(BertSelfAttention):
+    """BertSelfAttention that also takes flat tokens (N, H) with their Varlen layout: q, k and v from one product,
+    regrouped per bucket for `attend`."""
+
+    def forward(self, x, mask):
+        if not isinstance(mask, Varlen):
+            return super().forward(x, mask)
+        return attention(self.qkv(x), mask, self.n_head, self.attend)  # (N, H)
+
+    def qkv(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., H) -> (..., 3H) queries, keys and values side by side from one matmul of the concatenated weights
+        (the parameters keep their Hugging Face names); layers that are not plain linear ones (quantized, oneDNN's)
+        one product each."""
+        layers = (self.query, self.key, self.value)
+        if not all(type(m) in (nn.Linear, LoRALinear) for m in layers):
+            return torch.cat([m(x) for m in layers], -1)  # (..., 3H), each with its own adapter if any
+        w = torch.cat([m.weight for m in layers])  # (3H, H)
+        b = torch.cat([m.bias for m in layers])  # (3H,)
+        return with_deltas(F.linear(x, w, b), x, layers)
+
+
+def with_deltas(y: torch.Tensor, x: torch.Tensor, layers) -> torch.Tensor:
+    """(..., 3H) q, k, v products of x plus each layer's adapter delta (model/lora.py) on its third, if any."""
+    deltas = [m.delta(x) if isinstance(m, LoRALinear) else None for m in layers]
+    if all(d is None for d in deltas):
+        return y
+    zero = x.new_zeros(*x.shape[:-1], x.shape[-1])
+    return y + torch.cat([zero if d is None else d.to(y.dtype) for d in deltas], -1)  # (..., 3H)
+
+
+class Encoder(BertEncoder):
+    """BertEncoder that also takes flat tokens (N, H) with a Varlen layout in place of the (B, T) mask."""
+
+    def forward(self, x, attention_mask=None):
+        if isinstance(attention_mask, Varlen):
+            return self.run(x, attention_mask)
+        return super().forward(x, attention_mask)

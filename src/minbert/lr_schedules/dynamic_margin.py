@@ -3,20 +3,30 @@ metric with the previous epoch's (0 before the first); if it improved, lower the
 grows more sensitive), otherwise raise it by step / epoch. The 1 / epoch factor decays the step like a learning
 rate."""
 
+from __future__ import annotations
+
+from typing import Annotated
+
+from minbert.config import gt
+from minbert.losses.cosine_embedding import CosineEmbedding
+from minbert.lr_schedules.base import Updater
+
 
 def next_margin(margin: float, previous: float, current: float, epoch: int, step: float) -> float:
     return margin - step / epoch if current - previous > 0 else margin + step / epoch
 
 
-class DynamicMargin:
-    """An end-of-epoch updater (the family of the learning-rate schedules): moves `loss.margin` by Algorithm 1 from
-    the dev value of `metric` ("sts/pearson", ...)."""
+class DynamicMargin(Updater):
+    """Moves `loss.margin` by Algorithm 1 from the dev value of `metric` ("sts/pearson", ...); `task` names it in
+    the log."""
 
-    def __init__(self, loss, task: str, metric: str, step: float):
+    per_task = True
+
+    def __init__(self, loss: CosineEmbedding, task: str, metric: str, /, step: Annotated[float, gt(0)]):
         self.loss, self.task, self.metric, self.step = loss, task, metric, step
         self.previous = 0.0
 
-    def on_epoch_end(self, optimizer, epoch: int, train_loss: float, dev: dict) -> dict:
+    def on_epoch_end(self, optimizer, epoch: int, train_loss: float, dev: dict[str, float]) -> dict:
         current = dev[self.metric]
         self.loss.margin = next_margin(self.loss.margin, self.previous, current, epoch, self.step)
         self.previous = current

@@ -6,7 +6,7 @@ activations back and forth between the two widths. With the encoder's weights he
 bf16 from the embeddings on (LayerNorm still normalizes in fp32 inside its kernel), nothing is cast per call, and the
 memory traffic of the elementwise work halves. It rounds the residual stream to bf16, so its outputs sit a little
 further from fp32's than autocast's do, well within what bf16 inference is held to (tests/test_api.py); the speed and
-the per-example differences are measured in benchmarks/RESULTS.md (bench_encoder, inference_agreement.py).
+the per-example differences are measured by benchmarks/bench_encoder.py and benchmarks/inference_agreement.py.
 The modules left out (the heads) are shared, not copied, and still run under autocast.
 
 The copy is made on first use and keeps those weights until `refresh()` copies the source's current ones into it:
@@ -30,7 +30,7 @@ def _tensors(modules: list[nn.Module]) -> list[torch.Tensor]:
 
 
 class InferenceCopy:
-    """The shape of the copies the Runner runs inference from (this CastCopy, model/onednn.py's OneDNNCopy): made on
+    """The shape of the copies the Runner runs inference from (this CastCopy, onednn.py's OneDNNCopy): made on
     the first `get()`, the listed children (the ones that are not None) new objects in it and every other child and
     attribute the model's own; `refresh()` brings in the model's current weights where the copy holds its own."""
 
@@ -55,7 +55,8 @@ class InferenceCopy:
         # is shared through deepcopy's memo - with `share_tensors` the listed children's tensors too
         listed = {id(getattr(self.model, n)) for n in self.children}
         memo = {id(v): v for k, v in vars(self.model).items() if k != "_modules" and not k.startswith("_")}
-        memo.update({id(m): m for m in self.model.children() if id(m) not in listed})
+        # every module under them too: a listed child may refer to one (a LoRA layer holds its task's adapters)
+        memo.update({id(m): m for c in self.model.children() if id(c) not in listed for m in c.modules()})
         if share_tensors:
             memo.update({id(t): t for t in _tensors([getattr(self.model, n) for n in self.children])})
         return copy.deepcopy(self.model, memo)

@@ -1,61 +1,43 @@
 """CPU inference with the linear layers through oneDNN's own linear op: fp32 on AMD CPUs instead of PyTorch's default
 fp32 GEMM, and bf16 from weights packed once into oneDNN's blocked layout.
 
-PyTorch's CPU wheels run an fp32 `F.linear` through MKL, which on AMD processors takes a code path at about half of
-what the same cores reach with oneDNN (also inside PyTorch, and already what its bf16 matmuls use): at the
-encoder's shapes on the project's AMD EPYC, 202 against 448 GFLOP/s, and fp32 inference 1.73x faster with it
-(benchmarks/RESULTS.md, "bench_encoder: 2026-12-03 06:28"). The
-same op (`torch.ops.mkldnn._linear_pointwise`, what inductor's CPU backend calls for a linear layer) computes the
-same product in fp32, summed in another order: outputs differ from F.linear's by float rounding (about 1e-6
-relative), not by precision.
+PyTorch's CPU wheels run an fp32 `F.linear` through MKL, which on AMD processors takes a code path well below what
+the same cores reach with oneDNN (also inside PyTorch, and already what its bf16 matmuls use; benchmarks/
+bench_encoder.py times both). The same op (what inductor's CPU backend calls for a linear layer) computes the same
+product in fp32, summed in another order: outputs differ from F.linear's by float rounding (about 1e-6 relative),
+not by precision.
 
-Only where it is measured faster (`faster_here`: AMD x86 CPUs with AVX-512), only for inference, and only on a copy: the
-Runner builds `OneDNNCopy(model, ("bert", "pals"))` once for fp32 CPU inference there. The copy shares every
+Only where it is measured faster (`faster_here`: AMD x86 CPUs with AVX-512), only for inference, and only on a copy:
+the Runner builds `OneDNNCopy(model, ("bert", "pals"))` once for fp32 CPU inference there. The copy shares every
 weight with the model (nothing to refresh, no memory), its linear layers replaced by `OneDNNLinear` over the same
 parameters. Training keeps F.linear: a different summation order in the forward and backward would change fp32
 training results beyond their last digits, which a speed path must not do.
 
 bf16 `F.linear` already runs in oneDNN, but from a plain (out, in) weight that oneDNN lays out afresh for its
 kernel at every call. Inference weights change only when the Runner refreshes its bf16 copy, so `PackedCopy` (the
-Runner's bf16 copy where `packs_bf16()`) lays each weight out once, at the copy's build and at each refresh
-(`torch.ops.mkldnn._reorder_linear_weight`), and packs each attention's q, k and v as one (3H, H) weight, which
-the plain copy concatenates at every call. The product is the same kernel's on the same bf16 numbers, so the outputs
-are the plain copy's bit for bit (tests/test_onednn.py); the speed is in benchmarks/RESULTS.md (bench_encoder's bf16
-inference table, "after / plain weights").
+Runner's bf16 copy where `packs_bf16()`) lays each weight out once, at the copy's build and at each refresh, and
+packs each attention's q, k and v as one (3H, H) weight, which the plain copy concatenates at every call. The product
+is the same kernel's on the same bf16 numbers, so the outputs are the plain copy's bit for bit (tests/test_onednn.py).
+The oneDNN ops are private PyTorch APIs, reached through minbert/torch_private.py.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
-import platform
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minbert.model.cast import CastCopy, InferenceCopy
+from minbert import torch_private as private
+from minbert.model.fast.cast import CastCopy, InferenceCopy
+from minbert.model.fast.cpu import SelfAttention, packed_applies
 
 
-def _x86_cpuinfo(*ops: str) -> str:
-    """/proc/cpuinfo on an x86 machine whose PyTorch build has oneDNN and these ops of it; "" anywhere else."""
-    if platform.machine().lower() not in ("x86_64", "amd64") or not torch.backends.mkldnn.is_available():
-        return ""
-    try:
-        for op in ops:
-            getattr(torch.ops.mkldnn, op)  # present in every x86 CPU build this project uses
-        return Path("/proc/cpuinfo").read_text(errors="replace")
-    except (AttributeError, RuntimeError, OSError):
-        return ""
-
-
-@functools.cache
 def faster_here() -> bool:
     """An AMD x86 CPU with AVX-512 (where it was measured; the AVX2-only EPYC and Intel CPUs keep MKL, unmeasured),
     with PyTorch's oneDNN linear op available."""
-    info = _x86_cpuinfo("_linear_pointwise")
-    return "AuthenticAMD" in info and " avx512f" in info
+    return private.cpu_vendor() == "AuthenticAMD" and "avx512f" in private.cpu_flags() and private.has_onednn_linear()
 
 
 class OneDNNLinear(nn.Module):
@@ -69,7 +51,7 @@ class OneDNNLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype == torch.float32 and self.weight.dtype == torch.float32 and not torch.is_grad_enabled():
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
+            return private.onednn_linear(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
 
@@ -93,17 +75,10 @@ def _swap_linears(roots: list[nn.Module], make) -> list[nn.Module]:
     return modules
 
 
-@functools.cache
 def packs_bf16() -> bool:
     """bf16 CPU inference from packed weights (PackedCopy): on x86 CPUs with native bf16 (AVX-512 BF16 or AMX, where
     oneDNN's bf16 kernels run; measured on the project's AMD EPYC), with the oneDNN ops in this PyTorch build."""
-    info = _x86_cpuinfo("_linear_pointwise", "_reorder_linear_weight")
-    return (" avx512_bf16" in info or " amx_bf16" in info) and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-
-
-def packed_applies(x: torch.Tensor) -> bool:
-    """Whether a Packed product serves this input: bf16 on a CPU, no backward to follow."""
-    return x.dtype == torch.bfloat16 and x.device.type == "cpu" and not torch.is_grad_enabled()
+    return bool({"avx512_bf16", "amx_bf16"} & private.cpu_flags()) and private.has_onednn_packing()
 
 
 class Packed:
@@ -122,13 +97,13 @@ class Packed:
         self.bias = None if any(b is None for b in biases) else torch.cat(biases)  # (out,)
         self.in_features, self.out_features = w.shape[1], w.shape[0]
         # the batch size is only a hint for the layout; measured insensitive from 300 to 2,400 rows
-        self.weight = torch.ops.mkldnn._reorder_linear_weight(w, 1024)
+        self.weight = private.onednn_pack(w, 1024)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.weight is None:  # a deep copy's, packed at its first use
             self.pack()
         flat = x.reshape(-1, self.in_features)  # (N, in): oneDNN's op takes a matrix
-        y = torch.ops.mkldnn._linear_pointwise(flat, self.weight, self.bias, "none", [], "")  # (N, out)
+        y = private.onednn_linear(flat, self.weight, self.bias)  # (N, out)
         return y.view(*x.shape[:-1], self.out_features)  # (..., out)
 
     def __deepcopy__(self, memo: dict) -> "Packed":
@@ -155,14 +130,14 @@ class PackedLinear(nn.Linear):
 
 class PackedCopy(CastCopy):
     """`PackedCopy(model, ("bert", "pals", "lora"), torch.bfloat16).get()`: CastCopy's bf16 copy with its linear
-    layers as PackedLinear and each self-attention's q, k and v packed as one (`packed_qkv`, which
-    BertSelfAttention.qkv uses), packed again at every `refresh`."""
+    layers as PackedLinear and each encoder self-attention's q, k and v packed as one (`packed_qkv`, which
+    cpu.SelfAttention uses), packed again at every `refresh`."""
 
     @torch.inference_mode(False)  # as CastCopy's: normal tensors, repacked by later refreshes
     def _build(self) -> nn.Module:
         out = super()._build()
         modules = _swap_linears([getattr(out, n) for n in self.children], PackedLinear)
-        attention = [m for m in modules if hasattr(m, "packed_qkv")]  # BertSelfAttention
+        attention = [m for m in modules if isinstance(m, SelfAttention)]
         for m in attention:
             m.packed_qkv = Packed(m.query, m.key, m.value)
         linears = [m for m in out.modules() if isinstance(m, PackedLinear)]

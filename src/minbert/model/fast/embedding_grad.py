@@ -4,7 +4,7 @@ every step.
 The table (the embedded checkpoint's 30,522 x 384 fp32 values) gets a dense gradient every training step. PyTorch's
 embedding backward allocates it anew (`zeros`), and a fresh allocation that large is mapped fresh from the
 operating system: page faults on every first touch, then an unmap when `zero_grad(set_to_none=True)` drops it - an
-order of magnitude slower than zeroing memory already mapped (benchmarks/bench_encoder.py prints both). Here the
+order of magnitude slower than zeroing memory already mapped (benchmarks/bench_paths.py measures it). Here the
 backward writes into one buffer kept beside the table and hands autograd an alias of it, which autograd stores as
 `.grad` without a copy.
 
@@ -20,12 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-def _holders(t: torch.Tensor) -> int:
-    """References to t's storage (the buffer itself counts one, the temporary storage object another); -1 where
-    this PyTorch cannot say, which makes every backward allocate afresh."""
-    count = getattr(torch._C, "_storage_Use_Count", None)
-    return -1 if count is None else count(t.untyped_storage()._cdata)
+from minbert.torch_private import storage_holders as _holders  # -1 where PyTorch cannot say: always allocate afresh
 
 
 class GradBuffer:
