@@ -1,6 +1,6 @@
 """`compile: inductor` on a CPU: the bf16 (or fp32) fine-tuning step with the encoder layers compiled, against eager.
 
-    python benchmarks/bench_compile.py [--precision bf16] [--iters 16] [--no-write]
+    python benchmarks/bench_compile.py [--precision bf16] [--iters 16] [--record]
 
 bench_encoder.py's fine-tuning step (embedded checkpoint, 8 shuffled SST train batches of 32, mean pooling, a 5-way
 head, minbert's AdamW) twice from the same weights: as it runs, and with each encoder layer handed to torch.compile
@@ -17,10 +17,10 @@ import copy
 import time
 
 import torch
-from _record import record, runtime  # benchmarks/_record.py (scripts run from the repository root)
+from _record import add_record_flag, record, runtime  # benchmarks/_record.py (scripts run from the repository root)
 from bench_encoder import interleaved, pass_data, peak_fn, real_flops, train_fn
 
-from minbert.model import BertModel, default_checkpoint_dir
+from minbert.model import BertModel, default_checkpoint_dir, fast
 from minbert.model.compile import compile_layers
 from minbert.optim import AdamW
 
@@ -29,13 +29,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     ap.add_argument("--iters", type=int, default=16)
-    ap.add_argument("--no-write", action="store_true")
+    add_record_flag(ap)
     args = ap.parse_args()
     bf16 = args.precision == "bf16"
     torch.manual_seed(0)
     ckpt = default_checkpoint_dir()
     data, _ = pass_data(ckpt)
-    eager = BertModel.from_pretrained(ckpt).train()
+    eager = fast.install(BertModel.from_pretrained(ckpt), "cpu").train()  # the CPU's fast paths, as a run has them
     compiled = copy.deepcopy(eager)
     if not compile_layers(compiled, "inductor"):
         raise SystemExit("inductor is not available here (see the warning above)")
@@ -84,7 +84,7 @@ def main() -> None:
         f"shapes, as `compile: inductor`), medians of {args.iters} interleaved steps after the compiled side's "
         f"first pass; matmul peak {peak:.0f} GFLOP/s at the encoder's shapes in the same run; {runtime()}."
     )
-    record("bench_compile", setup, table, write=not args.no_write)
+    record("bench_compile", setup, table, write=args.record)
 
 
 if __name__ == "__main__":

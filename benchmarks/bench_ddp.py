@@ -1,10 +1,10 @@
 """Data parallel training on this machine: 1 process vs 2 (torchrun, gloo), the same global batch (32 per task),
 quickstart tasks, fused summed losses. Run by hand:
 
-    python benchmarks/bench_ddp.py [--steps 20] [--fp32]
+    python benchmarks/bench_ddp.py [--steps 20] [--fp32] [--record]
 
 Each setting runs `torchrun --standalone --nproc-per-node N benchmarks/bench_ddp.py --worker`; rank 0 times the
-training steps (after 2 warm-up) and reports examples/s. Prints a table and appends it to benchmarks/RESULTS.md.
+training steps (after 2 warm-up) and reports examples/s. Prints a table (`--record`: also to benchmarks/log/, benchmarks/_record.py).
 """
 
 from __future__ import annotations
@@ -57,17 +57,17 @@ def worker(steps: int, precision: str) -> None:
 
 
 def main() -> None:
+    from _record import add_record_flag, record  # benchmarks/_record.py
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--fp32", action="store_true")
     ap.add_argument("--worker", action="store_true")
-    ap.add_argument("--no-write", action="store_true")
+    add_record_flag(ap)
     args = ap.parse_args()
     precision = "fp32" if args.fp32 else "bf16"
     if args.worker:
         return worker(args.steps, precision)
-    from _record import record  # benchmarks/_record.py
-
     res = {}
     for n in (1, 2):
         cmd = [
@@ -95,7 +95,7 @@ def main() -> None:
         f"quickstart tasks, global batch 32 per task (each of 2 processes takes 16), fused summed losses, {precision}, "
         f"{args.steps} timed steps after 2 warm-up, {os.cpu_count()} CPU cores in all; python {sys.version.split()[0]}."
     )
-    record("bench_ddp", setup, table, write=not args.no_write)
+    record("bench_ddp", setup, table, write=args.record)
 
 
 if __name__ == "__main__":

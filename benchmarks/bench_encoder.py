@@ -1,6 +1,6 @@
 """Our BERT against transformers.BertModel on real SST sentences, and against the matmul peak of the same run.
 
-    python benchmarks/bench_encoder.py [--iters 20] [--profile] [--no-write]
+    python benchmarks/bench_encoder.py [--iters 20] [--profile] [--record]
 
 Training: a fine-tuning step (mean pooling, a 5-way linear head, cross-entropy, backward, AdamW) on shuffled SST
 training batches of 32; ours with minbert.optim.AdamW, the reference with torch.optim.AdamW(fused=True). Inference:
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import datetime
 import functools
 import os
@@ -33,13 +32,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import transformers
-from _record import record  # benchmarks/_record.py (scripts run from the repository root)
+from _record import add_record_flag, record  # benchmarks/_record.py (scripts run from the repository root)
 
 from minbert.data import DATASETS, data_dir, load_split, pad
 from minbert.data.tokenizer import Tokenizer
-from minbert.model import BertModel, default_checkpoint_dir
-from minbert.model.cast import CastCopy
-from minbert.model.onednn import OneDNNCopy, PackedCopy, faster_here, packs_bf16
+from minbert.model import BertModel, default_checkpoint_dir, fast
+from minbert.model.fast import cpu, varlen
+from minbert.model.fast.cast import CastCopy
+from minbert.model.fast.onednn import OneDNNCopy, PackedCopy, faster_here, packs_bf16
 from minbert.optim import AdamW
 
 PROFILES = Path(__file__).parent / "profiles"
@@ -120,9 +120,9 @@ def pass_data(ckpt) -> tuple[list, list]:
 
 
 def runner_copy(model: BertModel, bf16: bool) -> BertModel:
-    """The encoder as `Runner` runs it for inference: in bf16 a bf16 copy of its weights (model/cast.py), its linear
-    layers from packed weights where bf16 is native; in fp32 its linear layers through oneDNN where that is faster
-    (both model/onednn.py)."""
+    """The encoder as `Runner` runs it for inference: in bf16 a bf16 copy of its weights (model/fast/cast.py), its
+    linear layers from packed weights where bf16 is native; in fp32 its linear layers through oneDNN where that is
+    faster (both model/fast/onednn.py)."""
     wrapped = torch.nn.ModuleDict({"bert": model})
     if bf16:
         return (PackedCopy if packs_bf16() else CastCopy)(wrapped, ("bert",), torch.bfloat16).get()["bert"]
@@ -167,14 +167,14 @@ def infer_fn(model, data, bf16: bool, hf: bool):
 
 
 def infer_sides(ours, ref, data, bf16: bool, ort: dict) -> dict:
-    """Inference as the product runs it (`Runner`: in bf16, the encoder from a bf16 copy of its weights, model/cast.py,
-    its linear layers from packed weights where bf16 is native; in fp32 on AMD CPUs, its linear layers through oneDNN;
-    both model/onednn.py) and as it ran before (bf16: autocast over fp32 weights, PyTorch's SDPA, and the bf16 copy
-    with plain weights; fp32: F.linear); transformers under autocast and, in bf16, also with its weights cast; ONNX
-    Runtime in fp32."""
+    """Inference as the product runs it (`Runner`: in bf16, the encoder from a bf16 copy of its weights,
+    model/fast/cast.py, its linear layers from packed weights where bf16 is native; in fp32 on AMD CPUs, its linear
+    layers through oneDNN; both model/fast/onednn.py) and without those copies (bf16: autocast over fp32 weights and
+    the textbook attention, PyTorch's SDPA, and the bf16 copy with plain weights; fp32: F.linear); transformers under
+    autocast and, in bf16, also with its weights cast; ONNX Runtime in fp32."""
     before = copy.deepcopy(ours).eval()
-    for layer in before.encoder.layer:
-        layer.attention.self.paths = dataclasses.replace(layer.attention.self.paths, eval_attention="sdpa")
+    for layer in before.encoder.layer:  # the textbook attention (SDPA), over the same flat tokens
+        layer.attention.self.__class__ = varlen.SelfAttention
     if not bf16:
         return {
             "ours": infer_fn(runner_copy(ours, False), data, False, False),
@@ -211,7 +211,7 @@ def onnx_fns(ckpt, data, tmp: Path) -> dict:
         from minbert.export.onnx_files import onnx_file
     except ImportError:
         return {}
-    bert = BertModel.from_pretrained(ckpt).configured(static_graph=True).eval()
+    bert = BertModel.from_pretrained(ckpt).eval()  # the textbook model: no branch on the data
     ids, mask, _ = data[0]
     path = onnx_file(
         _EmbedGraph(bert), {"input_ids": ids, "attention_mask": mask}, tmp / "embed.onnx", "sentence_embedding"
@@ -272,7 +272,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--profile", action="store_true", help="write torch.profiler tables to benchmarks/profiles/")
-    ap.add_argument("--no-write", action="store_true", help="print only; do not append to RESULTS.md")
+    add_record_flag(ap)
     args = ap.parse_args()
     torch.manual_seed(0)
     ckpt = default_checkpoint_dir()
@@ -281,9 +281,9 @@ def main() -> None:
         k: [int(n) for _, m, _ in d for n in m.sum(1)] for k, d in (("train", train_data), ("infer", infer_data))
     }
     per_step = {"train": len(lengths["train"]) / len(train_data), "infer": len(lengths["infer"])}  # sentences per call
-    ours = BertModel.from_pretrained(ckpt)
-    plain = BertModel.from_pretrained(ckpt)  # ours as it was: PyTorch's embedding backward, a fresh gradient each step
-    plain.embeddings.paths = dataclasses.replace(plain.embeddings.paths, reuse_embedding_grad=False)
+    ours = fast.install(BertModel.from_pretrained(ckpt), "cpu")
+    # ours without the reused gradient buffer: PyTorch's embedding backward, a fresh gradient each step
+    plain = fast.install(BertModel.from_pretrained(ckpt), "cpu", without=frozenset({cpu.WordEmbedding}))
     ref = transformers.BertModel.from_pretrained(ckpt, add_pooling_layer=False)
     flops = {
         k: real_flops(ours.config, lengths[k], k == "train") / (len(train_data) if k == "train" else 1) for k in lengths
@@ -416,7 +416,7 @@ def main() -> None:
         "is the best of PyTorch's default kernel (in fp32 MKL), oneDNN's linear op and the same from a packed weight, "
         "at the same shapes."
     )
-    record("bench_encoder", setup, "\n".join(table), write=not args.no_write)
+    record("bench_encoder", setup, "\n".join(table), write=args.record)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,27 @@
 """The kernel-level measurements behind three choices in the encoder's CPU training path. Run by hand:
 
-    python benchmarks/bench_kernels.py
+    python benchmarks/bench_kernels.py [--record]
 
 1. one attention layer (32 x 12 heads x 48 x 48, head size 32, half the batch padded), forward + backward, bf16:
-   PyTorch's SDPA with and without dropout vs `attention_math` (model/bert.py) with our dropout;
-2. dropout of a 32 x 48 x 384 tensor, forward + backward, bf16: F.dropout vs `model/dropout.py`;
+   PyTorch's SDPA with and without dropout vs `attention_math` (model/fast/cpu.py) with our dropout;
+2. dropout of a 32 x 48 x 384 tensor, forward + backward, bf16: F.dropout vs `model/fast/dropout.py`;
 3. one AdamW step over the embedded checkpoint's parameters: the foreach path vs the fused kernel path.
-Medians of interleaved calls. Prints a table and appends it to benchmarks/RESULTS.md.
+Medians of interleaved calls. Prints a table (`--record`: also to benchmarks/log/, benchmarks/_record.py).
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
-from _record import record  # benchmarks/_record.py (scripts run from the repository root)
+from _record import add_record_flag, record  # benchmarks/_record.py (scripts run from the repository root)
 
 from minbert.model import BertModel, default_checkpoint_dir
-from minbert.model.bert import attention_math
-from minbert.model.dropout import dropout
+from minbert.model.fast.cpu import attention_math
+from minbert.model.fast.dropout import dropout
 from minbert.optim import AdamW
 
 
@@ -38,6 +39,9 @@ def timed(fns: dict, iters: int = 20) -> dict[str, float]:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    add_record_flag(ap)
+    args = ap.parse_args()
     torch.manual_seed(0)
     q, k, v = (torch.randn(32, 12, 48, 32, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
     mask = torch.ones(32, 1, 1, 48, dtype=torch.bool)
@@ -76,7 +80,7 @@ def main() -> None:
     ]
     table = "\n".join(["| what | variant | ms (median) |", "|---|---|---|", *rows])
     setup = f"torch {torch.__version__}, {torch.get_num_threads()} threads; medians of interleaved calls after 2 warm-up calls each."
-    record("bench_kernels", setup, table)
+    record("bench_kernels", setup, table, write=args.record)
 
 
 if __name__ == "__main__":

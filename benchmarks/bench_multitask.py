@@ -1,17 +1,22 @@
 """Multitask throughput on the quickstart setup (SST, Quora, STS on the embedded checkpoint). Run by hand:
 
-    python benchmarks/bench_multitask.py [--steps N] [--fixed-steps 30] [--sweep 8,16] [--sweep-steps 40] [--fp32]
+    python benchmarks/bench_multitask.py [--steps N] [--fixed-steps 30] [--sweep 8,16] [--sweep-steps 40]
+        [--min-padding 1,32,64,128] [--fp32] [--record]
 
 Reports, in one run: examples/s of round-robin training (forward, summed losses, backward, AdamW) over the
 quickstart's epoch with the fused (unpadded) pass, with one pass per task (both sides of a pair stacked, as the
 per-task path runs) and with one pass per sentence group (SST; each side of Quora and STS: five passes, as a
-hand-written loop calls the encoder once per input), and one pass per task computed padded (`unpad` off: every
-padding position computed, as before the per-task passes ran unpadded), each step timed for all four on the same
-batches, one after the other, so the machine's drift hits them alike; then, over fewer steps, every batch padded to
-the fixed max_length and computed padded, and shuffled (unbucketed) batches; examples/s of a full dev evaluation
-(each distinct sentence encoded once); and the padding fraction with and without bucketing. A second table repeats
-the three passes at smaller batch sizes per task (--sweep), where the per-pass costs fusion removes weigh more.
-Prints a table and appends it, with the command, to benchmarks/RESULTS.md.
+hand-written loop calls the encoder once per input), and one pass per task computed padded (the CPU encoder's
+unpadding off, `varlen.MIN_PADDING` out of reach: every padding position computed), each step timed for all four on
+the same batches, one after the other, so the machine's drift hits them alike; then, over fewer steps, every batch
+padded to the fixed max_length and computed padded, and shuffled (unbucketed) batches; examples/s of a full dev
+evaluation (each distinct sentence encoded once); and the padding fraction with and without bucketing. A second
+table repeats the three passes at smaller batch sizes per task (--sweep), where the per-pass costs fusion removes
+weigh more.
+With --min-padding, a third table times the per-task passes with each of those values of `varlen.MIN_PADDING` (the
+fewest padding tokens a batch must have for the CPU encoder to run it unpadded, model/fast/varlen.py) and computed
+padded, at the --sweep batch sizes and the quickstart's, --sweep-steps steps each.
+Prints the tables under its command (`--record`: also to benchmarks/log/, benchmarks/_record.py).
 """
 
 from __future__ import annotations
@@ -24,9 +29,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from _record import record  # benchmarks/_record.py (scripts run from the repository root)
+from _record import add_record_flag, record  # benchmarks/_record.py (scripts run from the repository root)
 
 from minbert.config import load_config
+from minbert.model.fast import varlen
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, make_batch, step_batches
 from minbert.multitask.objective import Objective
@@ -106,8 +112,11 @@ def main() -> None:
     ap.add_argument("--fixed-steps", type=int, default=30, help="steps timed with fixed-length padding (slow)")
     ap.add_argument("--sweep", default="8,16", help="batch sizes per task for the second table ('' for none)")
     ap.add_argument("--sweep-steps", type=int, default=40, help="steps timed per batch size in the second table")
+    ap.add_argument(
+        "--min-padding", default="", help="values of varlen.MIN_PADDING for a third table, e.g. 1,32,64,128 ('' none)"
+    )
     ap.add_argument("--fp32", action="store_true", help="no bf16 autocast")
-    ap.add_argument("--no-write", action="store_true")
+    add_record_flag(ap)
     args = ap.parse_args()
     cfg = load_config(
         TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"precision={'fp32' if args.fp32 else 'bf16'}"]
@@ -119,9 +128,10 @@ def main() -> None:
     data = load_data(cfg, tok, ("train", "dev"))
     opt = AdamW(model.parameters(), lr=cfg.lr)
     max_len = max(cfg.task(n).max_length for n in cfg.tasks)
+    threshold = varlen.MIN_PADDING  # as shipped; "padded" puts it out of reach, "min_padding" sets another
 
     def examples_per_second(modes: dict[str, dict], cls=BatchStream, n=steps, fixed=False, batch=0) -> dict[str, float]:
-        """Each mode {fused, five, padded} timed on the same steps, interleaved step by step."""
+        """Each mode {fused, five, padded, min_padding} timed on the same steps, interleaved step by step."""
         steppers = {}
         for name, m in modes.items():
             objective = FivePasses if m.get("five") else Objective
@@ -137,14 +147,15 @@ def main() -> None:
             if fixed:
                 micro = fixed_length(micro, max_len, tok.pad_id)
             for name, stepper in steppers.items():
-                model.bert.configured(unpad=not modes[name].get("padded", False))
+                m = modes[name]
+                varlen.MIN_PADDING = 10**9 if m.get("padded") else m.get("min_padding", threshold)
                 t = time.perf_counter()
                 stepper.step(opt, micro, 0)
                 if i >= 2:
                     elapsed[name] += time.perf_counter() - t
             if i >= 2:
                 examples += sum(len(v) for v in idx.values())  # a pair counts as one example
-        model.bert.configured(unpad=True)
+        varlen.MIN_PADDING = threshold
         return {name: examples / e for name, e in elapsed.items()}
 
     three = {"fused": {"fused": True}, "per-task": {}, "five": {"five": True}}
@@ -153,9 +164,12 @@ def main() -> None:
     fixed = examples_per_second({"per-task": {"padded": True}}, n=args.fixed_steps, fixed=True)["per-task"]
     shuffled = examples_per_second({"fused": {"fused": True}, "per-task": {}}, ShuffledStream, n=args.fixed_steps)
     shuffled, shuffled_unfused = shuffled["fused"], shuffled["per-task"]
-    sweep = {
-        b: examples_per_second(three, n=args.sweep_steps, batch=b)
-        for b in map(int, filter(None, args.sweep.split(",")))
+    sizes = [int(b) for b in filter(None, args.sweep.split(","))]
+    sweep = {b: examples_per_second(three, n=args.sweep_steps, batch=b) for b in sizes}
+    per_value = {f"MIN_PADDING {v}": {"min_padding": int(v)} for v in filter(None, args.min_padding.split(","))}
+    thresholds = {
+        b: examples_per_second({**per_value, "padded": {"padded": True}}, n=args.sweep_steps, batch=b)
+        for b in ([*sizes, cfg.task("sst").batch_size] if per_value else [])
     }
     t = time.perf_counter()
     Runner(model, tok.pad_id, device, cfg.precision).evaluate(data["dev"])
@@ -200,13 +214,28 @@ def main() -> None:
                 f"| {cfg.task('sst').batch_size} (table above) | {fused:.1f} | {unfused:.1f} | {five:.1f} | {fused / unfused:.2f}x | {fused / five:.2f}x |",
             ]
         )
+    if thresholds:
+        table += "\n\n" + "\n".join(
+            [
+                f"| per-task passes (3), batch per task ({precision}, {args.sweep_steps} steps each) | "
+                + " | ".join(f"{k} examples/s" for k in per_value)
+                + " | computed padded |",
+                "|---" * (len(per_value) + 2) + "|",
+                *(
+                    f"| {b} | " + " | ".join(f"{r[k]:.1f}" for k in [*per_value, "padded"]) + " |"
+                    for b, r in thresholds.items()
+                ),
+                "",
+                f"`varlen.MIN_PADDING` as shipped: {threshold}.",
+            ]
+        )
     setup = (
         f"configs/quickstart.yaml (SST linear, Quora concat bi-encoder, STS cosine bi-encoder; batch 32 per task; "
         f"one epoch = {cfg.steps_per_epoch} steps), embedded checkpoint, summed losses, the same batches for every pass, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads. Settings in one block are timed step by step in turn, "
         f"after 2 warm-up steps."
     )
-    record("bench_multitask", setup, table, write=not args.no_write)
+    record("bench_multitask", setup, table, write=args.record)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,12 @@
 """How cost grows with work. Run by hand:
 
-    python benchmarks/bench_scaling.py [--base 320] [--fp32]
+    python benchmarks/bench_scaling.py [--base 320] [--fp32] [--record]
 
 1. Time per training epoch (one pass over each task's data, round-robin, fused, summed losses) at 1x, 2x and 4x the
    data: the first `base`, 2*base, 4*base training examples of each quickstart task; with the real tokens per
    epoch, since the later examples need not have the same lengths as the first.
 2. Time per encoder training step (forward, backward, AdamW; batch 32) at sequence lengths 16 to 256.
-Prints the tables and appends them, with the command, to benchmarks/RESULTS.md.
+Prints the tables under its command (`--record`: also to benchmarks/log/, benchmarks/_record.py).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import torch
-from _record import record  # benchmarks/_record.py (scripts run from the repository root)
+from _record import add_record_flag, record  # benchmarks/_record.py (scripts run from the repository root)
 
 from minbert.config import load_config
-from minbert.model import BertModel, default_checkpoint_dir
+from minbert.model import BertModel, default_checkpoint_dir, fast
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
 from minbert.multitask.run import build, load_data
@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--base", type=int, default=320, help="training examples per task at 1x")
     ap.add_argument("--repeats", type=int, default=3, help="epochs timed per data size (median)")
     ap.add_argument("--fp32", action="store_true")
-    ap.add_argument("--no-write", action="store_true")
+    add_record_flag(ap)
     args = ap.parse_args()
     precision = "fp32" if args.fp32 else "bf16"
     cfg = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"precision={precision}"]).validate()
@@ -109,7 +109,7 @@ def main() -> None:
         ]
     )
 
-    model = BertModel.from_pretrained(default_checkpoint_dir()).train()
+    model = fast.install(BertModel.from_pretrained(default_checkpoint_dir()), "cpu").train()  # as a run's encoder
     opt = AdamW(model.parameters(), lr=1e-5)
     lengths = (16, 32, 64, 128, 256)
     times = {n: [] for n in lengths}
@@ -134,7 +134,7 @@ def main() -> None:
         f"{precision}; one model trains all sizes; median of {args.repeats} epochs per size after one warm-up epoch, sizes taking turns); encoder step = our BertModel on the embedded checkpoint, random ids, forward + backward + AdamW, "
         f"median of 6 per length after 2 warm-up rounds, lengths taking turns. torch {torch.__version__}, {torch.get_num_threads()} threads."
     )
-    record("bench_scaling", setup, epochs + "\n\n" + lengths, write=not args.no_write)
+    record("bench_scaling", setup, epochs + "\n\n" + lengths, write=args.record)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,10 @@
 quickstart setup (SST, Quora, STS; embedded checkpoint; `--precision auto`: bf16 where the CPU has it natively,
 else fp32). Run by hand, with nothing else running:
 
-    python benchmarks/bench_techniques.py [--steps 10] [--precision auto|fp32|bf16] [--only PALs LoRA]
+    python benchmarks/bench_techniques.py [--steps 10] [--precision auto|fp32|bf16] [--only PALs LoRA] [--record]
 
 Each variant trains `--steps` round-robin steps (after 2 warm-up steps) through the real training loop's
-per-step code (multitask.stepper.Stepper.step), with the same batches. Appends the table to benchmarks/RESULTS.md.
+per-step code (multitask.stepper.Stepper.step), with the same batches. Prints the table (`--record`: also to benchmarks/log/).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from _record import record  # benchmarks/_record.py (scripts run from the repository root)
+from _record import add_record_flag, record  # benchmarks/_record.py (scripts run from the repository root)
 
 from minbert.config import load_config
 from minbert.multitask.config import TrainConfig
@@ -84,7 +84,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
-    ap.add_argument("--no-write", action="store_true")
+    add_record_flag(ap)
     ap.add_argument("--only", nargs="*", help="only the variants whose name starts with one of these (and sum)")
     args = ap.parse_args()
     chosen = {
@@ -103,7 +103,7 @@ def main() -> None:
         f"of each of SST, Quora, STS, forward + backward + AdamW; mean of {args.steps} steps after 2 warm-up; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads."
     )
-    record("bench_techniques", setup, table, write=not args.no_write)
+    record("bench_techniques", setup, table, write=args.record)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ bench_encoder.py on real SST batches, in blocks of steps that take turns - no tr
 malloc_trim after every step (`trim_every: 1`, the default, which keeps resident memory flat over a long run:
 benchmarks/RESULTS.md, "memory"). Run by hand, with nothing else running:
 
-    python benchmarks/bench_trim.py [--precision bf16] [--rounds 3] [--steps 16]
+    python benchmarks/bench_trim.py [--precision bf16] [--rounds 3] [--steps 16] [--record]
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import statistics
 import time
 
 import torch
-from _record import record, runtime  # benchmarks/_record.py (scripts run from the repository root)
+from _record import add_record_flag, record, runtime  # benchmarks/_record.py (scripts run from the repository root)
 from bench_encoder import batches, train_fn
 from memory import rss_mb  # benchmarks/memory.py: VmRSS from /proc
 
 from minbert.data.tokenizer import Tokenizer
-from minbert.model import BertModel, default_checkpoint_dir
+from minbert.model import BertModel, default_checkpoint_dir, fast
 from minbert.optim import AdamW
 from minbert.runs import release_memory
 
@@ -29,12 +29,12 @@ def main() -> None:
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=16)
-    ap.add_argument("--no-write", action="store_true")
+    add_record_flag(ap)
     args = ap.parse_args()
     torch.manual_seed(0)
     ckpt = default_checkpoint_dir()
     data = batches(Tokenizer.from_pretrained(ckpt), "train", 32, 8, shuffle=True)
-    model = BertModel.from_pretrained(ckpt).train()
+    model = fast.install(BertModel.from_pretrained(ckpt), "cpu").train()  # the CPU's fast paths, as a run has them
     head = torch.nn.Linear(model.config.hidden_size, 5)
     step = train_fn(
         model, head, AdamW([*model.parameters(), *head.parameters()], lr=1e-5), data, args.precision == "bf16", False
@@ -73,7 +73,7 @@ def main() -> None:
         f"taking turns; RSS read after each step (peaks inside a step are higher); "
         f"{runtime()}."
     )
-    record("bench_trim", setup, table, write=not args.no_write)
+    record("bench_trim", setup, table, write=args.record)
 
 
 if __name__ == "__main__":

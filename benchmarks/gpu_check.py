@@ -6,7 +6,7 @@ at most 64 MiB: `--prepare` writes both, the checkpoint in fp16):
     PYTHONPATH=src python benchmarks/gpu_check.py --checkpoint gpu_carry/checkpoint --data-dir gpu_carry/data
 
 It installs nothing, runs each check on its own (one failing does not stop the others), prints a table and writes
-it to $OUT/gpu_check.md (when $OUT is set) and appends it to benchmarks/RESULTS.md (unless --no-record); exit status
+it to $OUT/gpu_check.md (when $OUT is set), and with `--record` appends it to benchmarks/log/; exit status
 1 when any check failed. Checks: parity with transformers (fp32 within 1e-4, bf16 within a stated bound; padded, and
 unpadded through the fused multitask pass); training in bf16 and in fp16 with the gradient scaler, fused pass on, a
 short multitask run to completion (evaluation, prediction files); resume after a kill, compared with the run never
@@ -162,10 +162,10 @@ def check_parity(args, work: Path) -> str:
     import transformers
 
     from minbert.data import Tokenizer, pad
-    from minbert.model import BertModel, Speed
+    from minbert.model import BertModel, fast
 
     dev = torch.device(args.device)
-    ours = BertModel.from_pretrained(args.checkpoint, Speed(dev.type)).float().to(dev).eval()
+    ours = fast.install(BertModel.from_pretrained(args.checkpoint).float().to(dev), dev.type).eval()
     theirs = transformers.BertModel.from_pretrained(args.checkpoint).float().to(dev).eval()
     tok = Tokenizer.from_pretrained(args.checkpoint)
     texts = ["a gorgeous, witty film", "a tedious mess that never finds its footing, and a long one at that", "ok"]
@@ -187,16 +187,16 @@ def check_parity(args, work: Path) -> str:
 
 
 def unpadded(model, ids, mask) -> torch.Tensor:
-    """The real tokens' states (N, H) through the flat varlen layout the fused multitask pass uses (model/varlen.py),
-    forced by extra padding whatever the batch."""
-    from minbert.model import varlen
+    """The real tokens' states (N, H) through the flat varlen layout the fused multitask pass uses
+    (model/fast/varlen.py), forced by extra padding whatever the batch."""
+    from minbert.model.fast import varlen
 
     with_padding = torch.nn.functional.pad(mask, (0, varlen.MIN_PADDING))  # (B, T + pad): enough padding to unpad
     v, real = varlen.unpad(with_padding)
     ids = torch.nn.functional.pad(ids, (0, varlen.MIN_PADDING))  # (B, T + pad), padded with id 0
     x = model.embeddings(ids)  # (B, T', H)
     B, T, H = x.shape
-    y = model.layers(x.reshape(B * T, H).index_select(0, real), v, None).float()  # (N, H), the layout's order
+    y = model.encoder(x.reshape(B * T, H).index_select(0, real), v).float()  # (N, H), the layout's order
     grid = y.new_zeros(B * T, H).index_copy(0, real, y).view(B, T, H)  # (B, T', H)
     return grid[:, : mask.shape[1]][mask.bool()]  # (N, H) in row order, as a padded batch's real tokens
 
@@ -361,11 +361,12 @@ def train_step(model, opt, ids, mask, dtype, hf: bool = False) -> None:
 
 
 def speed_row(ours, theirs, dev, dtype, batch: int, length: int, iters: int) -> str:
+    from minbert.model import fast
     from minbert.optim import AdamW
 
     cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    ours.configured(device_type=dev.type)
+    fast.install(ours, dev.type)
     ids, mask = timing_batch(ours.config.vocab_size, batch, length, dev)
     opt_a = AdamW(ours.parameters(), lr=1e-5)
     opt_b = torch.optim.AdamW(theirs.parameters(), lr=1e-5, fused=cuda)
@@ -396,13 +397,13 @@ def check_compile_speed(args, work: Path) -> str:
         return "skipped on CPU"
     import copy
 
-    from minbert.model import BertModel
+    from minbert.model import BertModel, fast
     from minbert.model.compile import compile_layers
     from minbert.optim import AdamW
 
     dev, dtype = torch.device(args.device), torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     batch, length, iters = 64, 128, 10
-    eager = BertModel.from_pretrained(args.checkpoint).float().to(dev).configured(device_type=dev.type).train()
+    eager = fast.install(BertModel.from_pretrained(args.checkpoint).float().to(dev), dev.type).train()
     compiled = copy.deepcopy(eager)
     assert compile_layers(compiled, "inductor"), "compile_layers fell back to eager"
     ids, mask = timing_batch(eager.config.vocab_size, batch, length, dev)  # as the throughput check's
@@ -453,13 +454,16 @@ def environment(args) -> str:
 
 
 def main(argv=None) -> int:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _record import add_record_flag, record  # benchmarks/_record.py
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cuda", "cpu"))
     p.add_argument("--quick", action="store_true", help="a tiny random encoder and a few steps (CI's smoke test)")
     p.add_argument("--checkpoint", help="a Hugging Face BERT folder (default: the embedded one; --quick: a tiny one)")
     p.add_argument("--data-dir", help="the CS224N files (default: minbert's data folder)")
     p.add_argument("--only", nargs="*", help="run only the checks whose name starts with one of these words")
-    p.add_argument("--no-record", action="store_true", help="do not append the table to benchmarks/RESULTS.md")
+    add_record_flag(p)
     p.add_argument("--jobs", type=int, help="checks run side by side within a phase (default: 4 on cuda, 1 on cpu)")
     p.add_argument(
         "--time-limit",
@@ -519,10 +523,7 @@ def main(argv=None) -> int:
             results += list(pool.map(lambda c: run_one(*c), group))
     failed = results.count(False)
     table = write_table()
-    sys.path.insert(0, str(Path(__file__).parent))
-    from _record import record
-
-    record("GPU check", setup, table, write=not args.no_record)
+    record("GPU check", setup, table, write=args.record)
     shutil.rmtree(work, ignore_errors=True)
     return 1 if failed else 0
 

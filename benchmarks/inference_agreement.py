@@ -51,8 +51,8 @@ def interleaved_speed(fns: dict, sst: list, rounds: int = 5) -> str:
     of `rounds`: each path warmed up on all the sentences first (oneDNN builds a kernel for each new batch shape on
     first sight), the order reversed every other round, and half a second's pause before each timing - ONNX
     Runtime's idle threads (onnx_int8.py) spin for a while after a run and take the cores from whatever runs next
-    (in onnx_int8.py's first fixed order minbert fp32, always right after ONNX Runtime int8, came out about a fifth
-    slower: benchmarks/RESULTS.md, "int8 against ONNX Runtime, re-measured")."""
+    (in onnx_int8.py's first fixed order minbert fp32, always right after ONNX Runtime int8, came out slower:
+    benchmarks/log/, "int8 against ONNX Runtime, re-measured")."""
     best = dict.fromkeys(fns, 0.0)
     for fn in fns.values():
         fn("sst", sst)

@@ -1,12 +1,12 @@
 """Resident memory of a whole `minbert train` run, sampled from /proc while it trains and evaluates. Run by hand,
 with nothing else running:
 
-    python benchmarks/memory.py [--interval 5] [--label NAME] -- configs/quickstart.yaml epochs=6 steps_per_epoch=300
+    python benchmarks/memory.py [--interval 5] [--label NAME] [--record] -- configs/quickstart.yaml epochs=6 steps_per_epoch=300
     python benchmarks/memory.py --from-csv runs/memory/NAME.csv     # the table again, from saved samples
 
 Everything after `--` is passed to `minbert train` (an `out=` is added under runs/memory/ unless given). Every
 `--interval` seconds it reads VmRSS of the training process and the newest step in its metrics.jsonl, then writes
-runs/memory/<label>.csv and .png and appends a table to benchmarks/RESULTS.md: peak RSS, RSS at step 100 and at
+runs/memory/<label>.csv and .png and prints a table (`--record`: also to benchmarks/log/): peak RSS, RSS at step 100 and at
 the last step, and the spread after step 100 (the goal: within 10%, and at most 2.5 GB for the quickstart).
 """
 
@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from _record import record  # benchmarks/_record.py (scripts run from the repository root)
+from _record import add_record_flag, record  # benchmarks/_record.py (scripts run from the repository root)
 
 from minbert.plot import plt, save_figure
 
@@ -55,7 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--interval", type=float, default=5.0, help="seconds between samples")
     ap.add_argument("--label", default="", help="name of this measurement (default: from the time)")
-    ap.add_argument("--no-write", action="store_true", help="print the table without appending it to RESULTS.md")
+    add_record_flag(ap)
     ap.add_argument("train", nargs=argparse.REMAINDER, help="-- CONFIG [key=value ...] for minbert train")
     ap.add_argument("--from-csv", metavar="CSV", help="summarize an earlier measurement's samples instead of running")
     args = ap.parse_args()
@@ -67,7 +67,7 @@ def main() -> None:
             "memory",
             f"samples of {args.from_csv}, summarized again",
             summary(samples, args.interval),
-            not args.no_write,
+            write=args.record,
         )
         return
     train = [a for a in args.train if a != "--"]
@@ -102,7 +102,7 @@ def main() -> None:
         "memory",
         f"`minbert train {' '.join(train)}`; samples in runs/memory/{label}.csv, plot {label}.png",
         table,
-        not args.no_write,
+        write=args.record,
     )
 
 

@@ -1,4 +1,4 @@
-"""fp32 inference through oneDNN (model/onednn.py) against PyTorch's default fp32 path (MKL), every dev example of
+"""fp32 inference through oneDNN (model/fast/onednn.py) against PyTorch's default fp32 path (MKL), every dev example of
 SST, Quora and STS: how many predictions are the same and how far the soft outputs move. Accuracy, not speed.
 
     python benchmarks/onednn_agreement.py RUN_DIR
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 import minbert
-import minbert.model.onednn as onednn
+import minbert.model.fast.onednn as onednn
 from minbert.data import DATASETS, data_dir, load_split
 
 
@@ -27,7 +27,7 @@ def main() -> None:
     finally:
         onednn.faster_here = faster_here
     if fast.run.runner.cast is None:
-        print("this machine keeps MKL for fp32 (model/onednn.py's faster_here() is False): nothing to compare")
+        print("this machine keeps MKL for fp32 (model/fast/onednn.py's faster_here() is False): nothing to compare")
         return
     for task in ("sst", "quora", "sts"):
         rows = load_split(DATASETS[task], "dev", data_dir(fast.run.cfg.data_dir), False)

@@ -27,11 +27,11 @@ data = load_data(cfg, tok, ("train",))
 model.train()
 for task, needs in (("sst", "logits"), ("quora", "logit"), ("sts", "score")):
     b = make_batch(data["train"][task], list(range(32)), tok.pad_id)
-    out = model(task, b).detach()
+    out = model.task_output(task, b).detach()
     x = model.embedded(task, b).detach()
     for sigma in (1e-5,):
         d = (torch.randn_like(x) * sigma).requires_grad_()
-        div = divergence(model(task, b, embedded=x + d), out, needs)
+        div = divergence(model.task_output(task, b, embedded=x + d), out, needs)
         (g,) = torch.autograd.grad(div, d)
         m = g.abs().amax(-1)
         print(task, "div", div.item(), "max|g| per token median", m[b.mask.bool()].median().item())
@@ -44,5 +44,5 @@ for task, needs in (("sst", "logits"), ("quora", "logit"), ("sts", "score")):
                     "eps",
                     eps,
                     "D after",
-                    divergence(model(task, b, embedded=x + delta), out, needs).item(),
+                    divergence(model.task_output(task, b, embedded=x + delta), out, needs).item(),
                 )

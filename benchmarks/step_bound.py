@@ -1,6 +1,6 @@
 """How far the bf16 (or fp32) training step can get toward the matmul peak without changing its math.
 
-    python benchmarks/step_bound.py [--precision bf16] [--iters 24] [--no-write]
+    python benchmarks/step_bound.py [--precision bf16] [--iters 24] [--record]
 
 bench_encoder.py's fine-tuning step (SST train batches of 32, mean pooling, a 5-way head, minbert's AdamW), as it
 runs, with `freeze_word_embeddings` (a switch that changes the math: no gradient or update for the vocabulary table)
@@ -26,12 +26,12 @@ import statistics
 import time
 
 import torch
-from _record import record, runtime  # benchmarks/_record.py (scripts run from the repository root)
+from _record import add_record_flag, record, runtime  # benchmarks/_record.py (scripts run from the repository root)
 from bench_encoder import batches, interleaved, peak_fn, real_flops, train_fn
 from torch.profiler import ProfilerActivity, profile
 
 from minbert.data.tokenizer import Tokenizer
-from minbert.model import BertModel, default_checkpoint_dir
+from minbert.model import BertModel, default_checkpoint_dir, fast
 from minbert.optim import AdamW
 
 GROUPS = {
@@ -88,7 +88,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     ap.add_argument("--iters", type=int, default=24)
-    ap.add_argument("--no-write", action="store_true")
+    add_record_flag(ap)
     args = ap.parse_args()
     bf16 = args.precision == "bf16"
     torch.manual_seed(0)
@@ -96,7 +96,7 @@ def main() -> None:
     data = batches(Tokenizer.from_pretrained(ckpt), "train", 32, 8, shuffle=True)
     fns, flops = {}, 0.0
     for name in ("as it runs", "freeze_word_embeddings (changes the math)", "lazy_word_embeddings (changes the math)"):
-        model = BertModel.from_pretrained(ckpt).train()
+        model = fast.install(BertModel.from_pretrained(ckpt), "cpu").train()  # the CPU's fast paths, as a run's
         # what multitask/run.py does for each switch
         if name.startswith("freeze"):
             model.embeddings.word_embeddings.weight.requires_grad_(False)
@@ -157,7 +157,7 @@ def main() -> None:
         f"{peak:.0f} GFLOP/s at the encoder's shapes in the same run; group shares of torch.profiler's self CPU time "
         f"over 8 more steps of each; {runtime()}."
     )
-    record("step_bound", setup, table, write=not args.no_write)
+    record("step_bound", setup, table, write=args.record)
 
 
 if __name__ == "__main__":
