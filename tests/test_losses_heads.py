@@ -164,7 +164,7 @@ def test_every_head_and_loss_the_check_accepts_trains_and_predicts(task):
         assert value.dim() == 0 and torch.isfinite(value), (head, loss, extra)
         value.backward()
         assert any(p.grad is not None for p in model.parameters())
-        soft = TASKS[task].soft(model.eval()(task, batch), model.cosine_scale(task))
+        soft = TASKS[task].soft(model.eval().task_output(task, batch), model.cosine_scale(task))
         assert soft.shape[0] == 4 and TASKS[task].hard(soft).shape == (4,), (head, loss, extra)
         preds = Runner(model, 0, "cpu", "fp32").predict(task, _data(batch))  # evaluate's and predict's path
         assert torch.allclose(preds.float(), TASKS[task].hard(soft).float(), atol=1e-5), (head, loss, extra)

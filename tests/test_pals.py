@@ -15,13 +15,13 @@ def test_fresh_pals_reproduce_the_plain_model_exactly():
     palled.load_state_dict({**palled.state_dict(), **plain.state_dict()})
     plain.eval(), palled.eval()
     batch = sst_batch()
-    assert torch.equal(plain("sst", batch).logits, palled("sst", batch).logits)
+    assert torch.equal(plain.task_output("sst", batch).logits, palled.task_output("sst", batch).logits)
     with torch.no_grad():
         palled.pals["sst"].decoder.weight.normal_()
-    assert not torch.allclose(plain("sst", batch).logits, palled("sst", batch).logits)
+    assert not torch.allclose(plain.task_output("sst", batch).logits, palled.task_output("sst", batch).logits)
     assert torch.equal(
-        plain("sts", Batch(batch.ids, batch.mask, None, None, pair=True)).score,
-        palled("sts", Batch(batch.ids, batch.mask, None, None, pair=True)).score,
+        plain.task_output("sts", Batch(batch.ids, batch.mask, None, None, pair=True)).score,
+        palled.task_output("sts", Batch(batch.ids, batch.mask, None, None, pair=True)).score,
     )  # other task's PAL untouched
 
 
