@@ -5,11 +5,13 @@ the order swapped every round, so both see the same machine state.
     git worktree add ../before HEAD~3
     python benchmarks/ab_trees.py ../before . --rounds 7
 
-Workloads (the quickstart's, through the public multitask API that both trees have): `train`, one fine-tuning step
-(the fused multitask forward, backward and AdamW) over 8 pre-drawn quickstart steps of 32 per task; `infer`, the
-Runner's sentence embeddings of the first 1,024 SST dev sentences in batches of 64; each in fp32 and, where the CPU
-has native bf16, bf16. Prints each workload's median seconds per tree and the ratio (after / before: above 1 is
-faster).
+Workloads, each in fp32 and, where the CPU has native bf16, bf16: bench_encoder.py's, through each tree's own
+benchmarks/bench_encoder.py (`encoder-train`: 8 fine-tuning steps of the encoder alone, SST batches of 32, mean
+pooling, a linear head, AdamW; `encoder-infer`: 1,024 SST dev sentences in batches of 64 through the Runner's
+inference copy) and the quickstart's, through the multitask API both trees have (`quickstart-train`: 8 pre-drawn
+steps of the fused multitask forward, backward and AdamW, 32 per task; `quickstart-infer`: the Runner's embeddings
+of the first 1,024 SST dev sentences). Prints each workload's median seconds per tree and the ratio (before / after:
+above 1, the after tree is faster).
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from pathlib import Path
 WORKER = r"""
 import json, sys, time
 import torch
+sys.path.insert(0, sys.argv[2] + "/benchmarks")
+import bench_encoder as be
+from minbert.model import BertModel, default_checkpoint_dir
 from minbert.config import load_config
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
@@ -60,9 +65,34 @@ def train(precision):
 def infer(precision):
     *_, runner, sents = setup(precision)
     runner.sentences("sst", sents, 64)
+encoders = {}
+def encoder(precision):
+    if precision not in encoders:
+        torch.manual_seed(0)
+        ckpt = default_checkpoint_dir()
+        model = BertModel.from_pretrained(ckpt)
+        try:
+            from minbert.model import fast
+            fast.install(model, "cpu")
+        except ImportError:  # a tree from before the seam: its model has the CPU paths from the start
+            pass
+        train_data, infer_data = be.pass_data(ckpt)
+        head = torch.nn.Linear(model.config.hidden_size, 5)
+        opt = AdamW(list(model.parameters()) + list(head.parameters()), lr=1e-5)
+        bf16 = precision == "bf16"
+        step = be.train_fn(model, head, opt, train_data, bf16, False)
+        run = be.infer_fn(be.runner_copy(model, bf16), infer_data, bf16, False)
+        encoders[precision] = (lambda: [step() for _ in train_data], run)
+    return encoders[precision]
+WORK = {
+    "quickstart-train": train,
+    "quickstart-infer": infer,
+    "encoder-train": lambda p: encoder(p)[0](),
+    "encoder-infer": lambda p: encoder(p)[1](),
+}
 for line in sys.stdin:
     workload, precision = line.split()
-    fn = train if workload == "train" else infer
+    fn = WORK[workload]
     if (workload, precision) not in setups:
         fn(precision)  # warm-up: copies made, first allocations done
         setups[(workload, precision)] = True
@@ -79,6 +109,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--precisions", nargs="+", default=None, help="default: fp32, and bf16 where it is native")
+    ap.add_argument(
+        "--workloads", nargs="+", default=["encoder-train", "encoder-infer", "quickstart-train", "quickstart-infer"]
+    )
     args = ap.parse_args()
     if args.precisions is None:
         flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
@@ -89,10 +122,10 @@ def main() -> None:
         src = str(getattr(args, side).resolve() / "src")
         env = {**os.environ, "PYTHONPATH": src}
         workers[side] = subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(args.threads)],
+            [sys.executable, "-c", WORKER, str(args.threads), str(getattr(args, side).resolve())],
             cwd=root, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
-    loads = [(w, p) for p in args.precisions for w in ("train", "infer")]
+    loads = [(w, p) for p in args.precisions for w in args.workloads]
     times = {(side, w, p): [] for side in workers for w, p in loads}
     for r in range(args.rounds):
         for w, p in loads:

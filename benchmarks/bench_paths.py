@@ -1,10 +1,12 @@
 """What each CPU fast path (model/fast) gains: the quickstart's training step and inference with every path on, and
 with one path left out at a time, interleaved in one run.
 
-    python benchmarks/bench_paths.py [--rounds 5] [--precisions fp32 bf16] [--record]
+    python benchmarks/bench_paths.py [--rounds 5] [--precisions fp32 bf16] [--workload quickstart|encoder] [--record]
 
-Training: 4 pre-drawn quickstart steps (the fused multitask forward of 32 sentences or pairs per task, backward,
-AdamW). Inference: the Runner's embeddings of the first 512 SST dev sentences in batches of 64. Each variant is a copy
+`quickstart` (default): training, 4 pre-drawn quickstart steps (the fused multitask forward of 32 sentences or pairs
+per task, backward, AdamW, and the heap trim the training loop does after each step under glibc's malloc); inference, the Runner's embeddings of the first 512 SST dev sentences in batches of 64.
+`encoder`: bench_encoder.py's passes - 8 fine-tuning steps of the encoder alone (SST batches of 32, mean pooling, a
+linear head, AdamW) and 1,024 SST dev sentences in batches of 64 through the Runner's inference copy. Each variant is a copy
 of the same model with `fast.install(copy, "cpu", without={path})`; the inference copies (bf16 weights packed for
 oneDNN, fp32 through oneDNN's linear op) are left out by turning their choice off. The table gives each variant's
 median seconds and how much faster everything-on is than the variant (above 1: the path pays).
@@ -29,6 +31,7 @@ from minbert.multitask.objective import Objective
 from minbert.multitask.run import build, load_data
 from minbert.multitask.runner import Runner
 from minbert.optim import AdamW
+from minbert.runs import release_memory
 
 # variant -> (replacements left out, inference copies allowed)
 VARIANTS = {
@@ -67,6 +70,8 @@ class Side:
             total, _, _ = self.objective(batches, {n: 1.0 for n in batches})
             total.backward()
             self.opt.step()
+            if self.cfg.trim_every:  # as the training loop does after every step by default (glibc's malloc)
+                release_memory()
 
     def infer(self, sents) -> None:
         self.runner.sentences("sst", sents, 64)
@@ -85,18 +90,49 @@ def measure(precision: str, rounds: int) -> dict:
     ]
     sents = data["dev"]["sst"].sentences[:512]
     sides = {name: Side(base, cfg, tok, without, copies, precision) for name, (without, copies) in VARIANTS.items()}
-    work = {"train": lambda s: s.train(steps), "infer": lambda s: s.infer(sents)}
-    times = {(w, n): [] for w in work for n in sides}
-    for s in sides.values():  # warm-up: copies made, buffers allocated
-        for fn in work.values():
-            fn(s)
-    names = list(sides)
+    fns = {}
+    for name, side in sides.items():
+        fns[("train", name)] = lambda side=side: side.train(steps)
+        fns[("infer", name)] = lambda side=side: side.infer(sents)
+    return interleave(fns, rounds)
+
+
+def measure_encoder(precision: str, rounds: int) -> dict:
+    """The same variants on bench_encoder.py's passes."""
+    import bench_encoder as be
+
+    from minbert.model import BertModel, default_checkpoint_dir
+
+    ckpt, bf16 = default_checkpoint_dir(), precision == "bf16"
+    train_data, infer_data = be.pass_data(ckpt)
+    torch.manual_seed(0)
+    base = BertModel.from_pretrained(ckpt)
+    fns = {}
+    for name, (without, copies) in VARIANTS.items():
+        model = fast.install(copy.deepcopy(base), "cpu", without=without)
+        head = torch.nn.Linear(model.config.hidden_size, 5)
+        step = be.train_fn(
+            model, head, AdamW([*model.parameters(), *head.parameters()], lr=1e-5), train_data, bf16, False
+        )
+        runs = be.runner_copy(model, bf16) if copies else model
+        fns[("train", name)] = lambda step=step: [step() for _ in train_data]
+        fns[("infer", name)] = be.infer_fn(runs, infer_data, bf16, False)
+    return interleave(fns, rounds)
+
+
+def interleave(fns: dict, rounds: int) -> dict:
+    """Median seconds of each (workload, variant) call, after one warm-up call each; the variants' order rotates and
+    reverses every round."""
+    for fn in fns.values():
+        fn()
+    times = {k: [] for k in fns}
+    names = list(VARIANTS)
     for r in range(rounds):
         order = names[r % len(names) :] + names[: r % len(names)]
-        for w, fn in work.items():
+        for w in ("train", "infer"):
             for n in order if r % 2 == 0 else order[::-1]:
                 t = time.perf_counter()
-                fn(sides[n])
+                fns[(w, n)]()
                 times[(w, n)].append(time.perf_counter() - t)
     return {k: statistics.median(v) for k, v in times.items()}
 
@@ -105,14 +141,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    ap.add_argument("--workload", choices=["quickstart", "encoder"], default="quickstart")
     add_record_flag(ap)
     args = ap.parse_args()
-    setup = f"quickstart workload, every CPU path and each one left out, {args.rounds} rounds; {runtime()}"
+    setup = f"{args.workload} workload, every CPU path and each one left out, {args.rounds} rounds; {runtime()}"
     lines = []
     for precision in args.precisions:
-        med = measure(precision, args.rounds)
+        med = (measure if args.workload == "quickstart" else measure_encoder)(precision, args.rounds)
         lines += [
-            f"| {precision} | train s (4 steps) | all paths' speed-up | inference s (512) | all paths' speed-up |",
+            f"| {precision} | train s | all paths' speed-up | inference s | all paths' speed-up |",
             "|---|---|---|---|---|",
         ]
         for n in VARIANTS:
