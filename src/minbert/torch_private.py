@@ -116,7 +116,6 @@ def storage_holders(t: torch.Tensor) -> int:
 # --- the CPU and oneDNN's own linear op (torch.ops.mkldnn._*) -------------------------------------------------------
 
 
-@functools.cache
 def _cpuinfo() -> str:
     try:
         return Path("/proc/cpuinfo").read_text(errors="replace")
@@ -124,11 +123,13 @@ def _cpuinfo() -> str:
         return ""
 
 
-def cpu_flags() -> set[str]:
+@functools.cache  # read and parsed once per process: precision and inference-copy choices ask again and again
+def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags (Linux; empty elsewhere)."""
-    return {w for line in _cpuinfo().splitlines() if line.startswith("flags") for w in line.split()}
+    return frozenset(w for line in _cpuinfo().splitlines() if line.startswith("flags") for w in line.split())
 
 
+@functools.cache
 def cpu_vendor() -> str:
     """ "AuthenticAMD", "GenuineIntel", ... (Linux x86; "" elsewhere)."""
     for line in _cpuinfo().splitlines():
