@@ -1,4 +1,5 @@
-"""Every recipe in configs/reports/ runs, in its budget form, for a few steps on a few real rows."""
+"""Every recipe in configs/reports/ runs, in its budget form, for a few steps on a few real rows; every report's sweep
+file (configs/reports/NNN.yaml: its results rows as variants) loads, and each row's config validates."""
 
 import json
 import math
@@ -10,7 +11,9 @@ from minbert.config import load_config
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.train import train
 
-RECIPES = sorted((Path(__file__).parents[1] / "configs" / "reports").glob("*.yaml"))
+REPORTS = Path(__file__).parents[1] / "configs" / "reports"
+SWEEPS = sorted(p for p in REPORTS.glob("*.yaml") if p.stem.isdigit())
+RECIPES = sorted(p for p in REPORTS.glob("*.yaml") if not p.stem.isdigit())
 SMOKE = ["epochs=1", "steps_per_epoch=2", "precision=fp32", "checkpoint_every=0"] + [
     f"tasks.{t}.{k}={v}"
     for t in ("sst", "quora", "sts")
@@ -20,6 +23,17 @@ SMOKE = ["epochs=1", "steps_per_epoch=2", "precision=fp32", "checkpoint_every=0"
 
 def test_there_is_a_recipe_for_every_report():
     assert {p.name[:3] for p in RECIPES} == {"000", "001", "002", "003", "004"}
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_report_sweep_loads_with_published_rows(path, tmp_path):
+    from minbert.sweep import load_sweep
+
+    sweep = load_sweep(path, steps=1000)  # every variant's config validates, bounded to 1,000 steps
+    assert sweep.published and set(sweep.published) <= set(sweep.variants)
+    for name, extra in sweep.variants.items():
+        cfg = load_config(TrainConfig, sweep.base, [*sweep.overrides, *extra])
+        assert cfg.steps_per_epoch * cfg.epochs <= 1000, name
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)

@@ -96,7 +96,8 @@ def cmd_ensemble(args) -> int:
 def cmd_sweep(args) -> int:
     from minbert.sweep import load_sweep, report, run_search, run_sweep
 
-    sweep = load_sweep(args.sweep)
+    only = [v for item in args.only or [] for v in item.split(",") if v]
+    sweep = load_sweep(args.sweep, args.budget, args.seeds, only, args.overrides)
     if sweep.search is not None and args.report:  # the trials run so far, by folder
         trials = {d.name: () for d in sorted(sweep.out.glob("trial-*"))}
         print(report(dataclasses.replace(sweep, variants=trials)))
@@ -220,6 +221,16 @@ def cmd_plot(args) -> int:
     return 0
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of steps")
+    return value
+
+
 def add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
@@ -333,6 +344,15 @@ def _add_study_commands(sub) -> None:
         "difference from the first one with its standard error. See src/minbert/sweep.py for the file's keys.",
     )
     sw.add_argument("sweep", metavar="SWEEP.yaml", help="base config, variants or grid, seeds, out")
+    sw.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides for every run")
+    sw.add_argument(
+        "--budget",
+        type=positive_int,
+        metavar="STEPS",
+        help="bound every run to STEPS optimizer steps (each variant keeps its epochs); runs go to OUT-STEPSsteps",
+    )
+    sw.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="run these seeds instead of the file's")
+    sw.add_argument("--only", action="append", metavar="VARIANT[,VARIANT]", help="run (and report) these variants")
     sw.add_argument("--dry-run", action="store_true", help="list the runs and their state without training")
     sw.add_argument("--report", action="store_true", help="only rebuild the table and chart from finished runs")
     sw.set_defaults(func=cmd_sweep)

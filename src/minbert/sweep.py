@@ -14,6 +14,22 @@ over seeds per variant (markdown and CSV) and a chart.
     out: runs/sweeps/example         # run directories: OUT/<variant>/seed<k>
     report: results                  # the table's files: OUT/<report>.md, .csv, .png (two sweeps sharing an out)
 
+A variant can also be a mapping, for a row of a published table (configs/reports/NNN.yaml):
+
+    variants:
+      multitask-mse:
+        overrides: [tasks.sts.head=cosine]
+        published: {sst: 0.504, quora: 0.785, sts: 0.624}   # dev as the report printed it; STS as Pearson r
+        # optional: overall: 0.673, scale: mean   (the report's own overall and its formula, mean of acc, acc, r)
+
+and the table then shows the published numbers beside minbert's, both overall on CS224N's scale,
+(SST acc + Quora acc + (STS r + 1) / 2) / 3, with each row's rank among the published and among minbert's rows.
+
+From the command line: `--budget STEPS` bounds every run to STEPS optimizer steps (each variant keeps its epochs;
+steps_per_epoch becomes STEPS // epochs) and puts the runs in OUT-STEPSsteps; `--seeds 1 2 3` replaces the seeds;
+`--only a,b` runs those variants alone; `key=value` overrides after the file apply to every run (after the file's
+own `overrides`, before each variant's).
+
 Resumable: a run with a summary.json is done and skipped, one with a checkpoint is resumed (`train --resume`), any
 other leftover folder is started again. A kept run whose saved config differs from what its variant gives now is
 refused before any work (its numbers would stand for another setting). Each run is its own process, so a crash or
@@ -67,6 +83,7 @@ class Sweep:
     overrides: tuple[str, ...] = field(default_factory=tuple)
     search: dict | None = None  # Optuna: {trials, metric, params}
     report: str = "results"  # OUT/<report>.md, .csv, .png
+    published: dict[str, dict] = field(default_factory=dict)  # variant -> {sst, quora, sts[, overall, scale]}
 
     def runs(self):
         """(variant, seed, run directory, train arguments) in the order they run: seed by seed, so a partial sweep
@@ -85,7 +102,38 @@ class Sweep:
                 yield name, seed, run, args
 
 
-def load_sweep(path: str | Path) -> Sweep:
+PUBLISHED = {"sst", "quora", "sts", "overall", "scale"}
+SCALES = {"cs224n": "(SST acc + Quora acc + (STS r + 1) / 2) / 3", "mean": "(SST acc + Quora acc + STS r) / 3"}
+
+
+def cs224n_overall(sst: float, quora: float, sts: float) -> float:
+    """The CS224N project's overall score, the one minbert reports: STS's Pearson r mapped onto [0, 1] first."""
+    return (sst + quora + (sts + 1) / 2) / 3
+
+
+def _published(path: Path, name: str, value) -> dict:
+    if not isinstance(value, dict) or not {"sst", "quora", "sts"} <= set(value) or set(value) - PUBLISHED:
+        raise MinbertError(
+            f"{path}: variants.{name}.published must be {{sst: ACC, quora: ACC, sts: R}} "
+            f"(optional overall, scale: {' or '.join(SCALES)})"
+        )
+    for key in ("sst", "quora", "sts", "overall"):
+        x = value.get(key, 0.0)
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not -1 <= x <= 1:
+            raise MinbertError(f"{path}: variants.{name}.published.{key}: {x!r} is not a number in [-1, 1]")
+    if value.get("scale", "cs224n") not in SCALES:
+        raise MinbertError(f"{path}: variants.{name}.published.scale: {value['scale']!r}; valid: {', '.join(SCALES)}")
+    return dict(value)
+
+
+def load_sweep(
+    path: str | Path,
+    steps: int | None = None,
+    seeds: list[int] | None = None,
+    only: list[str] | None = None,
+    extra: list[str] = (),
+) -> Sweep:
+    """The sweep file, with the command line's --budget STEPS, --seeds, --only and key=value overrides."""
     path = Path(path)
     raw = load_yaml(path)
     unknown = sorted(set(raw) - KEYS)
@@ -101,12 +149,22 @@ def load_sweep(path: str | Path) -> Sweep:
             f"{path}: base {raw['base']!r} not found (relative to {path.parent} or the working directory)"
         )
     variants: dict[str, tuple[str, ...]] = {}
-    for name, extra in (raw.get("variants") or {}).items():
-        if not isinstance(extra, list):
+    published: dict[str, dict] = {}
+    for name, spec in (raw.get("variants") or {}).items():
+        if isinstance(spec, dict):
+            unknown = sorted(set(spec) - {"overrides", "published"})
+            if unknown:
+                raise MinbertError(
+                    f"{path}: variants.{name}: unknown key(s) {', '.join(unknown)}; valid: overrides, published"
+                )
+            if "published" in spec:
+                published[str(name)] = _published(path, name, spec["published"])
+            spec = spec.get("overrides") or []
+        if not isinstance(spec, list):
             raise MinbertError(f"{path}: variants.{name} must be a list of key=value overrides")
         if not str(name) or any(c in str(name) for c in "/ \\"):
             raise MinbertError(f"{path}: variant name {name!r} names a folder: no spaces or slashes")
-        variants[str(name)] = tuple(str(x) for x in extra)
+        variants[str(name)] = tuple(str(x) for x in spec)
     grid = raw.get("grid") or {}
     if grid:
         if not all(isinstance(v, list) and v for v in grid.values()):
@@ -121,7 +179,12 @@ def load_sweep(path: str | Path) -> Sweep:
         check_search(path, search)
     if not variants:
         variants = {"base": ()}
-    seeds = raw.get("seeds", [11711])
+    if only:
+        missing = [v for v in only if v not in variants]
+        if missing:
+            raise MinbertError(f"--only {missing[0]!r}: not a variant of {path}; its variants: {', '.join(variants)}")
+        variants = {v: variants[v] for v in variants if v in only}
+    seeds = seeds if seeds is not None else raw.get("seeds", [11711])
     if (
         not isinstance(seeds, list)
         or not seeds
@@ -132,18 +195,42 @@ def load_sweep(path: str | Path) -> Sweep:
     if repeated:
         raise MinbertError(f"{path}: seed {repeated[0]} is listed twice: one run would count as two; list each once")
     out = Path(raw.get("out") or f"runs/sweeps/{path.stem}")
+    overrides = tuple(str(x) for x in raw.get("overrides") or []) + tuple(extra)
+    if steps is not None:
+        if search is not None:
+            raise MinbertError("--budget STEPS bounds a sweep's variants; a search's trials take theirs from the file")
+        variants = {
+            name: v + (_steps_per_epoch(name, base, overrides + v, steps, bool(raw.get("budget"))),)
+            for name, v in variants.items()
+        }
+        out = out.with_name(f"{out.name}-{steps}steps")
     sweep = Sweep(
         base,
         out,
         tuple(seeds),
         variants,
         bool(raw.get("budget", False)),
-        tuple(str(x) for x in raw.get("overrides") or []),
+        overrides,
         search,
         _report_name(path, raw.get("report", "results")),
+        {k: v for k, v in published.items() if k in variants},
     )
     check(sweep)
     return sweep
+
+
+def _steps_per_epoch(name: str, base: Path, overrides: tuple[str, ...], steps: int, budget: bool) -> str:
+    """The override that bounds one variant to `steps` optimizer steps over its own number of epochs."""
+    from minbert.config import load_config
+    from minbert.multitask.config import TrainConfig
+
+    try:
+        epochs = load_config(TrainConfig, base, list(overrides), budget=budget).epochs
+    except MinbertError as e:
+        raise MinbertError(f"variant {name}: {e}") from None
+    if steps < epochs:
+        raise MinbertError(f"--budget {steps}: variant {name} has {epochs} epochs; give at least one step per epoch")
+    return f"steps_per_epoch={steps // epochs}"
 
 
 def _report_name(path: Path, name) -> str:
@@ -344,17 +431,39 @@ def report(sweep: Sweep) -> str:
         + " | wall time | steps |",
         "|---|---|" + "---|" * (len(present) + 3),
     ]
+    pub = {r.name: sweep.published[r.name] for r in table if r.name in sweep.published}
+    if pub:
+        lines[0] += " published SST / Quora / STS r | published overall | rank published / minbert |"
+        lines[1] += "---|---|---|"
+        ranked = [r for r in table if r.name in pub and "overall" in r.mean]
+        ours = rank({r.name: r.mean["overall"] for r in ranked})
+        theirs = rank({r.name: published_overall(pub[r.name]) for r in ranked})
     for r in table:
         cells = [fmt(r.mean.get(k), r.std.get(k)) for k, _ in present]
-        lines.append(
+        line = (
             f"| {r.name} | {r.n} | " + " | ".join(cells) + f" | {delta(r, base)} | "
             f"{r.mean['wall_time_s'] / 60:.1f} min | {r.mean['steps']:.0f} |"
         )
+        if pub:
+            p = pub.get(r.name)
+            line += (
+                f" {p['sst']:.3f} / {p['quora']:.3f} / {p['sts']:.3f} | {published_cell(p)} | "
+                f"{theirs.get(r.name, '-')} / {ours.get(r.name, '-')} |"
+                if p
+                else " - | - | - |"
+            )
+        lines.append(line)
     lines.append("")
     lines.append(
         "mean ± sample std over seeds; Δ: difference of means ± its standard error, * where it exceeds twice the "
         "standard error (beyond seed noise at this n)."
     )
+    if pub:
+        lines.append(
+            "Published: the report's dev numbers (its checkpoint, data and budget); overall on CS224N's scale, "
+            f"{SCALES['cs224n']}, as minbert's, with the report's own number in brackets where it used another "
+            "scale. Rank: 1 = best overall among the rows with published numbers that have finished here."
+        )
     md = "\n".join(lines)
     sweep.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sweep.out / f"{sweep.report}.md", md + "\n")
@@ -374,6 +483,22 @@ def report(sweep: Sweep) -> str:
     atomic_write_text(sweep.out / f"{sweep.report}.csv", buf.getvalue())
     chart(table, present, sweep.out / f"{sweep.report}.png")
     return md
+
+
+def published_overall(p: dict) -> float:
+    return cs224n_overall(p["sst"], p["quora"], p["sts"])
+
+
+def published_cell(p: dict) -> str:
+    ours = f"{published_overall(p):.3f}"
+    if "overall" in p and p.get("scale", "cs224n") != "cs224n":
+        return f"{ours} ({p['overall']:.3f}, {p['scale']})"
+    return ours
+
+
+def rank(scores: dict[str, float]) -> dict[str, int]:
+    order = sorted(scores, key=lambda k: -scores[k])
+    return {k: i for i, k in enumerate(order, 1)}
 
 
 def fmt(mean, std) -> str:

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The reports' claims study (docs/REPORTS.md): the rows each claim compares, from configs/reports/NNN.yaml, every run
+# bounded to the same number of optimizer steps (STEPS, default 1,000), bf16 and one thread, seed by seed so that a
+# partial study already holds every row at its first seeds. Resumable: the same command continues it (finished runs
+# are kept, an interrupted one resumes from its last checkpoint). Run it pinned to one core, from a fixed commit:
+#   git worktree add ../study HEAD && cd ../study
+#   PYTHONPATH=src nohup taskset -c 0 scripts/report-study.sh > study.log 2>&1 &
+# The tables: minbert sweep configs/reports/NNN.yaml --budget 1000 --seeds 1 2 3 --only ROWS --report
+set -euo pipefail
+STEPS=${STEPS:-1000}
+sweep() {
+    python -m minbert sweep "configs/reports/$1.yaml" --budget "$STEPS" --seeds "$2" --only "$3" precision=bf16 threads=1
+}
+for seed in 1 2 3; do
+    sweep 004 "$seed" dynamic-0-0.05,static-0,gradient-surgery,baseline
+    sweep 000 "$seed" multitask-mse,multitask,multitask-cos
+    sweep 002 "$seed" v2-pcgrad,v1-cosine,v3-cosine-pcgrad,general,v2-dropout0.5,v2-dropout0.8
+    sweep 001 "$seed" annealed,baseline,annealed-smart15,baseline-smart
+done
