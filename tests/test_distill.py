@@ -78,7 +78,8 @@ def test_a_student_trains_on_the_teachers_cached_soft_outputs(tiny_encoder, tmp_
 def test_a_teacher_that_is_not_a_run_is_one_line(tmp_path, capsys):
     argv = ["train", str(QUICKSTART), *TINY, f"distill.teachers=[{tmp_path}]", f"out={tmp_path / 'run'}"]
     assert main(argv) == 2
-    assert "distill.teachers:" in error_line(capsys.readouterr().err)
+    line = error_line(capsys.readouterr().err)
+    assert f"distill.teachers[0]: {tmp_path}: no config.yaml" in line and "name a folder `minbert train` made" in line
     assert not (tmp_path / "run").exists()
     assert main(["train", str(QUICKSTART), "distill.weight=1.5", f"out={tmp_path / 'run'}"]) == 2
     assert "distill.weight: 1.5 must be in [0, 1]" in error_line(capsys.readouterr().err)

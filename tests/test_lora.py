@@ -254,7 +254,7 @@ def _add_mood(base, tmp_path, lora: bool):
             }
         },
         "tasks": {"mood": {"batch_size": 8, "max_length": 24}},
-        "lora": {"enabled": lora, "rank": 4, "targets": ALL},
+        **({"lora": {"enabled": True, "rank": 4, "targets": ALL}} if lora else {}),
         "epochs": 1,
         "steps_per_epoch": 4,
         "precision": "fp32",

@@ -18,6 +18,7 @@ teacher's. Tasks no teacher was trained on keep their gold loss alone.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -50,23 +51,77 @@ def distill_loss(
     return (F.binary_cross_entropy_with_logits(score / t, q, reduction="none") - entropy).mean() * t * t
 
 
+def fingerprint(teachers: tuple[str, ...], train: dict) -> str:
+    """What the targets are computed from: each teacher run (where it is, and its best.json, which changes whenever
+    its best checkpoint does) and every training example of every task, in order. Stored beside the cached targets
+    and checked when a resumed run reads them."""
+    h = hashlib.sha256()
+    for run in teachers:
+        best = Path(run) / "best.json"
+        h.update(str(Path(run).resolve()).encode() + b"\0" + (best.read_bytes() if best.is_file() else b"") + b"\0")
+    for t in sorted(train):
+        h.update(f"{t}:{len(train[t])}\0".encode())
+        for ex in train[t].examples:
+            h.update(repr(ex).encode())
+    return h.hexdigest()
+
+
+def cached_targets(path: Path, expected: str, train: dict) -> dict[str, torch.Tensor] | None:
+    """The targets a resumed run saved, if they are what this run would compute: written for the same teachers
+    and data (the fingerprint), one finite row per training example. Otherwise None, with a warning saying why, and
+    the caller computes them again: a cache is never trusted over its sources."""
+    from safetensors import safe_open
+
+    from minbert.runs import load_tensors
+
+    reason = ""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            stored = (f.metadata() or {}).get("fingerprint")
+        targets = load_tensors(path)
+    except Exception:  # noqa: BLE001 - whatever a damaged file raises, the answer is to recompute it
+        reason, targets, stored = "it is truncated or damaged", {}, None
+    if not reason and stored != expected:
+        reason = "it was computed from other teachers or other data" if stored else "it carries no fingerprint"
+    for t, target in targets.items():
+        if reason:
+            break
+        if t not in train or target.shape[0] != len(train[t]):
+            reason = f"its {t} rows do not match this run's {t} training examples"
+        elif not bool(torch.isfinite(target).all()):
+            reason = f"its {t} targets are not all finite"
+    if reason:
+        log.warning("%s: %s; computing the teachers' targets again", path, reason)
+        return None
+    return targets
+
+
 def teacher_targets(teachers: tuple[str, ...], train: dict, device) -> dict[str, torch.Tensor]:
-    """{task: (N, C) or (N,)} the teachers' averaged soft outputs on each training example, in example order."""
+    """{task: (N, C) or (N,)} the teachers' averaged soft outputs on each training example, in example order. A
+    problem with a teacher run is reported as the key that names it: `distill.teachers[i]: RUN: ...`."""
     from minbert.multitask.data import encode_task
     from minbert.multitask.run import load_run, load_run_config
 
     parts: dict[str, list[torch.Tensor]] = {}
-    for run in teachers:
+    for i, run in enumerate(teachers):
+        where = f"distill.teachers[{i}]: {run}"
+        fix = f"finish it (minbert train --resume {run}) or train it again, or leave it out of distill.teachers"
         try:
             cfg = load_run_config(Path(run))
         except MinbertError as e:
-            raise MinbertError(f"distill.teachers: {e}") from None
+            raise MinbertError(
+                f"{where}: {_strip(str(e), run)}; name a folder `minbert train` made, or leave it out of "
+                "distill.teachers"
+            ) from None
         shared = [t for t in train if t in cfg.tasks]
         if not shared:
-            raise MinbertError(
-                f"distill.teachers: {run} was trained on {', '.join(cfg.tasks)}, none of this run's tasks"
-            )
-        r = load_run(Path(run), device=str(device), cfg=cfg)
+            raise MinbertError(f"{where}: was trained on {', '.join(cfg.tasks)}, none of this run's tasks")
+        if not (Path(run) / "best.json").is_file():
+            raise MinbertError(f"{where}: has no best checkpoint yet (it never finished an epoch); {fix}")
+        try:
+            r = load_run(Path(run), device=str(device), cfg=cfg)
+        except MinbertError as e:
+            raise MinbertError(f"{where}: {_strip(str(e), run)}; {fix}") from None
         for t in shared:
             data = encode_task(r.model.specs[t], train[t].examples, r.tok, r.cfg.task(t))
             parts.setdefault(t, []).append(r.runner.soft(t, data))
@@ -76,3 +131,10 @@ def teacher_targets(teachers: tuple[str, ...], train: dict, device) -> dict[str,
         if t not in parts:
             log.warning("distillation: no teacher was trained on %s; it trains on its labels alone", t)
     return {t: torch.stack(p).mean(0) for t, p in parts.items()}
+
+
+def _strip(message: str, run: str) -> str:
+    """A message about the run without its own path in front (the key's prefix names it) nor its own advice, which
+    was written for someone running that run, not for someone pointing at it."""
+    message = message.removeprefix(f"{run}: ").removeprefix(f"{str(run).rstrip('/')}: ")
+    return message.split("; ")[0]

@@ -25,6 +25,7 @@ def extended(cfg: TrainConfig) -> TrainConfig:
     it is already resolved (a resumed run's)."""
     if not cfg.from_run or cfg.keep_tasks:
         return cfg
+    from minbert.multitask.checks import check_from_run
     from minbert.multitask.run import load_run_config
 
     try:
@@ -33,6 +34,7 @@ def extended(cfg: TrainConfig) -> TrainConfig:
         raise MinbertError(f"from_run: {e}") from None
     if not (Path(cfg.from_run) / "best.json").is_file():
         raise MinbertError(f"from_run: {cfg.from_run} has no best checkpoint yet; let it finish, or --resume it first")
+    check_from_run(cfg, base)
     again = [t for t in cfg.tasks if t in base.tasks]
     if again:
         raise MinbertError(

@@ -30,9 +30,10 @@ from minbert.distributed import Dist, all_gather, barrier, broadcast, current, s
 from minbert.errors import MinbertError
 from minbert.files import atomic_write_text
 from minbert.model import check_fits, resolve_checkpoint
+from minbert.multitask.checks import check_effective, check_trainable
 from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
-from minbert.multitask.distill import teacher_targets
+from minbert.multitask.distill import cached_targets, fingerprint, teacher_targets
 from minbert.multitask.evaluate import results_table, write_task_predictions
 from minbert.multitask.extend import extended, freeze_kept, new_task_prefixes
 from minbert.multitask.run import build, load_data, load_run_config, resume_config  # noqa: F401 (re-exported)
@@ -46,7 +47,6 @@ from minbert.runs import (
     RunLock,
     check_run_dir,
     clear_run_dir,
-    load_tensors,
     new_run_dir,
     progress,
     release_memory,
@@ -124,6 +124,8 @@ TEACHER_FILE = "teacher.safetensors"  # distillation targets, computed once per 
 
 
 def train(cfg: TrainConfig, resume: Path | None = None, overwrite: bool = False) -> dict:
+    if resume is None:  # as the user gave it: a setting the run would ignore is refused (multitask/checks.py)
+        check_effective(cfg.validate())
     cfg = extended(cfg.validate()).validate()  # from_run: the run's tasks join the config, kept as they are
     began = time.time()  # wall time counts loading and prediction too, and adds up across resumed sessions
     d, device = setup(cfg.device)  # one process, or this rank of a torchrun job
@@ -168,8 +170,15 @@ class Trainer:
         targets = self.teacher_targets(run if resume else None)
         if cfg.keep_tasks:  # adding tasks to a finished run: its weights, and only the new tasks' parameters train
             if not resume:
-                load_snapshot(Path(cfg.from_run), "best", self.model, new=new_task_prefixes(cfg))
+                try:
+                    load_snapshot(Path(cfg.from_run), "best", self.model, new=new_task_prefixes(cfg))
+                except MinbertError as e:  # named as the key that points at it, with the fix from here
+                    raise MinbertError(
+                        f"from_run: {e}; finish or repair that run (minbert train --resume {cfg.from_run}), or "
+                        "point from_run at another"
+                    ) from None
             freeze_kept(self.model, cfg)
+        check_trainable(cfg, self.model)  # every task has something to train, a combiner something to combine
         self.runner = Runner(self.model, self.tok.pad_id, self.device, cfg.precision)
         if cfg.frozen:  # the encoder never changes: embed every data set once
             self.runner.cache_encoder(self.data)
@@ -186,8 +195,8 @@ class Trainer:
             if overwrite and not resume:
                 clear_run_dir(run)
         self.run = Path(broadcast(str(run)))
-        if targets and d.main and not (self.run / TEACHER_FILE).is_file():
-            save_tensors(self.run / TEACHER_FILE, targets)
+        if targets and d.main and self.teacher_fresh:  # with what they were computed from (distill.fingerprint)
+            save_tensors(self.run / TEACHER_FILE, targets, {"fingerprint": self.teacher_fingerprint})
         self.metrics = (
             MetricsLog(self.run / "metrics.jsonl", cfg.loggers, dataclasses.asdict(cfg)) if d.main else NoLog()
         )
@@ -234,14 +243,18 @@ class Trainer:
         computed once (a resumed run reads them from its folder)."""
         if not self.cfg.distill.teachers:
             return {}
+        train = self.data["train"]
+        self.teacher_fingerprint = fingerprint(self.cfg.distill.teachers, train)
         cached = resume / TEACHER_FILE if resume is not None else None
+        targets = None
         if cached is not None and cached.is_file():
-            targets = load_tensors(cached)
-        else:
-            targets = teacher_targets(self.cfg.distill.teachers, self.data["train"], self.device)
+            targets = cached_targets(cached, self.teacher_fingerprint, train)
+        self.teacher_fresh = targets is None
+        if targets is None:
+            targets = teacher_targets(self.cfg.distill.teachers, train, self.device)
         for t, target in targets.items():
-            if t in self.data["train"]:
-                self.data["train"][t].teacher = target
+            if t in train:
+                train[t].teacher = target
         return targets
 
     def rank_seed(self, offset: int = 0) -> None:
