@@ -65,17 +65,26 @@ def test_a_new_run_into_a_directory_holding_a_run_is_refused_before_any_work(tmp
     assert (run / "config.yaml").read_text() == "name: earlier\n"  # nothing lost
 
 
-def test_overwrite_clears_only_what_a_run_writes(tmp_path):
+def test_overwrite_replaces_a_run_whole_and_clears_only_run_files_elsewhere(tmp_path):
+    """A run folder is emptied whole (nothing of the earlier run, adapters/ included, stays beside the new one); a
+    folder that holds no run (no config.yaml beside what training writes) loses only the files a run writes."""
     from minbert.runs import check_run_dir, clear_run_dir
 
     run = tmp_path / "r"
     (run / "checkpoints" / "last-1").mkdir(parents=True)
+    (run / "adapters" / "sst").mkdir(parents=True)
+    (run / "config.yaml").write_text("epochs: 1\n")
     (run / "metrics.jsonl").write_text("{}\n")
-    (run / "notes.txt").write_text("mine")
     check_run_dir(run, resume=False, overwrite=True)
     check_run_dir(run, resume=True, overwrite=False)
     clear_run_dir(run)
-    assert sorted(p.name for p in run.iterdir()) == ["notes.txt"]
+    assert list(run.iterdir()) == []
+    other = tmp_path / "o"
+    other.mkdir()
+    (other / "metrics.jsonl").write_text("{}\n")
+    (other / "notes.txt").write_text("mine")
+    clear_run_dir(other)
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
 
 
 def test_a_second_process_is_kept_out_and_a_stale_lock_is_taken_over(tmp_path, monkeypatch):

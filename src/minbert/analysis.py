@@ -15,13 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minbert.files import atomic_write_text
-from minbert.plot import plt, save_figure
-from minbert.runs import MetricsLog
+from minbert.errors import MinbertError
+from minbert.files import atomic_write_text, check_new_files, read_metrics
+from minbert.plot import as_point, plt, save_figure
 
 log = logging.getLogger(__name__)
 
 SENTIMENT = ["negative", "somewhat neg.", "neutral", "somewhat pos.", "positive"]
+SST_FILES = ("sst_confusion.json", "sst_confusion.png", "sst_tsne.png")  # what analyze writes into RUN/plots
+PERPLEXITY = (1.0, 100.0)  # t-SNE's effective number of neighbours: 5 to 50 is usual
 
 
 def confusion_matrix(preds: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -67,16 +69,21 @@ def plot_tsne(emb: np.ndarray, labels: np.ndarray, path: Path, title: str, perpl
     return save_figure(fig, path)
 
 
-def plot_conflicts(run: Path) -> Path | None:
-    records = [r for r in MetricsLog(run / "metrics.jsonl").read() if any(k.startswith("conflict/") for k in r)]
+def conflict_records(run: Path) -> list[dict]:
+    """The epochs' records of gradient-conflict statistics (runs trained with conflict_stats: true)."""
+    return [r for r in read_metrics(run / "metrics.jsonl") if any(k.startswith("conflict/") for k in r)]
+
+
+def plot_conflicts(run: Path, records: list[dict] | None = None) -> Path | None:
+    records = conflict_records(run) if records is None else records
     if not records:
         return None
     pairs = sorted({k.split("/")[1] for r in records for k in r if k.startswith("conflict/")})
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     for p in pairs:
         epochs = [r["epoch"] for r in records]
-        a.plot(epochs, [r.get(f"conflict/{p}/negative", 0) for r in records], marker="o", label=p)
-        b.plot(epochs, [r.get(f"conflict/{p}/mean_cos", 0) for r in records], marker="o", label=p)
+        a.plot(epochs, [as_point(r.get(f"conflict/{p}/negative", 0)) for r in records], marker="o", label=p)
+        b.plot(epochs, [as_point(r.get(f"conflict/{p}/mean_cos", 0)) for r in records], marker="o", label=p)
     a.set(xlabel="epoch", ylabel="steps with negative cosine", title="gradient conflicts per task pair")
     b.set(xlabel="epoch", ylabel="mean cosine", title="mean gradient cosine per task pair")
     for ax in (a, b):
@@ -85,12 +92,33 @@ def plot_conflicts(run: Path) -> Path | None:
     return save_figure(fig, run / "plots" / "conflicts.png")
 
 
-def analyze(run: Path, perplexity: float = 30.0, data_dir: str | None = None) -> list[Path]:
+def analyze(run: Path, perplexity: float = 30.0, data_dir: str | None = None, overwrite: bool = False) -> list[Path]:
+    """The files of the module's docstring that the run has data for, in RUN/plots. Before any work: `perplexity`
+    in PERPLEXITY, something to analyze (an sst task, or conflict statistics), and none of the files there unless
+    `overwrite`."""
     from minbert.multitask.run import load_data, load_run, load_run_config
 
+    low, high = PERPLEXITY
+    if not low <= perplexity <= high:  # NaN too
+        raise MinbertError(
+            f"--perplexity {perplexity:g}: must be a number from {low:g} to {high:g} (t-SNE's effective number of "
+            "neighbours; 5 to 50 is usual, report 001 used 30 and 50)"
+        )
     cfg = load_run_config(run, data_dir)
+    conflicts = conflict_records(run)
+    sst = "sst" in cfg.tasks
+    if not sst and not conflicts:
+        raise MinbertError(
+            f"{run}: nothing to analyze: analyze draws the sst task's confusion matrix and t-SNE, and gradient "
+            f"conflicts of runs trained with conflict_stats=true; this run has tasks {', '.join(cfg.tasks)} and no "
+            "conflict statistics"
+        )
+    planned = [run / "plots" / f for f in SST_FILES if sst] + ([run / "plots" / "conflicts.png"] if conflicts else [])
+    check_new_files(planned, overwrite, "another run, or move the earlier analysis away")
+    if not sst:
+        log.warning("%s: no sst task: only the gradient-conflict plot (the confusion matrix and t-SNE are SST's)", run)
     written = []
-    if "sst" in cfg.tasks:
+    if sst:
         r = load_run(run, cfg=cfg)
         data = load_data(cfg.restricted_to(["sst"]), r.tok, ("dev",))["dev"]["sst"]
         labels = data.labels.long().numpy()
@@ -103,6 +131,7 @@ def analyze(run: Path, perplexity: float = 30.0, data_dir: str | None = None) ->
                 {"rows_true_cols_predicted": m.round(4).tolist(), "accuracy": float((preds == labels).mean())}, indent=1
             ),
         )
+        written.append(run / "plots" / "sst_confusion.json")
         written.append(
             plot_confusion(m, run / "plots" / "sst_confusion.png", f"SST dev, normalized per true class ({run.name})")
         )
@@ -119,7 +148,6 @@ def analyze(run: Path, perplexity: float = 30.0, data_dir: str | None = None) ->
             )
         )
         written = [w for w in written if w is not None]
-    conflicts = plot_conflicts(run)
     if conflicts:
-        written.append(conflicts)
+        written.append(plot_conflicts(run, conflicts))
     return written

@@ -115,7 +115,7 @@ def cmd_analyze(args) -> int:
 
     from minbert.analysis import analyze
 
-    for p in analyze(Path(args.run_dir), args.perplexity, args.data_dir):
+    for p in analyze(Path(args.run_dir), args.perplexity, args.data_dir, args.overwrite):
         print(p)
     return 0
 
@@ -125,7 +125,7 @@ def cmd_compare(args) -> int:
 
     from minbert.compare import compare
 
-    print(compare([Path(r) for r in args.runs], Path(args.chart)))
+    print(compare([Path(r) for r in args.runs], Path(args.chart), args.overwrite))
     print(f"\nbar chart: {args.chart}")
     return 0
 
@@ -214,9 +214,12 @@ def cmd_export(args) -> int:
 def cmd_plot(args) -> int:
     from pathlib import Path
 
-    from minbert.plot import plot_run
+    from minbert.files import check_new_files
+    from minbert.plot import plot_files, plot_run
 
-    for p in plot_run(Path(args.run_dir)):
+    run = Path(args.run_dir)
+    check_new_files(plot_files(run), args.overwrite, "another run, or move the earlier plots away")  # before any work
+    for p in plot_run(run):
         print(p)
     return 0
 
@@ -322,6 +325,7 @@ def _add_run_commands(sub) -> None:
     ex.set_defaults(func=cmd_export)
     pl = sub.add_parser("plot", help="PNG plots of a run's metrics.jsonl (loss per task, dev metrics per epoch)")
     pl.add_argument("run_dir")
+    pl.add_argument("--overwrite", action="store_true", help="replace the plots already there (default: refuse)")
     pl.set_defaults(func=cmd_plot)
 
 
@@ -359,13 +363,17 @@ def _add_study_commands(sub) -> None:
 
     an = sub.add_parser("analyze", help="SST confusion matrix, t-SNE of SST embeddings, gradient-conflict plot")
     an.add_argument("run_dir")
-    an.add_argument("--perplexity", type=float, default=30.0, help="t-SNE perplexity (report 001 used 30 and 50)")
+    an.add_argument(
+        "--perplexity", type=float, default=30.0, help="t-SNE perplexity, 1 to 100 (report 001 used 30 and 50)"
+    )
+    an.add_argument("--overwrite", action="store_true", help="replace the files already there (default: refuse)")
     add_data_dir(an)
     an.set_defaults(func=cmd_analyze)
 
     co = sub.add_parser("compare", help="markdown table and bar chart of several runs")
     co.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    co.add_argument("--chart", default="compare.png", help="where to write the bar chart (default compare.png)")
+    co.add_argument("--chart", default="compare.png", help="where to write the bar chart, a .png (default compare.png)")
+    co.add_argument("--overwrite", action="store_true", help="replace an existing --chart file (default: refuse)")
     co.set_defaults(func=cmd_compare)
 
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,11 @@ def read_yaml(path: str | Path, what: str = "config file") -> dict:
 def read_jsonl(path: str | Path, what: str = "JSON-lines file", torn_last: bool = False) -> list[dict]:
     """One JSON object per line. `torn_last`: a last line cut off mid-write (a kill, a full disk) is dropped with a
     warning instead of refused - what a log written line by line may end with."""
+    return [record for _, record in _numbered_jsonl(path, what, torn_last)]
+
+
+def _numbered_jsonl(path: str | Path, what: str, torn_last: bool) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line: read_jsonl's records with where each came from."""
     lines = read_text(path, what).splitlines()
     out = []
     for n, line in enumerate(lines, 1):
@@ -148,8 +154,34 @@ def read_jsonl(path: str | Path, what: str = "JSON-lines file", torn_last: bool 
             raise MinbertError(f"{path}:{n}: not valid JSON ({getattr(e, 'msg', e)})") from None
         if not isinstance(record, dict):
             raise MinbertError(f"{path}:{n}: each line of a {what} must be a JSON object")
-        out.append(record)
+        out.append((n, record))
     return out
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """A run's metrics.jsonl as plots read it: each line an object with a "step" (and, in an epoch's record of dev/
+    or conflict/ values, an "epoch") that is a whole number >= 0, and numbers or null as its other values; anything
+    else is one MinbertError naming `path:line`. A last line cut off by a kill is dropped with a warning; a missing
+    file is []."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = _numbered_jsonl(path, "metrics log", torn_last=True)
+    for n, r in records:
+        per_epoch = any(k.startswith(("dev/", "conflict/")) for k in r)
+        for key, needed in (("step", "each record"), ("epoch", "an epoch's record (dev/ or conflict/ values)")):
+            v = r.get(key)
+            if key in r or key == "step" or per_epoch:
+                if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                    got = f"{key!r} is {json.dumps(v)[:40]}" if key in r else f"no {key!r}"
+                    raise MinbertError(f"{path}:{n}: {got}; {needed} needs {key!r}, a whole number >= 0{_EDITED}")
+        for key, v in r.items():
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise MinbertError(f"{path}:{n}: {key!r} is {json.dumps(v)[:40]}; values are numbers or null{_EDITED}")
+    return [r for _, r in records]
+
+
+_EDITED = " (`minbert train` writes it so: was the file edited or replaced?)"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -168,17 +200,31 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def check_output(target: Path, overwrite: bool, what: str = "output folder") -> None:
-    """Before any work: `target` is a new or empty folder, or --overwrite allows replacing what the command
-    writes there; its nearest existing parent is a folder we may write to."""
+    """Before any work: `target` is a new or empty folder, or --overwrite allows replacing it whole (staged); its
+    nearest existing parent is a folder we may write to."""
     target = Path(target)
     if target.exists() and not target.is_dir():
         raise MinbertError(f"{target}: is a file, not a folder; choose a folder for the {what}")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
         raise MinbertError(
-            f"{target}: not empty; choose a new folder for the {what}, or add --overwrite to replace the files "
-            "this command writes there"
+            f"{target}: not empty; choose a new folder for the {what}, or add --overwrite to replace it (and "
+            "everything in it)"
         )
     check_writable(target, "another path")
+
+
+_RUN_MARKS = ("metrics.jsonl", "summary.json", "last.json", "checkpoints")  # beside config.yaml: a training run
+
+
+def check_new_files(paths: list[Path], overwrite: bool, instead: str) -> None:
+    """Before any work: none of `paths` (the files a command writes) exists, unless --overwrite replaces them; each
+    can be written. A refusal names the first file and says to choose `instead` or add --overwrite."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            raise MinbertError(f"{path}: is a folder; choose {instead}")
+        if path.exists() and not overwrite:
+            raise MinbertError(f"{path}: exists; choose {instead}, or add --overwrite to replace it")
+        check_writable(path.parent, instead)
 
 
 def nearest_existing(path: Path) -> Path:
@@ -200,31 +246,38 @@ def check_writable(target: Path, instead: str) -> None:
 
 @contextlib.contextmanager
 def staged(target: Path):
-    """Yield a temporary sibling folder for a command's outputs; at the end, move each of its entries into
-    `target` (a same-named file or folder there is replaced, anything else there is left alone). If the command
-    fails - bad input, a full disk, Ctrl-C - the sibling is removed, with any folder made for it, and `target` is
-    as it was."""
+    """Yield a temporary sibling folder `.NAME.partial-PID` for a command's outputs; at the end it replaces `target`
+    whole (check_output has refused a non-empty one without --overwrite), so nothing of an earlier output is left
+    beside the new one. If the command fails - bad input, a full disk, Ctrl-C - the sibling is removed, with any
+    folder made for it, and `target` is as it was. Staged folders of processes that are gone (a SIGKILL runs no
+    cleanup) are removed first."""
     target = Path(target)
+    if target.is_symlink():  # replace the folder it points to, not the link
+        target = target.resolve()
     top = nearest_existing(target.parent)
     created = None if top == target.parent else top / target.parent.relative_to(top).parts[0]  # the first made
     existed = target.exists()
+    if existed:
+        refuse_replacing(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(target.parent)
     tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         yield tmp
-        target.mkdir(exist_ok=True)
-        for entry in sorted(tmp.iterdir()):
-            dest = target / entry.name
-            if dest.is_dir() and not dest.is_symlink():
-                old = target / f".{entry.name}.old-{os.getpid()}"
-                os.rename(dest, old)
-                os.rename(entry, dest)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(entry, dest)
-        tmp.rmdir()
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{os.getpid()}"
+            shutil.rmtree(old, ignore_errors=True)
+            os.rename(target, old)
+            try:
+                os.rename(tmp, target)
+            except BaseException:
+                os.rename(old, target)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         if not existed:
@@ -232,6 +285,51 @@ def staged(target: Path):
         if created is not None:
             shutil.rmtree(created, ignore_errors=True)
         raise
+
+
+def refuse_replacing(target: Path) -> None:
+    """What staged never replaces whole: the folder we are in (or one around it), or a training run."""
+    here, where = Path.cwd().resolve(), target.resolve()
+    if where == here or where in here.parents:
+        raise MinbertError(f"{target}: holds the current folder, which --overwrite would replace; choose a new folder")
+    if (target / "config.yaml").is_file() and any((target / f).exists() for f in _RUN_MARKS):
+        raise MinbertError(f"{target}: holds a training run, which --overwrite would replace; choose a new folder")
+
+
+_STAGING = re.compile(r"\..+\.(partial|old)-([0-9]+)")
+
+
+def remove_stale_staging(folder: Path) -> list[Path]:
+    """Remove the `.NAME.partial-PID` and `.NAME.old-PID` folders in `folder` whose process is gone (killed
+    mid-write: a SIGKILL, a lost machine); those of live processes stay. The paths removed."""
+    removed = []
+    for entry in Path(folder).iterdir():
+        m = _STAGING.fullmatch(entry.name)
+        if m is None or not entry.is_dir() or entry.is_symlink() or _alive(int(m.group(2))):
+            continue  # staged outputs are folders: a file of that name is someone else's
+        shutil.rmtree(entry, ignore_errors=True)
+        log.info("%s: removed the staged output of process %s, which is gone", entry, m.group(2))
+        removed.append(entry)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (ours counts; a zombie not yet reaped does not)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OverflowError:  # no such pid can exist
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc to tell: assume it lives
+    return state != "Z"
 
 
 def read_summary(run: Path) -> dict:

@@ -10,20 +10,32 @@ matplotlib.use("Agg")  # files only; no display on servers
 import matplotlib.pyplot as plt  # noqa: E402
 
 from minbert.errors import MinbertError  # noqa: E402
-from minbert.runs import MetricsLog  # noqa: E402
+from minbert.files import read_metrics  # noqa: E402
+
+PLOTS = ("loss_per_task.png", "dev_metrics.png")  # what `minbert plot` writes into RUN/plots
+
+
+def plot_files(run: Path) -> list[Path]:
+    return [run / "plots" / name for name in PLOTS]
 
 
 def plot_run(run: Path) -> list[Path]:
-    records = MetricsLog(run / "metrics.jsonl").read()
+    """RUN/plots/loss_per_task.png and dev_metrics.png from RUN/metrics.jsonl (checked: each record's step a whole
+    number, its values numbers); an existing picture is replaced (`minbert plot` refuses one without
+    --overwrite)."""
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        raise MinbertError(f"{path}: no such metrics log; give a run folder of `minbert train`")
+    records = read_metrics(path)
     if not records:
-        raise MinbertError(f"{run}: no metrics.jsonl records to plot")
+        raise MinbertError(f"{path}: no records to plot; a run logs its first after log_every steps")
     written = []
     steps = [r for r in records if "dev/overall" not in r and any(k.startswith("train/loss/") for k in r)]
     evals = [r for r in records if any(k.startswith("dev/") for k in r)]
     if steps:
         fig, ax = plt.subplots(figsize=(7, 4))
         for key in sorted({k for r in steps for k in r if k.startswith("train/loss/")}):
-            pts = [(r["step"], r[key]) for r in steps if key in r]
+            pts = [(r["step"], as_point(r[key])) for r in steps if key in r]
             ax.plot(*zip(*pts), label=key.removeprefix("train/loss/"))
         ax.set(xlabel="step", ylabel="training loss", title=f"loss per task: {run.name}")
         ax.legend()
@@ -32,13 +44,18 @@ def plot_run(run: Path) -> list[Path]:
     if evals:
         fig, ax = plt.subplots(figsize=(7, 4))
         for key in sorted({k for r in evals for k in r if k.startswith("dev/")}):
-            pts = [(r["epoch"], r[key]) for r in evals if key in r]
+            pts = [(r["epoch"], as_point(r[key])) for r in evals if key in r]
             ax.plot(*zip(*pts), marker="o", label=key.removeprefix("dev/"))
         ax.set(xlabel="epoch", ylabel="dev metric", title=f"dev metrics per epoch: {run.name}")
         ax.legend()
         ax.grid(alpha=0.3)
         written.append(save_figure(fig, run / "plots" / "dev_metrics.png"))
     return written
+
+
+def as_point(v) -> float:
+    """A logged value as a point: null (nothing measured) is a gap in the line."""
+    return float("nan") if v is None else v
 
 
 def save_figure(fig, path: Path) -> Path:

@@ -68,15 +68,26 @@ def check_run_dir(run: Path, resume: bool, overwrite: bool) -> None:
             f"{run}: already holds a run ({held[0]}); continue it with `minbert train --resume {run}`, "
             f"replace it with --overwrite, or choose another out="
         )
+    here = Path.cwd().resolve()
+    if held and overwrite and not resume and (run.resolve() == here or run.resolve() in here.parents):
+        raise MinbertError(
+            f"{run}: holds the current folder, which --overwrite would empty; choose another out= (or run from "
+            "another folder)"
+        )
 
 
 def clear_run_dir(run: Path) -> None:
-    """--overwrite: remove what an earlier run wrote (only the files a run writes)."""
-    for f in RUN_FILES:
-        target = run / f
-        if target.is_dir():
+    """--overwrite: a folder that holds a run is emptied whole - all but the lock this process holds - so nothing of
+    the earlier run (tensorboard/, adapters/, files an older version wrote) is left beside the new one; any other
+    folder loses only the files a run writes."""
+    # a run: its config and something training wrote (a lone config.yaml may be the user's own)
+    held = (run / "config.yaml").is_file() and any((run / f).exists() for f in RUN_FILES[1:6])
+    for target in list(run.iterdir()) if held else [run / f for f in RUN_FILES]:
+        if target.name == ".lock":
+            continue
+        if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
-        elif target.exists():
+        elif target.exists() or target.is_symlink():
             target.unlink()
 
 

@@ -1,0 +1,235 @@
+"""Issue 41, classes 6 and 7: what plot, analyze and compare read is checked before use (metrics.jsonl line by line,
+--perplexity, a run with nothing to analyze), their outputs never replace a file without --overwrite, --overwrite
+replaces a run or an output folder whole, and staged folders of dead processes are cleaned. Each bad case ends in
+one `minbert: error:` line and exit 2, with every file that was there left as it was."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from minbert.cli import main
+from minbert.errors import MinbertError
+from tests.helpers import QUICKSTART, TINY
+from tests.test_reliability import fails, tree
+
+STEP = {"step": 2, "epoch": 1, "train/loss/sst": 1.5, "train/loss/sts": 2.5}
+EPOCH = {"step": 4, "epoch": 1, "time": 3.0, "train/loss/sst": 1.4, "dev/sst/acc": 0.4, "dev/overall": 0.5, "lr": 1e-5}
+CONFLICT = {"step": 4, "epoch": 1, "conflict/sst-sts/negative": 3, "conflict/sst-sts/mean_cos": -0.1}
+
+
+def metrics_run(tmp_path, *records, name="run", lines=()) -> Path:
+    """A folder with only a metrics.jsonl: what plot reads."""
+    run = tmp_path / name
+    run.mkdir(parents=True)
+    text = "".join(json.dumps(r) + "\n" for r in records) + "".join(line + "\n" for line in lines)
+    (run / "metrics.jsonl").write_text(text)
+    return run
+
+
+def no_sst_run(tmp_path, *records) -> Path:
+    """A run folder of quora and sts (no sst): a saved config and a metrics log, no checkpoint."""
+    from minbert.config import dump_yaml, load_config
+    from minbert.multitask.config import TrainConfig
+
+    run = metrics_run(tmp_path, STEP, *records)
+    dump_yaml(load_config(TrainConfig, QUICKSTART, TINY).restricted_to(["quora", "sts"]), run / "config.yaml")
+    return run
+
+
+def summary_run(root: Path, name: str, acc: float) -> Path:
+    run = root / name
+    run.mkdir(parents=True)
+    dev = {"sst/acc": acc, "quora/acc": 0.7, "sts/pearson": 0.8, "overall": 0.6}
+    (run / "summary.json").write_text(json.dumps({"dev": dev, "steps": 10, "wall_time_s": 120.0}))
+    return run
+
+
+# 6. outputs never clobber
+
+
+def test_plot_refuses_to_replace_its_plots_without_overwrite(tmp_path, capsys):
+    run = metrics_run(tmp_path, STEP, EPOCH)
+    assert main(["plot", str(run)]) == 0
+    before = tree(run)
+    fails(["plot", run], capsys, f"{run / 'plots' / 'loss_per_task.png'}: exists", "--overwrite")
+    assert tree(run) == before
+    (run / "metrics.jsonl").write_text(json.dumps(STEP) + "\n" + json.dumps({**STEP, "step": 3}) + "\n")  # longer
+    assert main(["plot", str(run), "--overwrite"]) == 0
+    assert tree(run)["plots/loss_per_task.png"] != before["plots/loss_per_task.png"]
+
+
+def test_compare_refuses_an_existing_chart_or_a_chart_that_is_not_a_png(tmp_path, capsys):
+    run = summary_run(tmp_path, "run", 0.5)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    fails(["compare", run, "--chart", notes], capsys, "--chart", "name a .png file")
+    assert notes.read_text() == "my notes"
+    chart = tmp_path / "c.png"
+    chart.write_bytes(b"an earlier chart")
+    fails(["compare", run, "--chart", chart], capsys, f"{chart}: exists", "--overwrite")
+    assert chart.read_bytes() == b"an earlier chart"
+    assert main(["compare", str(run), "--chart", str(chart), "--overwrite"]) == 0
+    assert chart.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_analyze_refuses_to_replace_its_files_without_overwrite(tmp_path, capsys):
+    run = no_sst_run(tmp_path, CONFLICT)
+    assert main(["analyze", str(run)]) == 0
+    before = tree(run)
+    fails(["analyze", run], capsys, f"{run / 'plots' / 'conflicts.png'}: exists", "--overwrite")
+    assert tree(run) == before
+    assert main(["analyze", str(run), "--overwrite"]) == 0
+
+
+def test_overwrite_of_a_run_replaces_it_whole(tmp_path, capsys):
+    from minbert.runs import check_run_dir, clear_run_dir
+
+    run = tmp_path / "run"
+    for d in ("adapters/sst", "tensorboard", "checkpoints/best"):
+        (run / d).mkdir(parents=True)
+    (run / "config.yaml").write_text("name: earlier\n")
+    (run / "summary.json").write_text("{}")
+    (run / "adapters" / "sst" / "adapter_model.safetensors").write_bytes(b"old")
+    (run / ".lock").write_text(str(os.getpid()))  # the lock the new run holds when it clears the folder
+    check_run_dir(run, resume=False, overwrite=True)
+    clear_run_dir(run)
+    assert [p.name for p in run.iterdir()] == [".lock"]
+    here = Path.cwd()
+    try:  # the folder we are in is never emptied
+        os.chdir(run)
+        (run / "config.yaml").write_text("name: earlier\n")
+        fails(["train", QUICKSTART, "out=.", "--overwrite"], capsys, "holds the current folder", "out=")
+        assert (run / "config.yaml").read_text() == "name: earlier\n"
+    finally:
+        os.chdir(here)
+
+
+def test_overwrite_of_an_output_folder_leaves_nothing_of_the_earlier_one(tmp_path):
+    from minbert.files import staged
+
+    out = tmp_path / "export"
+    with staged(out) as tmp:  # a LoRA run's export: the encoder and adapters/
+        (tmp / "model.safetensors").write_bytes(b"lora run")
+        (tmp / "adapters" / "sst").mkdir(parents=True)
+        (tmp / "adapters" / "sst" / "adapter_model.safetensors").write_bytes(b"sst adapter")
+    with staged(out) as tmp:  # --overwrite with a run that has no adapters
+        (tmp / "model.safetensors").write_bytes(b"plain run")
+    assert tree(out) == {"model.safetensors": b"plain run"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+def test_staged_never_replaces_a_training_run_or_the_current_folder(tmp_path):
+    from minbert.files import staged
+
+    run = summary_run(tmp_path, "run", 0.5)
+    (run / "config.yaml").write_text("name: a run\n")
+    before = tree(run)
+    with pytest.raises(MinbertError, match="holds a training run"):
+        with staged(run):
+            pass
+    here = Path.cwd()
+    try:
+        os.chdir(tmp_path)
+        with pytest.raises(MinbertError, match="holds the current folder"):
+            with staged(Path(".")):
+                pass
+    finally:
+        os.chdir(here)
+    assert tree(run) == before
+
+
+def test_staged_folders_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    from minbert.files import staged
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        for pid in (dead.pid, live.pid):
+            (tmp_path / f".out.partial-{pid}" / "big").mkdir(parents=True)  # a SIGKILLed export's leftovers
+        (tmp_path / f".other.old-{dead.pid}").mkdir()
+        (tmp_path / "notes.partial-1").write_text("a user's file")  # not hidden: not ours
+        (tmp_path / f".notes.old-{dead.pid}").write_text("a user's file")  # a file: not ours
+        with staged(tmp_path / "out") as tmp:
+            (tmp / "f").write_text("x")
+        left = sorted(p.name for p in tmp_path.iterdir())
+        assert left == sorted([f".out.partial-{live.pid}", f".notes.old-{dead.pid}", "notes.partial-1", "out"])
+    finally:
+        live.kill()
+        live.wait()
+
+
+# 7. what plot, analyze and compare read
+
+
+@pytest.mark.parametrize(
+    "line,parts",
+    [
+        ('{"epoch": 1, "train/loss/sst": 1.2}', ["metrics.jsonl:2:", "no 'step'"]),
+        ('{"step": -3, "train/loss/sst": 1.2}', ["metrics.jsonl:2:", "'step' is -3"]),
+        ('{"step": "7", "train/loss/sst": 1.2}', ["metrics.jsonl:2:", "'step' is \"7\""]),
+        ('{"step": 4, "epoch": 1, "dev/sst/acc": "high"}', ["metrics.jsonl:2:", "'dev/sst/acc' is \"high\""]),
+        ('{"step": 4, "dev/sst/acc": 0.5}', ["metrics.jsonl:2:", "no 'epoch'"]),
+        ('{"step": 4, "train/loss/sst": true}', ["metrics.jsonl:2:", "numbers or null"]),
+        ('{"step": 4, "train/loss/sst": [1]}', ["metrics.jsonl:2:", "numbers or null"]),
+        ("[1, 2]", ["metrics.jsonl:2:", "must be a JSON object"]),
+        ("step 4 loss 1.2", ["metrics.jsonl:2:", "not valid JSON"]),
+    ],
+)
+def test_a_bad_metrics_record_is_one_line_naming_file_and_line(line, parts, tmp_path, capsys):
+    run = metrics_run(tmp_path, STEP, lines=[line, json.dumps(EPOCH)])
+    fails(["plot", run], capsys, str(run / "metrics.jsonl"), *parts)
+    assert not (run / "plots").exists()
+
+
+def test_analyze_reads_its_metrics_log_checked_too(tmp_path, capsys):
+    run = no_sst_run(tmp_path, {**CONFLICT, "conflict/sst-sts/negative": "many"})
+    fails(["analyze", run], capsys, "metrics.jsonl:2:", "'conflict/sst-sts/negative' is \"many\"")
+    assert not (run / "plots").exists()
+
+
+def test_a_null_metric_is_a_gap_not_an_error(tmp_path):
+    run = metrics_run(tmp_path, STEP, {**STEP, "step": 3, "train/loss/sst": None}, EPOCH)
+    assert main(["plot", str(run)]) == 0
+    assert (run / "plots" / "dev_metrics.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("value", ["nan", "-5", "0", "1e6", "inf"])
+def test_perplexity_out_of_range_is_one_line_before_any_work(value, tmp_path, capsys, monkeypatch):
+    run = no_sst_run(tmp_path, CONFLICT)
+    monkeypatch.setattr("minbert.multitask.run.load_run_config", lambda *a: pytest.fail("work began"))
+    fails(["analyze", run, "--perplexity", value], capsys, f"--perplexity {float(value):g}", "from 1 to 100")
+    assert not (run / "plots").exists()
+
+
+def test_analyze_of_a_run_without_sst_says_what_it_did(tmp_path, capsys, caplog):
+    run = no_sst_run(tmp_path)
+    fails(["analyze", run], capsys, f"{run}: nothing to analyze", "quora, sts", "conflict_stats")
+    assert not (run / "plots").exists()
+    (run / "metrics.jsonl").write_text(json.dumps(STEP) + "\n" + json.dumps(CONFLICT) + "\n")
+    assert main(["analyze", str(run)]) == 0
+    assert capsys.readouterr().out.split() == [str(run / "plots" / "conflicts.png")]
+    assert "no sst task: only the gradient-conflict plot" in caplog.text
+
+
+def test_compare_names_runs_with_the_same_folder_name_apart(tmp_path, capsys):
+    base, lora = (
+        summary_run(tmp_path / "sweep", "base/seed1", 0.41),
+        summary_run(tmp_path / "sweep", "lora/seed1", 0.52),
+    )
+    other = summary_run(tmp_path, "other", 0.3)
+    assert main(["compare", str(base), str(lora), str(other), "--chart", str(tmp_path / "c.png")]) == 0
+    rows = [line.split(" | ")[:2] for line in capsys.readouterr().out.splitlines() if line.startswith("| ")][1:]
+    assert rows == [["| base/seed1", "0.4100"], ["| lora/seed1", "0.5200"], ["| other", "0.3000"]]
+
+
+def test_compare_refuses_a_summary_whose_wall_time_is_not_a_number(tmp_path, capsys):
+    run = summary_run(tmp_path, "run", 0.5)
+    data = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**data, "wall_time_s": "2 min"}))
+    fails(["compare", run, "--chart", tmp_path / "c.png"], capsys, "summary.json: 'wall_time_s' must be a number")
+    assert not (tmp_path / "c.png").exists()
