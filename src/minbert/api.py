@@ -14,16 +14,21 @@ the hardware has it).
 
 from __future__ import annotations
 
+import operator
+import os
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from minbert.data import Example
 from minbert.errors import MinbertError
 from minbert.files import read_text
 from minbert.multitask.data import encode_task
-from minbert.multitask.run import LoadedRun, load_run
+from minbert.multitask.run import LoadedRun, load_run, load_run_config
+from minbert.multitask.runner import INFERENCE_PRECISIONS
+from minbert.runs import pick_device
 from minbert.tasks import Task
 
 Inputs = Sequence[str] | Sequence[tuple[str, str]]
@@ -60,32 +65,49 @@ class Model:
 
     def soft(self, task: str, inputs: Inputs, batch_size: int = 64) -> torch.Tensor:
         """What ensembles average (Task.soft): class probabilities (N, C), P(1) (N,), or the score (N,)."""
-        self._check(task, batch_size)
+        batch_size = self._check(task, batch_size)
         spec = self.specs[task]
         examples = [_example(i, x, spec.pair, task) for i, x in enumerate(as_inputs(inputs, spec.pair, task))]
         if not examples:
             return torch.empty(0)
         data = encode_task(spec, examples, self.run.tok, self.run.cfg.task(task))
-        return self.run.runner.soft(task, data, batch_size)
+        return self.run.runner.soft(task, data, min(batch_size, len(examples)))
 
     @torch.inference_mode()
     def embed(self, sentences: Sequence[str], task: str | None = None, batch_size: int = 64) -> torch.Tensor:
         """(N, H) sentence embeddings of the shared encoder with `task`'s pooling (and PALs); default: the first
         task's."""
         task = self.tasks[0] if task is None else task
-        self._check(task, batch_size)
+        batch_size = self._check(task, batch_size)
         r = self.run
         texts = [_example(i, s, False, "embed").texts[0] for i, s in enumerate(as_inputs(sentences, False, "embed"))]
         if not texts:
             return torch.empty(0, r.model.bert.config.hidden_size)
         ids = r.tok.encode(texts, r.cfg.task(task).max_length)
-        return r.runner.sentences(task, ids, batch_size).float().cpu()
+        return r.runner.sentences(task, ids, min(batch_size, len(texts))).float().cpu()
 
-    def _check(self, task: str, batch_size: int) -> None:
+    def _check(self, task: str, batch_size) -> int:
+        """The batch size as an int (any integer type: numpy's too; not a bool, not a float). One beyond the number
+        of inputs is one batch of them all: the callers cap it there, so 2**62 means "all at once", not an overflow."""
         if not isinstance(task, str) or task not in self.run.cfg.tasks:
             raise MinbertError(f"task {task!r}: this run was trained on {', '.join(self.tasks)}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise MinbertError(f"batch_size {batch_size!r}: must be a whole number >= 1")
+        return whole_number("batch_size", batch_size)
+
+
+def whole_number(name: str, value, least: int = 1) -> int:
+    """An integer argument through `operator.index` (int, numpy ints, anything integer-like), bools refused."""
+    try:
+        if isinstance(value, (bool, np.bool_)):  # an integer to index(), but never meant as a count
+            raise TypeError
+        n = operator.index(value)
+    except TypeError:
+        raise MinbertError(
+            f"{name} {value!r:.60}: expected a whole number >= {least} (an int; numpy integers are fine), "
+            f"got {type(value).__name__}"
+        ) from None
+    if n < least:
+        raise MinbertError(f"{name} {n}: must be a whole number >= {least}")
+    return n
 
 
 def as_inputs(inputs, pair: bool, task: str) -> list:
@@ -110,13 +132,76 @@ def _example(i: int, x, pair: bool, task: str) -> Example:
     if not ok or not all(isinstance(t, str) for t in texts):
         want = "a pair of sentences (a, b)" if pair else "one sentence (a string)"
         raise MinbertError(f"{task} input {i + 1}: expected {want}, got {x!r:.80}")
+    for side, t in enumerate(texts):
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as e:  # refused, not replaced: a prediction must be of the text the caller has
+            which = f" (sentence {'ab'[side]})" if pair else ""
+            raise MinbertError(
+                f"{task} input {i + 1}{which}: character {e.start + 1} is {ascii(t[e.start])}, a lone surrogate, "
+                "not text; decode the source bytes with errors='replace', or remove the character"
+            ) from None
     return Example(str(i), texts, None)
 
 
 def load(run_dir: str | Path, device: str | None = None, precision: str | None = None) -> Model:
-    """The best checkpoint of a `minbert train` run directory, on `device` ("cpu", "cuda"; default the run's), run
-    in `precision` ("fp32", "bf16", "int8" - dynamic int8 quantization on CPU -, "auto"; default the run's)."""
-    return Model(load_run(Path(run_dir), device=device, precision=precision))
+    """The best checkpoint of a `minbert train` run directory, on `device` ("cpu", "cuda", "cuda:N", "auto"; default
+    the run's), run in `precision` ("fp32", "bf16", "fp16", "int8" - dynamic int8 quantization on CPU -, "auto";
+    default the run's). Each argument is checked before anything loads: a wrong one is a MinbertError naming it."""
+    run = as_path("run_dir", run_dir)
+    device = check_device(device)
+    if precision is not None and (not isinstance(precision, str) or precision not in INFERENCE_PRECISIONS):
+        raise MinbertError(
+            f"precision {precision!r:.60}: valid: {', '.join(INFERENCE_PRECISIONS)}, or None for the run's own"
+        )
+    cfg = load_run_config(run)
+    if precision == "int8" and pick_device(device or cfg.device).type != "cpu":
+        raise MinbertError(
+            f"precision int8 with device {device or cfg.device!r}: dynamic int8 quantization runs on CPU; give "
+            "device='cpu', or precision='bf16' on a GPU"
+        )
+    return Model(load_run(run, device=device, cfg=cfg, precision=precision))
+
+
+def as_path(name: str, value) -> Path:
+    """A path argument: a str or os.PathLike the file system can take (no NUL byte, no lone surrogate)."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise MinbertError(f"{name} {value!r:.60}: expected a path (a str or pathlib.Path), got {type(value).__name__}")
+    text = os.fspath(value)
+    if not isinstance(text, str) or not text or "\x00" in text:
+        raise MinbertError(f"{name} {text!r:.60}: not a path; give the run's folder, e.g. runs/quickstart")
+    try:
+        os.fsencode(text)
+    except UnicodeEncodeError as e:
+        raise MinbertError(
+            f"{name} {ascii(text):.60}: character {e.start + 1} cannot be a file name here (a lone surrogate)"
+        ) from None
+    return Path(text)
+
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_device(device) -> str | None:
+    """None (the run's device), "auto", "cpu", "cuda" or "cuda:N" of a GPU that is there; a torch.device is fine."""
+    if device is None:
+        return None
+    if isinstance(device, torch.device):
+        device = str(device)
+    valid = f"valid: {', '.join(DEVICES)}, cuda:N, or None for the run's own"
+    if not isinstance(device, str):
+        raise MinbertError(f"device {device!r:.60}: expected a string; {valid}")
+    kind, colon, index = device.partition(":")
+    if kind not in DEVICES or colon and (kind != "cuda" or not (index.isascii() and index.isdigit())):
+        raise MinbertError(f"device {device!r:.60}: {valid}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise MinbertError(f"device {device!r}: no CUDA device is available here; use device='cpu' (or 'auto')")
+    if index and int(index) >= torch.cuda.device_count():
+        raise MinbertError(
+            f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s), cuda:0 to "
+            f"cuda:{torch.cuda.device_count() - 1}"
+        )
+    return device
 
 
 def read_inputs(path: str, pair: bool, task: str) -> list:

@@ -25,6 +25,10 @@ A variant can also be a mapping, for a row of a published table (configs/reports
 and the table then shows the published numbers beside minbert's, both overall on CS224N's scale,
 (SST acc + Quora acc + (STS r + 1) / 2) / 3, with each row's rank among the published and among minbert's rows.
 
+A staged recipe is variants in a chain: `init_from=@VARIANT` in a variant's overrides starts its runs from the
+encoder of VARIANT's run of the same seed (an earlier variant; report 001's sentiment-MNRL stage, then multitask),
+so the whole recipe runs with one `minbert sweep`.
+
 From the command line: `--budget STEPS` bounds every run to STEPS optimizer steps (each variant keeps its epochs;
 steps_per_epoch becomes STEPS // epochs) and puts the runs in OUT-STEPSsteps; `--seeds 1 2 3` replaces the seeds;
 `--only a,b` runs those variants alone; `key=value` overrides after the file apply to every run (after the file's
@@ -42,11 +46,15 @@ of one dev metric. The study lives in OUT/optuna.journal, so the same command co
 
     search:
       trials: 12
-      metric: overall                                   # a dev metric of summary.json
+      metric: overall                                   # a dev metric of summary.json: overall, sst/acc, ...
       params:
         lr: {low: 2.0e-5, high: 2.0e-4, log: true}
         head_lr_mult: {choices: [1, 3, 10, 30]}
         epochs: {low: 1, high: 4, int: true}
+
+The file is read like a config: every key's type and range, every run's config, a search's metric (overall or
+<task>/<metric> of the base config's tasks: sst/acc, quora/acc, sts/pearson, a custom task's) and each parameter's
+ends or choices are checked when it loads, before any folder, journal or run is made.
 """
 
 from __future__ import annotations
@@ -67,7 +75,7 @@ import numpy as np
 from minbert.compare import COLUMNS
 from minbert.config import load_yaml
 from minbert.errors import MinbertError
-from minbert.files import atomic_write_text, read_summary
+from minbert.files import atomic_write_text, check_writable, read_summary
 
 METRICS = [(key, title.removeprefix("dev ")) for key, title in COLUMNS]  # minbert compare's columns
 KEYS = {"base", "budget", "overrides", "variants", "grid", "search", "seeds", "out", "report"}
@@ -95,11 +103,21 @@ class Sweep:
                     str(self.base),
                     *(["--budget"] if self.budget else []),
                     *self.overrides,
-                    *extra,
+                    *(self.stage(word, seed) for word in extra),
                     f"seed={seed}",
                     f"out={run}",
                 ]
                 yield name, seed, run, args
+
+    def stage(self, word: str, seed: int) -> str:
+        """`init_from=@VARIANT` -> that variant's run of this seed (a staged recipe's previous stage)."""
+        source = source_variant(word)
+        return f"init_from={self.out / source / f'seed{seed}'}" if source else word
+
+
+def source_variant(word: str) -> str | None:
+    """The variant an override `init_from=@VARIANT` names, else None."""
+    return word.split("@", 1)[1] if word.startswith("init_from=@") else None
 
 
 PUBLISHED = {"sst", "quora", "sts", "overall", "scale"}
@@ -121,9 +139,15 @@ def _published(path: Path, name: str, value) -> dict:
         x = value.get(key, 0.0)
         if isinstance(x, bool) or not isinstance(x, (int, float)) or not -1 <= x <= 1:
             raise MinbertError(f"{path}: variants.{name}.published.{key}: {x!r} is not a number in [-1, 1]")
-    if value.get("scale", "cs224n") not in SCALES:
-        raise MinbertError(f"{path}: variants.{name}.published.scale: {value['scale']!r}; valid: {', '.join(SCALES)}")
+    scale = value.get("scale", "cs224n")
+    if not isinstance(scale, str) or scale not in SCALES:
+        raise MinbertError(f"{path}: variants.{name}.published.scale: {scale!r}; valid: {', '.join(SCALES)}")
     return dict(value)
+
+
+SCALAR = (str, int, float)  # what a grid value or a search choice may be (bools are ints)
+GRID_MOST = 10_000  # variants a grid may make: each is a training run per seed; more is a typo, or a job for search
+SET_BY_SWEEP = ("seed", "out")  # every run's own: an override of them would be silently replaced
 
 
 def load_sweep(
@@ -133,50 +157,31 @@ def load_sweep(
     only: list[str] | None = None,
     extra: list[str] = (),
 ) -> Sweep:
-    """The sweep file, with the command line's --budget STEPS, --seeds, --only and key=value overrides."""
+    """The sweep file, with the command line's --budget STEPS, --seeds, --only and key=value overrides. Every key
+    is checked here, read like a config (its type, its range, every run's config validated, a search's metric and
+    parameter values), before any folder, Optuna journal or run is made."""
     path = Path(path)
     raw = load_yaml(path)
-    unknown = sorted(set(raw) - KEYS)
+    unknown = sorted(map(str, set(raw) - KEYS))
     if unknown:
         raise MinbertError(f"{path}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(KEYS))}")
-    if "base" not in raw:
-        raise MinbertError(f"{path}: 'base' missing: name the train config every run starts from")
-    base = Path(raw["base"])
-    if not base.is_absolute() and not base.is_file() and (path.parent / base).is_file():
-        base = path.parent / base
-    if not base.is_file():
-        raise MinbertError(
-            f"{path}: base {raw['base']!r} not found (relative to {path.parent} or the working directory)"
-        )
-    variants: dict[str, tuple[str, ...]] = {}
-    published: dict[str, dict] = {}
-    for name, spec in (raw.get("variants") or {}).items():
-        if isinstance(spec, dict):
-            unknown = sorted(set(spec) - {"overrides", "published"})
-            if unknown:
-                raise MinbertError(
-                    f"{path}: variants.{name}: unknown key(s) {', '.join(unknown)}; valid: overrides, published"
-                )
-            if "published" in spec:
-                published[str(name)] = _published(path, name, spec["published"])
-            spec = spec.get("overrides") or []
-        if not isinstance(spec, list):
-            raise MinbertError(f"{path}: variants.{name} must be a list of key=value overrides")
-        if not str(name) or any(c in str(name) for c in "/ \\"):
-            raise MinbertError(f"{path}: variant name {name!r} names a folder: no spaces or slashes")
-        variants[str(name)] = tuple(str(x) for x in spec)
-    grid = raw.get("grid") or {}
-    if grid:
-        if not all(isinstance(v, list) and v for v in grid.values()):
-            raise MinbertError(f"{path}: every grid key needs a non-empty list of values")
-        for combo in itertools.product(*grid.values()):
-            extra = tuple(f"{k}={v}" for k, v in zip(grid, combo))
-            variants[",".join(extra)] = extra
+    base = _base(path, raw)
+    budget = raw.get("budget", False)
+    if not isinstance(budget, bool):
+        raise MinbertError(f"{path}: budget: {budget!r} must be true or false (true: apply the base's budget section)")
+    overrides = _override_list(path, "overrides", raw.get("overrides")) + _override_list(
+        "command line", "overrides", list(extra)
+    )
+    variants, published = _variants(path, raw.get("variants"))
+    for name, combo in _grid(path, raw.get("grid")).items():
+        if name in variants:
+            raise MinbertError(f"{path}: grid variant {name} has the name of a variant under variants; rename one")
+        variants[name] = combo
     search = raw.get("search")
     if search is not None:
         if variants:
             raise MinbertError(f"{path}: give either search or variants/grid, not both")
-        check_search(path, search)
+        search = check_search(path, search)
     if not variants:
         variants = {"base": ()}
     if only:
@@ -194,29 +199,159 @@ def load_sweep(
     repeated = sorted({s for s in seeds if seeds.count(s) > 1})
     if repeated:
         raise MinbertError(f"{path}: seed {repeated[0]} is listed twice: one run would count as two; list each once")
-    out = Path(raw.get("out") or f"runs/sweeps/{path.stem}")
-    overrides = tuple(str(x) for x in raw.get("overrides") or []) + tuple(extra)
+    out = _out(path, raw.get("out"))
     if steps is not None:
         if search is not None:
             raise MinbertError("--budget STEPS bounds a sweep's variants; a search's trials take theirs from the file")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise MinbertError(f"--budget {steps!r}: STEPS must be a whole number >= 1")
         variants = {
-            name: v + (_steps_per_epoch(name, base, overrides + v, steps, bool(raw.get("budget"))),)
-            for name, v in variants.items()
+            name: v + (_steps_per_epoch(name, base, overrides + v, steps, budget),) for name, v in variants.items()
         }
-        out = out.with_name(f"{out.name}-{steps}steps")
+        out = (out if out.name else out.absolute()).with_name(f"{out.absolute().name}-{steps}steps")
     sweep = Sweep(
         base,
         out,
         tuple(seeds),
         variants,
-        bool(raw.get("budget", False)),
+        budget,
         overrides,
         search,
         _report_name(path, raw.get("report", "results")),
         {k: v for k, v in published.items() if k in variants},
     )
     check(sweep)
+    if search is not None:
+        check_search_values(path, sweep)
     return sweep
+
+
+def _base(path: Path, raw: dict) -> Path:
+    """The base config: the path as written (absolute, or from the working directory), else beside the sweep file."""
+    if "base" not in raw:
+        raise MinbertError(f"{path}: 'base' missing: name the train config every run starts from")
+    name = raw["base"]
+    if not isinstance(name, str) or not name.strip() or "\x00" in name:
+        raise MinbertError(f"{path}: base: {name!r} is not a path; name the train config (a YAML file) as text")
+    base = Path(name)
+    tried = [base] if base.is_absolute() else [base, path.parent / base]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    folder = next((c for c in tried if c.is_dir()), None)
+    if folder is not None:
+        raise MinbertError(f"{path}: base {name!r}: {folder} is a folder: name the YAML file (a train config) in it")
+    raise MinbertError(f"{path}: base {name!r} not found (relative to {path.parent} or the working directory)")
+
+
+def _override_list(where, key: str, value) -> tuple[str, ...]:
+    """A list of `key.sub=value` strings (None: none). A string alone is refused, not read letter by letter."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        raise MinbertError(f"{where}: {key} must be a list of key=value overrides, e.g. [{value}]; got one string")
+    if not isinstance(value, list):
+        raise MinbertError(
+            f"{where}: {key} must be a list of key=value overrides, e.g. [epochs=2]; got {type(value).__name__}"
+        )
+    for i, x in enumerate(value):
+        if not isinstance(x, str):
+            raise MinbertError(
+                f"{where}: {key}[{i}]: {x!r:.60} is not a key=value override; write it as text, e.g. epochs=2 "
+                "(quote a value that holds ': ' or braces)"
+            )
+        if x.split("=", 1)[0].strip() in SET_BY_SWEEP:
+            raise MinbertError(
+                f"{where}: {key}[{i}]: {x!r:.60}: the sweep sets every run's seed and out; list seeds under seeds "
+                "and put the runs under out"
+            )
+    return tuple(value)
+
+
+def _variant_name(path: Path, name, what: str = "variant name") -> str:
+    """A variant's name is a folder of OUT: text without separators, spaces or control characters."""
+    if isinstance(name, bool) or not isinstance(name, SCALAR):
+        raise MinbertError(f"{path}: {what} {name!r:.60} must be text (it names the variant's folder)")
+    text = str(name)
+    if not text or text in (".", "..") or not text.isprintable() or any(c in text for c in "/ \\"):
+        raise MinbertError(f"{path}: {what} {text!r:.60} names a folder: no spaces, slashes or control characters")
+    return text
+
+
+def _variants(path: Path, raw) -> tuple[dict[str, tuple[str, ...]], dict[str, dict]]:
+    """variants: name -> list of overrides, or name -> {overrides, published}."""
+    if raw is None:
+        return {}, {}
+    if not isinstance(raw, dict):
+        raise MinbertError(
+            f"{path}: variants must map each variant's name to its overrides, e.g. {{baseline: [], pcgrad: "
+            f"[combiner=pcgrad]}}; got a {type(raw).__name__}"
+        )
+    variants: dict[str, tuple[str, ...]] = {}
+    published: dict[str, dict] = {}
+    for name, spec in raw.items():
+        name = _variant_name(path, name)
+        if name in variants:
+            raise MinbertError(f"{path}: variant {name} is listed twice; give each variant its own name")
+        if isinstance(spec, dict):
+            unknown = sorted(map(str, set(spec) - {"overrides", "published"}))
+            if unknown:
+                raise MinbertError(
+                    f"{path}: variants.{name}: unknown key(s) {', '.join(unknown)}; valid: overrides, published"
+                )
+            if "published" in spec:
+                published[name] = _published(path, name, spec["published"])
+            spec = spec.get("overrides")
+        variants[name] = _override_list(path, f"variants.{name}", spec)
+    return variants, published
+
+
+def _grid(path: Path, raw) -> dict[str, tuple[str, ...]]:
+    """grid: key -> non-empty list of values; every combination is a variant named by its overrides."""
+    if raw is None or raw == {}:
+        return {}
+    if not isinstance(raw, dict):
+        raise MinbertError(
+            f"{path}: grid must map each config key to its values, e.g. {{lr: [5.0e-5, 8.0e-5]}}; "
+            f"got a {type(raw).__name__}"
+        )
+    size = 1
+    for key, values in raw.items():
+        if not isinstance(key, str) or not key or "=" in key or not key.isprintable():
+            raise MinbertError(f"{path}: grid key {key!r:.60} must be a config key, e.g. lr or tasks.sst.dropout")
+        if key in SET_BY_SWEEP:
+            raise MinbertError(f"{path}: grid.{key}: the sweep sets every run's {key}; list seeds under seeds")
+        if not isinstance(values, list) or not values:
+            raise MinbertError(f"{path}: grid.{key} needs a non-empty list of values, e.g. {key}: [1, 2]")
+        for v in values:
+            if not isinstance(v, SCALAR):
+                raise MinbertError(f"{path}: grid.{key}: {v!r:.60} must be a number, a string or true/false")
+        size *= len(values)
+    if size > GRID_MOST:
+        raise MinbertError(
+            f"{path}: grid makes {size} variants (more than {GRID_MOST}); narrow it, or use search: for many values"
+        )
+    variants = {}
+    for combo in itertools.product(*raw.values()):
+        overrides = tuple(f"{k}={v}" for k, v in zip(raw, combo))
+        variants[",".join(overrides)] = overrides
+    return variants
+
+
+def _out(path: Path, raw) -> Path:
+    """Where the runs go (default runs/sweeps/<sweep file's name>): a folder, or one that can be made."""
+    if raw is None:
+        return Path(f"runs/sweeps/{path.stem}")
+    if not isinstance(raw, str) or not raw.strip() or "\x00" in raw:
+        raise MinbertError(f"{path}: out: {raw!r:.60} is not a path; name the folder the runs go to")
+    out = Path(raw)
+    try:
+        check_writable(out, "another out")
+    except (OSError, ValueError) as e:
+        raise MinbertError(f"{path}: out {raw!r}: not a usable path ({e}); choose another out") from None
+    if out.exists() and not out.is_dir():
+        raise MinbertError(f"{path}: out {raw!r} is a file, not a folder; choose another out")
+    return out
 
 
 def _steps_per_epoch(name: str, base: Path, overrides: tuple[str, ...], steps: int, budget: bool) -> str:
@@ -242,12 +377,22 @@ def _report_name(path: Path, name) -> str:
 def check(sweep: Sweep) -> None:
     """Every run's config must load and validate before the first run starts."""
     from minbert.config import load_config
+    from minbert.multitask.checks import check_effective
     from minbert.multitask.config import TrainConfig
 
+    order = list(sweep.variants)
+    for name, extra in sweep.variants.items():
+        for source in filter(None, map(source_variant, extra)):
+            if source not in order or order.index(source) >= order.index(name):
+                raise MinbertError(
+                    f"variant {name}: init_from=@{source} names no earlier variant of this sweep; list the stage it "
+                    "starts from before it (with --only, include it)"
+                )
     for name, _, run, args in sweep.runs():
         overrides = [a for a in args[1:] if a != "--budget"]
         try:
             cfg = load_config(TrainConfig, args[0], overrides, budget=sweep.budget).validate()
+            check_effective(cfg)  # a setting the run would ignore: refused before the first run
         except MinbertError as e:
             raise MinbertError(f"variant {name}: {e}") from None
         if state(run) != "new":
@@ -281,19 +426,93 @@ def flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def check_search(path: Path, search) -> None:
+def check_search(path: Path, search) -> dict:
+    """The search section's shape and ranges: {trials, metric, params}, with trials and metric filled in.
+    Which metric and which parameter values the base config accepts is `check_search_values`'s part."""
+    usage = "search needs params: {key: {low: .., high: ..} (optional log, int) or {choices: [..]}}"
     if not isinstance(search, dict) or not isinstance(search.get("params"), dict) or not search["params"]:
-        raise MinbertError(f"{path}: search needs params: {{key: {{low: .., high: ..}} or {{choices: [..]}}}}")
-    unknown = sorted(set(search) - {"trials", "metric", "params"})
+        raise MinbertError(f"{path}: {usage}")
+    unknown = sorted(map(str, set(search) - {"trials", "metric", "params"}))
     if unknown:
         raise MinbertError(f"{path}: search: unknown key(s) {', '.join(unknown)}; valid: trials, metric, params")
-    if not isinstance(search.get("trials", 10), int) or search.get("trials", 10) < 1:
-        raise MinbertError(f"{path}: search.trials must be a positive integer")
+    trials = search.get("trials", 10)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise MinbertError(f"{path}: search.trials: {trials!r} must be a whole number >= 1")
+    metric = search.get("metric", "overall")
+    if not isinstance(metric, str):
+        raise MinbertError(f"{path}: search.metric: {metric!r:.60} must name a dev metric, e.g. overall")
+    params = {}
     for key, spec in search["params"].items():
-        if not isinstance(spec, dict) or not ({"low", "high"} <= set(spec) or "choices" in spec):
-            raise MinbertError(
-                f"{path}: search.params.{key}: give {{low: .., high: ..}} (optional log, int) or {{choices: [..]}}"
-            )
+        if not isinstance(key, str) or not key or "=" in key or not key.isprintable():
+            raise MinbertError(f"{path}: search.params: {key!r:.60} must be a config key, e.g. lr")
+        if key in SET_BY_SWEEP:
+            raise MinbertError(f"{path}: search.params.{key}: the sweep sets every run's {key}; not a parameter")
+        params[key] = _param(path, f"search.params.{key}", spec)
+    return {"trials": trials, "metric": metric, "params": params}
+
+
+def _param(path: Path, where: str, spec) -> dict:
+    """{choices: [..]} or {low, high[, log, int]}: numbers, low < high, log only above 0, int only whole numbers."""
+    usage = "give {low: .., high: ..} (optional log: true, int: true) or {choices: [..]}"
+    if not isinstance(spec, dict) or not ({"low", "high"} <= set(spec) or "choices" in spec):
+        raise MinbertError(f"{path}: {where}: {usage}")
+    if "choices" in spec:
+        if set(spec) != {"choices"}:
+            raise MinbertError(f"{path}: {where}: choices stands alone (no low, high, log or int); {usage}")
+        choices = spec["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise MinbertError(f"{path}: {where}.choices must be a non-empty list, e.g. [1, 3, 10]")
+        for c in choices:
+            if not isinstance(c, SCALAR) or isinstance(c, float) and not math.isfinite(c):
+                raise MinbertError(f"{path}: {where}.choices: {c!r:.60} must be a number, a string or true/false")
+        return {"choices": list(choices)}
+    unknown = sorted(map(str, set(spec) - {"low", "high", "log", "int"}))
+    if unknown:
+        raise MinbertError(f"{path}: {where}: unknown key(s) {', '.join(unknown)}; valid: low, high, log, int")
+    for flag in ("log", "int"):
+        if not isinstance(spec.get(flag, False), bool):
+            raise MinbertError(f"{path}: {where}.{flag}: {spec[flag]!r:.60} must be true or false")
+    whole = spec.get("int", False)
+    for end in ("low", "high"):
+        x = spec[end]
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            raise MinbertError(f"{path}: {where}.{end}: {x!r:.60} is not a number")
+        if whole and x != int(x):
+            raise MinbertError(f"{path}: {where}.{end}: {x!r} is not a whole number (int: true)")
+    low, high = (int(spec[e]) if whole else float(spec[e]) for e in ("low", "high"))
+    if not low < high:
+        raise MinbertError(f"{path}: {where}: low {low!r} must be below high {high!r}")
+    if spec.get("log") and low <= 0:
+        raise MinbertError(f"{path}: {where}: log: true needs low > 0, got {low!r}")
+    return {"low": low, "high": high, "log": spec.get("log", False), "int": whole}
+
+
+def dev_metrics(cfg) -> list[str]:
+    """The dev metrics of a run of `cfg`, as its summary.json holds them."""
+    return ["overall"] + [f"{n}/{cfg.specs[n].metric_name}" for n in cfg.tasks]
+
+
+def check_search_values(path: Path, sweep: Sweep) -> None:
+    """Before the journal: the metric is one the base config's tasks report, and each parameter's ends (or every
+    choice) give a config that validates - a typo in a key or a value out of range is found before a trial trains."""
+    from minbert.config import load_config
+    from minbert.multitask.config import TrainConfig
+
+    def config(overrides: list[str]):
+        return load_config(TrainConfig, sweep.base, [*sweep.overrides, *overrides], budget=sweep.budget).validate()
+
+    valid = dev_metrics(config([]))
+    if sweep.search["metric"] not in valid:
+        raise MinbertError(
+            f"{path}: search.metric {sweep.search['metric']!r} is not a dev metric of the base config's tasks; "
+            f"valid: {', '.join(valid)}"
+        )
+    for key, spec in sweep.search["params"].items():
+        for value in spec.get("choices") or (spec["low"], spec["high"]):
+            try:
+                config([f"{key}={value}"])
+            except MinbertError as e:
+                raise MinbertError(f"{path}: search.params.{key}: {key}={value} does not validate: {e}") from None
 
 
 def distributions(search: dict) -> dict:
@@ -303,10 +522,10 @@ def distributions(search: dict) -> dict:
     for key, spec in search["params"].items():
         if "choices" in spec:
             out[key] = od.CategoricalDistribution(spec["choices"])
-        elif spec.get("int"):
-            out[key] = od.IntDistribution(int(spec["low"]), int(spec["high"]), log=bool(spec.get("log")))
+        elif spec["int"]:
+            out[key] = od.IntDistribution(spec["low"], spec["high"], log=spec["log"])
         else:
-            out[key] = od.FloatDistribution(float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
+            out[key] = od.FloatDistribution(spec["low"], spec["high"], log=spec["log"])
     return out
 
 
@@ -329,11 +548,7 @@ def run_search(sweep: Sweep) -> str:
         load_if_exists=True,
         sampler=optuna.samplers.TPESampler(seed=sweep.seeds[0]),
     )
-    metric, trials, dists = (
-        sweep.search.get("metric", "overall"),
-        sweep.search.get("trials", 10),
-        distributions(sweep.search),
-    )
+    metric, trials, dists = sweep.search["metric"], sweep.search["trials"], distributions(sweep.search)
     while True:
         states = [t.state for t in study.trials]
         running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
@@ -407,7 +622,9 @@ def rows(sweep: Sweep) -> list[Row]:
         summaries = [read_summary(r) for n, _, r, _ in sweep.runs() if n == name and (r / "summary.json").is_file()]
         if not summaries:
             continue
-        values = {k: [s["dev"][k] for s in summaries if k in s["dev"]] for k, _ in METRICS}
+        keys = [k for k, _ in METRICS]  # then a custom task's metric, which a search may score by
+        keys += sorted({k for s in summaries for k in s["dev"]} - set(keys))
+        values = {k: [s["dev"][k] for s in summaries if k in s["dev"]] for k in keys}
         values["wall_time_s"] = [s["wall_time_s"] for s in summaries]
         values["steps"] = [s["steps"] for s in summaries]
         mean = {k: float(np.mean(v)) for k, v in values.items() if v}

@@ -28,7 +28,7 @@ from typing import Callable
 
 from minbert.errors import MinbertError
 from minbert.export.hf import classifier_refusal, export_hf
-from minbert.export.onnx_files import export_onnx
+from minbert.export.onnx_files import check_int8_support, export_onnx
 from minbert.export.sentence_transformers import export_sentence_transformers
 from minbert.files import check_output, staged
 from minbert.multitask.run import LoadedRun
@@ -49,6 +49,8 @@ def export(
         )
     if task is not None and task not in run.cfg.tasks:
         raise MinbertError(f"--task {task}: this run was trained on {', '.join(run.cfg.tasks)}")
+    if int8:
+        check_int8_support()
     check_output(out, overwrite, "export")
     if run.model.pals is not None and fmt != "onnx":
         raise MinbertError(

@@ -144,6 +144,20 @@ def onnx_file(graph: nn.Module, inputs: dict[str, torch.Tensor], path: Path, out
     return path
 
 
+def check_int8_support() -> None:
+    """Before anything is exported: --int8 needs the fp32 export's onnx and onnxscript and onnxruntime's fusions
+    and quantizer, so a missing package is found before the fp32 files are written, not after."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+        from onnxruntime.quantization import QuantType, quantize_dynamic  # noqa: F401
+        from onnxruntime.transformers.optimizer import optimize_model  # noqa: F401
+    except ImportError as e:
+        raise MinbertError(
+            f"--int8 needs onnx, onnxscript and onnxruntime ({e}): pip install 'minbert[export]'"
+        ) from None
+
+
 def int8_file(graph: nn.Module, inputs: dict[str, torch.Tensor], path: Path, run: LoadedRun, written: list) -> dict:
     """`path` (an fp32 .onnx) fused and quantized into <name>.int8.onnx beside it (appended to `written`); its manifest
     entry: the file and its largest difference from PyTorch's fp32 output on the sample inputs."""
