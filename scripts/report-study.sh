@@ -13,7 +13,8 @@ sweep() {
 }
 for seed in 1 2 3; do
     sweep 004 "$seed" dynamic-0-0.05,static-0,gradient-surgery,baseline
-    sweep 000 "$seed" multitask-mse,multitask,multitask-cos
+    sweep 000 "$seed" multitask-mse,multitask,multitask-cos,multitask-mse-mnr
+    sweep 003 "$seed" naive,cosine,gradvac,pals
     sweep 002 "$seed" v2-pcgrad,v1-cosine,v3-cosine-pcgrad,general,v2-dropout0.5,v2-dropout0.8
     sweep 001 "$seed" annealed,baseline,annealed-smart15,baseline-smart
 done

@@ -5,13 +5,15 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 import minbert
 from minbert.classify import ClassifyConfig, classify
-from minbert.cli import main
+from minbert.cli import build_parser, config_from_args, main
 from minbert.data import DATASETS, data_dir, load_split, read_predictions
+from minbert.errors import MinbertError
 from minbert.multitask.state import snapshot_folder
 
 
@@ -122,3 +124,35 @@ def test_frozen_multitask_with_a_cross_encoder_scores_as_its_encoder_does(tmp_pa
     shown = capsys.readouterr().out
     for metric in ("sst/acc", "quora/acc", "sts/pearson"):
         assert f"{summary['dev'][metric]:.4f}" in shown, metric
+
+
+def test_handout_preset_is_the_handouts_settings_and_what_is_set_wins():
+    """`preset: handout` = reports 000 and 004, section 5.3: 10 epochs, batch size 8, hidden dropout 0.3, lr 1e-3
+    frozen ("pretrain") and 1e-5 fine-tuned, for both tasks; a flag or key given beside it wins."""
+    for task in ("sst", "cfimdb"):
+        for mode, lr in (("frozen", 1e-3), ("finetune", 1e-5)):
+            c = ClassifyConfig(task=task, mode=mode, preset="handout").resolved()
+            assert (c.epochs, c.batch_size, c.dropout, c.lr) == (10, 8, 0.3, lr), (task, mode)
+            t = c.train_config()
+            assert (t.epochs, t.lr, t.tasks[task].batch_size, t.tasks[task].dropout) == (10, lr, 8, 0.3)
+            assert t.frozen == (mode == "frozen")
+    # without it, the defaults for the small checkpoint
+    c = ClassifyConfig(task="sst", mode="finetune").resolved()
+    assert (c.epochs, c.batch_size, c.dropout, c.lr) == (4, 32, 0.3, 5e-5)
+    # the command line: the flag, then explicit flags and key=value overrides over it
+    args = build_parser().parse_args(["classify", "--task", "cfimdb", "--mode", "finetune", "--preset", "handout"])
+    c = config_from_args(ClassifyConfig, args, None).resolved()
+    assert (c.preset, c.epochs, c.batch_size, c.dropout, c.lr) == ("handout", 10, 8, 0.3, 1e-5)
+    args = build_parser().parse_args(
+        ["classify", "--preset", "handout", "--epochs", "2", "--batch-size", "32", "dropout=0.1", "lr=2e-5"]
+    )
+    c = config_from_args(ClassifyConfig, args, None).resolved()
+    assert (c.epochs, c.batch_size, c.dropout, c.lr) == (2, 32, 0.1, 2e-5)
+    with pytest.raises(MinbertError, match="preset"):
+        config_from_args(ClassifyConfig, build_parser().parse_args(["classify", "preset=bert"]), None)
+
+
+def test_handout_preset_run_saves_what_ran(tmp_path):
+    classify(small(tmp_path, mode="frozen", preset="handout", epochs=1, batch_size=0))
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    assert "batch_size: 8" in saved and "lr: 0.001" in saved and "dropout: 0.3" in saved

@@ -138,6 +138,39 @@ def test_gradvac_with_parameter_groups():
     assert set(gv.target) == {"0,1,0", "0,1,1", "1,0,0", "1,0,1"}
 
 
+def test_gradvac_per_layer_groups_the_columns_by_encoder_layer():
+    from minbert.combiners.gradvac import layer_of
+
+    params = [("embeddings.word_embeddings.weight", 4), ("embeddings.LayerNorm.bias", 2),
+              ("encoder.layer.0.attention.self.query.weight", 3), ("encoder.layer.0.output.dense.bias", 1),
+              ("encoder.layer.1.output.dense.bias", 2), ("pooler.dense.weight", 2)]  # fmt: skip
+    gv = GradVac(per="layer")
+    gv.bind(params)
+    assert gv.groups == [(0, 6), (6, 10), (10, 12), (12, 14)]
+    assert layer_of("encoder.layer.11.intermediate.dense.weight") == "encoder.layer.11"
+    per_param = GradVac(per="parameter")
+    per_param.bind(params)
+    assert len(per_param.groups) == 6 and per_param.groups[-1] == (12, 14)
+    everything = GradVac()
+    everything.bind(params)
+    assert everything.groups is None  # one group: the whole row
+
+
+def test_gradvac_counts_fixes_per_epoch_and_ordered_task_pair_by_hand():
+    """Two tasks, two groups: the first group's cosine is -0.707 (below the starting target 0: fixed both ways),
+    the second's +0.707 (left alone). Per epoch: 1 fix of 2 checks per ordered pair, both rows altered."""
+    gv = GradVac(groups=[(0, 2), (2, 4)])
+    g = torch.tensor([[1.0, 0.0, 1.0, 1.0], [-1.0, 1.0, 1.0, 0.0]])
+    gv(g, random.Random(0), ["sst", "sts"])
+    assert set(gv.target) == {"sst,sts,0", "sst,sts,1", "sts,sst,0", "sts,sst,1"}
+    record = gv.epoch_record()
+    assert record == {"gradvac/altered": 2, "gradvac/rows": 2, "gradvac/sst-sts/fixes": 1, "gradvac/sst-sts/checks": 2,
+                      "gradvac/sts-sst/fixes": 1, "gradvac/sts-sst/checks": 2}  # fmt: skip
+    assert gv.epoch_record() == {"gradvac/altered": 0, "gradvac/rows": 0}  # counted afresh each epoch
+    gv(torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]), random.Random(0), ["sst", "sts"])
+    assert gv.epoch_record()["gradvac/altered"] == 0  # cosine 1 is above every target: nothing altered
+
+
 def test_conflict_statistics():
     stats = ConflictStats()
     stats.update(torch.tensor([[1.0, 0.0], [-1.0, 0.1], [0.0, 1.0]]), ["sst", "quora", "sts"])

@@ -12,7 +12,7 @@ from minbert.config import load_config
 from minbert.errors import MinbertError
 from minbert.losses import LOSSES
 from minbert.model import BertModel
-from minbert.model.heads import HEADS, ConcatPairHead, CosinePairHead
+from minbert.model.heads import HEADS, ConcatPairHead, CosinePairHead, SigmoidPairHead
 from minbert.model.multitask import MultitaskModel
 from minbert.model.outputs import HeadOutput
 from minbert.multitask.config import TrainConfig
@@ -88,6 +88,33 @@ def test_concat_head_features():
     assert head.out.in_features == 32 and head(U, V).score.shape == (6,)
     with pytest.raises(MinbertError, match="valid are u, v"):
         ConcatPairHead(8, 1, 0.0, features=("u", "u+v"))
+
+
+def test_sigmoid_head_is_report_003s_linear_on_u_v_then_sigmoid_times_5():
+    """Report 003's baseline STS head by hand: [u; v] -> linear -> sigmoid x 5 (no dropout in eval)."""
+    head = SigmoidPairHead(2, dropout=0.0, features=("u", "v"), scale=5.0)
+    with torch.no_grad():
+        head.out.weight.copy_(torch.tensor([[1.0, -1.0, 0.5, 2.0]]))
+        head.out.bias.fill_(-0.5)
+    u, v = torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.tensor([[3.0, -1.0], [0.0, 1.0]])
+    logits = [1 - 2 + 1.5 - 2 - 0.5, 0 + 0 + 0 + 2 - 0.5]  # w . [u; v] + b
+    want = torch.tensor([5 / (1 + math.exp(-z)) for z in logits])
+    assert torch.allclose(head(u, v).score, want, atol=1e-6)
+    assert HEADS["concat_sigmoid"].similarity and HEADS["concat_sigmoid"].features
+
+
+def test_mnrl_hinge_is_report_000s_formula_by_hand():
+    """Section 4.4: J_i = (1/K)[ReLU(1 - s_ii) + ReLU(1 - s_ii + sum_{j != i} s_ij)], averaged over the pairs."""
+    u = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    v = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0]])
+    r = 1 / math.sqrt(2)
+    cos = [[1.0, r, 0.0], [0.0, r, 1.0], [r, 1.0, r]]
+    k = 3
+    rows = [(max(0.0, 1 - cos[i][i]) + max(0.0, 1 - cos[i][i] + sum(cos[i][j] for j in range(k) if j != i))) / k
+            for i in range(k)]  # fmt: skip
+    got = LOSSES["mnrl_hinge"]()(HeadOutput(u=u, v=v), torch.ones(3))
+    assert got.item() == pytest.approx(sum(rows) / k, rel=1e-6)
+    assert got.item() != pytest.approx(LOSSES["mnrl"]()(HeadOutput(u=u, v=v), torch.ones(3)).item())
 
 
 def test_mnrl_three_pairs_by_hand():

@@ -258,6 +258,7 @@ TECH = TINY + [
     "epochs=2",
     "steps_per_epoch=4",
     "combiner=gradvac",
+    "combiner_args={per: layer}",
     "conflict_stats=true",
     "lr_schedule=plateau",
     "regularizers.bregman.mu=0.5",
@@ -290,7 +291,7 @@ def test_interrupted_run_with_stateful_techniques_resumes_exactly(tmp_path, monk
     a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
     last = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()][-1]
-    assert "conflict/sst-quora/mean_cos" in last and "margin/sts" in last and "combiner/applied" in last
+    assert "conflict/sst-quora/mean_cos" in last and "margin/sts" in last and "gradvac/rows" in last
 
 
 def test_per_task_gradient_path_sums_like_plain_training(tmp_path):

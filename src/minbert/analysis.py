@@ -3,7 +3,8 @@
 - plots/sst_confusion.png (+ sst_confusion.json): SST dev confusion matrix, each true class's row normalized
 - plots/sst_tsne.png: t-SNE of the SST dev sentence embeddings, coloured by gold label
 - plots/conflicts.png: per epoch and task pair, the number of negative gradient cosines and their mean
-  (runs trained with `conflict_stats: true`)
+  (runs trained with `conflict_stats: true`) and GradVac's fixes (runs with `combiner: gradvac`): report 003's
+  Figure 5
 """
 
 from __future__ import annotations
@@ -70,25 +71,44 @@ def plot_tsne(emb: np.ndarray, labels: np.ndarray, path: Path, title: str, perpl
 
 
 def conflict_records(run: Path) -> list[dict]:
-    """The epochs' records of gradient-conflict statistics (runs trained with conflict_stats: true)."""
-    return [r for r in read_metrics(run / "metrics.jsonl") if any(k.startswith("conflict/") for k in r)]
+    """The epochs' records of gradient-conflict statistics (conflict_stats: true) or of what GradVac did."""
+    return [r for r in read_metrics(run / "metrics.jsonl") if any(k.startswith(("conflict/", "gradvac/")) for k in r)]
 
 
 def plot_conflicts(run: Path, records: list[dict] | None = None) -> Path | None:
+    """Report 003's Figure 5: per epoch and task pair, the steps whose gradient cosine was negative and the mean
+    cosine (conflict statistics), and GradVac's fixes (a task's gradient raised to its target cosine with another's:
+    `gradvac/a-b/fixes`, a adjusted towards b) with the share of task-gradient rows it altered."""
     records = conflict_records(run) if records is None else records
     if not records:
         return None
     pairs = sorted({k.split("/")[1] for r in records for k in r if k.startswith("conflict/")})
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    for p in pairs:
-        epochs = [r["epoch"] for r in records]
-        a.plot(epochs, [as_point(r.get(f"conflict/{p}/negative", 0)) for r in records], marker="o", label=p)
-        b.plot(epochs, [as_point(r.get(f"conflict/{p}/mean_cos", 0)) for r in records], marker="o", label=p)
-    a.set(xlabel="epoch", ylabel="steps with negative cosine", title="gradient conflicts per task pair")
-    b.set(xlabel="epoch", ylabel="mean cosine", title="mean gradient cosine per task pair")
-    for ax in (a, b):
+    fixed = sorted({k.split("/")[1] for r in records for k in r if k.startswith("gradvac/") and k.endswith("/fixes")})
+    panels = (2 if pairs else 0) + (1 if fixed else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
+    axes = list(axes[0])
+    epochs = [r["epoch"] for r in records]
+    if pairs:
+        a, b = axes.pop(0), axes.pop(0)
+        for p in pairs:
+            a.plot(epochs, [as_point(r.get(f"conflict/{p}/negative")) for r in records], marker="o", label=p)
+            b.plot(epochs, [as_point(r.get(f"conflict/{p}/mean_cos")) for r in records], marker="o", label=p)
+        a.set(xlabel="epoch", ylabel="steps with negative cosine", title="gradient conflicts per task pair")
+        b.set(xlabel="epoch", ylabel="mean cosine", title="mean gradient cosine per task pair")
+    if fixed:
+        c = axes.pop(0)
+        for p in fixed:
+            c.plot(epochs, [as_point(r.get(f"gradvac/{p}/fixes")) for r in records], marker="o", label=p)
+        share = [
+            f"{as_point(r.get('gradvac/altered')):.0f}/{as_point(r.get('gradvac/rows')):.0f}"
+            for r in records
+            if r.get("gradvac/rows")
+        ]
+        title = "GradVac fixes per task pair" + (f"\nrows altered per epoch: {', '.join(share)}" if share else "")
+        c.set(xlabel="epoch", ylabel="GradVac fixes (adjusted task - other task)", title=title)
+    for ax in fig.axes:
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
     return save_figure(fig, run / "plots" / "conflicts.png")
 
 

@@ -11,5 +11,13 @@ from minbert.registry import Extension
 
 
 class Combiner(Extension):
-    def __call__(self, grads: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    def __call__(self, grads: torch.Tensor, rng: random.Random, names: list[str] | None = None) -> torch.Tensor:
+        """G (T, P) -> g (P,); `names` the tasks of G's rows (None: known by their index)."""
         raise NotImplementedError
+
+    def bind(self, parameters: list[tuple[str, int]]) -> None:
+        """Before the first step: the shared parameters G's columns hold, in order, as (name, number of values)."""
+
+    def epoch_record(self) -> dict[str, float]:
+        """What the combiner did this epoch, to log (then reset)."""
+        return {}

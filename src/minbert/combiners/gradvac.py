@@ -10,52 +10,120 @@ which makes cos(g_i^PC, g_j) exactly phi_hat; then phi_hat_ij <- (1 - beta) phi_
 sum_i g_i^PC. Report 003 prints this rule with typos (its line 14 misplaces a parenthesis and uses phi^(t) for
 the target, and its EMA line reads (1 - beta) phi^(t) + beta phi^(t)); this file follows the paper's equation.
 
-`groups` (optional) splits the P columns into parameter groups (e.g. one per layer), each with its own targets,
-as the paper's per-component variant.
+`per` splits the shared parameters into groups, each with its own targets and test: "all" (one group), "layer"
+(the embeddings, each encoder layer, the pooler: report 003's "applied per layer", the paper's per-component
+variant) or "parameter" (each weight matrix and bias). `groups` gives the column spans directly instead.
+
+What it did is counted per epoch (`epoch_record`), as report 003 reports it: for each ordered task pair (a, b),
+the group gradients of a adjusted towards b (`gradvac/a-b/fixes`) out of those compared (`.../checks`), and the
+task-gradient rows altered at all (`gradvac/altered`) out of all rows (`gradvac/rows`): the report's "altered 2000
+out of a possible 54,000 gradient update steps in the first epoch". A fix raises a cosine to its EMA target, which
+is not the same event as a negative cosine (conflict statistics, multitask/conflicts.py): a positive cosine below
+a positive target is fixed, and a negative cosine above a negative target is not.
 """
 
-from typing import Annotated
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
 
 import torch
 
 from minbert.combiners.base import Combiner
 from minbert.config import within
 
+_LAYER = re.compile(r"^(.*?layer\.\d+)\.")
+
+
+def layer_of(name: str) -> str:
+    """The group of a parameter under per="layer": its encoder layer ("encoder.layer.3"), else its top module."""
+    m = _LAYER.match(name)
+    return m.group(1) if m else name.split(".")[0]
+
 
 class GradVac(Combiner):
-    def __init__(self, beta: Annotated[float, within(0, 1)] = 0.01, groups: list[tuple[int, int]] | None = None):
+    def __init__(
+        self,
+        beta: Annotated[float, within(0, 1)] = 0.01,
+        per: Literal["all", "layer", "parameter"] = "all",
+        groups: list[tuple[int, int]] | None = None,
+    ):
         self.beta = beta
+        self.per = per
         self.groups = groups
-        self.target: dict[str, float] = {}  # "i,j,group" -> phi_hat
-        self.applied = 0  # how many (i, j) adjustments were made: report 003's "gradient fixes"
+        self.target: dict[str, float] = {}  # "a,b,group" -> phi_hat
+        self.applied = 0  # adjustments made in all (every epoch)
+        self.reset_counts()
 
-    def __call__(self, grads: torch.Tensor, rng) -> torch.Tensor:
+    def bind(self, parameters: list[tuple[str, int]]) -> None:
+        if self.per == "all" or self.groups is not None:
+            return
+        spans: list[tuple[int, int]] = []
+        start, key = 0, None
+        for name, size in parameters:
+            k = layer_of(name) if self.per == "layer" else name
+            if k != key:
+                spans.append((start, start))
+                key = k
+            spans[-1] = (spans[-1][0], start + size)
+            start += size
+        self.groups = spans
+
+    def reset_counts(self) -> None:
+        self.fixes: dict[str, int] = {}
+        self.checks: dict[str, int] = {}
+        self.rows = 0
+        self.altered = 0
+
+    def __call__(self, grads: torch.Tensor, rng, names: list[str] | None = None) -> torch.Tensor:
         spans = self.groups or [(0, grads.shape[1])]
+        names = names or [str(i) for i in range(grads.shape[0])]
         out = grads.clone()
         T = grads.shape[0]
         for i in range(T):
             others = [j for j in range(T) if j != i]
             rng.shuffle(others)
+            fixed = 0
             for j in others:
+                pair = f"{names[i]}-{names[j]}"
                 for k, (a, b) in enumerate(spans):
-                    self._vaccinate(out[i, a:b], grads[j, a:b], f"{i},{j},{k}")
+                    done = self._vaccinate(out[i, a:b], grads[j, a:b], f"{names[i]},{names[j]},{k}")
+                    self.checks[pair] = self.checks.get(pair, 0) + 1
+                    self.fixes[pair] = self.fixes.get(pair, 0) + done
+                    fixed += done
+            self.rows += 1
+            self.altered += fixed > 0
         return out.sum(0)
 
-    def _vaccinate(self, gi: torch.Tensor, gj: torch.Tensor, key: str) -> None:
+    def _vaccinate(self, gi: torch.Tensor, gj: torch.Tensor, key: str) -> bool:
         ni, nj = gi.norm(), gj.norm()
         if ni == 0 or nj == 0:
-            return
+            return False
         phi = float((gi @ gj) / (ni * nj))
         target = self.target.get(key, 0.0)
-        if phi < target:
+        fixed = phi < target
+        if fixed:
             coef = ni * (target * (1 - phi**2) ** 0.5 - phi * (1 - target**2) ** 0.5) / (nj * (1 - target**2) ** 0.5)
             gi += coef * gj  # in place: gi is a view of this task's row
             self.applied += 1
         self.target[key] = (1 - self.beta) * target + self.beta * phi
+        return fixed
+
+    def epoch_record(self) -> dict[str, float]:
+        record: dict[str, float] = {"gradvac/altered": self.altered, "gradvac/rows": self.rows}
+        for pair, n in self.checks.items():
+            record[f"gradvac/{pair}/fixes"] = self.fixes.get(pair, 0)
+            record[f"gradvac/{pair}/checks"] = n
+        self.reset_counts()
+        return record
 
     def state_dict(self) -> dict:
-        return {"target": dict(self.target), "applied": self.applied}
+        counts = {"fixes": dict(self.fixes), "checks": dict(self.checks), "rows": self.rows, "altered": self.altered}
+        return {"target": dict(self.target), "applied": self.applied, "counts": counts}
 
     def load_state_dict(self, state: dict) -> None:
         self.target = dict(state.get("target", {}))
         self.applied = state.get("applied", 0)
+        counts = state.get("counts", {})
+        self.fixes, self.checks = dict(counts.get("fixes", {})), dict(counts.get("checks", {}))
+        self.rows, self.altered = counts.get("rows", 0), counts.get("altered", 0)

@@ -10,7 +10,7 @@ from minbert.combiners.base import Combiner
 
 
 class PCGrad(Combiner):
-    def __call__(self, grads: torch.Tensor, rng) -> torch.Tensor:
+    def __call__(self, grads: torch.Tensor, rng, names=None) -> torch.Tensor:
         T = grads.shape[0]
         out = grads.clone()
         sq = (grads * grads).sum(1)  # |g_j|^2

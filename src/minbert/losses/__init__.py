@@ -20,7 +20,7 @@ from minbert.losses.cosent import CoSENT
 from minbert.losses.cosine_embedding import CosineEmbedding
 from minbert.losses.cosine_mse import CosineMSE
 from minbert.losses.cross_entropy import CrossEntropy
-from minbert.losses.mnrl import MultipleNegativesRanking
+from minbert.losses.mnrl import HingeMultipleNegativesRanking, MultipleNegativesRanking
 from minbert.losses.mnrl_sentiment import SentimentClustering
 from minbert.losses.mse import MSE
 from minbert.losses.triplet import Triplet
@@ -32,6 +32,7 @@ LOSSES: dict[str, type[Loss]] = {
     "cosine_mse": CosineMSE,
     "cosine_embedding": CosineEmbedding,
     "mnrl": MultipleNegativesRanking,
+    "mnrl_hinge": HingeMultipleNegativesRanking,
     "mnrl_sentiment": SentimentClustering,
     "triplet": Triplet,
     "cosent": CoSENT,

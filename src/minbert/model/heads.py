@@ -66,6 +66,19 @@ class ConcatPairHead(nn.Module):
         return HeadOutput(u=u, v=v, **({"score": y.squeeze(-1)} if self.num_labels == 1 else {"logits": y}))
 
 
+class SigmoidPairHead(ConcatPairHead):
+    """Report 003's baseline STS head: the pair's features concatenated (its [u, v]), dropout, a linear layer to one
+    logit, then sigmoid(logit) * scale onto the label range (STS: 0 to 5), trained with MSE on the label."""
+
+    def __init__(self, hidden: int, dropout: float, features=("u", "v"), extra_layers: int = 0, scale: float = 5.0):
+        super().__init__(hidden, 1, dropout, features, extra_layers)
+        self.scale = scale
+
+    def forward(self, u: torch.Tensor, v: torch.Tensor) -> HeadOutput:
+        logit = super().forward(u, v).score
+        return HeadOutput(score=torch.sigmoid(logit.float()) * self.scale, u=u, v=v)
+
+
 class CosinePairHead(nn.Module):
     """Bi-encoder cosine head (reports 002, 003): score = relu(cos(u, v)) * scale, on the label range (STS: 5).
     `extra_layers` learnable layers, shared by both sides, come before the cosine (report 002's best STS head)."""
@@ -91,6 +104,7 @@ class HeadKind:
     cross: bool = False  # the pair is encoded jointly ([CLS] a [SEP] b [SEP], token types) and read as one input
     bi_encoder: bool = False  # each sentence is encoded alone; the head's output carries u and v
     similarity: bool = False  # its score is a similarity on the label scale, not a logit
+    features: bool = False  # it concatenates the pair's features (`tasks.<task>.features`)
 
     def kinds(self, outputs: int) -> frozenset[str]:
         """What its output gives a loss (the `needs` of losses/base.py), with `outputs` logits or one score."""
@@ -116,6 +130,16 @@ HEADS: dict[str, HeadKind] = {
         lambda cfg, hidden, outputs: ConcatPairHead(hidden, outputs, cfg.dropout, cfg.features, cfg.extra_layers),
         pair=True,
         bi_encoder=True,
+        features=True,
+    ),
+    "concat_sigmoid": HeadKind(
+        lambda cfg, hidden, outputs: SigmoidPairHead(
+            hidden, cfg.dropout, cfg.features, cfg.extra_layers, scale=cfg.cosine_scale
+        ),
+        pair=True,
+        bi_encoder=True,
+        similarity=True,
+        features=True,
     ),
     "cosine": HeadKind(
         lambda cfg, hidden, outputs: CosinePairHead(

@@ -51,15 +51,20 @@ def check_effective(cfg: TrainConfig) -> None:
     for name in cfg.tasks:
         t = cfg.task(name)
         given = cfg.tasks[name]
-        if given.features != default.features and t.head != "concat":
+        if given.features != default.features and not HEADS[t.head].features:
             raise MinbertError(
-                f"tasks.{name}.features: only a concat head reads them, and this task's head is {t.head}; "
-                f"set tasks.{name}.head=concat, or leave features out"
+                f"tasks.{name}.features: only a concat or concat_sigmoid head reads them, and this task's head is "
+                f"{t.head}; set tasks.{name}.head=concat, or leave features out"
+            )
+        if given.margin_direction != default.margin_direction and not given.margin_step:
+            raise MinbertError(
+                f"tasks.{name}.margin_direction={given.margin_direction} has no effect: the dynamic margin is off "
+                f"(margin_step 0); set tasks.{name}.margin_step (e.g. 0.05), or leave margin_direction out"
             )
         if given.cosine_scale and not HEADS[t.head].similarity:
             raise MinbertError(
-                f"tasks.{name}.cosine_scale: only a similarity head (cosine) scales its score, and this task's head "
-                f"is {t.head}; set tasks.{name}.head=cosine, or leave cosine_scale out"
+                f"tasks.{name}.cosine_scale: only a similarity head (cosine, concat_sigmoid) scales its score, and "
+                f"this task's head is {t.head}; set tasks.{name}.head=cosine, or leave cosine_scale out"
             )
 
 

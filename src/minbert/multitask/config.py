@@ -25,9 +25,9 @@ from minbert.tasks.custom import CustomTaskConfig, resolved
 
 @dataclass(frozen=True)
 class TaskConfig:
-    head: str = (
-        ""  # linear (sentences), concat | cosine (bi-encoder pairs), cross (cross-encoder pairs); "" = task default
-    )
+    # linear (sentences); concat | concat_sigmoid | cosine (bi-encoder pairs); cross (cross-encoder pairs);
+    # "" = the task's default
+    head: str = ""
     loss: str = ""  # a key of minbert.losses.LOSSES; "" = task default
     loss_args: dict[str, float] = field(default_factory=dict)
     weight: Annotated[float, ge(0)] = 1.0  # this task's factor in the summed loss
@@ -37,15 +37,21 @@ class TaskConfig:
     # learnable layers (linear, ReLU, dropout) before the output or the cosine
     extra_layers: Annotated[int, within(0, 16)] = 0
     features: tuple[str, ...] = ("u", "v", "|u-v|")  # concat head inputs
-    # 0 = the task's label maximum (STS 5, Quora 1)
+    # a similarity head's (cosine, concat_sigmoid) score range; 0 = the task's label maximum (STS 5, Quora 1)
     cosine_scale: Annotated[float, ge(0, "0 = the task's label maximum")] = 0.0
     max_length: Annotated[int, ge(3, "[CLS], a token, [SEP]")] = 128
     train_limit: Annotated[int, ge(0, "0 = all")] = 0  # use the first N training examples (0 = all)
     # evaluate and predict on the first N dev and test examples (0 = all; for smoke runs)
     eval_limit: Annotated[int, ge(0, "0 = all")] = 0
     extra_losses: dict[str, dict[str, float]] = field(default_factory=dict)  # {name: {weight: w, <loss args>}}
+    # the main loss's factor beside the extra losses; 0 = the extra losses alone train (report 001's sentiment-MNRL
+    # stage, whose head stays untrained)
+    loss_weight: Annotated[float, ge(0)] = 1.0
     # > 0: report 004's dynamic margin for this task's loss, moved each epoch
     margin_step: Annotated[float, ge(0, "0 = off")] = 0.0
+    # which way it moves: algorithm1 = report 004's Algorithm 1 (dev improved -> lower the margin, else raise it),
+    # reverse = the opposite (improved -> raise, else lower); only with margin_step > 0
+    margin_direction: Literal["algorithm1", "reverse"] = "algorithm1"
 
 
 @dataclass(frozen=True)
@@ -161,6 +167,10 @@ class TrainConfig:
     # (and adapters) for `tasks`, which alone train; `keep_tasks` (filled in when the run starts): the run's own
     from_run: str = ""
     keep_tasks: tuple[str, ...] = ()
+    # start the encoder from a finished run's final weights (its encoder alone: fresh heads, everything trains):
+    # the next stage of a staged recipe (report 001: sentiment MNRL first, then multitask; a sweep variant's
+    # `init_from=@VARIANT` names another variant's run of the same seed, sweep.py)
+    init_from: str = ""
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)
     # where metrics go besides metrics.jsonl: "tensorboard" (pip install tensorboard), "wandb" (pip install wandb)
     loggers: tuple[str, ...] = ()
@@ -267,6 +277,11 @@ class TrainConfig:
             )
 
     def _check_kept(self) -> None:
+        if self.init_from and self.from_run:
+            raise MinbertError(
+                "init_from: with from_run the model is that run's already; init_from starts a new model from a run's "
+                "encoder: set one of the two"
+            )
         if not self.keep_tasks:
             return
         unknown = [t for t in self.keep_tasks if t not in self.tasks]
@@ -298,7 +313,7 @@ class TrainConfig:
                 )
         for name in self.tasks:
             t = self.task(name)
-            if HEADS[t.head].similarity and not t.extra_layers:
+            if HEADS[t.head].similarity and not HEADS[t.head].features and not t.extra_layers:
                 raise MinbertError(
                     f"tasks.{name}: a {t.head} head without extra_layers has no weights, so frozen=true leaves it "
                     f"nothing to train; set tasks.{name}.extra_layers=1 or another head"
@@ -355,12 +370,17 @@ def _check_task(name: str, t: TaskConfig, specs: dict[str, Task]) -> None:
             raise MinbertError(f"tasks.{name}.extra_losses: {extra!r} unknown; valid: {', '.join(LOSSES)}")
     check_kinds(f"tasks.{name}", task, head, loss, list(t.extra_losses))
     typed_args(LOSSES[loss], t.loss_args, f"tasks.{name}.loss_args")
-    if head == "concat" and (not t.features or any(f not in PAIR_FEATURES for f in t.features)):
+    if HEADS[head].features and (not t.features or any(f not in PAIR_FEATURES for f in t.features)):
         raise MinbertError(
             f"tasks.{name}.features: {list(t.features)} must name one or more of {', '.join(PAIR_FEATURES)}"
         )
     if t.margin_step and loss != "cosine_embedding":
         raise MinbertError(f"tasks.{name}.margin_step: a dynamic margin needs loss cosine_embedding, not {loss!r}")
+    if t.loss_weight == 0 and not t.extra_losses:
+        raise MinbertError(
+            f"tasks.{name}.loss_weight: 0 turns the task's loss off and it has no extra_losses, so nothing would "
+            f"train it; add one under tasks.{name}.extra_losses, or set loss_weight > 0"
+        )
     for extra in t.extra_losses:
         args = dict(t.extra_losses[extra])
         if not args.pop("weight", 1.0) >= 0:

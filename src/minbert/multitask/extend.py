@@ -78,3 +78,40 @@ def freeze_kept(model: nn.Module, cfg: TrainConfig) -> None:
     own = new_task_prefixes(cfg)
     for name, p in model.named_parameters():
         p.requires_grad_(name.startswith(own))
+
+
+def load_encoder(run: Path, model: nn.Module, cfg: TrainConfig) -> None:
+    """init_from: RUN's encoder as RUN ended (its last checkpoint: what a pipeline's stage hands on, also where the
+    stage's own dev metric means little, as report 001's sentiment-MNRL stage) becomes this run's starting point;
+    RUN's heads are not taken (this run's tasks get fresh ones) and every weight trains. Problems are named as the
+    key."""
+    from minbert.multitask.run import load_run_config
+    from minbert.multitask.state import snapshot_folder
+    from minbert.runs import load_tensors
+
+    where = f"init_from: {run}"
+    try:
+        base = load_run_config(run)
+    except MinbertError as e:
+        raise MinbertError(f"{where}: {e}; name a run `minbert train` made") from None
+    if base.checkpoint != cfg.checkpoint:
+        raise MinbertError(
+            f"{where}: was trained from checkpoint {base.checkpoint!r}, this run starts from {cfg.checkpoint!r}; "
+            "give both the same checkpoint"
+        )
+    if base.lora.enabled or base.pals.enabled:
+        raise MinbertError(
+            f"{where}: has {'LoRA adapters' if base.lora.enabled else 'PALs'}, which are part of its encoder's "
+            "output; start from a run without them, or add tasks to it with from_run"
+        )
+    if not (run / "summary.json").is_file():
+        raise MinbertError(f"{where}: has not finished; let it finish (minbert train --resume {run}) first")
+    try:
+        weights = load_tensors(snapshot_folder(run, "last") / "model.safetensors")
+    except MinbertError as e:
+        raise MinbertError(f"{where}: {e}") from None
+    encoder = {k.removeprefix("bert."): v for k, v in weights.items() if k.startswith("bert.")}
+    found = model.bert.load_state_dict(encoder, strict=False)
+    if found.missing_keys or found.unexpected_keys:
+        keys = ", ".join((found.missing_keys + found.unexpected_keys)[:3])
+        raise MinbertError(f"{where}: its encoder does not fit this model ({keys}); was its config.yaml edited?")

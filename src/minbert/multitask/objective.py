@@ -37,6 +37,7 @@ class Objective(nn.Module):
         self.autocast = autocast(device, cfg.precision)  # the context maker, resolved once
         tasks = {n: cfg.task(n) for n in cfg.tasks}
         self.weight = {n: t.weight for n, t in tasks.items()}
+        self.loss_weight = {n: t.loss_weight for n, t in tasks.items()}
         self.losses = {n: build(LOSSES, t.loss, t.loss_args) for n, t in tasks.items()}
         self.needs = {n: LOSSES[t.loss].needs for n, t in tasks.items()}
         self.extra = {
@@ -80,7 +81,7 @@ class Objective(nn.Module):
             out = self.model.task_output(name, batch) if out is None else out
             if batch.keys is not None:  # which rows repeat a text: in-batch losses mask them out as negatives
                 out = out.replace(keys=batch.keys)
-            loss = self.losses[name](out, batch.labels)
+            loss = self.losses[name](out, batch.labels) * self.loss_weight[name]
             if batch.teacher is not None:  # distillation: mixed with the gold loss (multitask/distill.py)
                 d = self.cfg.distill
                 regression, scale = self.model.specs[name].regression, self.model.cosine_scale(name)

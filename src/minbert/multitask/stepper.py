@@ -41,6 +41,7 @@ class Stepper:
         cfg, model = objective.cfg, objective.model
         self.cfg, self.objective, self.model = cfg, objective, model
         self.combiner = build(COMBINERS, cfg.combiner, cfg.combiner_args)
+        self.combiner.bind([(n, p.numel()) for n, p in model.bert.named_parameters() if p.requires_grad])
         self.conflicts = ConflictStats()
         # per-task gradients are only materialized when something needs them
         self.per_task = cfg.per_task_gradients
@@ -130,7 +131,8 @@ class Stepper:
             return grads.sum(0)  # an fp16 overflow: keep the inf/nan so the scaler skips this step, state untouched
         if self.cfg.conflict_stats and len(rows) > 1:
             self.conflicts.update(grads, names)
-        return self.combiner(grads, random.Random(f"{self.cfg.seed}/{step}")) if len(rows) > 1 else grads[0]
+        rng = random.Random(f"{self.cfg.seed}/{step}")
+        return self.combiner(grads, rng, names) if len(rows) > 1 else grads[0]
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
         return loss if self.scaler is None else self.scaler.scale(loss)
@@ -141,8 +143,7 @@ class Stepper:
         if self.cfg.conflict_stats:
             record.update(self.conflicts.summary())
             self.conflicts.reset()
-        if hasattr(self.combiner, "applied"):
-            record["combiner/applied"] = self.combiner.applied
+        record.update(self.combiner.epoch_record())
         return record
 
     def state(self) -> dict:

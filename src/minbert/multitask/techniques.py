@@ -26,7 +26,14 @@ class Techniques:
         steps = {n: cfg.task(n).margin_step for n in cfg.tasks}
         metrics = {n: f"{n}/{cfg.specs[n].metric_name}" for n in cfg.tasks}
         self.margins = {
-            n: build(UPDATERS, "dynamic_margin", {"step": step}, self.objective.losses[n], n, metrics[n])
+            n: build(
+                UPDATERS,
+                "dynamic_margin",
+                {"step": step, "direction": cfg.task(n).margin_direction},
+                self.objective.losses[n],
+                n,
+                metrics[n],
+            )
             for n, step in steps.items()
             if step
         }

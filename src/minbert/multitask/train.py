@@ -35,7 +35,7 @@ from minbert.multitask.config import TrainConfig
 from minbert.multitask.data import BatchStream, step_batches
 from minbert.multitask.distill import cached_targets, fingerprint, teacher_targets
 from minbert.multitask.evaluate import results_table, write_task_predictions
-from minbert.multitask.extend import extended, freeze_kept, new_task_prefixes
+from minbert.multitask.extend import extended, freeze_kept, load_encoder, new_task_prefixes
 from minbert.multitask.run import build, load_data, load_run_config, resume_config  # noqa: F401 (re-exported)
 from minbert.multitask.runner import Runner
 from minbert.multitask.state import load_snapshot, save_snapshot, write_adapter
@@ -178,6 +178,8 @@ class Trainer:
                         "point from_run at another"
                     ) from None
             freeze_kept(self.model, cfg)
+        if cfg.init_from and not resume:  # a staged recipe's next stage: the previous stage's encoder
+            load_encoder(Path(cfg.init_from), self.model, cfg)
         check_trainable(cfg, self.model)  # every task has something to train, a combiner something to combine
         self.runner = Runner(self.model, self.tok.pad_id, self.device, cfg.precision)
         if cfg.frozen:  # the encoder never changes: embed every data set once
