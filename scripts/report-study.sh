@@ -11,10 +11,14 @@ STEPS=${STEPS:-1000}
 sweep() {
     python -m minbert sweep "configs/reports/$1.yaml" --budget "$STEPS" --seeds "$2" --only "$3" precision=bf16 threads=1
 }
+# the claims of reports 000, 002, 003 and 004 first, at all three seeds; report 001's rows (SMART costs about three
+# steps per step) after them
 for seed in 1 2 3; do
     sweep 004 "$seed" dynamic-0-0.05,static-0,gradient-surgery,baseline
     sweep 000 "$seed" multitask-mse,multitask,multitask-cos,multitask-mse-mnr
     sweep 003 "$seed" naive,cosine,gradvac,pals
     sweep 002 "$seed" v2-pcgrad,v1-cosine,v3-cosine-pcgrad,general,v2-dropout0.5,v2-dropout0.8
-    sweep 001 "$seed" annealed,baseline,annealed-smart15,baseline-smart
+done
+for seed in 1 2 3; do
+    sweep 001 "$seed" annealed,baseline,annealed-smart15,baseline-smart,mnrl-sst,mnrl-annealed-smart15-25ep,mnrl-bregman-mu1-beta0.9
 done
