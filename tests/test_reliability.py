@@ -420,7 +420,7 @@ def test_non_finite_dev_metrics_stop_the_run_as_diverged(monkeypatch, tmp_path, 
 
 
 def test_messages_name_what_the_user_typed(tmp_path, capsys):
-    fails(["classify", "--batch-size", "0", "--out", tmp_path / "c"], capsys, "--batch-size: 0 must be >= 1")
+    fails(["classify", "--batch-size", "-1", "--out", tmp_path / "c"], capsys, "--batch-size: -1 must be >= 1")
     fails(["classify", "--max-length", "2", "--out", tmp_path / "c"], capsys, "--max-length: 2 must be >= 3")
     folder = tmp_path / "conf.yaml"
     folder.mkdir()

@@ -75,13 +75,26 @@ def test_an_adapter_only_task_and_a_head_with_weights_still_train(tiny_encoder, 
         ("pals.heads=3", ["pals.heads=3 has no effect", "pals.enabled=true"]),
         ("distill.temperature=3", ["distill.temperature=3.0 has no effect", "distill.teachers"]),
         ("keep_tasks=[sst]", ["keep_tasks:", "from_run"]),
-        ("tasks.sts.features=[u]", ["tasks.sts.features:", "concat"]),
-        ("tasks.sst.cosine_scale=2", ["tasks.sst.cosine_scale:", "similarity head"]),
     ],
 )
 def test_a_setting_the_run_would_ignore_is_refused(setting, parts, tmp_path, capsys):
     fails(["train", QUICKSTART, *TINY, setting, f"out={tmp_path / 'run'}"], capsys, *parts)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "setting, part",
+    [("tasks.sts.features=[u]", "tasks.sts.features has no effect"), ("tasks.sst.cosine_scale=2", "cosine_scale")],
+)
+def test_a_heads_own_setting_under_another_head_is_warned(setting, part, caplog):
+    """A base config's features or scale under a head chosen over it (a sweep over heads): warned, not refused."""
+    from minbert.config import load_config
+    from minbert.multitask.checks import check_effective
+    from minbert.multitask.config import TrainConfig
+
+    with caplog.at_level("WARNING"):
+        check_effective(load_config(TrainConfig, QUICKSTART, [*TINY, setting]).validate())
+    assert any(part in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize(

@@ -189,26 +189,12 @@ def load_sweep(
         if missing:
             raise MinbertError(f"--only {missing[0]!r}: not a variant of {path}; its variants: {', '.join(variants)}")
         variants = {v: variants[v] for v in variants if v in only}
-    seeds = seeds if seeds is not None else raw.get("seeds", [11711])
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
-    ):
-        raise MinbertError(f"{path}: seeds must be a non-empty list of integers (leave the key out for one run)")
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-    if repeated:
-        raise MinbertError(f"{path}: seed {repeated[0]} is listed twice: one run would count as two; list each once")
+    seeds = _seeds(path, seeds if seeds is not None else raw.get("seeds", [11711]))
     out = _out(path, raw.get("out"))
     if steps is not None:
         if search is not None:
             raise MinbertError("--budget STEPS bounds a sweep's variants; a search's trials take theirs from the file")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise MinbertError(f"--budget {steps!r}: STEPS must be a whole number >= 1")
-        variants = {
-            name: v + (_steps_per_epoch(name, base, overrides + v, steps, budget),) for name, v in variants.items()
-        }
-        out = (out if out.name else out.absolute()).with_name(f"{out.absolute().name}-{steps}steps")
+        variants, out = _bounded(steps, variants, out, base, overrides, budget)
     sweep = Sweep(
         base,
         out,
@@ -224,6 +210,27 @@ def load_sweep(
     if search is not None:
         check_search_values(path, sweep)
     return sweep
+
+
+def _seeds(path: Path, seeds) -> list[int]:
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    ):
+        raise MinbertError(f"{path}: seeds must be a non-empty list of integers (leave the key out for one run)")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise MinbertError(f"{path}: seed {repeated[0]} is listed twice: one run would count as two; list each once")
+    return seeds
+
+
+def _bounded(steps, variants: dict, out: Path, base: Path, overrides: tuple, budget: bool) -> tuple[dict, Path]:
+    """--budget STEPS: each variant bounded to STEPS optimizer steps over its own epochs; the runs in OUT-STEPSsteps."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise MinbertError(f"--budget {steps!r}: STEPS must be a whole number >= 1")
+    variants = {name: v + (_steps_per_epoch(name, base, overrides + v, steps, budget),) for name, v in variants.items()}
+    return variants, (out if out.name else out.absolute()).with_name(f"{out.absolute().name}-{steps}steps")
 
 
 def _base(path: Path, raw: dict) -> Path:
@@ -625,8 +632,8 @@ def rows(sweep: Sweep) -> list[Row]:
         keys = [k for k, _ in METRICS]  # then a custom task's metric, which a search may score by
         keys += sorted({k for s in summaries for k in s["dev"]} - set(keys))
         values = {k: [s["dev"][k] for s in summaries if k in s["dev"]] for k in keys}
-        values["wall_time_s"] = [s["wall_time_s"] for s in summaries]
-        values["steps"] = [s["steps"] for s in summaries]
+        for k in ("wall_time_s", "steps"):  # numbers, or absent from a summary that lacks them
+            values[k] = [s[k] for s in summaries if isinstance(s.get(k), (int, float)) and not isinstance(s[k], bool)]
         mean = {k: float(np.mean(v)) for k, v in values.items() if v}
         std = {k: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan") for k, v in values.items() if v}
         out.append(Row(name, len(summaries), mean, std))
@@ -648,34 +655,22 @@ def report(sweep: Sweep) -> str:
         + " | wall time | steps |",
         "|---|---|" + "---|" * (len(present) + 3),
     ]
-    pub = {r.name: sweep.published[r.name] for r in table if r.name in sweep.published}
-    if pub:
+    extra = published_columns(sweep, table)
+    if extra:
         lines[0] += " published SST / Quora / STS r | published overall | rank published / minbert |"
         lines[1] += "---|---|---|"
-        ranked = [r for r in table if r.name in pub and "overall" in r.mean]
-        ours = rank({r.name: r.mean["overall"] for r in ranked})
-        theirs = rank({r.name: published_overall(pub[r.name]) for r in ranked})
     for r in table:
         cells = [fmt(r.mean.get(k), r.std.get(k)) for k, _ in present]
-        line = (
-            f"| {r.name} | {r.n} | " + " | ".join(cells) + f" | {delta(r, base)} | "
-            f"{r.mean['wall_time_s'] / 60:.1f} min | {r.mean['steps']:.0f} |"
-        )
-        if pub:
-            p = pub.get(r.name)
-            line += (
-                f" {p['sst']:.3f} / {p['quora']:.3f} / {p['sts']:.3f} | {published_cell(p)} | "
-                f"{theirs.get(r.name, '-')} / {ours.get(r.name, '-')} |"
-                if p
-                else " - | - | - |"
-            )
-        lines.append(line)
+        wall = f"{r.mean['wall_time_s'] / 60:.1f} min" if "wall_time_s" in r.mean else "-"
+        steps = f"{r.mean['steps']:.0f}" if "steps" in r.mean else "-"
+        line = f"| {r.name} | {r.n} | " + " | ".join(cells) + f" | {delta(r, base)} | {wall} | {steps} |"
+        lines.append(line + extra.get(r.name, ""))
     lines.append("")
     lines.append(
         "mean ± sample std over seeds; Δ: difference of means ± its standard error, * where it exceeds twice the "
         "standard error (beyond seed noise at this n)."
     )
-    if pub:
+    if extra:
         lines.append(
             "Published: the report's dev numbers (its checkpoint, data and budget); overall on CS224N's scale, "
             f"{SCALES['cs224n']}, as minbert's, with the report's own number in brackets where it used another "
@@ -684,6 +679,33 @@ def report(sweep: Sweep) -> str:
     md = "\n".join(lines)
     sweep.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sweep.out / f"{sweep.report}.md", md + "\n")
+    write_csv(table, present, sweep.out / f"{sweep.report}.csv")
+    chart(table, present, sweep.out / f"{sweep.report}.png")
+    return md
+
+
+def published_columns(sweep: Sweep, table: list[Row]) -> dict[str, str]:
+    """Each row's published cells (numbers, overall on CS224N's scale, rank among the published and among ours);
+    {} when the sweep has no published numbers."""
+    pub = {r.name: sweep.published[r.name] for r in table if r.name in sweep.published}
+    if not pub:
+        return {}
+    ranked = [r for r in table if r.name in pub and "overall" in r.mean]
+    ours = rank({r.name: r.mean["overall"] for r in ranked})
+    theirs = rank({r.name: published_overall(pub[r.name]) for r in ranked})
+    out = {}
+    for r in table:
+        p = pub.get(r.name)
+        out[r.name] = (
+            f" {p['sst']:.3f} / {p['quora']:.3f} / {p['sts']:.3f} | {published_cell(p)} | "
+            f"{theirs.get(r.name, '-')} / {ours.get(r.name, '-')} |"
+            if p
+            else " - | - | - |"
+        )
+    return out
+
+
+def write_csv(table: list[Row], present, path: Path) -> None:
     buf = io.StringIO(newline="")  # the CSV is written whole, as the markdown
     w = csv.writer(buf)
     w.writerow(
@@ -695,11 +717,9 @@ def report(sweep: Sweep) -> str:
         w.writerow(
             [r.name, r.n]
             + [x for k, _ in present for x in (r.mean.get(k), r.std.get(k))]
-            + [r.mean["wall_time_s"], r.mean["steps"]]
+            + [r.mean.get("wall_time_s"), r.mean.get("steps")]
         )
-    atomic_write_text(sweep.out / f"{sweep.report}.csv", buf.getvalue())
-    chart(table, present, sweep.out / f"{sweep.report}.png")
-    return md
+    atomic_write_text(path, buf.getvalue())
 
 
 def published_overall(p: dict) -> float:

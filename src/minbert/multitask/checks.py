@@ -2,7 +2,9 @@
 
 - **No setting without effect.** A value set under a switch that is off (`lora.rank=4` without `lora.enabled`) is
   refused, not ignored: a sweep over it would give identical variants that claim to differ. "Set" means it differs
-  from the default, so a config, an override and a sweep variant are judged alike.
+  from the default, so a config, an override and a sweep variant are judged alike. A head's own settings
+  (`features`, `cosine_scale`) left by a base config under a head that does not read them are warned about: trying
+  another head over a base config is a documented use.
 - **Something trains.** Every task the schedule can draw has parameters that train, and a combiner (or conflict
   statistics) has shared parameters whose per-task gradients it compares; otherwise a step would fail deep in
   autograd ("element 0 of tensors does not require grad"), or a task would be reported as trained on nothing.
@@ -13,12 +15,15 @@ Each violation is one MinbertError naming the settings that cause it and what to
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 from torch import nn
 
 from minbert.errors import MinbertError
 from minbert.model.heads import HEADS
 from minbert.multitask.config import DistillConfig, LoraConfig, PalsConfig, TaskConfig, TrainConfig
+
+log = logging.getLogger(__name__)
 
 # (section, whether it is on, its defaults, the switch's own field, how to turn it on)
 _SWITCHED = (
@@ -51,10 +56,14 @@ def check_effective(cfg: TrainConfig) -> None:
     for name in cfg.tasks:
         t = cfg.task(name)
         given = cfg.tasks[name]
+        # a head chosen over a base config's features or scale (a sweep over heads) is a documented way to set
+        # them aside: warned, not refused
         if given.features != default.features and not HEADS[t.head].features:
-            raise MinbertError(
-                f"tasks.{name}.features: only a concat or concat_sigmoid head reads them, and this task's head is "
-                f"{t.head}; set tasks.{name}.head=concat, or leave features out"
+            log.warning(
+                "tasks.%s.features has no effect: only a concat or concat_sigmoid head reads them, and this task's "
+                "head is %s",
+                name,
+                t.head,
             )
         if given.margin_direction != default.margin_direction and not given.margin_step:
             raise MinbertError(
@@ -62,9 +71,11 @@ def check_effective(cfg: TrainConfig) -> None:
                 f"(margin_step 0); set tasks.{name}.margin_step (e.g. 0.05), or leave margin_direction out"
             )
         if given.cosine_scale and not HEADS[t.head].similarity:
-            raise MinbertError(
-                f"tasks.{name}.cosine_scale: only a similarity head (cosine, concat_sigmoid) scales its score, and "
-                f"this task's head is {t.head}; set tasks.{name}.head=cosine, or leave cosine_scale out"
+            log.warning(
+                "tasks.%s.cosine_scale has no effect: only a similarity head (cosine, concat_sigmoid) scales its "
+                "score, and this task's head is %s",
+                name,
+                t.head,
             )
 
 
