@@ -442,3 +442,16 @@ def test_generated_api_arguments_give_a_result_or_a_minbert_error(
         return
     event("predicted")
     assert len(out) == len(texts)
+
+
+def test_cpu_0_is_the_cpu_and_an_empty_only_is_refused(tmp_path, capsys):
+    """Bad-input round 2: device="cpu:0" (torch's name for the CPU) was refused; `--only ''` ran every variant."""
+    from minbert.api import check_device
+    from minbert.cli import main
+
+    assert check_device("cpu:0") == "cpu"
+    with pytest.raises(MinbertError, match="cpu:1"):
+        check_device("cpu:1")
+    (tmp_path / "s.yaml").write_text(f"base: {QUICKSTART}\nvariants: {{a: [], b: []}}\nout: {tmp_path / 'o'}\n")
+    assert main(["sweep", str(tmp_path / "s.yaml"), "--only", "", "--dry-run"]) == 2
+    assert "--only: names no variant" in capsys.readouterr().err

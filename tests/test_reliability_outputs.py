@@ -15,6 +15,7 @@ from minbert.cli import main
 from minbert.errors import MinbertError
 from tests.helpers import QUICKSTART, TINY
 from tests.test_reliability import fails, tree
+from tests.test_user_errors import error_line
 
 STEP = {"step": 2, "epoch": 1, "train/loss/sst": 1.5, "train/loss/sts": 2.5}
 EPOCH = {"step": 4, "epoch": 1, "time": 3.0, "train/loss/sst": 1.4, "dev/sst/acc": 0.4, "dev/overall": 0.5, "lr": 1e-5}
@@ -233,3 +234,18 @@ def test_compare_refuses_a_summary_whose_wall_time_is_not_a_number(tmp_path, cap
     (run / "summary.json").write_text(json.dumps({**data, "wall_time_s": "2 min"}))
     fails(["compare", run, "--chart", tmp_path / "c.png"], capsys, "summary.json: 'wall_time_s' must be a number")
     assert not (tmp_path / "c.png").exists()
+
+
+def test_a_run_into_a_folder_of_other_files_is_refused_so_no_overwrite_can_empty_it(tmp_path, capsys):
+    """Bad-input round 2 (train-overwrite-twice-*): `train out=DATA` into a folder of the user's files, then
+    `--overwrite`, emptied it whole. The first step is refused now, with or without --overwrite; files untouched."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "notes.txt").write_text("mine")
+    (data / "train.csv").write_text("id,text\n")
+    for extra in ([], ["--overwrite"]):
+        assert main(["train", str(QUICKSTART), *TINY, f"out={data}", *extra]) == 2
+        line = error_line(capsys.readouterr().err)
+        assert "holds files that are not a run's (notes.txt and 1 more)" in line and "new or empty out=" in line
+    assert sorted(p.name for p in data.iterdir()) == ["notes.txt", "train.csv"]
+    assert (data / "notes.txt").read_text() == "mine"

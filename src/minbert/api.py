@@ -192,6 +192,8 @@ def check_device(device) -> str | None:
     if not isinstance(device, str):
         raise MinbertError(f"device {device!r:.60}: expected a string; {valid}")
     kind, colon, index = device.partition(":")
+    if kind == "cpu" and index == "0":  # torch's name for the one CPU device
+        return "cpu"
     if kind not in DEVICES or colon and (kind != "cuda" or not (index.isascii() and index.isdigit())):
         raise MinbertError(f"device {device!r:.60}: {valid}")
     if kind == "cuda" and not torch.cuda.is_available():

@@ -97,6 +97,8 @@ def cmd_sweep(args) -> int:
     from minbert.sweep import load_sweep, report, run_search, run_sweep
 
     only = [v for item in args.only or [] for v in item.split(",") if v]
+    if args.only is not None and not only:
+        raise MinbertError("--only: names no variant; give one or more, comma-separated (e.g. --only base,pcgrad)")
     sweep = load_sweep(args.sweep, args.budget, args.seeds, only, args.overrides)
     if sweep.search is not None and args.report:  # the trials run so far, by folder
         trials = {d.name: () for d in sorted(sweep.out.glob("trial-*"))}

@@ -68,6 +68,13 @@ def check_run_dir(run: Path, resume: bool, overwrite: bool) -> None:
             f"{run}: already holds a run ({held[0]}); continue it with `minbert train --resume {run}`, "
             f"replace it with --overwrite, or choose another out="
         )
+    others = sorted(p.name for p in run.iterdir() if p.name != ".lock") if run.is_dir() and not held else []
+    if others and not resume:  # a run's files among the user's: a later --overwrite would empty the folder whole
+        more = f" and {len(others) - 1} more" if len(others) > 1 else ""
+        raise MinbertError(
+            f"{run}: holds files that are not a run's ({others[0]}{more}); a run needs a folder of its own: choose a "
+            "new or empty out="
+        )
     here = Path.cwd().resolve()
     if held and overwrite and not resume and (run.resolve() == here or run.resolve() in here.parents):
         raise MinbertError(
