@@ -249,3 +249,27 @@ def test_a_run_into_a_folder_of_other_files_is_refused_so_no_overwrite_can_empty
         assert "holds files that are not a run's (notes.txt and 1 more)" in line and "new or empty out=" in line
     assert sorted(p.name for p in data.iterdir()) == ["notes.txt", "train.csv"]
     assert (data / "notes.txt").read_text() == "mine"
+
+
+def test_predict_out_naming_its_input_is_refused_and_the_input_kept(tiny_run, tmp_path, capsys):
+    """Bad-input round 2 (predict-out-is-input): --input f.txt --out f.txt --overwrite replaced the input."""
+    f = tmp_path / "f.txt"
+    f.write_text("a fine film\n")
+    argv = ["predict", tiny_run[0], "--task", "sst", "--input", f, "--out", f, "--overwrite"]
+    fails(argv, capsys, "is the --input file")
+    assert f.read_text() == "a fine film\n"
+
+
+@pytest.mark.parametrize("setting, part", [("epochs=1000000000", "epochs:"), ("lora.rank=1000000000", "lora.rank:")])
+def test_sizes_with_no_sane_use_are_refused_before_any_allocation(setting, part, tmp_path, capsys):
+    """Bad-input round 2: epochs=10**9 built every epoch's plan (memory ran away); a huge LoRA rank was the
+    allocator's traceback."""
+    extra = ["lora.enabled=true"] if setting.startswith("lora") else []
+    fails(["train", QUICKSTART, *TINY, *extra, setting, f"out={tmp_path / 'r'}"], capsys, part, "must be in [1,")
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_ensemble_threshold_no_run_reaches_is_refused_not_a_dropped_task(tiny_run, tmp_path, capsys):
+    """Bad-input round 2 (ensemble-min-none-pass) and issue 41's `--min sst=45`: the task was left out silently."""
+    fails(["ensemble", tiny_run[0], "--out", tmp_path / "e", "--min", "sst=45"], capsys, "--min sst=45", "left out")
+    assert not (tmp_path / "e").exists()

@@ -180,6 +180,8 @@ def predict_text(args) -> int:
     if out is not None:  # a file: refused if it exists (unless --overwrite), written whole or not at all
         if out.is_dir():
             raise MinbertError(f"--out {out}: is a folder; with --input, --out names the predictions file")
+        if args.input not in (None, "-") and out.exists() and out.resolve() == Path(args.input).resolve():
+            raise MinbertError(f"--out {out}: is the --input file; name another file for the predictions")
         if out.exists() and not args.overwrite:
             raise MinbertError(f"--out {out}: exists; choose a new file, or add --overwrite to replace it")
         check_output(out.parent, True, "predictions file")

@@ -67,6 +67,13 @@ def ensemble(
         del r, runner
     if not members:
         raise MinbertError(f"no run passed the thresholds {thresholds}; lower --min or add runs")
+    dropped = sorted(t for t in thresholds if t in every and t not in members)
+    if dropped:  # a threshold no run reaches would leave its task out of the ensemble without a word
+        t = dropped[0]
+        raise MinbertError(
+            f"--min {t}={thresholds[t]:g}: no run reaches it, so {t} would be left out of the ensemble; lower it "
+            f"(dev {specs[t].metric_name} is on the 0-1 scale) or leave {t} out of --min"
+        )
 
     metrics, preds = _average(soft, data_of, specs)
     if set(members) == every:  # the overall score only when no task was left out by the thresholds

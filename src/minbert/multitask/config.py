@@ -67,7 +67,7 @@ class LoraConfig:
     """Per-task low-rank adapters on the shared encoder (model/lora.py; Hu et al. 2021)."""
 
     enabled: bool = False
-    rank: Annotated[int, ge(1)] = 8
+    rank: Annotated[int, within(1, 4096)] = 8
     alpha: Annotated[float, gt(0)] = 16.0  # the delta is scaled by alpha / rank
     dropout: Annotated[float, within(0, 1, "[)")] = 0.1  # on each adapted layer's input to A (PEFT's lora_dropout)
     # which layers of every encoder layer get one: query, key, value, attention_output, intermediate, output
@@ -119,7 +119,7 @@ class TrainConfig:
     lr_schedule: str = "constant"  # a key of minbert.lr_schedules.UPDATERS, one not per task
     lr_schedule_args: dict[str, Any] = field(default_factory=dict)
     steps_per_epoch: Annotated[int, ge(0, "0 = the schedule's natural epoch")] = 0  # 0 = the schedule's natural epoch
-    epochs: Annotated[int, ge(1)] = 3
+    epochs: Annotated[int, within(1, 100_000)] = 3
     lr: Annotated[float, ge(0)] = 5e-5
     # heads' (and PALs') learning rate is lr times this: fresh layers need larger steps
     head_lr_mult: Annotated[float, gt(0)] = 1.0
