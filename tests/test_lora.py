@@ -139,7 +139,7 @@ def test_checkpointed_layers_are_recomputed_with_their_own_tasks_adapters(fused)
     [
         ("lora.targets=[query,dense]", "lora.targets: ['query', 'dense'] must name one or more of query, key"),
         ("lora.tasks=[cfimdb]", "lora.tasks: cfimdb not among this config's tasks"),
-        ("lora.rank=0", "lora.rank: 0 must be >= 1"),
+        ("lora.rank=0", "lora.rank: 0 must be in [1, 4096]"),
     ],
 )
 def test_bad_lora_settings_are_one_line(override, message):

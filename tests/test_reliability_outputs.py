@@ -269,7 +269,13 @@ def test_sizes_with_no_sane_use_are_refused_before_any_allocation(setting, part,
     assert not (tmp_path / "r").exists()
 
 
-def test_an_ensemble_threshold_no_run_reaches_is_refused_not_a_dropped_task(tiny_run, tmp_path, capsys):
-    """Bad-input round 2 (ensemble-min-none-pass) and issue 41's `--min sst=45`: the task was left out silently."""
-    fails(["ensemble", tiny_run[0], "--out", tmp_path / "e", "--min", "sst=45"], capsys, "--min sst=45", "left out")
+def test_an_ensemble_threshold_out_of_range_is_refused_and_one_no_run_reaches_is_said(tiny_run, tmp_path, capsys,
+                                                                                   caplog):  # fmt: skip
+    """Issue 41's `--min sst=45` / `sst=nan` dropped SST silently. Out of range is refused; a threshold in range
+    that no run reaches leaves its task out (report 001's per-task thresholds) with a warning saying so."""
+    for bad in ("sst=45", "sst=nan"):
+        fails(["ensemble", tiny_run[0], "--out", tmp_path / "e", "--min", bad], capsys, f"--min '{bad}'", "-1 to 1")
     assert not (tmp_path / "e").exists()
+    with caplog.at_level("WARNING"):
+        assert main(["ensemble", str(tiny_run[0]), "--out", str(tmp_path / "e"), "--min", "quora=0.99"]) == 0
+    assert any("--min quora=0.99: no run reaches it" in r.getMessage() for r in caplog.records)

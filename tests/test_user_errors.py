@@ -68,7 +68,7 @@ CONFIG_CASES = [
     ("tasks.quora.loss=mnrl", "use loss ce, bce or head concat_sigmoid, cosine, or add 'mnrl' under extra_losses"),
     ("tasks.sst.max_length=1000", "tasks.sst.max_length: 1000 is more than the checkpoint's 512 positions"),
     ("log_every=0", "log_every: 0 must be >= 1"),
-    ("epochs=0", "epochs: 0 must be >= 1"),
+    ("epochs=0", "epochs: 0 must be in [1, 100000]"),
     (
         ("frozen=true", "regularizers.smart.weight=1"),
         "regularizers: acts on the encoder, which frozen=true keeps fixed",

@@ -89,6 +89,8 @@ def cmd_ensemble(args) -> int:
             thresholds[task] = float(value)
         except ValueError:
             raise MinbertError(f"--min {item!r}: expected task=number, e.g. sst=0.53") from None
+        if not -1 <= thresholds[task] <= 1:  # nan too: dev metrics are accuracies and correlations
+            raise MinbertError(f"--min {item!r}: a dev accuracy or correlation, from -1 to 1 (e.g. sst=0.53)")
     ensemble([Path(r) for r in args.runs], Path(args.out), thresholds, args.data_dir, args.overwrite)
     return 0
 
