@@ -229,9 +229,15 @@ cli("cfg-early-patience-neg", "config", "error", "train early_stopping.patience=
 cli("cfg-tasks-empty", "config", "error", "train tasks={}", train("tasks={}"), ["tasks"])
 cli("cfg-task-scalar", "config", "error", "train tasks.sst=5", train("tasks.sst=5"), ["tasks.sst"])
 cli("cfg-logger-unknown", "config", "error", "train loggers=[mlflow]", train("loggers=[mlflow]"), ["mlflow"])
-cli("cfg-compile-bad", "config", "either", "train compile=notabackend (documented: warn and run eagerly)",
-    train("compile=notabackend", "epochs=1", "max_steps=1"), ["compile", "notabackend"],
-    check=warned("notabackend"))
+cli(
+    "cfg-compile-bad",
+    "config",
+    "either",
+    "train compile=notabackend (documented: warn and run eagerly)",
+    train("compile=notabackend", "epochs=1", "max_steps=1"),
+    ["compile", "notabackend"],
+    check=warned("notabackend"),
+)
 cli("cfg-device-cuda", "config", "error", "train device=cuda (no GPU here)", train("device=cuda"), ["cuda"])
 cli("cfg-schedule-args-rr", "config", "error", "train schedule_args={decay: 2} (round_robin)",
     train("schedule_args={decay: 2}"), ["schedule_args", "decay"])  # fmt: skip
@@ -284,8 +290,14 @@ cli("data-header-only", "data", "error", "train data_dir=<ids-sst-train.csv: hea
 cli("data-binary", "data", "error", "train data_dir=<ids-sst-train.csv: random bytes>",
     train(data_with('ids-sst-train.csv', bytes(range(256)) * 64)),
     ["ids-sst-train.csv"])  # fmt: skip
-cli("data-folder-for-file", "data", "error", "train data_dir=<ids-sst-dev.csv is a folder>",
-    train(data_with('ids-sst-dev.csv', folder=True)), ["ids-sst-dev.csv"])
+cli(
+    "data-folder-for-file",
+    "data",
+    "error",
+    "train data_dir=<ids-sst-dev.csv is a folder>",
+    train(data_with("ids-sst-dev.csv", folder=True)),
+    ["ids-sst-dev.csv"],
+)
 cli("data-latin1", "data", "error", "train data_dir=<sts-train.csv in Latin-1>",
     train(data_with('sts-train.csv', (DATA / 'sts-train.csv').read_bytes()[:3000] + 'caf\xe9\n'.encode('latin-1'))),
     ["sts-train.csv"])  # fmt: skip
@@ -308,8 +320,14 @@ def _steps(*x):
 
 cli("from-run-missing", "from_run", "error", "train from_run=<missing> tasks={cfimdb}",
     train(lambda d: f"from_run={d / 'nope'}", CFIMDB_ONLY, tiny=False), ["from_run", "nope"])  # fmt: skip
-cli("from-run-file", "from_run", "error", "train from_run=<a file>",
-    train(lambda d: f"from_run={write(d / 'f.txt', 'x')}", CFIMDB_ONLY, tiny=False), ["from_run", "f.txt"])
+cli(
+    "from-run-file",
+    "from_run",
+    "error",
+    "train from_run=<a file>",
+    train(lambda d: f"from_run={write(d / 'f.txt', 'x')}", CFIMDB_ONLY, tiny=False),
+    ["from_run", "f.txt"],
+)
 cli("from-run-same-task", "from_run", "error", "train from_run=SST tasks={sst}", _add(*_steps(), tasks=SST_ONLY),
     ["tasks.sst"])  # fmt: skip
 cli("from-run-other-ckpt", "from_run", "error", "train from_run=SST checkpoint=default tasks={cfimdb}",
@@ -363,8 +381,14 @@ def _kept_sst(d, o, e):
 
 cli("from-run-ok", "from_run", "ok", "train from_run=SST tasks={cfimdb} (right: sst predictions byte-identical)",
     _add(*_steps()), check=_kept_sst)  # fmt: skip
-cli("from-run-trailing-slash", "from_run", "ok", "train from_run=SST/ (a trailing slash) tasks={cfimdb}",
-    lambda d: [a if not a.startswith("from_run=") else a + "/" for a in _add(*_steps())(d)], check=_kept_sst)
+cli(
+    "from-run-trailing-slash",
+    "from_run",
+    "ok",
+    "train from_run=SST/ (a trailing slash) tasks={cfimdb}",
+    lambda d: [a if not a.startswith("from_run=") else a + "/" for a in _add(*_steps())(d)],
+    check=_kept_sst,
+)
 
 # ---------------------------------------------------------------- distill.teachers
 
@@ -468,15 +492,28 @@ cli("sweep-published-nan", "sweep", "error", "sweep published {sst: .nan, ...}",
 cli("sweep-published-string", "sweep", "error", "sweep published: '0.5 0.7 0.6'",
     sweep("base: QS\n" + P.replace("PUB", "'0.5 0.7 0.6'"), "--dry-run"), ["published"])  # fmt: skip
 cli("sweep-base-is-sweep", "sweep", "error", "sweep base: s.yaml (the sweep file itself)",
-    sweep(f"base: s.yaml\n{V}", "--dry-run"), ["'base'", "s.yaml"])  # fmt: skip
+    sweep(f"base: s.yaml\n{V}", "--dry-run"), ["base 's.yaml'", "sweep file"])  # fmt: skip
 cli("sweep-base-json", "sweep", "error", "sweep base: a JSON list file",
     sweep(f"base: b.json\n{V}", "--dry-run", pre=lambda d: write(d / "b.json", "[1, 2]")), ["b.json"])  # fmt: skip
 cli("sweep-grid-bad-value", "sweep", "error", "sweep grid: {lr: [1.0e-5, fast]}",
     sweep("base: QS\ngrid: {lr: [1.0e-5, fast]}\nout: OUT\n", "--dry-run"), ["lr", "fast"])  # fmt: skip
-cli("sweep-grid-slash-value", "sweep", "either", "sweep grid: {data_dir: [D/x, D/x/y]} (values with slashes)",
-    sweep("base: QS\ngrid: {data_dir: [D/x, D/x/y]}\nout: OUT\n", "--dry-run"), ["data_dir"],
-    check=lambda d, o, e: "variant folders nest under each other: " + o.strip()[:200]
-    if o.count("data_dir=") >= 2 and "/x/y" in o else None)  # fmt: skip
+
+
+def _nested(out: str) -> bool:
+    """Whether one run folder (out=...) a sweep's dry run prints lies inside another's variant folder."""
+    runs = [Path(w[4:]).parent for w in out.split() if w.startswith("out=")]
+    return len(runs) < 2 or any(a != b and b in a.parents for a in runs for b in runs)
+
+
+cli(
+    "sweep-grid-slash-value",
+    "sweep",
+    "either",
+    "sweep grid: {data_dir: [D/x, D/x/y]} (values with slashes)",
+    sweep("base: QS\ngrid: {data_dir: [D/x, D/x/y]}\nout: OUT\n", "--dry-run"),
+    ["data_dir"],
+    check=lambda d, o, e: "variant folders nest under each other: " + o.strip()[:200] if _nested(o) else None,
+)
 cli("sweep-grid-dup-values", "sweep", "either", "sweep grid: {lr: [1.0e-5, 1.0e-5]} (one value twice)",
     sweep("base: QS\ngrid: {lr: [1.0e-5, 1.0e-5]}\nout: OUT\n", "--dry-run"), ["lr"],
     check=lambda d, o, e: None)  # fmt: skip
@@ -501,8 +538,14 @@ cli("sweep-search-and-variants", "sweep", "error", "sweep search: + variants:",
 cli("sweep-file-latin1", "sweep", "error", "sweep s.yaml in Latin-1",
     lambda d: ["sweep", str(write(d / "s.yaml", f"base: {QUICKSTART}\n# caf\xe9\n".encode("latin-1"))),
                "--dry-run"], ["s.yaml"])  # fmt: skip
-cli("sweep-file-folder", "sweep", "error", "sweep <a folder>", lambda d: ["sweep", str(d), "--dry-run"],
-    ["sweep-file-folder"])
+cli(
+    "sweep-file-folder",
+    "sweep",
+    "error",
+    "sweep <a folder>",
+    lambda d: ["sweep", str(d), "--dry-run"],
+    ["sweep-file-folder"],
+)
 cli("sweep-file-empty", "sweep", "error", "sweep <empty file>",
     lambda d: ["sweep", str(write(d / "s.yaml", "")), "--dry-run"], ["s.yaml"])  # fmt: skip
 cli("sweep-variant-dup-key", "sweep", "error", "sweep variants with a key twice",
@@ -519,8 +562,10 @@ def _fake_sweep(d, published="", summary=None, cfg_text=None, variant="a"):
     from minbert.config import dump_yaml, load_config
     from minbert.multitask.config import TrainConfig
 
-    spec = (f"base: {QUICKSTART}\nvariants:\n  {variant}:\n    overrides: [epochs=1]\n{published}"
-            f"out: {d / 'o'}\nseeds: [1]\n")
+    spec = (
+        f"base: {QUICKSTART}\nvariants:\n  {variant}:\n    overrides: [epochs=1]\n{published}"
+        f"out: {d / 'o'}\nseeds: [1]\n"
+    )
     path = write(d / "s.yaml", spec)
     run = d / "o" / variant / "seed1"
     run.mkdir(parents=True)
@@ -547,8 +592,14 @@ cli("sweep-report-summary-no-steps", "sweep", "either", "sweep --report, the run
     lambda d: ["sweep", str(_fake_sweep(d, summary=json.dumps({"dev": {"sst/acc": 0.4, "overall": 0.5}}))),
                "--report"], ["summary.json"],
     check=lambda d, o, e: None if "| - |" in o else "the table should show - for the missing steps")  # fmt: skip
-cli("sweep-report-summary-garbage", "sweep", "error", "sweep --report, the run's summary.json is cut off",
-    lambda d: ["sweep", str(_fake_sweep(d, summary='{"dev": {"sst/a')), "--report"], ["summary.json"])
+cli(
+    "sweep-report-summary-garbage",
+    "sweep",
+    "error",
+    "sweep --report, the run's summary.json is cut off",
+    lambda d: ["sweep", str(_fake_sweep(d, summary='{"dev": {"sst/a')), "--report"],
+    ["summary.json"],
+)
 cli("sweep-report-nothing", "sweep", "error", "sweep --report before any run finished",
     sweep(f"base: QS\n{V}", "--report"), ["no finished"])  # fmt: skip
 cli("sweep-kept-config-broken", "sweep", "error", "sweep --dry-run, a kept run's config.yaml is broken YAML",
@@ -598,32 +649,84 @@ cli("plot-metrics-array", "plot", "error", "plot RUN whose metrics.jsonl line 1 
     lambda d: ["plot", str(_run_with(d, "metrics.jsonl", "[1, 2]\n"))], ["metrics.jsonl"])  # fmt: skip
 cli("compare-chart-jpg", "compare", "error", "compare RUN --chart c.jpg",
     lambda d: ["compare", str(FX["run"]), "--chart", str(d / "c.jpg")], ["--chart"])  # fmt: skip
-cli("compare-chart-folder", "compare", "error", "compare RUN --chart <an existing folder named x.png>",
-    lambda d: (d / "x.png").mkdir() or ["compare", str(FX["run"]), "--chart", str(d / "x.png")], ["x.png"])
-cli("compare-chart-missing-dir", "compare", "either", "compare RUN --chart new/deeper/c.png",
-    lambda d: ["compare", str(FX["run"]), "--chart", str(d / "new" / "deeper" / "c.png")], ["new"],
-    check=lambda d, o, e: None if (d / "new" / "deeper" / "c.png").is_file() else "exit 0 but no chart")
-cli("compare-no-summary", "compare", "error", "compare RUN-without-summary.json --chart c.png",
-    lambda d: ["compare", str(_run_with(d, "summary.json", None)), "--chart", str(d / "c.png")], ["summary.json"])
-cli("compare-summary-list", "compare", "error", "compare RUN whose summary.json is []",
-    lambda d: ["compare", str(_run_with(d, "summary.json", "[]")), "--chart", str(d / "c.png")], ["summary.json"])
-cli("compare-summary-nan", "compare", "either", "compare RUN whose summary.json has sst/acc NaN",
-    lambda d: ["compare", str(_run_with(d, "summary.json", '{"dev": {"sst/acc": NaN, "overall": 0.5}}')), "--chart",
-               str(d / "c.png")], ["summary.json"],
-    check=lambda d, o, e: None if "nan" in o.lower() or "-" in o else "the NaN vanished from the table")
+cli(
+    "compare-chart-folder",
+    "compare",
+    "error",
+    "compare RUN --chart <an existing folder named x.png>",
+    lambda d: (d / "x.png").mkdir() or ["compare", str(FX["run"]), "--chart", str(d / "x.png")],
+    ["x.png"],
+)
+cli(
+    "compare-chart-missing-dir",
+    "compare",
+    "either",
+    "compare RUN --chart new/deeper/c.png",
+    lambda d: ["compare", str(FX["run"]), "--chart", str(d / "new" / "deeper" / "c.png")],
+    ["new"],
+    check=lambda d, o, e: None if (d / "new" / "deeper" / "c.png").is_file() else "exit 0 but no chart",
+)
+cli(
+    "compare-no-summary",
+    "compare",
+    "error",
+    "compare RUN-without-summary.json --chart c.png",
+    lambda d: ["compare", str(_run_with(d, "summary.json", None)), "--chart", str(d / "c.png")],
+    ["summary.json"],
+)
+cli(
+    "compare-summary-list",
+    "compare",
+    "error",
+    "compare RUN whose summary.json is []",
+    lambda d: ["compare", str(_run_with(d, "summary.json", "[]")), "--chart", str(d / "c.png")],
+    ["summary.json"],
+)
+cli(
+    "compare-summary-nan",
+    "compare",
+    "either",
+    "compare RUN whose summary.json has sst/acc NaN",
+    lambda d: [
+        "compare",
+        str(_run_with(d, "summary.json", '{"dev": {"sst/acc": NaN, "overall": 0.5}}')),
+        "--chart",
+        str(d / "c.png"),
+    ],
+    ["summary.json"],
+    check=lambda d, o, e: None if "nan" in o.lower() or "-" in o else "the NaN vanished from the table",
+)
 cli("compare-summary-utf16", "compare", "error", "compare RUN whose summary.json is UTF-16",
     lambda d: ["compare", str(_run_with(d, "summary.json", (FX["run"] / "summary.json").read_text().encode(
         "utf-16"))), "--chart", str(d / "c.png")], ["summary.json"])  # fmt: skip
 cli("compare-file-arg", "compare", "error", "compare <a file> --chart c.png",
     lambda d: ["compare", str(write(d / "r.txt", "x")), "--chart", str(d / "c.png")], ["r.txt"])  # fmt: skip
-cli("ensemble-min-text", "ensemble", "error", "ensemble RUN --min sst=abc",
-    lambda d: ["ensemble", str(FX["run"]), "--out", str(d / "e"), "--min", "sst=abc"], ["sst", "abc"])
-cli("ensemble-min-none-pass", "ensemble", "error", "ensemble RUN RUN --min sst=2 (no run reaches it)",
-    lambda d: ["ensemble", str(FX["run"]), str(FX["run"]), "--out", str(d / "e"), "--min", "sst=2"], ["sst"])
+cli(
+    "ensemble-min-text",
+    "ensemble",
+    "error",
+    "ensemble RUN --min sst=abc",
+    lambda d: ["ensemble", str(FX["run"]), "--out", str(d / "e"), "--min", "sst=abc"],
+    ["sst", "abc"],
+)
+cli(
+    "ensemble-min-none-pass",
+    "ensemble",
+    "error",
+    "ensemble RUN RUN --min sst=2 (no run reaches it)",
+    lambda d: ["ensemble", str(FX["run"]), str(FX["run"]), "--out", str(d / "e"), "--min", "sst=2"],
+    ["sst"],
+)
 cli("ensemble-min-no-eq", "ensemble", "error", "ensemble RUN --min sst",
     lambda d: ["ensemble", str(FX["run"]), "--out", str(d / "e"), "--min", "sst"], ["--min"])  # fmt: skip
-cli("ensemble-not-a-run", "ensemble", "error", "ensemble <a folder of notes> --out e",
-    lambda d: write(d / "notes" / "a.txt", "x") and ["ensemble", str(d / "notes"), "--out", str(d / "e")], ["notes"])
+cli(
+    "ensemble-not-a-run",
+    "ensemble",
+    "error",
+    "ensemble <a folder of notes> --out e",
+    lambda d: write(d / "notes" / "a.txt", "x") and ["ensemble", str(d / "notes"), "--out", str(d / "e")],
+    ["notes"],
+)
 cli("ensemble-out-file", "ensemble", "error", "ensemble RUN --out <an existing file>",
     lambda d: ["ensemble", str(FX["run"]), "--out", str(write(d / "e.txt", "mine"))], ["e.txt"])  # fmt: skip
 cli("ensemble-mixed-tasks", "ensemble", "either", "ensemble RUN SST --out e (different task sets)",
@@ -660,16 +763,28 @@ def _exported(d, o, e, name="x"):
     return None if out.is_dir() and any(out.iterdir()) else "exit 0 but nothing exported"
 
 
-cli("export-task-unknown", "export", "error", "export RUN x --format onnx --task imdb",
-    lambda d: ["export", str(FX["run"]), str(d / "x"), "--format", "onnx", "--task", "imdb"], ["imdb"])
+cli(
+    "export-task-unknown",
+    "export",
+    "error",
+    "export RUN x --format onnx --task imdb",
+    lambda d: ["export", str(FX["run"]), str(d / "x"), "--format", "onnx", "--task", "imdb"],
+    ["imdb"],
+)
 cli("export-out-file", "export", "error", "export RUN <existing file> --format hf",
     lambda d: ["export", str(FX["run"]), str(write(d / "x", "mine")), "--format", "hf"], ["x"])  # fmt: skip
 cli("export-out-is-run", "export", "error", "export RUN RUN --format hf --overwrite",
     lambda d: ["export", str(copy_run(d)), str(d / "run"), "--format", "hf", "--overwrite"], ["run"])  # fmt: skip
 cli("export-out-parent-file", "export", "error", "export RUN <file>/x --format hf",
     lambda d: ["export", str(FX["run"]), str(write(d / "f", "mine") / "x"), "--format", "hf"], ["f"])  # fmt: skip
-cli("export-int8-st", "export", "error", "export RUN x --format sentence-transformers --int8",
-    lambda d: ["export", str(FX["run"]), str(d / "x"), "--format", "sentence-transformers", "--int8"], ["--int8"])
+cli(
+    "export-int8-st",
+    "export",
+    "error",
+    "export RUN x --format sentence-transformers --int8",
+    lambda d: ["export", str(FX["run"]), str(d / "x"), "--format", "sentence-transformers", "--int8"],
+    ["--int8"],
+)
 cli("export-st-no-pair", "export", "either", "export SST x --format sentence-transformers (no cosine task)",
     lambda d: ["export", str(FX["sst"]), str(d / "x"), "--format", "sentence-transformers"], ["sst"],
     check=_exported)  # fmt: skip
@@ -700,12 +815,20 @@ def _n_preds(n):
     return lambda d, o, e: None if len(jsonl_lines(o)) == n else f"{len(jsonl_lines(o))} predictions, not {n}"
 
 
-cli("predict-cs224n-header", "predict", "either", "predict --task sst --input ids-sst-dev.csv head (header + 5 rows)",
-    _predict(SST_DEV_HEAD, name="ids-sst-dev.csv"), ["ids-sst-dev.csv"],
-    check=lambda d, o, e: None if len(jsonl_lines(o)) == 5 and not any("sentiment" in str(p["input"]) and
-                                                                       "sentence" in str(p["input"])
-                                                                       for p in jsonl_lines(o))
-    else f"{len(jsonl_lines(o))} predictions for 5 rows; the header and the id column were read as sentences")
+cli(
+    "predict-cs224n-header",
+    "predict",
+    "either",
+    "predict --task sst --input ids-sst-dev.csv head (header + 5 rows)",
+    _predict(SST_DEV_HEAD, name="ids-sst-dev.csv"),
+    ["ids-sst-dev.csv"],
+    check=lambda d, o, e: (
+        None
+        if len(jsonl_lines(o)) == 5
+        and not any("sentiment" in str(p["input"]) and "sentence" in str(p["input"]) for p in jsonl_lines(o))
+        else f"{len(jsonl_lines(o))} predictions for 5 rows; the header and the id column were read as sentences"
+    ),
+)
 cli("predict-sst-tab-pairs", "predict", "either", "predict --task sst --input <tab-separated pairs>",
     _predict(b"a fine film\ta good movie\nboring\tdull\n"), ["in.txt"], check=_n_preds(2))  # fmt: skip
 cli("predict-sts-three-fields", "predict", "error", "predict --task sts --input <a line with 3 tab fields>",
@@ -724,8 +847,14 @@ cli("predict-utf16", "predict", "error", "predict --task sst --input <UTF-16 tex
     _predict("a fine film\n".encode("utf-16")), ["in.txt"])  # fmt: skip
 cli("predict-huge-line", "predict", "ok", "predict --task sst --input <one 2 MB line> (right: one prediction)",
     _predict(b"good " * 400_000 + b"\n"), check=_n_preds(1))  # fmt: skip
-cli("predict-input-folder", "predict", "error", "predict --task sst --input <a folder>",
-    lambda d: (d / "in").mkdir() or ["predict", str(FX["run"]), "--task", "sst", "--input", str(d / "in")], ["in"])
+cli(
+    "predict-input-folder",
+    "predict",
+    "error",
+    "predict --task sst --input <a folder>",
+    lambda d: (d / "in").mkdir() or ["predict", str(FX["run"]), "--task", "sst", "--input", str(d / "in")],
+    ["in"],
+)
 cli("predict-jsonl-wrong-keys", "predict", "error", 'predict --task sts --input <{"text": "a"}>',
     _predict(b'{"text": "a"}\n', "sts", name="in.jsonl"), ["in.jsonl:1"])  # fmt: skip
 cli("predict-no-task", "predict", "error", "predict RUN --input f (no --task)",
@@ -765,9 +894,14 @@ cli("predict-stdin-latin1", "predict", "error", "printf 'caf\\xe9' | predict --t
 cli("predict-stdin-ok", "predict", "ok", "printf 'fine\\nbad' | predict --task sst --input - (right: 2 predictions)",
     lambda d: (["predict", str(FX["run"]), "--task", "sst", "--input", "-"], b"fine\nbad\n"), check=_n_preds(2),
     real=True)  # fmt: skip
-cli("predict-int8-ok", "predict", "ok", "predict RUN --precision int8 --out p (right: the 5 files)",
+cli(
+    "predict-int8-ok",
+    "predict",
+    "ok",
+    "predict RUN --precision int8 --out p (right: the 5 files)",
     lambda d: ["predict", str(FX["run"]), "--precision", "int8", "--out", str(d / "p")],
-    check=lambda d, o, e: None if len(list((d / "p").glob("*.csv"))) == 5 else "not 5 prediction files")
+    check=lambda d, o, e: None if len(list((d / "p").glob("*.csv"))) == 5 else "not 5 prediction files",
+)
 
 # ---------------------------------------------------------------- evaluate
 
@@ -780,13 +914,26 @@ def _cfg_edit(d, old, new):
     return run
 
 
-cli("evaluate-best-folder-gone", "evaluate", "either", "evaluate RUN whose best.json names a missing folder",
-    lambda d: ["evaluate", str(_run_with(d, "best.json", '{"folder": "best-00000099", "step": 99}'))], ["best"],
-    check=lambda d, o, e: None if "sst/acc" in o else "no dev metrics", changes=("run/best.json",))
+cli(
+    "evaluate-best-folder-gone",
+    "evaluate",
+    "either",
+    "evaluate RUN whose best.json names a missing folder",
+    lambda d: ["evaluate", str(_run_with(d, "best.json", '{"folder": "best-00000099", "step": 99}'))],
+    ["best"],
+    check=lambda d, o, e: None if "sst/acc" in o else "no dev metrics",
+    changes=("run/best.json",),
+)
 cli("evaluate-config-unknown-key", "evaluate", "error", "evaluate RUN whose config.yaml has a hand-added key",
     lambda d: ["evaluate", str(_cfg_edit(d, "epochs:", "colour: red\nepochs:"))], ["colour"])  # fmt: skip
-cli("evaluate-checkpoint-moved", "evaluate", "error", "evaluate RUN whose config.yaml's checkpoint is gone",
-    lambda d: ["evaluate", str(_cfg_edit(d, f"checkpoint: {FX['enc']}", f"checkpoint: {d / 'moved'}"))], ["moved"])
+cli(
+    "evaluate-checkpoint-moved",
+    "evaluate",
+    "error",
+    "evaluate RUN whose config.yaml's checkpoint is gone",
+    lambda d: ["evaluate", str(_cfg_edit(d, f"checkpoint: {FX['enc']}", f"checkpoint: {d / 'moved'}"))],
+    ["moved"],
+)
 cli("evaluate-file", "evaluate", "error", "evaluate <a file>", lambda d: ["evaluate", str(write(d / "r.txt", "x"))],
     ["r.txt"])  # fmt: skip
 cli("evaluate-no-dev-file", "evaluate", "error", "evaluate RUN --data-dir <copy without ids-sst-dev.csv>",
@@ -800,6 +947,7 @@ cli("evaluate-head-changed", "evaluate", "error", "evaluate RUN whose config.yam
 
 # ---------------------------------------------------------------- classify
 
+
 def _classify(*flags):
     return lambda d: ["classify", "--checkpoint", str(FX["enc"]), *flags, "--out", str(d / "c")]
 
@@ -811,8 +959,14 @@ cli("classify-threads-neg", "classify", "error", "classify --threads -1", _class
 cli("classify-train-limit-neg", "classify", "error", "classify --train-limit -5", _classify("--train-limit", "-5"),
     ["--train-limit"])  # fmt: skip
 cli("classify-unknown-key", "classify", "error", "classify colour=red", _classify("colour=red"), ["colour"])
-cli("classify-config-missing", "classify", "error", "classify --config missing.yaml",
-    lambda d: ["classify", "--config", str(d / "missing.yaml"), "--out", str(d / "c")], ["missing.yaml"])
+cli(
+    "classify-config-missing",
+    "classify",
+    "error",
+    "classify --config missing.yaml",
+    lambda d: ["classify", "--config", str(d / "missing.yaml"), "--out", str(d / "c")],
+    ["missing.yaml"],
+)
 cli("classify-checkpoint-missing", "classify", "error", "classify --checkpoint <missing>",
     lambda d: ["classify", "--checkpoint", str(d / "ck"), "--out", str(d / "c")], ["ck"])  # fmt: skip
 cli("classify-out-notes", "classify", "either", "classify --out <a folder of my notes> (right: notes kept)",
@@ -823,8 +977,14 @@ cli("classify-overwrite-notes", "classify", "either", "classify --out <my notes>
     lambda d: write(d / "c" / "notes.txt", "mine") and _classify("--max-steps", "1", "--train-limit", "8",
                                                                 "--eval-limit", "8", "--overwrite")(d), ["c"],
     check=lambda d, o, e: None if (d / "c" / "notes.txt").read_text() == "mine" else "notes.txt changed")  # fmt: skip
-cli("classify-config-list", "classify", "error", "classify --config <a YAML list>",
-    lambda d: ["classify", "--config", str(write(d / "c.yaml", "- 1\n")), "--out", str(d / "c")], ["c.yaml"])
+cli(
+    "classify-config-list",
+    "classify",
+    "error",
+    "classify --config <a YAML list>",
+    lambda d: ["classify", "--config", str(write(d / "c.yaml", "- 1\n")), "--out", str(d / "c")],
+    ["c.yaml"],
+)
 
 # ---------------------------------------------------------------- train outputs and resume
 
@@ -875,8 +1035,15 @@ cli("resume-no-config", "resume", "error", "train --resume <folder without confi
     lambda d: write(d / "r" / "x.txt", "x") and ["train", "--resume", str(d / "r")], ["config.yaml"])  # fmt: skip
 cli("resume-finished", "resume", "either", "train --resume RUN (finished)",
     lambda d: ["train", "--resume", str(copy_run(d))], ["run"], check=lambda d, o, e: None)  # fmt: skip
-cli("resume-with-override", "resume", "either", "train --resume RUN(unfinished) epochs=5 (right: refused or warned)",
-    lambda d: ["train", "--resume", str(_unfinished(d)), "epochs=5"], ["epochs"], check=warned("overrides"))
+cli(
+    "resume-with-override",
+    "resume",
+    "either",
+    "train --resume RUN(unfinished) epochs=5 (right: refused or warned)",
+    lambda d: ["train", "--resume", str(_unfinished(d)), "epochs=5"],
+    ["epochs"],
+    check=warned("overrides"),
+)
 cli("resume-with-config", "resume", "either", "train quickstart.yaml --resume RUN(unfinished) (refused or warned)",
     lambda d: ["train", str(QUICKSTART), "--resume", str(_unfinished(d))], ["resume"],
     check=warned("quickstart.yaml"))  # fmt: skip
@@ -893,8 +1060,14 @@ cli("resume-state-json-garbage", "resume", "either", "train --resume RUN(unfinis
     check=lambda d, o, e: None if (d / "run" / "summary.json").is_file() else "no summary.json")  # fmt: skip
 cli("resume-config-garbage", "resume", "error", "train --resume RUN(unfinished; config.yaml cut off)",
     lambda d: ["train", "--resume", str(_cfg_cut(d))], ["config.yaml"])  # fmt: skip
-cli("resume-data-dir-flag-missing", "resume", "error", "train --resume RUN(unfinished) --data-dir <missing>",
-    lambda d: ["train", "--resume", str(_unfinished(d)), "--data-dir", str(d / "nodata")], ["nodata"])
+cli(
+    "resume-data-dir-flag-missing",
+    "resume",
+    "error",
+    "train --resume RUN(unfinished) --data-dir <missing>",
+    lambda d: ["train", "--resume", str(_unfinished(d)), "--data-dir", str(d / "nodata")],
+    ["nodata"],
+)
 
 
 def _metrics_damaged(d):
@@ -957,10 +1130,20 @@ api("api-load-best-garbage", "either", "load(RUN with best.json garbage) (recove
 api("api-load-truncated", "error", "load(RUN with the best weights cut short)",
     lambda d: __import__("minbert").load(_cut_best(d)), ["model.safetensors"])  # fmt: skip
 api("api-empty-list", "ok", "predict('sst', [])", lambda d: _m().predict("sst", []), check=_is_len(0))
-api("api-batch-np-neg", "error", "predict('sst', ['x'], batch_size=np.int64(-1))",
-    lambda d: _m().predict("sst", ["x"], batch_size=__import__("numpy").int64(-1)), ["batch_size", "-1"])
-api("api-batch-np-bool", "error", "predict('sst', ['x'], batch_size=np.bool_(True))",
-    lambda d: _m().predict("sst", ["x"], batch_size=__import__("numpy").bool_(True)), ["batch_size"])
+api(
+    "api-batch-np-neg",
+    "error",
+    "predict('sst', ['x'], batch_size=np.int64(-1))",
+    lambda d: _m().predict("sst", ["x"], batch_size=__import__("numpy").int64(-1)),
+    ["batch_size", "-1"],
+)
+api(
+    "api-batch-np-bool",
+    "error",
+    "predict('sst', ['x'], batch_size=np.bool_(True))",
+    lambda d: _m().predict("sst", ["x"], batch_size=__import__("numpy").bool_(True)),
+    ["batch_size"],
+)
 api("api-batch-none", "error", "predict('sst', ['x'], batch_size=None)",
     lambda d: _m().predict("sst", ["x"], batch_size=None), ["batch_size"])  # fmt: skip
 api("api-batch-huge-ok", "ok", "predict('quora', 3 pairs, batch_size=10**100)",
@@ -1001,8 +1184,13 @@ api("api-generator-error", "error", "predict('sst', a generator yielding 'a' the
     lambda d: _m().predict("sst", (x for x in ["a", 3])), ["sst input 2"])  # fmt: skip
 api("api-set-input", "either", "predict('sst', {'a', 'b'}) (a set: order undefined)",
     lambda d: _m().predict("sst", {"a", "b"}), ["set"], check=_is_len(2))  # fmt: skip
-api("api-float-batch-np", "error", "predict('sst', ['x'], batch_size=np.float32(2))",
-    lambda d: _m().predict("sst", ["x"], batch_size=__import__("numpy").float32(2)), ["batch_size"])
+api(
+    "api-float-batch-np",
+    "error",
+    "predict('sst', ['x'], batch_size=np.float32(2))",
+    lambda d: _m().predict("sst", ["x"], batch_size=__import__("numpy").float32(2)),
+    ["batch_size"],
+)
 
 
 # --------------------------------------------------------------------------------------------------------------------

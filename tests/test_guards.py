@@ -126,3 +126,18 @@ def test_bf16_asked_for_on_a_cpu_that_emulates_it_warns_once(native, monkeypatch
     warned = [r.getMessage() for r in caplog.records]
     assert len(warned) == (0 if native else 1) and all("emulated" in m and "precision=auto" in m for m in warned)
     runs._warn_emulated_bf16.cache_clear()
+
+
+@pytest.mark.parametrize("native,advice", [(False, "precision=fp32"), (True, "precision=bf16")])
+def test_fp16_on_a_cpu_warns_once_with_what_to_use_instead(native, advice, monkeypatch, caplog):
+    """fp16 autocast on a CPU ran many times slower than fp32 without a word (bf16 had its warning)."""
+    import minbert.runs as runs
+
+    monkeypatch.setattr(runs, "cpu_has_bf16", lambda: native)
+    runs._warn_cpu_fp16.cache_clear()
+    with caplog.at_level("WARNING", logger="minbert.runs"):
+        for _ in range(2):
+            runs.autocast(torch.device("cpu"), "fp16")
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "fp16 on a CPU" in warned[0] and advice in warned[0], warned
+    runs._warn_cpu_fp16.cache_clear()

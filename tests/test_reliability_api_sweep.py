@@ -455,3 +455,56 @@ def test_cpu_0_is_the_cpu_and_an_empty_only_is_refused(tmp_path, capsys):
     (tmp_path / "s.yaml").write_text(f"base: {QUICKSTART}\nvariants: {{a: [], b: []}}\nout: {tmp_path / 'o'}\n")
     assert main(["sweep", str(tmp_path / "s.yaml"), "--only", "", "--dry-run"]) == 2
     assert "--only: names no variant" in capsys.readouterr().err
+
+
+def test_a_base_that_is_a_sweep_file_is_named(tmp_path):
+    """base: the sweep file itself (or another sweep) was read as a train config: 'unknown config key base'."""
+    path = sweep_file(tmp_path, {"base": "s.yaml", "variants": {"a": []}})
+    refused(lambda: load_sweep(path), "base 's.yaml' is a sweep file", "not a train config")
+    other = sweep_file(tmp_path, {"base": str(QUICKSTART), "grid": {"lr": [1e-5]}}, name="other.yaml")
+    path = sweep_file(tmp_path, {"base": str(other), "variants": {"a": []}})
+    refused(lambda: load_sweep(path), "other.yaml", "is a sweep file")
+
+
+@pytest.mark.parametrize("values", [["D/x", "D/x/y"], ["a b", "a\\b"], ["50%", "50%25"]], ids=["slash", "space", "pct"])
+def test_grid_values_name_one_folder_each(values, tmp_path):
+    """A grid value with a slash named nested folders (data_dir=D/x held data_dir=D/x/y's runs); each value is one
+    folder of OUT, all distinct, and the run still gets the value as given."""
+    path = sweep_file(tmp_path, {"base": str(QUICKSTART), "grid": {"checkpoint": values}})
+    sweep = load_sweep(path)
+    runs = [(run, args) for _, _, run, args in sweep.runs()]
+    assert len({run for run, _ in runs}) == len(values)
+    assert all(run.parent.parent == tmp_path / "o" for run, _ in runs)
+    assert [a for _, args in runs for a in args if a.startswith("checkpoint=")] == [f"checkpoint={v}" for v in values]
+
+
+@pytest.mark.parametrize("what", ["file", "notes"])
+def test_a_run_folder_that_is_not_a_run_is_refused_before_any_run(what, tmp_path, capsys):
+    """OUT/a/seed1 a file (the dry run said 'new', a real one crashed in rmtree) or a folder of other files (which
+    the sweep would have deleted as a start that died)."""
+    seed = tmp_path / "o" / "a" / "seed1"
+    if what == "file":
+        seed.parent.mkdir(parents=True)
+        seed.write_text("x")
+    else:
+        seed.mkdir(parents=True)
+        (seed / "notes.txt").write_text("mine")
+    path = sweep_file(tmp_path, {"base": str(QUICKSTART), "variants": {"a": []}, "seeds": [1]})
+    for argv in (["sweep", str(path), "--dry-run"], ["sweep", str(path)]):
+        assert main(argv) == 2
+        line = error_line(capsys.readouterr().err)
+        assert "seed1" in line and "move it away" in line, line
+    assert (seed.read_text() if what == "file" else (seed / "notes.txt").read_text()) in ("x", "mine")
+
+
+def test_a_start_that_died_before_its_first_checkpoint_is_still_restarted(tmp_path):
+    from minbert.sweep import _restartable
+
+    seed = tmp_path / "seed1"
+    seed.mkdir()
+    assert _restartable(seed)
+    (seed / "config.yaml").write_text("x: 1\n")
+    (seed / "metrics.jsonl").write_text("")
+    assert _restartable(seed)
+    (seed / "notes.txt").write_text("mine")
+    assert not _restartable(seed)

@@ -10,10 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minbert.cli import main
 from minbert.errors import MinbertError
+from minbert.files import OUTPUT_MARK
 from tests.helpers import QUICKSTART, TINY
+from tests.test_fuzz import examples
 from tests.test_reliability import fails, tree
 from tests.test_user_errors import error_line
 
@@ -119,8 +123,35 @@ def test_overwrite_of_an_output_folder_leaves_nothing_of_the_earlier_one(tmp_pat
         (tmp / "adapters" / "sst" / "adapter_model.safetensors").write_bytes(b"sst adapter")
     with staged(out) as tmp:  # --overwrite with a run that has no adapters
         (tmp / "model.safetensors").write_bytes(b"plain run")
-    assert tree(out) == {"model.safetensors": b"plain run"}
+    files = tree(out)
+    assert files.pop(OUTPUT_MARK) and files == {"model.safetensors": b"plain run"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]
+
+
+@pytest.mark.parametrize("mine", [["notes.txt"], ["model.safetensors", "config.json"], ["sub/a.txt"]])
+def test_overwrite_never_deletes_a_folder_minbert_did_not_write(tmp_path, capsys, mine):
+    """--overwrite replaces an earlier output whole, but a folder of the user's own files (even ones named like an
+    export's) is refused before any work, and left as it was."""
+    from minbert.files import check_output, staged
+
+    out = tmp_path / "x"
+    for name in mine:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("mine")
+    before = tree(out)
+    with pytest.raises(MinbertError, match="minbert did not write"):
+        check_output(out, True, "export")
+    with pytest.raises(MinbertError, match="minbert did not write"):
+        with staged(out):
+            pass
+    assert tree(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["x"]
+    fails(
+        ["export", str(tmp_path / "no-run"), str(out), "--format", "hf", "--overwrite"], capsys, "minbert did not write"
+    )
+    assert tree(out) == before
+    with staged(out, mine=True) as tmp:  # a command's own folder (a run's predictions/) is rewritten as always
+        (tmp / "a.csv").write_text("new")
+    assert set(tree(out)) == {"a.csv", OUTPUT_MARK}
 
 
 def test_staged_never_replaces_a_training_run_or_the_current_folder(tmp_path):
@@ -279,3 +310,92 @@ def test_an_ensemble_threshold_out_of_range_is_refused_and_one_no_run_reaches_is
     with caplog.at_level("WARNING"):
         assert main(["ensemble", str(tiny_run[0]), "--out", str(tmp_path / "e"), "--min", "quora=0.99"]) == 0
     assert any("--min quora=0.99: no run reaches it" in r.getMessage() for r in caplog.records)
+
+
+_NAMES = st.text(st.characters(codec="utf-8", exclude_characters="/\x00"), min_size=1, max_size=12).filter(
+    lambda n: n not in (".", "..")
+)
+
+
+@settings(max_examples=examples(30), deadline=None)
+@given(names=st.lists(_NAMES, min_size=1, max_size=4, unique=True), nested=st.booleans(), mine=st.booleans())
+def test_overwrite_replaces_only_what_minbert_wrote_generated(tmp_path_factory, names, nested, mine):
+    """Any folder of files minbert did not write - whatever their names, top level or nested - survives every
+    staged --overwrite untouched (refused before any work); one a staged output wrote (or a command's own) is
+    replaced whole."""
+    from minbert.files import check_output, staged
+
+    out = tmp_path_factory.mktemp("o") / "x"
+    for name in names:
+        path = out / "sub" / name if nested else out / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
+    before = tree(out)
+    if mine:  # the command's own folder: replaced, nothing of the old left
+        with staged(out, mine=True) as tmp:
+            (tmp / "new.csv").write_text("new")
+        assert set(tree(out)) == {"new.csv", OUTPUT_MARK}
+        with staged(out) as tmp:  # and from then on an output minbert wrote: --overwrite replaces it
+            (tmp / "newer.csv").write_text("newer")
+        assert set(tree(out)) == {"newer.csv", OUTPUT_MARK}
+        return
+    with pytest.raises(MinbertError, match="minbert did not write"):
+        check_output(out, True)
+    with pytest.raises(MinbertError, match="minbert did not write"):
+        with staged(out):
+            raise AssertionError("staged ran its body for a folder it refuses")
+    assert tree(out) == before
+
+
+def test_resume_names_what_it_ignores_and_leaves_a_finished_run_as_it_is(tiny_run, capsys, caplog):
+    """--resume replays the saved config: a CONFIG, --checkpoint or overrides beside it were dropped without a word,
+    and resuming a finished run rewrote its summary.json."""
+    caplog.set_level("INFO")
+    run = tiny_run[0]
+    before = tree(run)
+    argv = ["train", str(QUICKSTART), "--resume", str(run), "--checkpoint", "/elsewhere", "epochs=5", "--budget"]
+    assert main(argv) == 0
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    for part in ("ignoring on --resume", "quickstart.yaml", "--checkpoint /elsewhere", "epochs=5", "--budget"):
+        assert part in warned, (part, warned)
+    assert "finished already" in caplog.text
+    assert tree(run) == before
+
+
+def test_predict_task_or_format_without_input_is_refused(tiny_run, capsys, tmp_path):
+    for flag in (["--task", "sst"], ["--format", "csv"]):
+        fails(["predict", tiny_run[0], *flag, "--out", tmp_path / "p"], capsys, flag[0], "only with --input")
+    assert not (tmp_path / "p").exists()
+
+
+def test_predict_input_reads_a_cs224n_file_by_its_header(tiny_run, capsys, tmp_path):
+    """A CS224N data file as --input: its header and id column were read as sentences."""
+    from minbert.api import read_inputs
+
+    sst = tmp_path / "ids-sst-dev.csv"
+    sst.write_text('\tid\tsentence\tsentiment\n0\tab12\t A fine film .\t3\n1\tcd34\t"Quoted" , dull\t1\n\n')
+    assert read_inputs(str(sst), False, "sst") == ["A fine film .", "Quoted , dull"]
+    quora = tmp_path / "quora.csv"
+    quora.write_text("\tid\tsentence1\tsentence2\tis_duplicate\n7\tx\tHow?\tWhy?\t0.0\n")
+    assert read_inputs(str(quora), True, "quora") == [("How?", "Why?")]
+    with pytest.raises(MinbertError, match=r"quora.csv:1: a pair file \(sentence1, sentence2\), but sst reads"):
+        read_inputs(str(quora), False, "sst")
+    short = tmp_path / "short.csv"
+    short.write_text("id\tsentence\n0\n")
+    with pytest.raises(MinbertError, match="short.csv:2: 1 column"):
+        read_inputs(str(short), False, "sst")
+    plain = tmp_path / "plain.txt"
+    plain.write_text("a sentence about sentences\n")  # no tab: not a table, whatever its words
+    assert read_inputs(str(plain), False, "sst") == ["a sentence about sentences"]
+    assert main(["predict", str(tiny_run[0]), "--task", "sst", "--input", str(sst)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_predict_stdin_that_is_not_utf8_names_stdin(monkeypatch):
+    import io
+
+    from minbert.api import read_inputs
+
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("fine\ncaf\xe9 film\n".encode("latin-1"))))
+    with pytest.raises(MinbertError, match=r"stdin:2: byte 0xe9 is not UTF-8"):
+        read_inputs("-", False, "sst")

@@ -214,9 +214,20 @@ def read_inputs(path: str, pair: bool, task: str) -> list:
     import sys
 
     if path == "-":
-        lines, where = sys.stdin.read().splitlines(), "stdin"
+        raw, where = sys.stdin.buffer.read(), "stdin"
+        try:
+            lines = raw.decode("utf-8-sig").splitlines()
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise MinbertError(
+                f"stdin:{line}: byte 0x{raw[e.start]:02x} is not UTF-8; pipe UTF-8 text (e.g. through "
+                "`iconv -f latin1 -t utf-8`)"
+            ) from None
     else:
         lines, where = read_text(path, "input file").splitlines(), path
+    table = _cs224n_columns(lines, pair, task, where)
+    if table is not None:
+        return table
     out = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -241,6 +252,32 @@ def read_inputs(path: str, pair: bool, task: str) -> list:
             out.append((parts[0], parts[1]))
         else:
             out.append(line)
+    return out
+
+
+def _cs224n_columns(lines: list[str], pair: bool, task: str, where: str) -> list | None:
+    """A CS224N data file (tab-separated, a header naming `sentence`, or `sentence1` and `sentence2`): the named
+    columns of each row, in order; None when the first line is no such header (plain sentences or JSON lines)."""
+    import csv
+
+    first = next((line for line in lines if line.strip()), "")
+    names = [c.strip() for c in first.split("\t")]
+    want = ["sentence1", "sentence2"] if pair else ["sentence"]
+    if "\t" not in first or not ({"sentence", "sentence1"} & set(names)):
+        return None
+    if not all(w in names for w in want):
+        kind = "a pair file (sentence1, sentence2)" if "sentence1" in names else "a single-sentence file (sentence)"
+        raise MinbertError(f"{where}:1: {kind}, but {task} reads {' and '.join(want)}; choose the run's other task")
+    cols = [names.index(w) for w in want]
+    out = []
+    start = lines.index(first) + 1
+    for n, row in enumerate(csv.reader(lines[start:], delimiter="\t"), start + 1):
+        if not row or not any(x.strip() for x in row):
+            continue
+        if len(row) <= max(cols):
+            raise MinbertError(f"{where}:{n}: {len(row)} column(s), the header names {len(names)}; repair the row")
+        texts = tuple(row[c].strip() for c in cols)
+        out.append(texts if pair else texts[0])
     return out
 
 

@@ -15,6 +15,8 @@ from minbert import allocator
 from minbert.config import apply_overrides, convert, from_dict, load_yaml
 from minbert.errors import MinbertError
 
+log = logging.getLogger(__name__)
+
 
 def add_config_flags(parser: argparse.ArgumentParser, cls) -> None:
     hints = get_type_hints(cls)
@@ -57,7 +59,14 @@ def cmd_train(args) -> int:
 
     if args.resume:
         run = Path(args.resume)
-        cfg = resume_config(run, args.overrides + ([args.config] if args.config else []), args.data_dir)
+        ignored = [f"CONFIG {args.config}"] if args.config and "=" not in args.config else []
+        overrides = args.overrides + ([args.config] if args.config and "=" in args.config else [])
+        ignored += [f"--checkpoint {args.checkpoint}"] * bool(args.checkpoint) + ["--budget"] * args.budget
+        ignored += ["--overwrite"] * args.overwrite
+        cfg = resume_config(run, overrides, args.data_dir, ignored)
+        if (run / "summary.json").is_file():  # nothing left to do: its results stay as they are
+            log.info(f"{run} finished already (summary.json); nothing to resume: a new run needs its own out=")
+            return 0
         train(cfg, resume=run)
         return 0
     if not args.config:
@@ -143,6 +152,12 @@ def cmd_evaluate(args) -> int:
 
     if args.command == "predict" and args.input:
         return predict_text(args)
+    if args.command == "predict" and (args.task or args.format):  # they shape --input's predictions only
+        flag = f"--task {args.task}" if args.task else f"--format {args.format}"
+        raise MinbertError(
+            f"{flag}: only with --input FILE (new text to predict); without it, predict writes the run's CS224N "
+            "dev and test files for every task"
+        )
     predict = args.command == "predict"
     if predict and args.out:  # before any work; the run's own predictions folder is rewritten as a matter of course
         check_output(Path(args.out), args.overwrite, "predictions")
@@ -156,7 +171,7 @@ def cmd_evaluate(args) -> int:
             rows[f"{split} (epoch {r.best['epoch']})"] = metrics
     if predict:  # all files or none
         out = Path(args.out) if args.out else r.dir / "predictions"
-        with staged(out) as tmp:
+        with staged(out, mine=not args.out) as tmp:  # the run's own predictions folder is rewritten
             written = [
                 p
                 for s in splits
@@ -174,7 +189,7 @@ def predict_text(args) -> int:
     from pathlib import Path
 
     from minbert.api import load, read_inputs, write_outputs
-    from minbert.files import atomic_write_text, check_output
+    from minbert.files import atomic_write_text, check_writable
 
     if not args.task:
         raise MinbertError("predict --input needs --task (one of the run's tasks, e.g. --task sst)")
@@ -186,7 +201,7 @@ def predict_text(args) -> int:
             raise MinbertError(f"--out {out}: is the --input file; name another file for the predictions")
         if out.exists() and not args.overwrite:
             raise MinbertError(f"--out {out}: exists; choose a new file, or add --overwrite to replace it")
-        check_output(out.parent, True, "predictions file")
+        check_writable(out.parent, "another --out file")
     model = load(args.run_dir, precision=args.precision)  # first: the run's config may define its own tasks
     if args.task not in model.tasks:
         raise MinbertError(f"--task {args.task}: this run was trained on {', '.join(model.tasks)}")
@@ -194,12 +209,12 @@ def predict_text(args) -> int:
     preds = model.predict(args.task, inputs)
     if out is not None:
         text = io.StringIO(newline="")
-        write_outputs(inputs, preds, args.format, text)
+        write_outputs(inputs, preds, args.format or "jsonl", text)
         out.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out, text.getvalue())
         print(f"{len(preds)} predictions in {args.out}", file=sys.stderr)
     else:
-        write_outputs(inputs, preds, args.format, sys.stdout)
+        write_outputs(inputs, preds, args.format or "jsonl", sys.stdout)
     return 0
 
 
@@ -311,7 +326,7 @@ def _add_run_commands(sub) -> None:
                 "tab-separated sentences) or JSON lines; - reads stdin",
             )
             e.add_argument("--task", help="with --input: which of the run's tasks to predict")
-            e.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="with --input (default jsonl)")
+            e.add_argument("--format", choices=("jsonl", "csv"), help="with --input (default jsonl)")
             e.add_argument("--overwrite", action="store_true", help="replace files an earlier predict wrote in --out")
         e.add_argument(
             "--precision",

@@ -210,6 +210,8 @@ def check_output(target: Path, overwrite: bool, what: str = "output folder") -> 
             f"{target}: not empty; choose a new folder for the {what}, or add --overwrite to replace it (and "
             "everything in it)"
         )
+    if target.is_dir():
+        refuse_replacing(target)
     check_writable(target, "another path")
 
 
@@ -244,11 +246,16 @@ def check_writable(target: Path, instead: str) -> None:
         raise MinbertError(f"{target}: {parent} is not writable; choose {instead} or fix its permissions")
 
 
+OUTPUT_MARK = ".minbert-output"  # in every folder `staged` wrote: what --overwrite may replace whole
+
+
 @contextlib.contextmanager
-def staged(target: Path):
+def staged(target: Path, mine: bool = False):
     """Yield a temporary sibling folder `.NAME.partial-PID` for a command's outputs; at the end it replaces `target`
     whole (check_output has refused a non-empty one without --overwrite), so nothing of an earlier output is left
-    beside the new one. If the command fails - bad input, a full disk, Ctrl-C - the sibling is removed, with any
+    beside the new one. Only a folder that an earlier staged output wrote (its OUTPUT_MARK file), or an empty one,
+    is replaced - never a folder of the user's own files; `mine`: the target is the command's own (a run's
+    predictions folder). If the command fails - bad input, a full disk, Ctrl-C - the sibling is removed, with any
     folder made for it, and `target` is as it was. Staged folders of processes that are gone (a SIGKILL runs no
     cleanup) are removed first."""
     target = Path(target)
@@ -258,7 +265,7 @@ def staged(target: Path):
     created = None if top == target.parent else top / target.parent.relative_to(top).parts[0]  # the first made
     existed = target.exists()
     if existed:
-        refuse_replacing(target)
+        refuse_replacing(target, mine)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_staging(target.parent)
     tmp = target.parent / f".{target.name}.partial-{os.getpid()}"
@@ -266,6 +273,7 @@ def staged(target: Path):
     tmp.mkdir()
     try:
         yield tmp
+        (tmp / OUTPUT_MARK).write_text("written by minbert; `--overwrite` may replace this folder whole\n")
         if target.exists():
             old = target.parent / f".{target.name}.old-{os.getpid()}"
             shutil.rmtree(old, ignore_errors=True)
@@ -287,13 +295,22 @@ def staged(target: Path):
         raise
 
 
-def refuse_replacing(target: Path) -> None:
-    """What staged never replaces whole: the folder we are in (or one around it), or a training run."""
+def refuse_replacing(target: Path, mine: bool = False) -> None:
+    """What staged never replaces whole: the folder we are in (or one around it), a training run, or (unless
+    `mine`, or a run's predictions folder) a non-empty folder no staged output wrote - the user's own files."""
     here, where = Path.cwd().resolve(), target.resolve()
     if where == here or where in here.parents:
         raise MinbertError(f"{target}: holds the current folder, which --overwrite would replace; choose a new folder")
     if (target / "config.yaml").is_file() and any((target / f).exists() for f in _RUN_MARKS):
         raise MinbertError(f"{target}: holds a training run, which --overwrite would replace; choose a new folder")
+    entries = sorted(p.name for p in target.iterdir()) if target.is_dir() else []
+    in_run = target.name == "predictions" and (target.parent / "config.yaml").is_file()  # a run's own
+    if entries and not (mine or in_run) and OUTPUT_MARK not in entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise MinbertError(
+            f"{target}: holds files minbert did not write ({shown}), which --overwrite would delete; choose a new "
+            "folder, or move them out first"
+        )
 
 
 _STAGING = re.compile(r"\..+\.(partial|old)-([0-9]+)")

@@ -345,6 +345,8 @@ def autocast(device: torch.device, precision: str) -> Callable[[], contextlib.Ab
     dtype = PRECISIONS[resolve_precision(device, precision)]
     if dtype is torch.bfloat16 and device.type == "cpu" and not cpu_has_bf16():
         _warn_emulated_bf16()
+    if dtype is torch.float16 and device.type == "cpu":
+        _warn_cpu_fp16()
     if dtype is None:
         return contextlib.nullcontext
     return functools.partial(torch.autocast, device.type, dtype=dtype)
@@ -358,6 +360,14 @@ def _warn_emulated_bf16() -> None:
         "bf16 on a CPU without native bf16 (no avx512_bf16 or amx_bf16 among its CPU flags) is emulated and several "
         "times slower than fp32; precision=auto picks fp32 here"
     )
+
+
+@functools.cache
+def _warn_cpu_fp16() -> None:
+    """Once per process: fp16 autocast on a CPU has no fast kernels for most ops; it runs many times slower than
+    fp32 and gains nothing (fp16 is for GPUs without bf16)."""
+    best = "bf16 (native on this CPU)" if cpu_has_bf16() else "fp32"
+    log.warning(f"fp16 on a CPU is emulated and many times slower than fp32; use precision={best.split()[0]} here")
 
 
 def set_threads(threads: int, local_processes: int = 1) -> int:

@@ -67,6 +67,7 @@ import math
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -244,11 +245,25 @@ def _base(path: Path, raw: dict) -> Path:
     tried = [base] if base.is_absolute() else [base, path.parent / base]
     for candidate in tried:
         if candidate.is_file():
+            _not_a_sweep(path, name, candidate)
             return candidate
     folder = next((c for c in tried if c.is_dir()), None)
     if folder is not None:
         raise MinbertError(f"{path}: base {name!r}: {folder} is a folder: name the YAML file (a train config) in it")
     raise MinbertError(f"{path}: base {name!r} not found (relative to {path.parent} or the working directory)")
+
+
+def _not_a_sweep(path: Path, name, base: Path) -> None:
+    """base names a train config; a sweep file there (its own, or another) is refused by name."""
+    try:
+        raw = load_yaml(base)
+    except MinbertError:
+        return  # its own error comes where the config loads, naming it
+    if isinstance(raw, dict) and {"base", "variants", "grid", "search"} & set(raw):
+        raise MinbertError(
+            f"{path}: base {name!r} is a sweep file ({base}), not a train config; name the config the variants "
+            "change, e.g. configs/quickstart.yaml"
+        )
 
 
 def _override_list(where, key: str, value) -> tuple[str, ...]:
@@ -341,8 +356,17 @@ def _grid(path: Path, raw) -> dict[str, tuple[str, ...]]:
     variants = {}
     for combo in itertools.product(*raw.values()):
         overrides = tuple(f"{k}={v}" for k, v in zip(raw, combo))
-        variants[",".join(overrides)] = overrides
+        variants[",".join(f"{k}={_folder_safe(v)}" for k, v in zip(raw, combo))] = overrides
     return variants
+
+
+def _folder_safe(value) -> str:
+    """A grid value as part of its variant's folder name: a slash, a space or a control character %-escaped (a
+    path D/x names the folder data_dir=D%2Fx, not two nested folders)."""
+    text = str(value)
+    if text.isprintable() and not any(c in text for c in "/ \\%"):
+        return text
+    return urllib.parse.quote(text, safe="")
 
 
 def _out(path: Path, raw) -> Path:
@@ -404,6 +428,26 @@ def check(sweep: Sweep) -> None:
             raise MinbertError(f"variant {name}: {e}") from None
         if state(run) != "new":
             check_unchanged(run, name, cfg)
+        elif run.exists() and not _restartable(run):
+            what = "a file" if not run.is_dir() else f"a folder of files that are not a run's ({_first(run)})"
+            raise MinbertError(
+                f"{run}: is {what}, where variant {name}'s seed run goes; move it away, or give the sweep another out"
+            )
+
+
+def _restartable(run: Path) -> bool:
+    """A new run's folder that exists: empty, or a start that died before its first checkpoint (its config.yaml
+    and what a run writes first), which the sweep starts again."""
+    from minbert.runs import RUN_FILES
+
+    if not run.is_dir() or run.is_symlink():
+        return False
+    names = {p.name for p in run.iterdir()} - {".lock"}
+    return not names or ("config.yaml" in names and names <= set(RUN_FILES))
+
+
+def _first(run: Path) -> str:
+    return sorted(p.name for p in run.iterdir())[0]
 
 
 def check_unchanged(run: Path, name: str, cfg) -> None:

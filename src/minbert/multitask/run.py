@@ -78,10 +78,12 @@ def load_run_config(run: Path, data_dir: str | None = None) -> TrainConfig:
     return dataclasses.replace(cfg, data_dir=choose_data_dir(data_dir, cfg.data_dir))
 
 
-def resume_config(run: Path, overrides: list[str], data_dir: str | None = None) -> TrainConfig:
-    """A resumed run keeps its saved config; only where results go, and where its data is, may change."""
-    if overrides:
-        log.warning("ignoring overrides on --resume: a resumed run replays its saved config")
+def resume_config(run: Path, overrides: list[str], data_dir: str | None = None, ignored: list[str] = ()) -> TrainConfig:
+    """A resumed run keeps its saved config; only where results go, and where its data is, may change. What the
+    user gave beside --resume that it will not use (`overrides`, `ignored`: flags as typed) is named in a warning."""
+    named = list(ignored) + ([f"overrides {' '.join(overrides)}"] if overrides else [])
+    if named:
+        log.warning(f"ignoring on --resume (a resumed run replays its saved {run / 'config.yaml'}): {'; '.join(named)}")
     return dataclasses.replace(load_run_config(run, data_dir), out=str(run))
 
 
