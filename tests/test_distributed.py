@@ -37,8 +37,11 @@ def assert_same_weights(a, b, tol=1e-5):
     assert worst <= tol, worst
 
 
+AGGREGATORS = ["pcgrad", "gradvac", "upgrad", "mgda", "cagrad", "nash_mtl", "imtl_g", "aligned_mtl"]
+
+
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
-@pytest.mark.parametrize("extra", [[], ["combiner=pcgrad"]], ids=["sum-fused", "pcgrad"])
+@pytest.mark.parametrize("extra", [[], *([f"combiner={c}"] for c in AGGREGATORS)], ids=["sum-fused", *AGGREGATORS])
 def test_two_gloo_processes_match_one_process_and_only_rank_0_writes(tmp_path, extra, tiny_encoder):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     extra = [*extra, f"checkpoint={tiny_encoder}"]  # the mechanics of data parallelism, not the MiniLM's numbers

@@ -1,12 +1,20 @@
 """What every gradient combiner is: `combiner(G, rng) -> g` for the (T, P) per-task gradient rows G; a stateful one
-(GradVac's EMA targets) overrides `state_dict()` / `load_state_dict()` from `registry.Extension`."""
+(GradVac's EMA targets) overrides `state_dict()` / `load_state_dict()` from `registry.Extension`.
+
+Scale: a combiner's output is on the scale of the summed gradient (what `sum` gives, and what minbert's learning
+rates are tuned for). Methods whose paper weights the tasks by a convex combination (MGDA, IMTL-G, CAGrad) or by a
+preference vector of 1/T (UPGrad, Aligned-MTL) are multiplied by T, so that equal weights are the sum.
+"""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import random
 
 import torch
 
+from minbert.errors import MinbertError
 from minbert.registry import Extension
 
 
@@ -21,3 +29,28 @@ class Combiner(Extension):
     def epoch_record(self) -> dict[str, float]:
         """What the combiner did this epoch, to log (then reset)."""
         return {}
+
+
+def gramian(grads: torch.Tensor) -> torch.Tensor:
+    """G G^T, the (T, T) inner products of the task gradients, in float64: what the weighting methods solve on."""
+    g = grads.double()
+    return g @ g.T
+
+
+def combine(grads: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum_i w_i g_i: the rows of G weighted."""
+    return weights.to(grads.dtype) @ grads
+
+
+def missing_packages(what: str, packages: tuple[str, ...]) -> None:
+    """Before any work (a config's check): the optional solver packages `what` needs are installed, or one line
+    naming them and the extra that installs them."""
+    missing = [m for m in packages if importlib.util.find_spec(m) is None]
+    if missing:
+        raise MinbertError(f'{what} needs {", ".join(missing)}, not installed: pip install "minbert[mtl]"')
+
+
+def solver(module: str, name: str):
+    """An optional solver package, imported when a combiner is built."""
+    missing_packages(f"combiner={name}", (module,))
+    return importlib.import_module(module)

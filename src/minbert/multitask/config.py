@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from minbert.combiners import COMBINERS
+from minbert.combiners.base import missing_packages
 from minbert.config import Range, from_dict, ge, gt, to_dict, typed_args, within
 from minbert.errors import MinbertError
 from minbert.losses import LOSSES
@@ -243,6 +244,7 @@ class TrainConfig:
                 raise MinbertError(f"{key}: {name!r} unknown; valid: {', '.join(registry)}{hint}")
         for where, (registry, name, args) in self.members().items():  # each argument a parameter, of its type
             typed_args(registry[name], args, where)
+        missing_packages(f"combiner={self.combiner}", getattr(COMBINERS[self.combiner], "requires", ()))
 
     def _check_lora(self) -> None:
         lo = self.lora
