@@ -46,6 +46,7 @@ def families() -> list[dict[str, str]]:
 BUILT = {
     "SAMPLERS": lambda tech: tech.sampler,
     "COMBINERS": lambda tech: tech.stepper.combiner,
+    "WEIGHTINGS": lambda tech: tech.objective.weighting,
     "REGULARIZERS": lambda tech: tech.objective.regularizers["my_member"],
     "UPDATERS": lambda tech: tech.lr_schedule,
     "LOSSES": lambda tech: tech.objective.losses["sts"],

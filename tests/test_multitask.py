@@ -266,13 +266,16 @@ TECH = TINY + [
 ]
 
 
-@pytest.mark.parametrize("combiner", ["gradvac", "nash_mtl"])
-def test_interrupted_run_with_stateful_techniques_resumes_exactly(tmp_path, monkeypatch, tiny_encoder, combiner):
-    """GradVac's EMA targets, Nash-MTL's last weights (its solver's warm start), the plateau schedule, Bregman's
-    teacher and the dynamic margin all carry across a resume: the resumed run's weights are bit-equal."""
+@pytest.mark.parametrize("combiner,weighting", [("gradvac", "dwa"), ("nash_mtl", "uw")])
+def test_interrupted_run_with_stateful_techniques_resumes_exactly(
+    tmp_path, monkeypatch, tiny_encoder, combiner, weighting
+):
+    """GradVac's EMA targets, Nash-MTL's last weights (its solver's warm start), UW's learned scales and their Adam,
+    DWA's loss history, the plateau schedule, Bregman's teacher and the dynamic margin all carry across a resume: the
+    resumed run's weights are bit-equal."""
     import minbert.multitask.train as tr
 
-    tech = TECH + [f"checkpoint={tiny_encoder}"]  # what the techniques keep across a resume, not the MiniLM's numbers
+    tech = TECH + [f"checkpoint={tiny_encoder}", f"weighting={weighting}"]  # what techniques keep across a resume
     if combiner != "gradvac":
         tech = [t for t in tech if not t.startswith("combiner")] + [f"combiner={combiner}"]
     full = tr.train(load_config(TrainConfig, QUICKSTART, tech + [f"out={tmp_path / 'a'}"]))

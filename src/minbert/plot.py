@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from minbert.errors import MinbertError  # noqa: E402
 from minbert.files import read_metrics  # noqa: E402
 
-PLOTS = ("loss_per_task.png", "dev_metrics.png")  # what `minbert plot` writes into RUN/plots
+PLOTS = ("loss_per_task.png", "dev_metrics.png", "task_weights.png")  # what `minbert plot` writes into RUN/plots
 
 
 def plot_files(run: Path) -> list[Path]:
@@ -41,6 +41,16 @@ def plot_run(run: Path) -> list[Path]:
         ax.legend()
         ax.grid(alpha=0.3)
         written.append(save_figure(fig, run / "plots" / "loss_per_task.png"))
+    weighted = [r for r in steps if any(k.startswith("weight/") for k in r)]
+    if weighted:  # a loss weighting's task weights (weighting: uw, dwa, ...)
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key in sorted({k for r in weighted for k in r if k.startswith("weight/")}):
+            pts = [(r["step"], as_point(r[key])) for r in weighted if key in r]
+            ax.plot(*zip(*pts), label=key.removeprefix("weight/"))
+        ax.set(xlabel="step", ylabel="loss weight", title=f"task weights: {run.name}")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        written.append(save_figure(fig, run / "plots" / "task_weights.png"))
     if evals:
         fig, ax = plt.subplots(figsize=(7, 4))
         for key in sorted({k for r in evals for k in r if k.startswith("dev/")}):

@@ -1,6 +1,6 @@
-"""The one shape of every extension family: task samplers (`sampling/`), gradient combiners (`combiners/`),
-regularizers (`regularizers/`), updaters (`lr_schedules/`: learning-rate schedules and the dynamic margin) and losses
-(`losses/`).
+"""The one shape of every extension family: task samplers (`sampling/`), gradient combiners (`combiners/`), loss
+weightings (`weighting/`), regularizers (`regularizers/`), updaters (`lr_schedules/`: learning-rate schedules and
+the dynamic margin) and losses (`losses/`).
 
 A family is a folder with a base class whose hooks do nothing by default, one file per member (a subclass), and a
 typed registry `dict[str, type[Base]]` in its `__init__.py`. A config names a member by its registry key and gives

@@ -22,6 +22,7 @@ from minbert.runs import check_loggers
 from minbert.sampling import SAMPLERS
 from minbert.tasks import TASKS, Task
 from minbert.tasks.custom import CustomTaskConfig, resolved
+from minbert.weighting import WEIGHTINGS
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,8 @@ class TrainConfig:
     combiner: str = "sum"  # how per-task gradients become one: a key of minbert.combiners.COMBINERS
     combiner_args: dict[str, Any] = field(default_factory=dict)  # e.g. gradvac: {beta: 0.01}
     conflict_stats: bool = False  # record per-pair gradient cosines each epoch (also with "sum")
+    weighting: str = "equal"  # how task losses are weighted: a key of minbert.weighting.WEIGHTINGS (uw, dwa, ...)
+    weighting_args: dict[str, Any] = field(default_factory=dict)  # e.g. dwa: {temperature: 2.0}
     regularizers: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {smart: {weight: 15}}
     pals: PalsConfig = field(default_factory=PalsConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
@@ -234,6 +237,7 @@ class TrainConfig:
         for key, name, registry in (
             ("schedule", self.schedule, SAMPLERS),
             ("combiner", self.combiner, COMBINERS),
+            ("weighting", self.weighting, WEIGHTINGS),
             ("lr_schedule", self.lr_schedule, lr_schedules),
             *(("regularizers", r, REGULARIZERS) for r in self.regularizers),
         ):
@@ -327,6 +331,7 @@ class TrainConfig:
         out = {f"regularizers.{k}": (REGULARIZERS, k, a) for k, a in self.regularizers.items()}
         out["schedule_args"] = (SAMPLERS, self.schedule, self.schedule_args)
         out["combiner_args"] = (COMBINERS, self.combiner, self.combiner_args)
+        out["weighting_args"] = (WEIGHTINGS, self.weighting, self.weighting_args)
         out["lr_schedule_args"] = (UPDATERS, self.lr_schedule, self.lr_schedule_args)
         return out
 

@@ -15,7 +15,7 @@ import logging
 import torch
 from torch import nn
 
-from minbert.distributed import current
+from minbert.distributed import all_reduce_sum, current
 from minbert.losses import LOSSES
 from minbert.model.outputs import HeadOutput
 from minbert.multitask.config import TrainConfig
@@ -23,6 +23,7 @@ from minbert.multitask.distill import distill_loss
 from minbert.registry import build
 from minbert.regularizers import REGULARIZERS
 from minbert.runs import autocast
+from minbert.weighting import WEIGHTINGS, Equal
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,10 @@ class Objective(nn.Module):
             for n, t in tasks.items()
         }
         self.regularizers = {k: build(REGULARIZERS, k, a) for k, a in cfg.regularizers.items()}
+        self.weighting = build(WEIGHTINGS, cfg.weighting, cfg.weighting_args)  # how the task losses are weighted
+        self.weighting.bind(list(cfg.tasks))
+        self.step = 0  # the optimizer step being computed (the stepper sets it): RLW's draw
+        self.used: dict[str, float] = {}  # each task's last loss weight, to log
         # one encoder pass for all of a step's tasks (the model knows when its own modules allow it), except where
         # per-task gradients need a graph per task
         self.fused = cfg.fused and not cfg.per_task_gradients
@@ -72,7 +77,21 @@ class Objective(nn.Module):
         losses, terms = {}, {k: [] for k in self.regularizers}
         for n, b in batches.items():
             losses[n] = self.task_loss(n, b, outs[n], terms)
-        return sum(fracs[n] * loss for n, loss in losses.items()), losses, terms
+        w = self.loss_weights(losses, fracs)
+        return sum(fracs[n] * w[n] * loss for n, loss in losses.items()), losses, terms
+
+    def loss_weights(self, losses: dict[str, torch.Tensor], fracs: dict[str, float]) -> dict[str, float]:
+        """The weighting's multiplier of each task's loss, from the losses' values over every process (each
+        process's loss weighted by its share of the global batch); all 1 for `equal`, with nothing computed."""
+        if isinstance(self.weighting, Equal):
+            return dict.fromkeys(losses, 1.0)
+        names = list(losses)
+        parts = [fracs[n] * float(losses[n].detach()) for n in names] + [fracs[n] for n in names]
+        sums = all_reduce_sum(torch.tensor(parts, dtype=torch.float64)).tolist()
+        values = {n: sums[i] / sums[len(names) + i] for i, n in enumerate(names)}
+        w = self.weighting.weights(values, self.step)
+        self.used.update(w)
+        return w
 
     def task_loss(self, name: str, batch, out: HeadOutput | None = None, terms: Terms | None = None) -> torch.Tensor:
         """The weighted loss of one task's batch: its loss, extra losses and regularizer terms (appended to `terms`

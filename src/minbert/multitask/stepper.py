@@ -25,6 +25,7 @@ from minbert.multitask.conflicts import ConflictStats
 from minbert.multitask.objective import Objective, Terms
 from minbert.optim.grads import all_finite, clip_grad_norm_, coalesce_sparse
 from minbert.registry import build
+from minbert.weighting import Equal
 
 Micro = list[tuple[dict, dict]]  # per micro-batch: {task: Batch}, {task: its share of the task's global batch}
 
@@ -65,10 +66,11 @@ class Stepper:
     def step(self, optimizer, micro: Micro, step: int) -> StepResult:
         """One optimizer step over this process's micro-batches."""
         optimizer.zero_grad(set_to_none=True)
+        self.objective.step = step
         totals = {n: 0.0 for n in micro[0][0]}
         terms: Terms = {k: [] for k in self.objective.regularizers}
         if self.per_task:  # a combiner or conflict statistics: one gradient row per task on the shared encoder
-            rows = self.task_gradients(micro, totals, terms)
+            rows = self.task_gradients(micro, totals, terms, step)
             set_grads(self.combine(rows, list(totals), step), self.shared)
         else:
             self.summed_backward(micro, totals, terms)
@@ -89,6 +91,8 @@ class Stepper:
         else:
             optimizer.step()
         self.objective.after_step()
+        if all(math.isfinite(v) for v in losses.values()):  # after the update: what the weighting learns from it
+            self.objective.weighting.learn(losses)
         return StepResult(losses, terms, False)
 
     def summed_backward(self, micro: Micro, totals: dict[str, float], terms: Terms) -> None:
@@ -104,7 +108,7 @@ class Stepper:
             for k, v in mine.items():
                 terms[k] += v
 
-    def task_gradients(self, micro: Micro, totals: dict[str, float], terms: Terms) -> list[torch.Tensor]:
+    def task_gradients(self, micro: Micro, totals: dict[str, float], terms: Terms, step: int) -> list[torch.Tensor]:
         """Per-task gradient rows on the shared parameters, summed over micro-batches and processes (one pass per
         task; `torch.autograd.grad` hands back the shared parameters' gradient without touching .grad). The task's
         own parameters (head, PALs) get their gradient in .grad, also summed across processes."""
@@ -122,7 +126,17 @@ class Stepper:
         if self.world > 1:
             own = [p for n in rows for p in self.own[n]]
             set_grads(all_reduce_sum(flat_grads([p.grad for p in own], own)), own)
-        return [all_reduce_sum(rows[n]) for n in totals]
+        rows = {n: all_reduce_sum(rows[n]) for n in totals}
+        if not isinstance(self.objective.weighting, Equal):  # each task's gradient times its loss's weight
+            values = dict(zip(totals, all_reduce_sum(torch.tensor(list(totals.values()), dtype=torch.float64))))
+            w = self.objective.weighting.weights({n: float(v) for n, v in values.items()}, step)
+            self.objective.used.update(w)
+            for n in totals:
+                rows[n] = rows[n] * w[n]
+                for p in self.own[n]:
+                    if p.grad is not None:
+                        p.grad = p.grad * w[n]
+        return [rows[n] for n in totals]
 
     def combine(self, rows: list[torch.Tensor], names: list[str], step: int) -> torch.Tensor:
         """G (T, P) -> one gradient on the shared parameters; records conflict statistics when asked."""
@@ -144,12 +158,14 @@ class Stepper:
             record.update(self.conflicts.summary())
             self.conflicts.reset()
         record.update(self.combiner.epoch_record())
+        record.update(self.objective.weighting.epoch_record())
         return record
 
     def state(self) -> dict:
         return {
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "combiner": self.combiner.state_dict(),
+            "weighting": self.objective.weighting.state_dict(),
             "conflicts": self.conflicts.state_dict(),
         }
 
@@ -157,6 +173,7 @@ class Stepper:
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.combiner.load_state_dict(state["combiner"])
+        self.objective.weighting.load_state_dict(state.get("weighting", {}))  # none before weightings existed
         self.conflicts.load_state_dict(state["conflicts"])
 
 

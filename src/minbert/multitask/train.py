@@ -302,7 +302,9 @@ class Trainer:
             bar.set_postfix({n: f"{a / c:.3f} ({c})" for n, (a, c) in st.epoch_loss.items() if c}, refresh=False)
             if step % cfg.log_every == 0:
                 skipped = {"train/skipped_steps": st.skipped} if st.skipped else {}
-                self.metrics.write({"step": step, "epoch": epoch, **st.mean(st.window), **st.take_terms(), **skipped})
+                weights = {f"weight/{n}": w for n, w in self.tech.objective.used.items()}  # a weighting's, if any
+                record = {"step": step, "epoch": epoch, **st.mean(st.window), **st.take_terms(), **weights}
+                self.metrics.write(record | skipped)
                 st.window = _sums(cfg.tasks)
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and s + 1 < len(plan):
                 self.checkpoint(step_in_epoch=s + 1, epoch=epoch)
