@@ -79,3 +79,48 @@ def test_annealed_decay_is_a_schedule_arg():
     # decay 0: proportional in every epoch
     assert plan == SAMPLERS["proportional"]()(sizes, batches, 3, 3, 400, 0)
     assert plan != SAMPLERS["annealed"]()(sizes, batches, 3, 3, 400, 0)
+
+
+@pytest.mark.parametrize("args,weights", [
+    ({"T": 1.0}, [8544, 14164, 6040]),  # T = 1: proportional
+    ({"T": 2.0}, [8544**0.5, 14164**0.5, 6040**0.5]),
+    ({"T": 3.0, "cap": 8000}, [8000 ** (1 / 3), 8000 ** (1 / 3), 6040 ** (1 / 3)]),  # the cap bounds sst and quora
+])  # fmt: skip
+def test_temperature_sampling_matches_its_formula(args, weights):
+    steps = 30000
+    plan = build(SAMPLERS, "temperature", args)(SIZES, SIZES, 1, 3, steps, 7)
+    expected = [steps * w / sum(weights) for w in weights]
+    assert chisquare(frequencies(plan), expected).pvalue > 1e-3
+
+
+def test_temperature_by_hand():
+    """Sizes 100 and 1: T = 2 gives weights 10 and 1, p = 10/11; a cap of 4 at T = 1 gives 4 and 1, p = 4/5; a very
+    large T gives 1/2 each."""
+    t = build(SAMPLERS, "temperature", {"T": 2.0})
+    assert t.probabilities({"a": 100, "b": 1}) == pytest.approx({"a": 10 / 11, "b": 1 / 11})
+    capped = build(SAMPLERS, "temperature", {"T": 1.0, "cap": 4})
+    assert capped.probabilities({"a": 100, "b": 1}) == pytest.approx({"a": 0.8, "b": 0.2})
+    flat = build(SAMPLERS, "temperature", {"T": 1e9})
+    assert flat.probabilities({"a": 100, "b": 1}) == pytest.approx({"a": 0.5, "b": 0.5})
+
+
+def test_weighted_sampling_draws_the_given_probabilities():
+    steps, given = 30000, {"sst": 2.0, "quora": 1.0, "sts": 1.0}  # normalized: 1/2, 1/4, 1/4
+    plan = build(SAMPLERS, "weighted", {"probabilities": given})(SIZES, SIZES, 1, 3, steps, 7)
+    assert chisquare(frequencies(plan), [steps / 2, steps / 4, steps / 4]).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("probabilities,part", [
+    ({"sst": 1, "quora": 1}, "no probability for sts"),
+    ({"sst": 1, "quora": 1, "sts": 1, "imdb": 1}, "imdb not among this run's tasks"),
+    ({"sst": 1, "quora": 0, "sts": 1}, "probabilities.quora: 0.0 must be > 0"),
+])  # fmt: skip
+def test_weighted_probabilities_are_checked_with_the_config(probabilities, part):
+    from minbert.config import load_config
+    from minbert.errors import MinbertError
+    from minbert.multitask.config import TrainConfig
+    from tests.helpers import QUICKSTART
+
+    args = "{probabilities: {" + ", ".join(f"{k}: {v}" for k, v in probabilities.items()) + "}}"
+    with pytest.raises(MinbertError, match=part):
+        load_config(TrainConfig, QUICKSTART, ["schedule=weighted", f"schedule_args={args}"]).validate()

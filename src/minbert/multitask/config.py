@@ -17,6 +17,7 @@ from minbert.lr_schedules import UPDATERS
 from minbert.model.heads import HEADS, PAIR_FEATURES
 from minbert.model.lora import TARGETS as LORA_TARGETS
 from minbert.multitask.kinds import check_kinds, num_outputs  # noqa: F401 (num_outputs: re-exported)
+from minbert.registry import build
 from minbert.regularizers import REGULARIZERS
 from minbert.runs import check_loggers
 from minbert.sampling import SAMPLERS
@@ -249,6 +250,7 @@ class TrainConfig:
         for where, (registry, name, args) in self.members().items():  # each argument a parameter, of its type
             typed_args(registry[name], args, where)
         missing_packages(f"combiner={self.combiner}", getattr(COMBINERS[self.combiner], "requires", ()))
+        build(SAMPLERS, self.schedule, self.schedule_args).check(list(self.tasks))  # settings that name tasks
 
     def _check_lora(self) -> None:
         lo = self.lora

@@ -20,3 +20,6 @@ class Sampler(Extension):
         self, sizes: dict[str, int], batches: dict[str, int], epoch: int, epochs: int, steps: int, seed: int
     ) -> Plan:
         raise NotImplementedError
+
+    def check(self, tasks: list[str]) -> None:
+        """Before any work (the config's check): settings that name tasks name the run's tasks."""
