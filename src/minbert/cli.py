@@ -104,6 +104,15 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
+def cmd_soup(args) -> int:
+    from pathlib import Path
+
+    from minbert.soup import soup
+
+    soup([Path(r) for r in args.runs], Path(args.out), args.greedy, args.data_dir, args.overwrite)
+    return 0
+
+
 def cmd_sweep(args) -> int:
     from minbert.sweep import load_sweep, report, run_search, run_sweep
 
@@ -357,7 +366,7 @@ def _add_run_commands(sub) -> None:
 
 
 def _add_study_commands(sub) -> None:
-    """The commands over several runs: ensemble, sweep, analyze, compare."""
+    """The commands over several runs: ensemble, soup, sweep, analyze, compare."""
     en = sub.add_parser("ensemble", help="average the soft outputs of several runs' best checkpoints")
     en.add_argument("runs", nargs="+", metavar="RUN_DIR")
     en.add_argument("--out", required=True, help="folder for the ensemble's metrics and predictions")
@@ -365,6 +374,14 @@ def _add_study_commands(sub) -> None:
     en.add_argument("--overwrite", action="store_true", help="replace an earlier ensemble's files in --out")
     add_data_dir(en)
     en.set_defaults(func=cmd_ensemble)
+
+    so = sub.add_parser("soup", help="average the weights of runs fine-tuned from one checkpoint: one model")
+    so.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    so.add_argument("--out", required=True, help="folder for the soup: a run every command takes")
+    so.add_argument("--greedy", action="store_true", help="a run joins only if the dev overall does not fall")
+    so.add_argument("--overwrite", action="store_true", help="replace an earlier soup in --out")
+    add_data_dir(so)
+    so.set_defaults(func=cmd_soup)
 
     sw = sub.add_parser(
         "sweep",

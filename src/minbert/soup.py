@@ -1,0 +1,128 @@
+"""`minbert soup RUN_DIR... --out DIR [--greedy]`: one model from several runs fine-tuned from the same checkpoint,
+by averaging their weights (Wortsman et al. 2022, "Model soups: averaging weights of multiple fine-tuned models
+improves accuracy without increasing inference time"), at one model's cost where an ensemble (`minbert ensemble`)
+runs every member.
+
+Uniform soup: the mean of every run's best checkpoint. Greedy soup (the paper's Algorithm 1): the runs sorted by
+their own dev overall, best first; each joins the soup only if the soup's dev overall does not fall with it. The
+greedy soup is chosen on dev, so its dev number is optimistic, as any choice made on dev (the paper chooses on a
+held-out split of the training data; the test predictions are the honest measure). Averaging needs the same
+parameters in every run: the same checkpoint, tasks and heads; anything else is refused before the first weight
+loads.
+
+Writes a run folder - config.yaml (the first run's), a best checkpoint, summary.json, dev and test predictions - that
+evaluate, predict, export, ensemble and compare take like any run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from minbert.config import dump_yaml
+from minbert.errors import MinbertError
+from minbert.files import atomic_write_text, check_output, staged
+from minbert.multitask.evaluate import results_table, write_task_predictions
+from minbert.multitask.run import load_data, load_run, load_run_config
+from minbert.multitask.state import save_snapshot
+
+
+def check_ingredients(runs: list[Path], data_dir: str | None) -> list:
+    """Each run's config, after checking that their weights can be averaged: the same checkpoint, the same tasks
+    with the same heads, the same adapters (the shapes are compared again when the weights load)."""
+    configs = [load_run_config(r, data_dir) for r in runs]
+    first = configs[0]
+    for run, cfg in zip(runs[1:], configs[1:]):
+        for what, a, b in (
+            ("checkpoint", first.checkpoint, cfg.checkpoint),
+            ("tasks", list(first.tasks), list(cfg.tasks)),
+            ("heads", [first.task(t).head for t in first.tasks], [cfg.task(t).head for t in cfg.tasks]),
+            ("pals", first.pals, cfg.pals),
+            ("lora", first.lora, cfg.lora),
+        ):
+            if a != b:
+                raise MinbertError(
+                    f"{run}: {what} {b} where {runs[0]} has {a}; a soup averages runs of one model fine-tuned from "
+                    "one checkpoint"
+                )
+    return configs
+
+
+def soup(
+    runs: list[Path], out: Path, greedy: bool = False, data_dir: str | None = None, overwrite: bool = False
+) -> dict:
+    runs = [Path(r) for r in runs]
+    if len(runs) < 2:
+        raise MinbertError("a soup needs two or more runs (fine-tuned from the same checkpoint)")
+    if any(Path(out).resolve() == r.resolve() for r in runs):
+        raise MinbertError(f"--out {out}: is one of the runs; the soup goes into a folder of its own")
+    if len({r.resolve() for r in runs}) < len(runs):
+        raise MinbertError("a run is named twice; a soup averages distinct runs")
+    check_output(Path(out), overwrite, "soup")
+    check_ingredients(runs, data_dir)
+    start = time.time()
+    base = load_run(runs[0], data_dir)  # the model the averages are evaluated in
+    weights, own = {}, {}
+    for r in runs:
+        loaded = base if r == runs[0] else load_run(r, data_dir)
+        state = {k: v.detach().clone() for k, v in loaded.model.state_dict().items()}
+        if state.keys() != base.model.state_dict().keys() or any(
+            v.shape != base.model.state_dict()[k].shape for k, v in state.items()
+        ):
+            raise MinbertError(f"{r}: its weights have other names or shapes than {runs[0]}'s; they cannot be averaged")
+        weights[r], own[r] = state, loaded.best.get("dev", {}).get("overall", float("-inf"))
+    data = load_data(base.cfg, base.tok, ("dev", "test"))
+
+    def dev_overall(members: list[Path]) -> float:
+        base.model.load_state_dict(average([weights[m] for m in members]))
+        return base.runner.evaluate(data["dev"])[0]["overall"]
+
+    if greedy:  # Algorithm 1: best first; a run joins if the soup's dev overall does not fall
+        order = sorted(runs, key=lambda r: -own[r])
+        members, best = [order[0]], dev_overall(order[:1])
+        for r in order[1:]:
+            score = dev_overall(members + [r])
+            verdict = "joins" if score >= best else "left out"
+            print(f"{r}: a soup of {len(members) + 1} scores {score:.4f} on dev, against {best:.4f}: {verdict}")
+            if score >= best:
+                members, best = members + [r], score
+    else:
+        members = list(runs)
+    base.model.load_state_dict(average([weights[m] for m in members]))
+    metrics, dev_preds = base.runner.evaluate(data["dev"])
+    _, test_preds = base.runner.evaluate(data["test"])
+    summary = {
+        "run_dir": str(out),
+        "dev": metrics,
+        "soup": "greedy" if greedy else "uniform",
+        "members": [str(m) for m in members],
+        "ingredients": {str(r): own[r] for r in runs},
+        "wall_time_s": round(time.time() - start, 1),
+        "steps": None,
+    }
+    with staged(Path(out)) as tmp:  # all files or none
+        dump_yaml(dataclasses.replace(base.cfg, out=str(out)), tmp / "config.yaml")
+        save_snapshot(tmp, "best", 0, base.model, state={"epoch": 0, "dev": metrics, "soup": summary["members"]})
+        for split, preds in (("dev", dev_preds), ("test", test_preds)):
+            write_task_predictions(
+                tmp / "predictions", split, data[split], preds, base.model.specs, base.cfg.prediction_files
+            )
+        atomic_write_text(tmp / "summary.json", json.dumps(summary, indent=2))
+    print(results_table({f"{summary['soup']} soup of {len(members)} of {len(runs)} runs": metrics}, base.model.specs))
+    return summary
+
+
+def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of state dicts (floating tensors in float64, then back to their dtype; integer
+    buffers, such as position ids, are the same in every run and kept)."""
+    out = {}
+    for k, v in states[0].items():
+        if v.is_floating_point():
+            out[k] = (sum(s[k].double() for s in states) / len(states)).to(v.dtype)
+        else:
+            out[k] = v
+    return out
