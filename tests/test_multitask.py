@@ -266,7 +266,15 @@ TECH = TINY + [
 ]
 
 
-@pytest.mark.parametrize("combiner,weighting", [("gradvac", "dwa"), ("nash_mtl", "uw")])
+def last_extra(run, prefix: str) -> dict:
+    """The tensors under `prefix` kept beside the optimizer state in a run's last checkpoint."""
+    from safetensors.torch import load_file
+
+    folder = sorted((run / "checkpoints").glob("last-*"))[-1]
+    return {k: v for k, v in load_file(folder / "optimizer.safetensors").items() if k.startswith(prefix)}
+
+
+@pytest.mark.parametrize("combiner,weighting", [("gradvac", "dwa"), ("nash_mtl", "uw")])  # and an EMA
 def test_interrupted_run_with_stateful_techniques_resumes_exactly(
     tmp_path, monkeypatch, tiny_encoder, combiner, weighting
 ):
@@ -275,7 +283,7 @@ def test_interrupted_run_with_stateful_techniques_resumes_exactly(
     resumed run's weights are bit-equal."""
     import minbert.multitask.train as tr
 
-    tech = TECH + [f"checkpoint={tiny_encoder}", f"weighting={weighting}"]  # what techniques keep across a resume
+    tech = TECH + [f"checkpoint={tiny_encoder}", f"weighting={weighting}", "ema_decay=0.9"]  # all kept on resume
     if combiner != "gradvac":
         tech = [t for t in tech if not t.startswith("combiner")] + [f"combiner={combiner}"]
     full = tr.train(load_config(TrainConfig, QUICKSTART, tech + [f"out={tmp_path / 'a'}"]))
@@ -295,6 +303,8 @@ def test_interrupted_run_with_stateful_techniques_resumes_exactly(
     assert resumed["dev"] == full["dev"]
     a, b = final_weights(tmp_path / "a"), final_weights(tmp_path / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
+    ea, eb = (last_extra(tmp_path / r, "extra/ema/") for r in ("a", "b"))  # the averaged weights too
+    assert ea and ea.keys() == eb.keys() and all(torch.equal(ea[k], eb[k]) for k in ea)
     last = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()][-1]
     assert "conflict/sst-quora/mean_cos" in last and "margin/sts" in last
     assert ("gradvac/rows" in last) == (combiner == "gradvac")

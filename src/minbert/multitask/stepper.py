@@ -22,6 +22,7 @@ from minbert.combiners import COMBINERS
 from minbert.distributed import all_reduce_sum, broadcast_tensors, current
 from minbert.errors import MinbertError
 from minbert.multitask.conflicts import ConflictStats
+from minbert.multitask.ema import EMA
 from minbert.multitask.objective import Objective, Terms
 from minbert.optim.grads import all_finite, clip_grad_norm_, coalesce_sparse
 from minbert.registry import build
@@ -49,6 +50,7 @@ class Stepper:
         self.shared = model.shared_parameters()
         self.own = {n: model.task_parameters(n) for n in cfg.tasks}
         self.scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
+        self.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None  # the averaged weights, when asked
         self.world = current().world
         if self.world > 1 and cfg.lazy_word_embeddings:
             raise MinbertError(
@@ -91,6 +93,8 @@ class Stepper:
         else:
             optimizer.step()
         self.objective.after_step()
+        if self.ema is not None:
+            self.ema.update(self.model)
         if all(math.isfinite(v) for v in losses.values()):  # after the update: what the weighting learns from it
             self.objective.weighting.learn(losses)
         return StepResult(losses, terms, False)
@@ -166,6 +170,7 @@ class Stepper:
             "scaler": self.scaler.state_dict() if self.scaler is not None else {},
             "combiner": self.combiner.state_dict(),
             "weighting": self.objective.weighting.state_dict(),
+            "ema_updates": self.ema.updates if self.ema is not None else 0,
             "conflicts": self.conflicts.state_dict(),
         }
 

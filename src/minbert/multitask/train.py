@@ -270,6 +270,8 @@ class Trainer:
         self.st = TrainState.from_json(load_snapshot(self.run, "last", self.model, self.optimizer, tensors))
         self.tech.load_state(self.st.techniques)
         self.tech.objective.load_tensors(tensors)
+        if self.tech.stepper.ema is not None:  # the averaged weights, beside the run's own
+            self.tech.stepper.ema.load_tensors(tensors, self.st.techniques.get("ema_updates", 0))
         if self.d.world > 1:  # load_snapshot restored rank 0's RNG; each rank continues its own draws
             own = tensors.get(f"rng/rank{self.d.rank}")
             if own is not None:
@@ -321,7 +323,12 @@ class Trainer:
 
     def evaluate_epoch(self, epoch: int) -> None:
         """Dev metrics after an epoch; a better overall score keeps this epoch as the best (snapshot and dev
-        predictions)."""
+        predictions) - of the averaged weights with `ema_decay`, the run's own otherwise."""
+        ema = self.tech.stepper.ema
+        with ema.swapped(self.model) if ema is not None else contextlib.nullcontext():
+            self.evaluate_weights(epoch)
+
+    def evaluate_weights(self, epoch: int) -> None:
         cfg, st = self.cfg, self.st
         dev, dev_preds = self.runner.evaluate(self.data["dev"])
         release_memory()
@@ -372,6 +379,8 @@ class Trainer:
         st.consumed = {n: x.consumed for n, x in self.streams.items()}
         st.techniques = self.tech.state()
         tensors = self.tech.objective.tensors()
+        if self.tech.stepper.ema is not None:
+            tensors.update(self.tech.stepper.ema.tensors())
         if self.d.world > 1:  # every rank's own dropout stream (all ranks take part in the gather)
             tensors.update({f"rng/rank{r}": t for r, t in enumerate(all_gather(torch.get_rng_state()))})
             if self.device.type == "cuda":  # and its GPU's stream, which dropout there draws from
