@@ -80,3 +80,24 @@ def test_runs_that_cannot_be_averaged_are_refused_before_any_work(runs, tmp_path
     fails(["soup", runs["a"], runs["a"], "--out", out], capsys, "named twice")
     fails(["soup", runs["a"], runs["b"], "--out", runs["a"]], capsys, "is one of the runs")
     assert not out.exists()
+
+
+def test_the_last_epochs_of_one_run_average_into_a_soup(tmp_path, tiny_encoder, capsys):
+    """keep_epochs: 2 keeps the last two epochs' weights; soup --last 2 is their mean, a run like any other."""
+    import minbert.multitask.train as tr
+
+    run = tmp_path / "run"
+    cfg = TINY + ["epochs=3", "steps_per_epoch=2", "keep_epochs=2", f"checkpoint={tiny_encoder}", f"out={run}"]
+    tr.train(load_config(TrainConfig, QUICKSTART, cfg))
+    kept = sorted((run / "checkpoints").glob("epoch-*"))
+    assert len(kept) == 2
+    e2, e3 = (load_file(k / "model.safetensors") for k in kept)
+    assert all(torch.equal(e3[k], v) for k, v in load_file(sorted((run / "checkpoints").glob("last-*"))[-1]
+                                                           / "model.safetensors").items())  # fmt: skip
+    out = tmp_path / "avg"
+    assert main(["soup", str(run), "--last", "2", "--out", str(out)]) == 0
+    s = best_weights(out)
+    assert all(torch.allclose(s[k], (e2[k] + e3[k]) / 2, atol=1e-7) for k in s if s[k].is_floating_point())
+    fails(["soup", run, "--last", "3", "--out", tmp_path / "x"], capsys, "keeps 2 epoch checkpoint(s)", "keep_epochs=3")
+    fails(["soup", run, run, "--last", "2", "--out", tmp_path / "x"], capsys, "give one run")
+    assert not (tmp_path / "x").exists()

@@ -109,7 +109,7 @@ def cmd_soup(args) -> int:
 
     from minbert.soup import soup
 
-    soup([Path(r) for r in args.runs], Path(args.out), args.greedy, args.data_dir, args.overwrite)
+    soup([Path(r) for r in args.runs], Path(args.out), args.greedy, args.data_dir, args.overwrite, args.last)
     return 0
 
 
@@ -379,6 +379,9 @@ def _add_study_commands(sub) -> None:
     so.add_argument("runs", nargs="+", metavar="RUN_DIR")
     so.add_argument("--out", required=True, help="folder for the soup: a run every command takes")
     so.add_argument("--greedy", action="store_true", help="a run joins only if the dev overall does not fall")
+    so.add_argument(
+        "--last", type=int, default=0, metavar="K", help="average one run's last K epochs (trained with keep_epochs)"
+    )
     so.add_argument("--overwrite", action="store_true", help="replace an earlier soup in --out")
     add_data_dir(so)
     so.set_defaults(func=cmd_soup)

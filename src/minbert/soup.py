@@ -10,6 +10,9 @@ held-out split of the training data; the test predictions are the honest measure
 parameters in every run: the same checkpoint, tasks and heads; anything else is refused before the first weight
 loads.
 
+`--last K` averages one run's last K epoch checkpoints instead (kept when it trained with `keep_epochs: K`), the
+averaging of the last checkpoints that fairseq's `average_checkpoints.py` does.
+
 Writes a run folder - config.yaml (the first run's), a best checkpoint, summary.json, dev and test predictions - that
 evaluate, predict, export, ensemble and compare take like any run.
 """
@@ -53,11 +56,20 @@ def check_ingredients(runs: list[Path], data_dir: str | None) -> list:
 
 
 def soup(
-    runs: list[Path], out: Path, greedy: bool = False, data_dir: str | None = None, overwrite: bool = False
+    runs: list[Path],
+    out: Path,
+    greedy: bool = False,
+    data_dir: str | None = None,
+    overwrite: bool = False,
+    last: int = 0,
 ) -> dict:
+    """`last`: average one run's last `last` epoch checkpoints (kept by `keep_epochs`) instead of several runs'
+    best ones."""
     runs = [Path(r) for r in runs]
-    if len(runs) < 2:
-        raise MinbertError("a soup needs two or more runs (fine-tuned from the same checkpoint)")
+    if last and len(runs) != 1:
+        raise MinbertError(f"--last {last}: averages one run's last epochs; give one run (or leave --last out)")
+    if not last and len(runs) < 2:
+        raise MinbertError("a soup needs two or more runs (fine-tuned from the same checkpoint), or --last K")
     if any(Path(out).resolve() == r.resolve() for r in runs):
         raise MinbertError(f"--out {out}: is one of the runs; the soup goes into a folder of its own")
     if len({r.resolve() for r in runs}) < len(runs):
@@ -66,18 +78,19 @@ def soup(
     check_ingredients(runs, data_dir)
     start = time.time()
     base = load_run(runs[0], data_dir)  # the model the averages are evaluated in
-    weights, own = {}, {}
-    for r in runs:
+    weights, own = epoch_ingredients(runs[0], last) if last else ({}, {})
+    for r in [] if last else runs:
         loaded = base if r == runs[0] else load_run(r, data_dir)
-        state = {k: v.detach().clone() for k, v in loaded.model.state_dict().items()}
-        if state.keys() != base.model.state_dict().keys() or any(
-            v.shape != base.model.state_dict()[k].shape for k, v in state.items()
-        ):
-            raise MinbertError(f"{r}: its weights have other names or shapes than {runs[0]}'s; they cannot be averaged")
-        weights[r], own[r] = state, loaded.best.get("dev", {}).get("overall", float("-inf"))
+        weights[str(r)] = {k: v.detach().clone() for k, v in loaded.model.state_dict().items()}
+        own[str(r)] = loaded.best.get("dev", {}).get("overall", float("-inf"))
+    expected = {k: v.shape for k, v in base.model.state_dict().items()}
+    for name, state in weights.items():
+        if {k: v.shape for k, v in state.items()} != expected:
+            raise MinbertError(f"{name}: its weights have other names or shapes than {runs[0]}'s; no average of them")
+    runs = list(weights)  # the ingredients, by name
     data = load_data(base.cfg, base.tok, ("dev", "test"))
 
-    def dev_overall(members: list[Path]) -> float:
+    def dev_overall(members: list[str]) -> float:
         base.model.load_state_dict(average([weights[m] for m in members]))
         return base.runner.evaluate(data["dev"])[0]["overall"]
 
@@ -100,7 +113,7 @@ def soup(
         "dev": metrics,
         "soup": "greedy" if greedy else "uniform",
         "members": [str(m) for m in members],
-        "ingredients": {str(r): own[r] for r in runs},
+        "ingredients": {r: own[r] for r in runs},
         "wall_time_s": round(time.time() - start, 1),
         "steps": None,
     }
@@ -114,6 +127,31 @@ def soup(
         atomic_write_text(tmp / "summary.json", json.dumps(summary, indent=2))
     print(results_table({f"{summary['soup']} soup of {len(members)} of {len(runs)} runs": metrics}, base.model.specs))
     return summary
+
+
+def epoch_ingredients(run: Path, last: int) -> tuple[dict, dict]:
+    """The run's newest `last` epoch checkpoints (checkpoints/epoch-*, kept by `keep_epochs`): weights and each
+    one's dev overall (-inf where it was not evaluated on its own, as under `ema_decay`), by folder."""
+    from minbert.multitask.state import candidates
+    from minbert.runs import load_tensors
+
+    try:
+        entries = candidates(run, "epoch")[:last]
+    except MinbertError:
+        entries = []
+    if last < 2 or len(entries) < last:
+        raise MinbertError(
+            f"--last {last}: {run} keeps {len(entries)} epoch checkpoint(s); averaging needs 2 or more, kept by "
+            f"training with keep_epochs={max(last, 2)}"
+        )
+    weights, own = {}, {}
+    for e in entries:
+        folder = run / "checkpoints" / e["folder"]
+        name = f"{run}/checkpoints/{e['folder']}"
+        weights[name] = load_tensors(folder / "model.safetensors")
+        dev = json.loads((folder / "state.json").read_text()).get("dev") or {}
+        own[name] = dev.get("overall", float("-inf"))
+    return weights, own
 
 
 def average(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -134,6 +134,8 @@ class TrainConfig:
     max_grad_norm: Annotated[float, ge(0, "0 = off")] = 0.0  # clip the global gradient norm (0 = off)
     # evaluate, keep and predict with an exponential moving average of the weights (multitask/ema.py); 0 = off
     ema_decay: Annotated[float, within(0, 1, "[)", "0 = off")] = 0.0
+    # keep the weights of the last K epochs as checkpoints/epoch-* (for `minbert soup RUN --last K`); 0 = none
+    keep_epochs: Annotated[int, within(0, 1000, "[]", "0 = none")] = 0
     seed: Annotated[int, within(0, 2**32 - 1)] = 11711
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # speed and memory (none changes the math, except freeze_word_embeddings and lazy_word_embeddings)

@@ -37,8 +37,10 @@ def save_snapshot(
     optimizer=None,
     state: dict | None = None,
     extra: dict | None = None,
+    keep: int = KEEP,
 ) -> Path:
-    """`extra`: more tensors to keep with the optimizer state (e.g. a regularizer's EMA weights)."""
+    """`extra`: more tensors to keep with the optimizer state (e.g. a regularizer's EMA weights); `keep`: how many
+    folders of this kind stay (the newest first)."""
     folder = run / "checkpoints" / f"{kind}-{step:08d}"
     if folder.exists():
         shutil.rmtree(folder)
@@ -57,7 +59,7 @@ def save_snapshot(
         earlier = [e for e in _entries(run, kind) if e["folder"] != folder.name]
     except MinbertError:  # no pointer yet, or a broken one: this save starts a fresh list
         earlier = []
-    kept = [_describe(folder, step)] + [e for e in earlier if (run / "checkpoints" / e["folder"]).is_dir()][: KEEP - 1]
+    kept = [_describe(folder, step)] + [e for e in earlier if (run / "checkpoints" / e["folder"]).is_dir()][: keep - 1]
     _write_pointer(run, kind, kept)  # the commit
     names = {e["folder"] for e in kept}
     for old in (run / "checkpoints").glob(f"{kind}-*"):

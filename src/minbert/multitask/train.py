@@ -326,9 +326,12 @@ class Trainer:
         predictions) - of the averaged weights with `ema_decay`, the run's own otherwise."""
         ema = self.tech.stepper.ema
         with ema.swapped(self.model) if ema is not None else contextlib.nullcontext():
-            self.evaluate_weights(epoch)
+            dev = self.evaluate_weights(epoch)
+        if self.cfg.keep_epochs and self.d.main:  # the run's own weights at each epoch's end, the last K kept
+            state = {"epoch": epoch, "dev": dev if ema is None else {}}  # dev: of these weights, when it is theirs
+            save_snapshot(self.run, "epoch", self.st.global_step, self.model, state=state, keep=self.cfg.keep_epochs)
 
-    def evaluate_weights(self, epoch: int) -> None:
+    def evaluate_weights(self, epoch: int) -> dict[str, float]:
         cfg, st = self.cfg, self.st
         dev, dev_preds = self.runner.evaluate(self.data["dev"])
         release_memory()
@@ -364,6 +367,7 @@ class Trainer:
             st.stopped = (
                 f"early stopping: no better {metric} than epoch {st.best_epoch}'s {st.best:.4f} in {patience} epoch(s)"
             )
+        return dev
 
     def checkpoint(self, **where) -> None:
         """A resumable snapshot; `where`: the epoch and step in it that training continues from."""
