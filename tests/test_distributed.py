@@ -43,8 +43,8 @@ AGGREGATORS = ["pcgrad", "gradvac", "upgrad", "mgda", "cagrad", "nash_mtl", "imt
 @pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
 @pytest.mark.parametrize(
     "extra",
-    [[], *([f"combiner={c}"] for c in AGGREGATORS), ["weighting=gls"], ["weighting=uw", "combiner=pcgrad"]],
-    ids=["sum-fused", *AGGREGATORS, "gls", "uw-pcgrad"],
+    [[], *([f"combiner={c}"] for c in AGGREGATORS), ["weighting=famo"], ["weighting=uw", "combiner=pcgrad"]],
+    ids=["sum-fused", *AGGREGATORS, "famo", "uw-pcgrad"],
 )
 def test_two_gloo_processes_match_one_process_and_only_rank_0_writes(tmp_path, extra, tiny_encoder):
     single, ddp = tmp_path / "single", tmp_path / "ddp"

@@ -184,3 +184,63 @@ def test_weights_are_logged_and_plotted(tmp_path, tiny_encoder):
     assert len(steps) == 3 and steps[0]["weight/sst"] == pytest.approx(1 / (2 * math.exp(-0.5)))
     assert steps[-1]["weight/sst"] != steps[0]["weight/sst"]  # learned
     assert run / "plots" / "task_weights.png" in plot_run(run)
+
+
+class LibMTLFAMO:
+    """LibMTL's FAMO (weighting/FAMO.py) transcribed: its loss, and update_w with torch.optim.Adam."""
+
+    def __init__(self, T: int, lr: float = 0.025, gamma: float = 1e-3):
+        self.w = torch.zeros(T, dtype=torch.float64, requires_grad=True)
+        self.opt = torch.optim.Adam([self.w], lr=lr, weight_decay=gamma)
+        self.min_losses = torch.zeros(T, dtype=torch.float64)
+
+    def backward(self, losses: torch.Tensor) -> torch.Tensor:
+        """dloss/dL of FAMO's loss: the weights its backward applies."""
+        losses = losses.clone().requires_grad_(True)
+        self.prev_losses = losses.detach()
+        z = torch.softmax(self.w, -1)
+        D = losses - self.min_losses + 1e-8
+        c = (z / D).sum().detach()
+        (D.log() * z / c).sum().backward()
+        return losses.grad
+
+    def update_w(self, curr_losses: torch.Tensor) -> None:
+        delta = (self.prev_losses - self.min_losses + 1e-8).log() - (curr_losses - self.min_losses + 1e-8).log()
+        d = torch.autograd.grad(torch.softmax(self.w, -1), self.w, grad_outputs=delta.detach())[0]
+        self.opt.zero_grad(set_to_none=False)
+        self.w.grad = d
+        self.opt.step()
+
+
+def test_famo_weighs_and_learns_as_libmtl_s_famo():
+    """Ten steps: the weights (times T, minbert's scale) and the logits after each update, equal to the reference."""
+    ours, ref = made("famo"), LibMTLFAMO(3)
+    g = torch.Generator().manual_seed(3)
+    for _ in range(10):
+        L = torch.rand(3, generator=g, dtype=torch.float64) * 2 + 0.1
+        after = L * (0.5 + torch.rand(3, generator=g, dtype=torch.float64))  # some fall, some rise
+        w = ours.weights(dict(zip(TASKS, L.tolist())), 0)
+        assert torch.allclose(torch.tensor([w[n] for n in TASKS], dtype=torch.float64), 3 * ref.backward(L))
+        ours.learn(dict(zip(TASKS, L.tolist())), dict(zip(TASKS, after.tolist())))
+        ref.update_w(after)
+        assert torch.allclose(ours.xi, ref.w.detach(), atol=1e-12)
+    assert not torch.allclose(ours.xi, torch.zeros(3, dtype=torch.float64))
+
+
+def test_famo_raises_the_task_whose_loss_falls_slowest():
+    """By hand: sst's loss halves every step, quora's stays: FAMO's logits move to quora."""
+    w = made("famo", lr=0.1)
+    for _ in range(5):
+        w.learn({"sst": 1.0, "quora": 1.0, "sts": 1.0}, {"sst": 0.5, "quora": 1.0, "sts": 0.9})
+    z = torch.softmax(w.xi, 0)
+    assert z[1] > z[2] > z[0]
+
+
+def test_famo_trains_with_its_extra_forward_pass(tmp_path, tiny_encoder):
+    import minbert.multitask.train as tr
+
+    run = tmp_path / "famo"
+    tr.train(load_config(TrainConfig, QUICKSTART, BASE + [f"checkpoint={tiny_encoder}", "weighting=famo", f"out={run}"]))
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    weights = [r["weight/sst"] for r in records if "weight/sst" in r]
+    assert len(weights) == 3 and len(set(weights)) == 3  # it learned from each step

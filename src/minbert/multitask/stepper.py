@@ -95,8 +95,9 @@ class Stepper:
         self.objective.after_step()
         if self.ema is not None:
             self.ema.update(self.model)
+        weighting = self.objective.weighting
         if all(math.isfinite(v) for v in losses.values()):  # after the update: what the weighting learns from it
-            self.objective.weighting.learn(losses)
+            weighting.learn(losses, self.losses_again(micro) if weighting.after else None)
         return StepResult(losses, terms, False)
 
     def summed_backward(self, micro: Micro, totals: dict[str, float], terms: Terms) -> None:
@@ -141,6 +142,15 @@ class Stepper:
                     if p.grad is not None:
                         p.grad = p.grad * w[n]
         return [rows[n] for n in totals]
+
+    def losses_again(self, micro: Micro) -> dict[str, float]:
+        """The step's task losses on the same micro-batches under the updated weights (FAMO's L'), all-reduced as the
+        step's: one forward pass more, in the model's training mode, as the reference code computes it."""
+        totals = {n: 0.0 for n in micro[0][0]}
+        for batches, fracs in micro:
+            for n, b in batches.items():
+                totals[n] += fracs[n] * self.objective.task_loss(n, b).item()
+        return dict(zip(totals, all_reduce_sum(torch.tensor(list(totals.values()), dtype=torch.float64)).tolist()))
 
     def combine(self, rows: list[torch.Tensor], names: list[str], step: int) -> torch.Tensor:
         """G (T, P) -> one gradient on the shared parameters; records conflict statistics when asked."""

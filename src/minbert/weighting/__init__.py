@@ -14,6 +14,7 @@ from __future__ import annotations
 from minbert.weighting.base import Equal, Weighting
 from minbert.weighting.db_mtl import DBMTL
 from minbert.weighting.dwa import DWA
+from minbert.weighting.famo import FAMO
 from minbert.weighting.gls import GLS
 from minbert.weighting.imtl_l import IMTLL
 from minbert.weighting.rlw import RLW
@@ -27,4 +28,5 @@ WEIGHTINGS: dict[str, type[Weighting]] = {
     "gls": GLS,
     "imtl_l": IMTLL,
     "db_mtl": DBMTL,
+    "famo": FAMO,
 }

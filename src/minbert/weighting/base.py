@@ -21,8 +21,11 @@ class Weighting(Extension):
         """Each task's multiplier for this step, from the step's loss values (tasks not in the step absent)."""
         return dict.fromkeys(losses, 1.0)
 
-    def learn(self, losses: dict[str, float]) -> None:
-        """After the optimizer step: update what the weighting learns from the step's loss values."""
+    after = False  # whether `learn` needs the step's tasks' losses again, after the update (FAMO)
+
+    def learn(self, losses: dict[str, float], after: dict[str, float] | None = None) -> None:
+        """After the optimizer step: update what the weighting learns from the step's loss values (and, where
+        `after` is set, the same batches' losses under the updated weights)."""
 
     def epoch_record(self) -> dict[str, float]:
         """What to log at an epoch's end (then reset)."""
@@ -38,13 +41,15 @@ class Adam:
     checkpoint, bit-exact on resume): the weightings' own optimizer, apart from the model's AdamW as LibMTL's FAMO
     keeps its own, so a run's learning rate does not also set how fast task weights move."""
 
-    def __init__(self, size: int, lr: float, betas=(0.9, 0.999), eps: float = 1e-8):
-        self.lr, self.betas, self.eps = lr, betas, eps
+    def __init__(self, size: int, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
         self.m, self.v, self.t = [0.0] * size, [0.0] * size, 0
 
     def step(self, x: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+        """x after one step on `grad` (with torch.optim.Adam's L2 weight decay: grad + weight_decay x)."""
         b1, b2 = self.betas
         self.t += 1
+        grad = grad + self.weight_decay * x
         m = b1 * torch.tensor(self.m, dtype=torch.float64) + (1 - b1) * grad
         v = b2 * torch.tensor(self.v, dtype=torch.float64) + (1 - b2) * grad * grad
         self.m, self.v = m.tolist(), v.tolist()

@@ -35,7 +35,7 @@ class DWA(Weighting):
         w = self.current()
         return {n: w[n] for n in losses}
 
-    def learn(self, losses):
+    def learn(self, losses, after=None):
         for n, loss in losses.items():
             acc = self.sums.setdefault(n, [0.0, 0])
             acc[0] += loss

@@ -38,7 +38,7 @@ class UW(Weighting):
             g[i] = 0.5 - loss / (2 * self.s[i].exp())
         return g
 
-    def learn(self, losses):
+    def learn(self, losses, after=None):
         self.s = self.opt.step(self.s, self.grad(losses))
 
     def state_dict(self):
