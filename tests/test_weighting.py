@@ -240,7 +240,8 @@ def test_famo_trains_with_its_extra_forward_pass(tmp_path, tiny_encoder):
     import minbert.multitask.train as tr
 
     run = tmp_path / "famo"
-    tr.train(load_config(TrainConfig, QUICKSTART, BASE + [f"checkpoint={tiny_encoder}", "weighting=famo", f"out={run}"]))
+    cfg = BASE + [f"checkpoint={tiny_encoder}", "weighting=famo", f"out={run}"]
+    tr.train(load_config(TrainConfig, QUICKSTART, cfg))
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     weights = [r["weight/sst"] for r in records if "weight/sst" in r]
     assert len(weights) == 3 and len(set(weights)) == 3  # it learned from each step
