@@ -38,6 +38,21 @@ VARIANTS = {
     "MNRL on Quora (extra loss)": ["tasks.quora.extra_losses.mnrl.weight=1"],
     "sentiment MNRL on SST (extra loss)": ["tasks.sst.extra_losses.mnrl_sentiment.weight=1"],
     "heads lr x10, layer decay 0.9": ["head_lr_mult=10", "layer_lr_decay=0.9"],
+    # issue 43: the aggregators (one backward per task, as PCGrad), the loss weightings (one summed backward; FAMO
+    # a forward pass more), the weights' moving average
+    **{
+        name: [f"combiner={key}"]
+        for name, key in (
+            ("UPGrad", "upgrad"),
+            ("MGDA", "mgda"),
+            ("CAGrad", "cagrad"),
+            ("Nash-MTL", "nash_mtl"),
+            ("IMTL-G", "imtl_g"),
+            ("Aligned-MTL", "aligned_mtl"),
+        )
+    },  # fmt: skip
+    **{f"weighting {key}": [f"weighting={key}"] for key in ("uw", "dwa", "rlw", "gls", "imtl_l", "db_mtl", "famo")},
+    "EMA of the weights": ["ema_decay=0.999"],
 }
 # per-task LoRA as configs/study/realistic-lora.yaml runs it: every linear layer of the encoder, alpha = 2 x rank
 LORA = (
