@@ -101,3 +101,13 @@ def test_the_last_epochs_of_one_run_average_into_a_soup(tmp_path, tiny_encoder, 
     fails(["soup", run, "--last", "3", "--out", tmp_path / "x"], capsys, "keeps 2 epoch checkpoint(s)", "keep_epochs=3")
     fails(["soup", run, run, "--last", "2", "--out", tmp_path / "x"], capsys, "give one run")
     assert not (tmp_path / "x").exists()
+
+
+def test_greedy_selection_by_hand():
+    """Ingredients a (own 0.7), b (0.6), c (0.5); soups score {a} 0.70, {a, b} 0.65 (b left out), {a, c} 0.72 (c
+    joins): the soup is a and c, in that order."""
+    from minbert.soup import greedy_members
+
+    scores = {("a",): 0.70, ("a", "b"): 0.65, ("a", "c"): 0.72}
+    members = greedy_members(["c", "b", "a"], {"a": 0.7, "b": 0.6, "c": 0.5}, lambda m: scores[tuple(m)])
+    assert members == ["a", "c"]

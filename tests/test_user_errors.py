@@ -33,8 +33,8 @@ CONFIG_CASES = [
     ("schedule=random_walk", "schedule: 'random_walk' unknown; valid: sequential, round_robin, proportional, annealed"),
     (
         "schedule=plateau",
-        "schedule: 'plateau' unknown; valid: sequential, round_robin, proportional, annealed "
-        "('plateau' is a lr_schedule: set lr_schedule=plateau)",
+        "schedule: 'plateau' unknown; valid: sequential, round_robin, proportional, annealed, temperature, "
+        "weighted ('plateau' is a lr_schedule: set lr_schedule=plateau)",
     ),
     (
         "lr_schedule=annealed",
@@ -52,7 +52,7 @@ CONFIG_CASES = [
     ("custom_tasks.mood.files={train: a.jsonl, dev: b.jsonl}", "custom_tasks.mood: a classification task needs labels"),
     ("custom_tasks.sst.files={train: a.csv, dev: b.csv}", "custom_tasks.sst: a built-in task has this name"),
     ("tasks.sts.margin_step=0.1", "tasks.sts.margin_step: a dynamic margin needs loss cosine_embedding, not 'mse'"),
-    ("combiner=mgda", "combiner: 'mgda' unknown; valid: sum, pcgrad, gradvac"),
+    ("combiner=graddrop", "combiner: 'graddrop' unknown; valid: sum, pcgrad, gradvac, upgrad, mgda, cagrad"),
     ("regularizers.r3f.weight=1", "regularizers: 'r3f' unknown; valid: smart, bregman"),
     ("lr=-1e-3", "lr: -0.001 must be >= 0"),
     ("tasks.sst.batch_size=0", "tasks.sst.batch_size: 0 must be >= 1"),

@@ -78,33 +78,14 @@ def soup(
     check_ingredients(runs, data_dir)
     start = time.time()
     base = load_run(runs[0], data_dir)  # the model the averages are evaluated in
-    weights, own = epoch_ingredients(runs[0], last) if last else ({}, {})
-    for r in [] if last else runs:
-        loaded = base if r == runs[0] else load_run(r, data_dir)
-        weights[str(r)] = {k: v.detach().clone() for k, v in loaded.model.state_dict().items()}
-        own[str(r)] = loaded.best.get("dev", {}).get("overall", float("-inf"))
-    expected = {k: v.shape for k, v in base.model.state_dict().items()}
-    for name, state in weights.items():
-        if {k: v.shape for k, v in state.items()} != expected:
-            raise MinbertError(f"{name}: its weights have other names or shapes than {runs[0]}'s; no average of them")
-    runs = list(weights)  # the ingredients, by name
+    weights, own = epoch_ingredients(runs[0], last) if last else run_ingredients(runs, base, data_dir)
     data = load_data(base.cfg, base.tok, ("dev", "test"))
 
     def dev_overall(members: list[str]) -> float:
         base.model.load_state_dict(average([weights[m] for m in members]))
         return base.runner.evaluate(data["dev"])[0]["overall"]
 
-    if greedy:  # Algorithm 1: best first; a run joins if the soup's dev overall does not fall
-        order = sorted(runs, key=lambda r: -own[r])
-        members, best = [order[0]], dev_overall(order[:1])
-        for r in order[1:]:
-            score = dev_overall(members + [r])
-            verdict = "joins" if score >= best else "left out"
-            print(f"{r}: a soup of {len(members) + 1} scores {score:.4f} on dev, against {best:.4f}: {verdict}")
-            if score >= best:
-                members, best = members + [r], score
-    else:
-        members = list(runs)
+    members = greedy_members(list(weights), own, dev_overall) if greedy else list(weights)
     base.model.load_state_dict(average([weights[m] for m in members]))
     metrics, dev_preds = base.runner.evaluate(data["dev"])
     _, test_preds = base.runner.evaluate(data["test"])
@@ -112,21 +93,49 @@ def soup(
         "run_dir": str(out),
         "dev": metrics,
         "soup": "greedy" if greedy else "uniform",
-        "members": [str(m) for m in members],
-        "ingredients": {r: own[r] for r in runs},
+        "members": members,
+        "ingredients": own,
         "wall_time_s": round(time.time() - start, 1),
         "steps": None,
     }
     with staged(Path(out)) as tmp:  # all files or none
         dump_yaml(dataclasses.replace(base.cfg, out=str(out)), tmp / "config.yaml")
-        save_snapshot(tmp, "best", 0, base.model, state={"epoch": 0, "dev": metrics, "soup": summary["members"]})
+        save_snapshot(tmp, "best", 0, base.model, state={"epoch": 0, "dev": metrics, "soup": members})
         for split, preds in (("dev", dev_preds), ("test", test_preds)):
             write_task_predictions(
                 tmp / "predictions", split, data[split], preds, base.model.specs, base.cfg.prediction_files
             )
         atomic_write_text(tmp / "summary.json", json.dumps(summary, indent=2))
-    print(results_table({f"{summary['soup']} soup of {len(members)} of {len(runs)} runs": metrics}, base.model.specs))
+    print(results_table({f"{summary['soup']} soup of {len(members)} of {len(own)}": metrics}, base.model.specs))
     return summary
+
+
+def run_ingredients(runs: list[Path], base, data_dir: str | None) -> tuple[dict, dict]:
+    """Each run's best weights and its own dev overall, by run; a run whose parameters differ from the first's
+    (names or shapes) is refused."""
+    weights, own = {}, {}
+    expected = {k: v.shape for k, v in base.model.state_dict().items()}
+    for r in runs:
+        loaded = base if r == runs[0] else load_run(r, data_dir)
+        state = {k: v.detach().clone() for k, v in loaded.model.state_dict().items()}
+        if {k: v.shape for k, v in state.items()} != expected:
+            raise MinbertError(f"{r}: its weights have other names or shapes than {runs[0]}'s; no average of them")
+        weights[str(r)], own[str(r)] = state, loaded.best.get("dev", {}).get("overall", float("-inf"))
+    return weights, own
+
+
+def greedy_members(names: list[str], own: dict[str, float], dev_overall) -> list[str]:
+    """Wortsman et al.'s Algorithm 1: the ingredients by their own dev overall, best first; each joins the soup if
+    the soup's dev overall (`dev_overall(members)`) does not fall with it."""
+    order = sorted(names, key=lambda r: -own[r])
+    members, best = [order[0]], dev_overall(order[:1])
+    for r in order[1:]:
+        score = dev_overall(members + [r])
+        verdict = "joins" if score >= best else "left out"
+        print(f"{r}: a soup of {len(members) + 1} scores {score:.4f} on dev, against {best:.4f}: {verdict}")
+        if score >= best:
+            members, best = members + [r], score
+    return members
 
 
 def epoch_ingredients(run: Path, last: int) -> tuple[dict, dict]:
