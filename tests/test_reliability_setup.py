@@ -206,3 +206,19 @@ def test_a_damaged_teacher_or_base_run_is_named_as_its_key(sst_run, tiny_encoder
     fails([*tiny(tiny_encoder, tmp_path), f"distill.teachers=[{damaged}]"], capsys, f"distill.teachers[0]: {damaged}")
     argv = [*tiny(tiny_encoder, tmp_path), f"from_run={damaged}", "tasks={quora: {batch_size: 8}}"]
     fails(argv, capsys, "from_run:", f"minbert train --resume {damaged}")
+
+
+def test_a_configured_data_dir_that_minbert_data_replaces_is_named(monkeypatch, caplog, tmp_path):
+    """$MINBERT_DATA wins over a config's data_dir (the documented rule: runs move between machines), but no longer
+    without a word."""
+    from minbert.data import choose_data_dir
+
+    monkeypatch.setenv("MINBERT_DATA", str(tmp_path / "env"))
+    with caplog.at_level("WARNING"):
+        assert choose_data_dir(None, str(tmp_path / "mine")) == str(tmp_path / "env")
+    assert "replaced by $MINBERT_DATA" in caplog.text and "mine" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert choose_data_dir(str(tmp_path / "flag"), str(tmp_path / "mine")) == str(tmp_path / "flag")
+        assert choose_data_dir(None, "") == str(tmp_path / "env")
+    assert not caplog.text

@@ -28,8 +28,12 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 def choose_data_dir(flag: str | None, configured: str) -> str:
     """The one rule for which data folder a command reads: `--data-dir` (or `data_dir=` on the command line), else
-    $MINBERT_DATA, else the config file's or the run's saved `data_dir`, else ../shared/data ("")."""
-    return str(flag or os.environ.get("MINBERT_DATA") or configured or "")
+    $MINBERT_DATA, else the config file's or the run's saved `data_dir`, else ../shared/data (""). A configured
+    folder that $MINBERT_DATA replaces is named in a warning (never dropped without a word)."""
+    env = os.environ.get("MINBERT_DATA")
+    if not flag and env and configured and Path(configured).expanduser() != Path(env).expanduser():
+        log.warning("data_dir %s (config) is replaced by $MINBERT_DATA=%s; --data-dir chooses", configured, env)
+    return str(flag or env or configured or "")
 
 
 def data_dir(override: str | Path | None = None) -> Path:
