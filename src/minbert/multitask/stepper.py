@@ -1,10 +1,12 @@
 """One optimizer step, whatever the techniques: `Stepper.step` reads top to bottom.
 
-The objective's losses (multitask/objective.py) -> one backward of the summed loss (the objective wrapped by
-DistributedDataParallel with several processes), or one backward per task into a gradient row on the shared encoder
-and a combiner (PCGrad, GradVac) making one gradient of the rows -> fp16 unscaling, the non-finite check, clipping
--> AdamW -> the objective's after-step updates. The stepper owns what the update needs besides the losses: the
-gradient scaler, DDP, the combiner, the conflict statistics and the split into shared and task parameters.
+The objective's losses (multitask/objective.py) -> one backward of the summed loss, each task's loss times its
+weighting's weight (the objective wrapped by DistributedDataParallel with several processes), or one backward per
+task into a gradient row on the shared encoder, each row times its weight, and a combiner (PCGrad, GradVac, UPGrad,
+...) making one gradient of the rows -> fp16 unscaling, the non-finite check, clipping -> AdamW -> the objective's
+after-step updates, the weights' moving average (`ema_decay`) and what the weighting learns from the step. The
+stepper owns what the update needs besides the losses: the gradient scaler, DDP, the combiner, the conflict
+statistics, the moving average and the split into shared and task parameters.
 """
 
 from __future__ import annotations
