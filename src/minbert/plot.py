@@ -20,47 +20,40 @@ def plot_files(run: Path) -> list[Path]:
 
 
 def plot_run(run: Path) -> list[Path]:
-    """RUN/plots/loss_per_task.png and dev_metrics.png from RUN/metrics.jsonl (checked: each record's step a whole
-    number, its values numbers); an existing picture is replaced (`minbert plot` refuses one without
-    --overwrite)."""
+    """RUN/plots/loss_per_task.png, dev_metrics.png (and task_weights.png under a loss weighting) from
+    RUN/metrics.jsonl (checked: each record's step a whole number, its values numbers); an existing picture is
+    replaced (`minbert plot` refuses one without --overwrite)."""
     path = run / "metrics.jsonl"
     if not path.is_file():
         raise MinbertError(f"{path}: no such metrics log; give a run folder of `minbert train`")
     records = read_metrics(path)
     if not records:
         raise MinbertError(f"{path}: no records to plot; a run logs its first after log_every steps")
-    written = []
     steps = [r for r in records if "dev/overall" not in r and any(k.startswith("train/loss/") for k in r)]
     evals = [r for r in records if any(k.startswith("dev/") for k in r)]
-    if steps:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key in sorted({k for r in steps for k in r if k.startswith("train/loss/")}):
-            pts = [(r["step"], as_point(r[key])) for r in steps if key in r]
-            ax.plot(*zip(*pts), label=key.removeprefix("train/loss/"))
-        ax.set(xlabel="step", ylabel="training loss", title=f"loss per task: {run.name}")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        written.append(save_figure(fig, run / "plots" / "loss_per_task.png"))
-    weighted = [r for r in steps if any(k.startswith("weight/") for k in r)]
-    if weighted:  # a loss weighting's task weights (weighting: uw, dwa, ...)
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key in sorted({k for r in weighted for k in r if k.startswith("weight/")}):
-            pts = [(r["step"], as_point(r[key])) for r in weighted if key in r]
-            ax.plot(*zip(*pts), label=key.removeprefix("weight/"))
-        ax.set(xlabel="step", ylabel="loss weight", title=f"task weights: {run.name}")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        written.append(save_figure(fig, run / "plots" / "task_weights.png"))
-    if evals:
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for key in sorted({k for r in evals for k in r if k.startswith("dev/")}):
-            pts = [(r["epoch"], as_point(r[key])) for r in evals if key in r]
-            ax.plot(*zip(*pts), marker="o", label=key.removeprefix("dev/"))
-        ax.set(xlabel="epoch", ylabel="dev metric", title=f"dev metrics per epoch: {run.name}")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        written.append(save_figure(fig, run / "plots" / "dev_metrics.png"))
+    weighted = [r for r in steps if any(k.startswith("weight/") for k in r)]  # a loss weighting's (uw, dwa, ...)
+    figures = [
+        (steps, "train/loss/", "step", "training loss", "loss per task", "loss_per_task.png", {}),
+        (weighted, "weight/", "step", "loss weight", "task weights", "task_weights.png", {}),
+        (evals, "dev/", "epoch", "dev metric", "dev metrics per epoch", "dev_metrics.png", {"marker": "o"}),
+    ]
+    written = []
+    for rows, prefix, x, ylabel, title, name, style in figures:
+        if rows:
+            written.append(curves(rows, prefix, x, ylabel, f"{title}: {run.name}", run / "plots" / name, style))
     return written
+
+
+def curves(rows: list[dict], prefix: str, x: str, ylabel: str, title: str, path: Path, style: dict) -> Path:
+    """One line per logged key under `prefix` (its name the label), against the records' `x`, saved to `path`."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in sorted({k for r in rows for k in r if k.startswith(prefix)}):
+        pts = [(r[x], as_point(r[key])) for r in rows if key in r]
+        ax.plot(*zip(*pts), label=key.removeprefix(prefix), **style)
+    ax.set(xlabel=x, ylabel=ylabel, title=title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return save_figure(fig, path)
 
 
 def as_point(v) -> float:

@@ -37,6 +37,13 @@ def gramian(grads: torch.Tensor) -> torch.Tensor:
     return g @ g.T
 
 
+def normalized(M: torch.Tensor, eps: float) -> torch.Tensor:
+    """The Gramian divided by its trace (the squared Frobenius norm of G), as TorchJD's `normalize`; zeros when the
+    trace is below `eps`."""
+    trace = float(M.diagonal().sum())
+    return M / trace if trace >= eps else torch.zeros_like(M)
+
+
 def combine(grads: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     """sum_i w_i g_i: the rows of G weighted."""
     return weights.to(grads.dtype) @ grads

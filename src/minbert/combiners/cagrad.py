@@ -17,7 +17,7 @@ from typing import Annotated
 import numpy as np
 import torch
 
-from minbert.combiners.base import Combiner, combine, gramian, solver
+from minbert.combiners.base import Combiner, combine, gramian, normalized, solver
 from minbert.config import ge
 
 
@@ -30,8 +30,7 @@ class CAGrad(Combiner):
 
     def weights(self, M: torch.Tensor) -> torch.Tensor:
         T, cp = M.shape[0], self.cp
-        trace = float(M.diagonal().sum())
-        M = M / trace if trace >= self.norm_eps else torch.zeros_like(M)
+        M = normalized(M, self.norm_eps)
         U, S, _ = torch.svd(M)
         R = (U @ S.sqrt().diag()).numpy()  # R R^T = M
         g0 = R.T @ np.ones(T) / T  # the average gradient, in R's coordinates

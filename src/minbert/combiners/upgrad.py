@@ -19,7 +19,7 @@ from typing import Annotated
 import numpy as np
 import torch
 
-from minbert.combiners.base import Combiner, combine, gramian, solver
+from minbert.combiners.base import Combiner, combine, gramian, normalized, solver
 from minbert.config import ge
 
 
@@ -32,8 +32,7 @@ class UPGrad(Combiner):
 
     def weights(self, M: torch.Tensor) -> torch.Tensor:
         T = M.shape[0]
-        trace = float(M.diagonal().sum())
-        M = (M / trace if trace >= self.norm_eps else torch.zeros_like(M)) + self.reg_eps * torch.eye(T, dtype=M.dtype)
+        M = normalized(M, self.norm_eps) + self.reg_eps * torch.eye(T, dtype=M.dtype)
         P = M.numpy()
         vs = [self.qp.solve_qp(P, np.zeros(T), -np.eye(T), -np.eye(T)[i], solver="quadprog") for i in range(T)]
         if any(v is None for v in vs):
