@@ -5,20 +5,22 @@
 # are kept, an interrupted one resumes from its last checkpoint). Run it pinned to one core, from a fixed commit:
 #   git worktree add ../study HEAD && cd ../study
 #   PYTHONPATH=src nohup taskset -c 0 scripts/report-study.sh > study.log 2>&1 &
+# Two cores: one process per core, each on its own seeds (SEEDS="1 2" on core 0, SEEDS=3 on core 1).
 # The tables: minbert sweep configs/reports/NNN.yaml --budget 1000 --seeds 1 2 3 --only ROWS --report
 set -euo pipefail
 STEPS=${STEPS:-1000}
+SEEDS=${SEEDS:-1 2 3}
 sweep() {
     python -m minbert sweep "configs/reports/$1.yaml" --budget "$STEPS" --seeds "$2" --only "$3" precision=bf16 threads=1
 }
 # the claims of reports 000, 002, 003 and 004 first, at all three seeds; report 001's rows (SMART costs about three
 # steps per step) after them
-for seed in 1 2 3; do
+for seed in $SEEDS; do
     sweep 004 "$seed" dynamic-0-0.05,static-0,gradient-surgery,baseline
     sweep 000 "$seed" multitask-mse,multitask,multitask-cos,multitask-mse-mnr
     sweep 003 "$seed" naive,cosine,gradvac,pals
     sweep 002 "$seed" v2-pcgrad,v1-cosine,v3-cosine-pcgrad,general,v2-dropout0.5,v2-dropout0.8
 done
-for seed in 1 2 3; do
+for seed in $SEEDS; do
     sweep 001 "$seed" annealed,baseline,annealed-smart15,baseline-smart,mnrl-sst,mnrl-annealed-smart15-25ep,mnrl-bregman-mu1-beta0.9
 done
