@@ -1,0 +1,70 @@
+"""scripts/claims.py: the claims study's verdict rules on hand-worked cases, and configs/reports/claims.yaml naming
+rows that exist in the reports' sweep files."""
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+from minbert.config import load_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("claims", ROOT / "scripts" / "claims.py")
+claims = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(claims)
+
+
+def test_difference_and_its_standard_error_by_hand():
+    # a: mean 0.5, sample var ((-.01)^2 + 0 + .01^2) / 2 = 1e-4; b: mean 0.53, sample var 4e-4
+    d, se = claims.difference([0.49, 0.50, 0.51], [0.51, 0.53, 0.55])
+    assert d == pytest.approx(0.03)
+    assert se == pytest.approx(math.sqrt(1e-4 / 3 + 4e-4 / 3))  # population variances would give a smaller se
+
+
+A = [0.49, 0.50, 0.51]
+
+
+@pytest.mark.parametrize(
+    "b, expect, large, verdict",
+    [
+        ([0.51, 0.53, 0.55], "higher", False, "agrees"),  # +0.03, se 0.0129: beyond twice it
+        ([0.51, 0.53, 0.55], "lower", False, "disagrees (the other way, beyond noise)"),
+        ([0.45, 0.47, 0.49], "higher", True, "disagrees (the other way, beyond noise)"),
+        ([0.49, 0.51, 0.53], "higher", False, "no difference here"),  # +0.01, se 0.0129
+        ([0.50, 0.52, 0.54], "higher", False, "no difference here"),  # +0.02: beyond one se, not two
+        ([0.49, 0.51, 0.53], "higher", True, "disagrees (no difference here)"),
+        ([0.49, 0.51, 0.53], "same", False, "agrees (no difference here)"),
+        ([0.51, 0.53, 0.55], "same", False, "disagrees (a difference beyond noise)"),
+    ],
+)
+def test_verdicts_by_hand(b, expect, large, verdict):
+    assert claims.verdict(A, b, expect, large, seeds=3, floor=None) == verdict
+
+
+def test_no_verdict_before_every_seed():
+    assert claims.verdict(A, [0.6, 0.6], "higher", True, seeds=3, floor=None) == "pending (3 and 2 of 3 seeds)"
+
+
+def test_both_rows_at_the_majority_class_cannot_be_tested():
+    at = [0.6219, 0.6219, 0.6219]
+    v = claims.verdict(at, [0.6219, 0.6224, 0.6219], "lower", True, seeds=3, floor=0.6219)
+    assert v.startswith("cannot be tested")
+    # one side off the floor: an ordinary verdict
+    assert claims.verdict(at, [0.70, 0.71, 0.72], "higher", True, seeds=3, floor=0.6219) == "agrees"
+
+
+def test_majority_share_counts_the_dev_labels(tmp_path):
+    (tmp_path / "quora-dev-from-dev.csv").write_text(
+        "\tid\tsentence1\tsentence2\tis_duplicate\n0\ta\tx\ty\t0.0\n1\tb\tx\ty\t1.0\n2\tc\tx\ty\t0.0\n3\td\tx\ty\t0.0\n"
+    )
+    assert claims.majority_share(tmp_path, "quora/acc") == 0.75
+    assert claims.majority_share(tmp_path, "sts/pearson") is None  # not an accuracy
+    assert claims.majority_share(tmp_path, "sst/acc") is None  # no file
+
+
+def test_every_claim_names_rows_of_its_report():
+    for c in load_yaml(ROOT / "configs" / "reports" / "claims.yaml")["claims"]:
+        variants = load_yaml(ROOT / "configs" / "reports" / f"{c['report']}.yaml")["variants"]
+        assert len(c["rows"]) == 2 and all(r in variants for r in c["rows"]), c
+        assert c["metric"] in claims.TITLES and c["expect"] in claims.EXPECT, c
