@@ -3,7 +3,7 @@
     python scripts/claims.py --budget 1000 precision=bf16 threads=1 [--seeds 1 2 3] [--out FILE] [--gradvac]
 
 Run it where the study ran (its runs/reports/NNN-STEPSsteps folders, see scripts/report-study.sh). Each claim of
-configs/reports/claims.yaml compares two rows A and B of a report's sweep on one dev metric. Per row: the mean and
+docs/study/reports/claims.yaml compares two rows A and B of a report's sweep on one dev metric. Per row: the mean and
 sample std over the seeds that finished; the difference d = mean(B) - mean(A) and its standard error
 se = sqrt(sd_A^2 / n_A + sd_B^2 / n_B), as `minbert sweep`'s table computes them. The verdict, once both rows have
 every seed asked for (before that, the numbers so far and no verdict):
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budget", type=int, help="the study's --budget STEPS (its runs in runs/reports/NNN-STEPSsteps)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--claims", type=Path, default=Path("configs/reports/claims.yaml"))
+    p.add_argument("--claims", type=Path, default=Path("docs/study/reports/claims.yaml"))
     p.add_argument("--data-dir", type=Path, default=Path("../shared/data"), help="for the majority-class shares")
     p.add_argument("--gradvac", action="store_true", help="claim 11's per-epoch counts instead of the table")
     p.add_argument("--out", type=Path, help="write the markdown here as well")

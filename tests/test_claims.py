@@ -1,4 +1,4 @@
-"""scripts/claims.py: the claims study's verdict rules on hand-worked cases, and configs/reports/claims.yaml naming
+"""scripts/claims.py: the claims study's verdict rules on hand-worked cases, and docs/study/reports/claims.yaml naming
 rows that exist in the reports' sweep files."""
 
 import importlib.util
@@ -64,7 +64,7 @@ def test_majority_share_counts_the_dev_labels(tmp_path):
 
 
 def test_every_claim_names_rows_of_its_report():
-    for c in load_yaml(ROOT / "configs" / "reports" / "claims.yaml")["claims"]:
+    for c in load_yaml(ROOT / "docs" / "study" / "reports" / "claims.yaml")["claims"]:
         variants = load_yaml(ROOT / "configs" / "reports" / f"{c['report']}.yaml")["variants"]
         assert len(c["rows"]) == 2 and all(r in variants for r in c["rows"]), c
         assert c["metric"] in claims.TITLES and c["expect"] in claims.EXPECT, c
