@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 
-from minbert.combiners import COMBINERS
+from minbert.combiners import COMBINERS, base
 from minbert.combiners.gradvac import GradVac
 from minbert.combiners.pcgrad import PCGrad
 from minbert.multitask.conflicts import ConflictStats
@@ -178,3 +178,13 @@ def test_conflict_statistics():
     s = stats.summary()
     assert s["conflict/sst-quora/negative"] == 1 and s["conflict/sst-quora/pairs"] == 2
     assert s["conflict/sst-sts/negative"] == 0 and s["conflict/sst-sts/mean_cos"] == pytest.approx(0.0)
+    # cos((1, 0), (-1, 0.1)) = -1 / sqrt(1.01), then cos((1, 0), (1, 0)) = 1
+    assert s["conflict/sst-quora/mean_cos"] == pytest.approx((1 - 1 / math.sqrt(1.01)) / 2)
+
+
+def test_gramian_in_blocks_equals_one_float64_product(monkeypatch):
+    g = torch.randn(3, 11, generator=torch.Generator().manual_seed(0))
+    monkeypatch.setattr(base, "GRAMIAN_CHUNK", 4)  # blocks of 4, 4 and 3 columns
+    M = base.gramian(g)
+    assert M.dtype == torch.float64
+    assert torch.allclose(M, g.double() @ g.double().T, rtol=1e-12, atol=1e-12)

@@ -77,8 +77,10 @@ def test_two_gloo_processes_match_one_process_and_only_rank_0_writes(tmp_path, e
     assert proc.stdout.count("| dev (best epoch") == 1
 
 
-def test_gradient_accumulation_matches_one_batch(tmp_path, tiny_encoder):
-    exact = EXACT + [f"checkpoint={tiny_encoder}"]
+@pytest.mark.parametrize("extra", [[], ["combiner=pcgrad", "conflict_stats=true"]], ids=["sum", "pcgrad"])
+def test_gradient_accumulation_matches_one_batch(tmp_path, tiny_encoder, extra):
+    # with a combiner, each task's row of G sums its micro-batches' gradients before the rows are combined
+    exact = EXACT + [f"checkpoint={tiny_encoder}", *extra]
     tr.train(load_config(TrainConfig, QUICKSTART, exact + [f"out={tmp_path / 'one'}"]))
     tr.train(load_config(TrainConfig, QUICKSTART, exact + ["grad_accum=3", f"out={tmp_path / 'three'}"]))
     assert_same_weights(tmp_path / "one", tmp_path / "three")

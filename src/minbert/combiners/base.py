@@ -31,10 +31,17 @@ class Combiner(Extension):
         return {}
 
 
+GRAMIAN_CHUNK = 1 << 18  # columns per float64 block: a block of a few MB, not a float64 copy of all of G
+
+
 def gramian(grads: torch.Tensor) -> torch.Tensor:
-    """G G^T, the (T, T) inner products of the task gradients, in float64: what the weighting methods solve on."""
-    g = grads.double()
-    return g @ g.T
+    """G G^T, the (T, T) inner products of the task gradients, in float64 and on the CPU: what the weighting methods
+    solve on. Summed over blocks of columns, so that the float64 copy is one block at a time."""
+    out = torch.zeros(grads.shape[0], grads.shape[0], dtype=torch.float64, device=grads.device)
+    for block in grads.split(GRAMIAN_CHUNK, dim=1):
+        b = block.double()
+        out += b @ b.T
+    return out.cpu()
 
 
 def normalized(M: torch.Tensor, eps: float) -> torch.Tensor:
@@ -45,8 +52,8 @@ def normalized(M: torch.Tensor, eps: float) -> torch.Tensor:
 
 
 def combine(grads: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """sum_i w_i g_i: the rows of G weighted."""
-    return weights.to(grads.dtype) @ grads
+    """sum_i w_i g_i: the rows of G weighted (weights from a solver on the CPU moved to G's device)."""
+    return weights.to(device=grads.device, dtype=grads.dtype) @ grads
 
 
 def missing_packages(what: str, packages: tuple[str, ...]) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from minbert.combiners.base import gramian
+
 
 class ConflictStats:
     def __init__(self):
@@ -16,8 +18,9 @@ class ConflictStats:
         self.count: dict[str, int] = {}
 
     def update(self, grads: torch.Tensor, names: list[str]) -> None:
-        unit = grads / grads.norm(dim=1, keepdim=True).clamp(min=1e-12)
-        cos = unit @ unit.T  # (T, T)
+        M = gramian(grads)  # (T, T) inner products, float64
+        norm = M.diagonal().sqrt().clamp(min=1e-12)
+        cos = M / norm[:, None] / norm[None, :]
         for i in range(len(names)):
             for j in range(i + 1, len(names)):
                 key = f"{names[i]}-{names[j]}"

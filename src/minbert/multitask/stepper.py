@@ -115,35 +115,42 @@ class Stepper:
             for k, v in mine.items():
                 terms[k] += v
 
-    def task_gradients(self, micro: Micro, totals: dict[str, float], terms: Terms, step: int) -> list[torch.Tensor]:
+    def task_gradients(self, micro: Micro, totals: dict[str, float], terms: Terms, step: int) -> torch.Tensor:
         """Per-task gradient rows on the shared parameters, summed over micro-batches and processes (one pass per
         task; `torch.autograd.grad` hands back the shared parameters' gradient without touching .grad). The task's
         own parameters (head, PALs) get their gradient in .grad, also summed across processes."""
-        rows, shared = {}, self.shared
+        shared, names = self.shared, list(totals)
+        P = sum(p.numel() for p in shared)
+        rows = torch.empty(len(names), P, dtype=shared[0].dtype, device=shared[0].device)  # G, (T, P)
+        written = set()
         for batches, fracs in micro:
             for n, b in batches.items():
                 loss = self.objective.task_loss(n, b, terms=terms) * fracs[n]
                 grads = torch.autograd.grad(self.scale(loss), shared + self.own[n], allow_unused=True)
-                flat = flat_grads(grads[: len(shared)], shared)
-                rows[n] = flat if n not in rows else rows[n] + flat
+                row = rows[names.index(n)]
+                if n in written:
+                    row += flat_grads(grads[: len(shared)], shared)
+                else:  # the task's first micro-batch: its gradient written into its row of G, no copy
+                    flat_grads(grads[: len(shared)], shared, out=row)
+                    written.add(n)
                 for p, g in zip(self.own[n], grads[len(shared) :]):
                     if g is not None:
                         p.grad = g if p.grad is None else p.grad + g
                 totals[n] += loss.item()
         if self.world > 1:
-            own = [p for n in rows for p in self.own[n]]
+            own = [p for n in names for p in self.own[n]]
             set_grads(all_reduce_sum(flat_grads([p.grad for p in own], own)), own)
-        rows = {n: all_reduce_sum(rows[n]) for n in totals}
+            all_reduce_sum(rows)
         if not isinstance(self.objective.weighting, Equal):  # each task's gradient times its loss's weight
             values = dict(zip(totals, all_reduce_sum(torch.tensor(list(totals.values()), dtype=torch.float64))))
             w = self.objective.weighting.weights({n: float(v) for n, v in values.items()}, step)
             self.objective.used.update(w)
-            for n in totals:
-                rows[n] = rows[n] * w[n]
+            for t, n in enumerate(names):
+                rows[t] *= w[n]
                 for p in self.own[n]:
                     if p.grad is not None:
                         p.grad = p.grad * w[n]
-        return [rows[n] for n in totals]
+        return rows
 
     def losses_again(self, micro: Micro) -> dict[str, float]:
         """The step's task losses on the same micro-batches under the updated weights (FAMO's L'), all-reduced as the
@@ -154,15 +161,14 @@ class Stepper:
                 totals[n] += fracs[n] * self.objective.task_loss(n, b).item()
         return dict(zip(totals, all_reduce_sum(torch.tensor(list(totals.values()), dtype=torch.float64)).tolist()))
 
-    def combine(self, rows: list[torch.Tensor], names: list[str], step: int) -> torch.Tensor:
+    def combine(self, grads: torch.Tensor, names: list[str], step: int) -> torch.Tensor:
         """G (T, P) -> one gradient on the shared parameters; records conflict statistics when asked."""
-        grads = torch.stack(rows)
         if self.scaler is not None and not bool(torch.isfinite(grads).all()):
             return grads.sum(0)  # an fp16 overflow: keep the inf/nan so the scaler skips this step, state untouched
-        if self.cfg.conflict_stats and len(rows) > 1:
+        if self.cfg.conflict_stats and len(names) > 1:
             self.conflicts.update(grads, names)
         rng = random.Random(f"{self.cfg.seed}/{step}")
-        return self.combiner(grads, rng, names) if len(rows) > 1 else grads[0]
+        return self.combiner(grads, rng, names) if len(names) > 1 else grads[0]
 
     def scale(self, loss: torch.Tensor) -> torch.Tensor:
         return loss if self.scaler is None else self.scaler.scale(loss)
@@ -194,9 +200,10 @@ class Stepper:
         self.conflicts.load_state_dict(state["conflicts"])
 
 
-def flat_grads(grads, params) -> torch.Tensor:
-    """One flat row from per-parameter gradients, zeros where a parameter got none."""
-    return torch.cat([g.reshape(-1) if g is not None else p.new_zeros(p.numel()) for g, p in zip(grads, params)])
+def flat_grads(grads, params, out: torch.Tensor | None = None) -> torch.Tensor:
+    """One flat row from per-parameter gradients, zeros where a parameter got none (into `out` where given)."""
+    parts = [g.reshape(-1) if g is not None else p.new_zeros(p.numel()) for g, p in zip(grads, params)]
+    return torch.cat(parts) if out is None else torch.cat(parts, out=out)
 
 
 def grads_finite(model: nn.Module) -> bool:
@@ -204,6 +211,6 @@ def grads_finite(model: nn.Module) -> bool:
 
 
 def set_grads(flat: torch.Tensor, params) -> None:
-    """A flat row back into the parameters' .grad."""
+    """A flat row back into the parameters' .grad, as views of it (no copy: the row is this step's alone)."""
     for p, g in zip(params, flat.split([p.numel() for p in params])):
-        p.grad = g.view_as(p).clone()
+        p.grad = g.view_as(p)
