@@ -1,6 +1,6 @@
 """The reports' claims against the claims study's runs: one markdown table, docs/REPORTS.md's.
 
-    python scripts/claims.py --budget 1000 precision=bf16 threads=1 [--seeds 1 2 3] [--out FILE] [--gradvac]
+    python scripts/claims.py --budget 1000 precision=bf16 threads=1 [--seeds 1 2 3] [--gradvac] [--update FILE]
 
 Run it where the study ran (its runs/reports/NNN-STEPSsteps folders, see scripts/report-study.sh). Each claim of
 docs/study/reports/claims.yaml compares two rows A and B of a report's sweep on one dev metric. Per row: the mean and
@@ -164,7 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--claims", type=Path, default=Path("docs/study/reports/claims.yaml"))
     p.add_argument("--data-dir", type=Path, default=Path("../shared/data"), help="for the majority-class shares")
     p.add_argument("--gradvac", action="store_true", help="claim 11's per-epoch counts instead of the table")
-    p.add_argument("--out", type=Path, help="write the markdown here as well")
+    p.add_argument(
+        "--update",
+        type=Path,
+        metavar="FILE",
+        help="also put the markdown into FILE between its lines '<!-- scripts/claims.py: table -->' (or ': gradvac')"
+        " and '<!-- end -->' (docs/REPORTS.md)",
+    )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="the study's overrides (precision=bf16 threads=1)")
     args = p.parse_args(argv)
     try:
@@ -176,9 +182,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(md)
-    if args.out:
-        args.out.write_text(md + "\n", encoding="utf-8")
+    if args.update:
+        try:
+            update(args.update, "gradvac" if args.gradvac else "table", md)
+        except MinbertError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     return 0
+
+
+def update(path: Path, block: str, md: str) -> None:
+    """Replaces the lines between `<!-- scripts/claims.py: BLOCK -->` and the next `<!-- end -->` in `path`."""
+    start, end = f"<!-- scripts/claims.py: {block} -->", "<!-- end -->"
+    text = path.read_text(encoding="utf-8")
+    i = text.find(start)
+    j = text.find(end, i + len(start)) if i >= 0 else -1
+    if j < 0:
+        raise MinbertError(f"{path}: no lines {start!r} ... {end!r} to put the {block} between")
+    path.write_text(text[: i + len(start)] + "\n" + md + "\n" + text[j:], encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -68,3 +68,18 @@ def test_every_claim_names_rows_of_its_report():
         variants = load_yaml(ROOT / "configs" / "reports" / f"{c['report']}.yaml")["variants"]
         assert len(c["rows"]) == 2 and all(r in variants for r in c["rows"]), c
         assert c["metric"] in claims.TITLES and c["expect"] in claims.EXPECT, c
+
+
+def test_update_replaces_only_its_block(tmp_path):
+    doc = tmp_path / "REPORTS.md"
+    doc.write_text(
+        "intro\n<!-- scripts/claims.py: table -->\nold table\n<!-- end -->\nmiddle\n"
+        "<!-- scripts/claims.py: gradvac -->\nold counts\n<!-- end -->\nend\n"
+    )
+    claims.update(doc, "table", "| new |")
+    assert doc.read_text() == (
+        "intro\n<!-- scripts/claims.py: table -->\n| new |\n<!-- end -->\nmiddle\n"
+        "<!-- scripts/claims.py: gradvac -->\nold counts\n<!-- end -->\nend\n"
+    )
+    with pytest.raises(claims.MinbertError, match="no lines"):
+        claims.update(tmp_path / "REPORTS.md", "other", "x")
