@@ -3,6 +3,7 @@ quickstart setup (SST, Quora, STS; embedded checkpoint; `--precision auto`: bf16
 else fp32). Run by hand, with nothing else running:
 
     python benchmarks/bench_techniques.py [--steps 10] [--precision auto|fp32|bf16] [--only PALs LoRA] [--record]
+        [--batch-size 8] [--threads 1]
 
 Each variant trains `--steps` round-robin steps (after 2 warm-up steps) through the real training loop's
 per-step code (multitask.stepper.Stepper.step), with the same batches. Prints the table (`--record`: also to benchmarks/log/).
@@ -63,10 +64,11 @@ for r in (8, 32):
     VARIANTS[f"LoRA r{r}, shared weights trained"] = [LORA % (r, 2 * r, ", train_shared: true")]
 
 
-def time_variant(overrides: list[str], steps: int, precision: str) -> tuple[float, int]:
-    """Seconds per step, and the number of parameters the variant trains."""
+def time_variant(overrides: list[str], steps: int, precision: str, batch: int | None = None) -> tuple[float, int]:
+    """Seconds per step, and the number of parameters the variant trains (`batch`: every task's batch size)."""
+    sizes = [f"tasks.{t}.batch_size={batch}" for t in ("sst", "quora", "sts")] if batch else []
     cfg = load_config(
-        TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"precision={precision}", *overrides]
+        TrainConfig, ROOT / "configs" / "quickstart.yaml", [f"precision={precision}", *sizes, *overrides]
     ).validate()
     device = torch.device("cpu")
     torch.manual_seed(0)
@@ -101,21 +103,25 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     add_record_flag(ap)
     ap.add_argument("--only", nargs="*", help="only the variants whose name starts with one of these (and sum)")
+    ap.add_argument("--batch-size", type=int, help="every task's batch size (default: the quickstart's 32)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     chosen = {
         n: o
         for n, o in VARIANTS.items()
         if n == "sum (baseline)" or not args.only or any(n.startswith(w) for w in args.only)
     }
-    times = {name: time_variant(o, args.steps, args.precision) for name, o in chosen.items()}
+    times = {name: time_variant(o, args.steps, args.precision, args.batch_size) for name, o in chosen.items()}
     precision = resolve_precision(torch.device("cpu"), args.precision)
     base = times["sum (baseline)"][0]
     rows = [f"| {name} | {t * 1000:.0f} | {t / base:.2f}x | {n:,} |" for name, (t, n) in times.items()]
     head = "| technique | ms per round-robin step | relative to sum | trained parameters |"
     table = "\n".join([head, "|---|---|---|---|", *rows])
     setup = (
-        f"configs/quickstart.yaml (batch 32 per task, {precision}; CPU: {cpu_name()}), one step = one batch "
-        f"of each of SST, Quora, STS, forward + backward + AdamW; mean of {args.steps} steps after 2 warm-up; "
+        f"configs/quickstart.yaml (batch {args.batch_size or 32} per task, {precision}; CPU: {cpu_name()}), one step "
+        f"= one batch of each of SST, Quora, STS, forward + backward + AdamW; mean of {args.steps} steps after 2 warm-up; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads."
     )
     record("bench_techniques", setup, table, write=args.record)
