@@ -10,6 +10,10 @@ which makes cos(g_i^PC, g_j) exactly phi_hat; then phi_hat_ij <- (1 - beta) phi_
 sum_i g_i^PC. Report 003 prints this rule with typos (its line 14 misplaces a parenthesis and uses phi^(t) for
 the target, and its EMA line reads (1 - beta) phi^(t) + beta phi^(t)); this file follows the paper's equation.
 
+Every g_i^PC stays a combination of the original rows, so each group is worked on its (T, T) Gramian, as PCGrad
+is (combiners/pcgrad.py): g_i^PC = A_i . G, |g_i^PC|^2 = A_i M A_i, g_i^PC . g_j = A_i M_j, and a fix adds its
+coefficient to A_ij; one pass over G forms the Gramians and one the update.
+
 `per` splits the shared parameters into groups, each with its own targets and test: "all" (one group), "layer"
 (the embeddings, each encoder layer, the pooler: report 003's "applied per layer", the paper's per-component
 variant) or "parameter" (each weight matrix and bias). `groups` gives the column spans directly instead.
@@ -29,7 +33,7 @@ from typing import Annotated, Literal
 
 import torch
 
-from minbert.combiners.base import Combiner
+from minbert.combiners.base import Combiner, combine, gramian
 from minbert.config import within
 
 _LAYER = re.compile(r"^(.*?layer\.\d+)\.")
@@ -78,33 +82,40 @@ class GradVac(Combiner):
     def __call__(self, grads: torch.Tensor, rng, names: list[str] | None = None) -> torch.Tensor:
         spans = self.groups or [(0, grads.shape[1])]
         names = names or [str(i) for i in range(grads.shape[0])]
-        out = grads.clone()
         T = grads.shape[0]
+        # per group: the Gramian of the rows' slices, and each g_i^PC as coefficients on the original slices (A = I)
+        grams = [gramian(grads[:, a:b]) for a, b in spans]
+        coefs = [torch.eye(T, dtype=torch.float64) for _ in spans]
         for i in range(T):
             others = [j for j in range(T) if j != i]
             rng.shuffle(others)
             fixed = 0
             for j in others:
                 pair = f"{names[i]}-{names[j]}"
-                for k, (a, b) in enumerate(spans):
-                    done = self._vaccinate(out[i, a:b], grads[j, a:b], f"{names[i]},{names[j]},{k}")
+                for k, (M, A) in enumerate(zip(grams, coefs)):
+                    done = self._vaccinate(A[i], M, j, f"{names[i]},{names[j]},{k}")
                     self.checks[pair] = self.checks.get(pair, 0) + 1
                     self.fixes[pair] = self.fixes.get(pair, 0) + done
                     fixed += done
             self.rows += 1
             self.altered += fixed > 0
-        return out.sum(0)
+        out = torch.empty(grads.shape[1], dtype=grads.dtype, device=grads.device)
+        for (a, b), A in zip(spans, coefs):
+            out[a:b] = combine(grads[:, a:b], A.sum(0))  # sum_i g_i^PC on this group's columns
+        return out
 
-    def _vaccinate(self, gi: torch.Tensor, gj: torch.Tensor, key: str) -> bool:
-        ni, nj = gi.norm(), gj.norm()
+    def _vaccinate(self, ai: torch.Tensor, M: torch.Tensor, j: int, key: str) -> bool:
+        """One test of g_i^PC = ai . G (the group's rows) against g_j, on the group's Gramian M; a fix adds its
+        coefficient to ai[j] in place."""
+        ni, nj = max(float(ai @ M @ ai), 0.0) ** 0.5, float(M[j, j]) ** 0.5
         if ni == 0 or nj == 0:
             return False
-        phi = float((gi @ gj) / (ni * nj))
+        phi = min(max(float(ai @ M[:, j]) / (ni * nj), -1.0), 1.0)  # a cosine, whatever the rounding
         target = self.target.get(key, 0.0)
         fixed = phi < target
         if fixed:
             coef = ni * (target * (1 - phi**2) ** 0.5 - phi * (1 - target**2) ** 0.5) / (nj * (1 - target**2) ** 0.5)
-            gi += coef * gj  # in place: gi is a view of this task's row
+            ai[j] += coef  # g_i^PC += coef g_j
             self.applied += 1
         self.target[key] = (1 - self.beta) * target + self.beta * phi
         return fixed
