@@ -74,12 +74,14 @@ class Stepper:
         totals = {n: 0.0 for n in micro[0][0]}
         terms: Terms = {k: [] for k in self.objective.regularizers}
         if self.per_task:  # a combiner or conflict statistics: one gradient row per task on the shared encoder
-            rows = self.task_gradients(micro, totals, terms, step)
+            rows = self.task_gradients(micro, totals, terms)
+            losses = summed_over_processes(totals)
+            self.weight_rows(rows, losses, step)
             set_grads(self.combine(rows, list(totals), step), self.shared)
         else:
             self.summed_backward(micro, totals, terms)
+            losses = summed_over_processes(totals)
         coalesce_sparse(self.model.parameters())  # a lazily updated table's rows summed (optim/grads.py)
-        losses = dict(zip(totals, all_reduce_sum(torch.tensor(list(totals.values()), dtype=torch.float64)).tolist()))
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)  # clipping and AdamW see true gradients; inf/nan makes it skip the step
         elif not (all(math.isfinite(v) for v in losses.values()) and grads_finite(self.model)):
@@ -115,7 +117,7 @@ class Stepper:
             for k, v in mine.items():
                 terms[k] += v
 
-    def task_gradients(self, micro: Micro, totals: dict[str, float], terms: Terms, step: int) -> torch.Tensor:
+    def task_gradients(self, micro: Micro, totals: dict[str, float], terms: Terms) -> torch.Tensor:
         """Per-task gradient rows on the shared parameters, summed over micro-batches and processes (one pass per
         task; `torch.autograd.grad` hands back the shared parameters' gradient without touching .grad). The task's
         own parameters (head, PALs) get their gradient in .grad, also summed across processes."""
@@ -141,16 +143,19 @@ class Stepper:
             own = [p for n in names for p in self.own[n]]
             set_grads(all_reduce_sum(flat_grads([p.grad for p in own], own)), own)
             all_reduce_sum(rows)
-        if not isinstance(self.objective.weighting, Equal):  # each task's gradient times its loss's weight
-            values = dict(zip(totals, all_reduce_sum(torch.tensor(list(totals.values()), dtype=torch.float64))))
-            w = self.objective.weighting.weights({n: float(v) for n, v in values.items()}, step)
-            self.objective.used.update(w)
-            for t, n in enumerate(names):
-                rows[t] *= w[n]
-                for p in self.own[n]:
-                    if p.grad is not None:
-                        p.grad = p.grad * w[n]
         return rows
+
+    def weight_rows(self, rows: torch.Tensor, losses: dict[str, float], step: int) -> None:
+        """With a loss weighting: each task's gradient row, and its own parameters' gradients, times its weight."""
+        if isinstance(self.objective.weighting, Equal):
+            return
+        w = self.objective.weighting.weights(losses, step)
+        self.objective.used.update(w)
+        for t, n in enumerate(losses):
+            rows[t] *= w[n]
+            for p in self.own[n]:
+                if p.grad is not None:
+                    p.grad = p.grad * w[n]
 
     def losses_again(self, micro: Micro) -> dict[str, float]:
         """The step's task losses on the same micro-batches under the updated weights (FAMO's L'), all-reduced as the
@@ -159,7 +164,7 @@ class Stepper:
         for batches, fracs in micro:
             for n, b in batches.items():
                 totals[n] += fracs[n] * self.objective.task_loss(n, b).item()
-        return dict(zip(totals, all_reduce_sum(torch.tensor(list(totals.values()), dtype=torch.float64)).tolist()))
+        return summed_over_processes(totals)
 
     def combine(self, grads: torch.Tensor, names: list[str], step: int) -> torch.Tensor:
         """G (T, P) -> one gradient on the shared parameters; records conflict statistics when asked."""
@@ -198,6 +203,11 @@ class Stepper:
         self.combiner.load_state_dict(state["combiner"])
         self.objective.weighting.load_state_dict(state.get("weighting", {}))  # none before weightings existed
         self.conflicts.load_state_dict(state["conflicts"])
+
+
+def summed_over_processes(totals: dict[str, float]) -> dict[str, float]:
+    """Each task's loss total summed over the processes (in float64; as it is with one process)."""
+    return dict(zip(totals, all_reduce_sum(torch.tensor(list(totals.values()), dtype=torch.float64)).tolist()))
 
 
 def flat_grads(grads, params, out: torch.Tensor | None = None) -> torch.Tensor:
