@@ -1,6 +1,7 @@
 """The reports' claims against the claims study's runs: one markdown table, docs/REPORTS.md's.
 
-    python scripts/claims.py --budget 1000 precision=bf16 threads=1 [--seeds 1 2 3] [--gradvac] [--update FILE]
+    python scripts/claims.py --budget 1000 precision=bf16 threads=1 [--seeds 1 2 3] [--gradvac | --rankings]
+        [--update FILE]
 
 Run it where the study ran (its runs/reports/NNN-STEPSsteps folders, see scripts/report-study.sh). Each claim of
 docs/study/reports/claims.yaml compares two rows A and B of a report's sweep on one dev metric. Per row: the mean and
@@ -16,7 +17,8 @@ every seed asked for (before that, the numbers so far and no verdict):
   set's majority-class share (the task was not learned on either side: nothing to compare).
 
 Claim 11 of docs/REPORTS.md (report 003's GradVac counts) is not a comparison of two rows: `--gradvac` prints its
-numbers, per epoch, from the gradvac and naive rows' metrics.
+numbers, per epoch, from the gradvac and naive rows' metrics. `--rankings`: each report's headline ranking, the
+published order of its rows against ours, with Kendall's tau.
 """
 
 from __future__ import annotations
@@ -30,11 +32,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import kendalltau
 
 from minbert.config import load_yaml
 from minbert.errors import MinbertError
 from minbert.files import read_metrics, read_summary
-from minbert.sweep import load_sweep
+from minbert.sweep import load_sweep, published_overall, rank
 
 EXPECT = {"higher": 1, "lower": -1, "same": 0}
 TITLES = {"sst/acc": "SST acc", "quora/acc": "Quora acc", "sts/pearson": "STS r", "overall": "overall"}
@@ -157,6 +160,39 @@ def gradvac_counts(budget: int | None, seeds: list[int], extra=()) -> str:
     return "\n".join(out)
 
 
+def rankings(budget: int | None, seeds: list[int], extra=()) -> str:
+    """Each report's headline ranking: its rows with published numbers that have every seed here, ordered by the
+    published overall (on CS224N's scale), beside minbert's mean overall and rank, and Kendall's tau between the two
+    orders (1: the same order, -1: reversed)."""
+    out = []
+    for path in sorted(Path("configs/reports").glob("[0-9][0-9][0-9].yaml")):
+        sweep = _sweep(path, budget, tuple(seeds), tuple(extra))
+        ours: dict[str, list[float]] = {}
+        for name, _, run, _ in sweep.runs():
+            if name in sweep.published and (run / "summary.json").is_file():
+                ours.setdefault(name, []).append(read_summary(run)["dev"]["overall"])
+        rows = [n for n in sweep.published if len(ours.get(n, [])) == len(seeds)]
+        if not rows:
+            out.append(f"**{path.stem}**: no row has all {len(seeds)} seeds yet.")
+            continue
+        published = {n: published_overall(sweep.published[n]) for n in rows}
+        mine = {n: float(np.mean(ours[n])) for n in rows}
+        theirs, us = rank(published), rank(mine)
+        lines = [
+            f"**{path.stem}**",
+            "",
+            "| row | published overall | rank | minbert overall | rank |",
+            "|---|---|---|---|---|",
+        ]
+        for n in sorted(rows, key=theirs.get):
+            lines.append(f"| {n} | {published[n]:.3f} | {theirs[n]} | {cell(ours[n])} | {us[n]} |")
+        if len(rows) > 2:
+            tau = kendalltau([published[n] for n in rows], [mine[n] for n in rows]).statistic
+            lines += ["", f"Kendall's tau over {len(rows)} rows: {tau:+.2f}"]
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budget", type=int, help="the study's --budget STEPS (its runs in runs/reports/NNN-STEPSsteps)")
@@ -164,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--claims", type=Path, default=Path("docs/study/reports/claims.yaml"))
     p.add_argument("--data-dir", type=Path, default=Path("../shared/data"), help="for the majority-class shares")
     p.add_argument("--gradvac", action="store_true", help="claim 11's per-epoch counts instead of the table")
+    p.add_argument("--rankings", action="store_true", help="each report's headline ranking instead of the table")
     p.add_argument(
         "--update",
         type=Path,
@@ -176,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.gradvac:
             md = gradvac_counts(args.budget, args.seeds, args.overrides)
+        elif args.rankings:
+            md = rankings(args.budget, args.seeds, args.overrides)
         else:
             md = table(load_yaml(args.claims)["claims"], args.budget, args.seeds, args.data_dir, args.overrides)
     except MinbertError as e:
@@ -184,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     if args.update:
         try:
-            update(args.update, "gradvac" if args.gradvac else "table", md)
+            update(args.update, "gradvac" if args.gradvac else "rankings" if args.rankings else "table", md)
         except MinbertError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
