@@ -8,6 +8,9 @@
 #   PYTHONPATH=src nohup taskset -c 1 scripts/mtl-study.sh > study.log 2>&1 &
 # The tables: minbert sweep configs/study/realistic-weighting.yaml --report (and realistic-aggregators.yaml)
 set -euo pipefail
+# jemalloc where installed (`apt install libjemalloc2`): the same numbers, a faster step (benchmarks/RESULTS.md,
+# "allocator"); MINBERT_ALLOCATOR=glibc to run without it
+export MINBERT_ALLOCATOR=${MINBERT_ALLOCATOR:-jemalloc}
 # the loss weightings at all three seeds first (the methods issue 43 names first to try), then the aggregators
 for seed in 1 2 3; do
     python -m minbert sweep configs/study/realistic-weighting.yaml --seeds "$seed"

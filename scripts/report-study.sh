@@ -8,6 +8,9 @@
 # Two cores: one process per core, each on its own seeds (SEEDS="1 2" on core 0, SEEDS=3 on core 1).
 # The tables: minbert sweep configs/reports/NNN.yaml --budget 1000 --seeds 1 2 3 --only ROWS --report
 set -euo pipefail
+# jemalloc where installed (`apt install libjemalloc2`): the same numbers, a faster step (benchmarks/RESULTS.md,
+# "allocator"); MINBERT_ALLOCATOR=glibc to run without it
+export MINBERT_ALLOCATOR=${MINBERT_ALLOCATOR:-jemalloc}
 STEPS=${STEPS:-1000}
 SEEDS=${SEEDS:-1 2 3}
 sweep() {
