@@ -424,8 +424,47 @@ def check_compile_speed(args, work: Path) -> str:
 
 # (name, check, phase): the checks of a phase run side by side (--jobs), the phases one after another: export reads
 # the bf16 run, and the throughput checks have the device to themselves
+def check_jagged(args, work: Path) -> str:
+    """The jagged flat layout (nested-jagged SDPA over the whole run, model/fast/varlen.py; issue 44) against the
+    buckets the flat pass uses today: the same states, and the encoder's forward + backward on the sentence lengths
+    of a multitask step (3 tasks x 32 sentences of 8-47 tokens), interleaved, bf16 autocast where the device has it."""
+    from minbert.model import BertModel, fast
+    from minbert.model.fast import varlen
+
+    dev = torch.device(args.device)
+    dtype = torch.bfloat16 if (dev.type == "cpu" or torch.cuda.is_bf16_supported()) else torch.float16
+    model = fast.install(BertModel.from_pretrained(args.checkpoint).float().to(dev), dev.type)
+    g = torch.Generator().manual_seed(0)
+    lengths = sorted(torch.randint(8, 48, (96,), generator=g).tolist(), reverse=True)
+    ids = torch.randint(1000, 2000, (sum(lengths),), generator=g).to(dev)
+    layouts = {k: varlen.layout(lengths, dev, jagged=k == "jagged") for k in ("buckets", "jagged")}
+
+    def encode(v):
+        return model.encoder(model.embeddings(ids, None, v.positions), v)
+
+    model.eval()
+    with torch.no_grad():
+        d = (encode(layouts["buckets"]) - encode(layouts["jagged"])).abs().max().item()
+    assert d <= 1e-4, f"fp32 states: max |diff| {d:.2e}"
+    model.train()
+
+    def step(v):
+        with torch.autocast(dev.type, dtype=dtype):
+            y = encode(v)
+        y.float().square().mean().backward()
+
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    iters = 3 if args.quick else 20
+    tb, tj = timed_pair(lambda: step(layouts["buckets"]), lambda: step(layouts["jagged"]), iters, sync)
+    return (
+        f"fp32 states max |diff| {d:.1e}; forward + backward {tb * 1e3:.1f} ms buckets, {tj * 1e3:.1f} ms jagged "
+        f"({tb / tj:.2f}x), {sum(lengths)} tokens in {len(lengths)} sentences, {str(dtype).removeprefix('torch.')}"
+    )
+
+
 CHECKS = [
     ("parity with transformers", check_parity, 0),
+    ("jagged layout vs buckets", check_jagged, 2),
     ("train bf16, fused", lambda a, w: check_train(a, w, "bf16"), 0),
     ("train fp16 + GradScaler, fused", lambda a, w: check_train(a, w, "fp16"), 0),
     ("resume after a kill", check_resume, 0),

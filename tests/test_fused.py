@@ -221,3 +221,49 @@ def test_per_task_passes_run_unpadded_with_pals_and_checkpointing(monkeypatch):
     padded, g_padded = losses_and_grads(cfg, model, batches, fused=False)
     assert any("pals" in n for n in g_flat)
     assert_same_step(flat, g_flat, padded, g_padded)
+
+
+@pytest.mark.parametrize("backend", ["cpu", "cuda"])  # "cuda": the classes a CUDA device gets, run on the CPU
+@pytest.mark.parametrize("grad", [True, False], ids=["training", "inference"])
+def test_jagged_layout_gives_each_sentence_its_own_states_and_gradients(backend, grad):
+    # the jagged layout (for CUDA, issue 44): attention over the whole flat run as nested-jagged tensors, no buckets
+    from minbert.model import BertModel
+
+    torch.manual_seed(0)
+    bert = fast.install(BertModel(QUIET_BERT).train(), backend)
+    lengths = [7, 7, 5, 3, 1]
+    sents = [torch.randint(1, 50, (n,)) for n in lengths]
+    v = layout(lengths, "cpu", jagged=True)
+    assert v.sizes == [] and v.offsets.tolist() == [0, 7, 14, 19, 22, 23] and (v.max_len, v.min_len) == (7, 1)
+    with torch.set_grad_enabled(grad):
+        flat = bert.encoder(bert.embeddings(torch.cat(sents), None, v.positions), v)  # (N, H)
+    weights = torch.randn_like(flat)
+    if grad:
+        (flat * weights).sum().backward()
+        g_flat = {n: p.grad.clone() for n, p in bert.named_parameters() if p.grad is not None}
+        bert.zero_grad(set_to_none=True)
+    fast.install(bert, None)  # the textbook model, one sentence at a time
+    with torch.set_grad_enabled(grad):
+        alone = torch.cat([bert.encoder(bert.embeddings(s[None]))[0] for s in sents])  # (N, H)
+    assert torch.allclose(flat, alone, atol=1e-5)
+    if grad:
+        (alone * weights).sum().backward()
+        for n, p in bert.named_parameters():
+            if p.grad is not None:  # to 1e-5 of the gradient's scale (token types: summed over all 23 tokens)
+                assert (g_flat[n] - p.grad).abs().max() <= 1e-5 * max(1.0, p.grad.abs().max().item()), n
+
+
+@pytest.mark.parametrize("heads", [[], ["tasks.quora.head=cross", "tasks.sst.pooling=pooler"]])
+def test_fused_step_on_the_jagged_layout_has_the_per_task_loss_and_gradient(monkeypatch, heads):
+    import functools
+
+    import minbert.model.multitask as multitask
+
+    cfg, model, batches = setup(heads)
+    model.train()
+    monkeypatch.setattr(multitask.varlen, "layout", functools.partial(layout, jagged=True))
+    fused, g_fused = losses_and_grads(cfg, model, batches, fused=True)
+    monkeypatch.undo()
+    model.run_on(None)
+    sep, g_sep = losses_and_grads(cfg, model, batches, fused=False)
+    assert_same_step(fused, g_fused, sep, g_sep)

@@ -48,6 +48,11 @@ class Varlen:
     mask: list[torch.Tensor | None]  # per bucket (B, 1, 1, T) which keys are real
     keep: list[torch.Tensor | None]  # per bucket (n,) the real tokens' positions in its (B * T) grid; None: no padding
     fill: list[torch.Tensor | None]  # per bucket (B * T,) which of its n real tokens fills each grid slot, n: padding
+    # the jagged layout instead of buckets (`layout(..., jagged=True)`): attention over the whole
+    # flat run as nested-jagged tensors, each sentence [offsets[i], offsets[i + 1]); the longest and shortest sentence
+    offsets: torch.Tensor | None = None  # (S + 1,)
+    max_len: int = 0
+    min_len: int = 0
 
     @property
     def positions(self) -> torch.Tensor:
@@ -77,14 +82,26 @@ def buckets(lengths: list[int], cost: float = BUCKET_COST) -> list[int]:
     return bounds[::-1]
 
 
-def layout(lengths: list[int], device, cost: float = BUCKET_COST) -> Varlen:
-    """The flat layout of sentences with these lengths, given longest first."""
+# device types whose flat layouts are jagged by default: none yet. On CUDA, nested-jagged SDPA runs variable-length
+# flash kernels with no buckets; it passes its parity tests here on the CPU (tests/test_fused.py), and becomes CUDA's
+# default once benchmarks/gpu_check.py has run it on a GPU and measured it against the buckets (issue 44)
+JAGGED_DEVICES: frozenset[str] = frozenset()
+
+
+def layout(lengths: list[int], device, cost: float = BUCKET_COST, jagged: bool | None = None) -> Varlen:
+    """The flat layout of sentences with these lengths, given longest first: in buckets, or `jagged` (None: where the
+    device type is in JAGGED_DEVICES), built on the host from `lengths` so that the device is never asked for a
+    shape."""
     assert all(a >= b for a, b in zip(lengths, lengths[1:])), "lengths must be sorted longest first"
     n = np.asarray(lengths, dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(n)[:-1]])
+    to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    segment = np.repeat(np.arange(len(n)), n)
+    if jagged if jagged is not None else torch.device(device).type in JAGGED_DEVICES:
+        offsets = to(np.concatenate([starts, [n.sum()]]))
+        return Varlen(to(n), to(starts), to(segment), [], [], [], [], [], offsets, int(n[0]), int(n[-1]))
     sizes, grids, mask, keep, fill = [], [], [], [], []
     begin = 0
-    to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
     for end in buckets(lengths, cost):
         ln = n[begin:end]
         B, T = len(ln), int(ln[0])
@@ -98,7 +115,6 @@ def layout(lengths: list[int], device, cost: float = BUCKET_COST) -> Varlen:
             keep.append(to(np.flatnonzero(real)))
             fill.append(grid_index(keep[-1], B * T))
         begin = end
-    segment = np.repeat(np.arange(len(n)), n)
     return Varlen(to(n), to(starts), to(segment), sizes, grids, mask, keep, fill)
 
 
@@ -140,6 +156,24 @@ def attention(qkv: torch.Tensor, v: Varlen, n_head: int, attend) -> torch.Tensor
         y = attend(q, k, val, mask).transpose(1, 2).reshape(B * T, H)  # (B*T, H)
         out.append(y if keep is None else y.index_select(0, keep))  # (n, H): the real tokens, in flat order
     return torch.cat(out)  # (N, H)
+
+
+def jagged_attention(qkv: torch.Tensor, v: Varlen, n_head: int, dropout_p: float) -> torch.Tensor:
+    """(N, 3H) flat queries, keys and values -> (N, H): attention within each sentence of a jagged layout, the whole
+    run at once as nested-jagged tensors (PyTorch's variable-length SDPA: on CUDA its flash and memory-efficient
+    kernels, no padding and no regrouping; elsewhere its reference math)."""
+    N, H3 = qkv.shape
+    H = H3 // 3
+
+    def nested(t: torch.Tensor) -> torch.Tensor:  # (N, nh, hs) -> (S, nh, j, hs); SDPA takes contiguous values only
+        nt = torch.nested.nested_tensor_from_jagged(
+            t.contiguous(), v.offsets, min_seqlen=v.min_len, max_seqlen=v.max_len
+        )
+        return nt.transpose(1, 2)
+
+    q, k, val = qkv.view(N, 3, n_head, H // n_head).unbind(1)  # (N, nh, hs) each
+    y = F.scaled_dot_product_attention(nested(q), nested(k), nested(val), dropout_p=dropout_p)  # (S, nh, j, hs)
+    return y.transpose(1, 2).values().reshape(N, H)
 
 
 def split_heads(qkv: torch.Tensor, n_head: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -188,6 +222,8 @@ class SelfAttention(BertSelfAttention):
     def forward(self, x, mask):
         if not isinstance(mask, Varlen):
             return super().forward(x, mask)
+        if mask.offsets is not None:  # the jagged layout
+            return jagged_attention(self.qkv(x), mask, self.n_head, self.dropout_p if self.training else 0.0)
         return attention(self.qkv(x), mask, self.n_head, self.attend)  # (N, H)
 
     def qkv(self, x: torch.Tensor) -> torch.Tensor:
