@@ -12,7 +12,8 @@ unpadded through the fused multitask pass); training in bf16 and in fp16 with th
 short multitask run to completion (evaluation, prediction files); resume after a kill, compared with the run never
 stopped; torchrun with one process (NCCL on CUDA); `compile: inductor`; export of the run (hf, and onnx where
 onnxruntime is installed) checked against PyTorch; throughput against transformers (same batches, interleaved) on
-the checkpoint and on a random 12 x 768 encoder, training and inference, with peak GPU memory.
+the checkpoint and on a random 12 x 768 encoder, training and inference, with peak GPU memory; issue 44's: the jagged
+flat layout against the buckets (states and time), and the host syncs left in a training step, traced to our code.
 
 `--device cpu --quick` runs the same checks on a tiny random encoder in about a minute: CI's smoke test
 (tests/test_gpu_check.py), so the script cannot rot. It leaves out the two that other tests run on CPU and that cost
@@ -424,6 +425,61 @@ def check_compile_speed(args, work: Path) -> str:
 
 # (name, check, phase): the checks of a phase run side by side (--jobs), the phases one after another: export reads
 # the bf16 run, and the throughput checks have the device to themselves
+def check_syncs(args, work: Path) -> str:
+    """Host syncs in a training step (issue 44: a GPU step should have none): the quickstart's fused bf16 step, after
+    two warm-up steps, two steps under torch.cuda.set_sync_debug_mode("warn"), each synchronizing call traced to the
+    innermost line of minbert's own code. Reports them; does not fail on them (the sync-free step is still to come).
+    On a CPU the same steps run, with nothing to count."""
+    import warnings
+
+    from minbert.config import load_config
+    from minbert.multitask.config import TrainConfig
+    from minbert.multitask.data import BatchStream, step_batches
+    from minbert.multitask.run import build, load_data
+    from minbert.multitask.techniques import Techniques
+    from minbert.optim import AdamW
+
+    dev = torch.device(args.device)
+    extra = [f"checkpoint={args.checkpoint}", f"data_dir={args.data_dir}", "precision=bf16", "fused=true"]
+    cfg = load_config(TrainConfig, QUICKSTART, budget(args.quick) + extra).validate()
+    model, tok = build(cfg, dev)
+    data = load_data(cfg, tok, ("train",))["train"]
+    tech = Techniques(cfg, model, dev)
+    opt = AdamW(model.param_groups(cfg.lr, cfg.head_lr_mult, cfg.layer_lr_decay), lr=cfg.lr)
+    streams = {n: BatchStream(n, d.lengths, cfg.task(n).batch_size, cfg.seed) for n, d in data.items()}
+    model.train()
+
+    def step(i):
+        tech.stepper.step(opt, step_batches(data, {n: streams[n].next() for n in cfg.tasks}, tok.pad_id, dev), i)
+
+    step(0), step(1)
+    if dev.type != "cuda":
+        step(2), step(3)
+        return "CUDA only: on the CPU the fused bf16 steps ran, with no device to sync"
+    src = str(ROOT / "src" / "minbert")
+    where: dict[str, int] = {}
+    shown = warnings.showwarning
+
+    def trace(message, category, filename, lineno, file=None, line=None):
+        ours = [f for f in traceback.extract_stack() if f.filename.startswith(src)]
+        key = f"{Path(ours[-1].filename).relative_to(src)}:{ours[-1].lineno} {ours[-1].name}" if ours else filename
+        where[key] = where.get(key, 0) + 1
+
+    torch.cuda.synchronize()
+    warnings.showwarning = trace
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = trace
+            step(2), step(3)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+        warnings.showwarning = shown
+    listed = ", ".join(f"{k} x{v}" for k, v in sorted(where.items(), key=lambda kv: -kv[1]))
+    return f"{sum(where.values())} syncs in 2 steps" + (f": {listed}" if where else "")
+
+
 def check_jagged(args, work: Path) -> str:
     """The jagged flat layout (nested-jagged SDPA over the whole run, model/fast/varlen.py; issue 44) against the
     buckets the flat pass uses today: the same states, and the encoder's forward + backward on the sentence lengths
@@ -464,7 +520,8 @@ def check_jagged(args, work: Path) -> str:
 
 CHECKS = [
     ("parity with transformers", check_parity, 0),
-    ("jagged layout vs buckets", check_jagged, 2),
+    ("jagged layout vs buckets", check_jagged, 4),  # phases of their own: a timing, and a global debug mode
+    ("host syncs in a step", check_syncs, 5),
     ("train bf16, fused", lambda a, w: check_train(a, w, "bf16"), 0),
     ("train fp16 + GradScaler, fused", lambda a, w: check_train(a, w, "fp16"), 0),
     ("resume after a kill", check_resume, 0),
