@@ -267,3 +267,17 @@ def test_fused_step_on_the_jagged_layout_has_the_per_task_loss_and_gradient(monk
     model.run_on(None)
     sep, g_sep = losses_and_grads(cfg, model, batches, fused=False)
     assert_same_step(fused, g_fused, sep, g_sep)
+
+
+@given(lengths=st.lists(st.integers(1, 12), min_size=1, max_size=8).map(lambda n: sorted(n, reverse=True)))
+@settings(max_examples=25, deadline=None)
+def test_any_jagged_layout_attends_within_each_sentence(lengths):
+    # the jagged attention on random values equals plain attention sentence by sentence, for any lengths
+    g = torch.Generator().manual_seed(len(lengths))
+    v = layout(lengths, "cpu", jagged=True)
+    qkv = torch.randn(sum(lengths), 3 * 8, generator=g)  # (N, 3H), 2 heads of 4
+    out = varlen.jagged_attention(qkv, v, n_head=2, dropout_p=0.0)
+    for s, e in zip(v.offsets[:-1].tolist(), v.offsets[1:].tolist()):
+        q, k, val = split_heads(qkv[s:e][None], 2)  # (1, 2, n, 4) each
+        ref = torch.nn.functional.scaled_dot_product_attention(q, k, val)[0].transpose(0, 1).reshape(e - s, 8)
+        assert torch.allclose(out[s:e], ref, atol=1e-6)
