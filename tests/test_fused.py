@@ -281,3 +281,20 @@ def test_any_jagged_layout_attends_within_each_sentence(lengths):
         q, k, val = split_heads(qkv[s:e][None], 2)  # (1, 2, n, 4) each
         ref = torch.nn.functional.scaled_dot_product_attention(q, k, val)[0].transpose(0, 1).reshape(e - s, 8)
         assert torch.allclose(out[s:e], ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("heads", [[], ["tasks.quora.head=cross"]])
+def test_flatten_reads_the_host_copy_never_the_device(heads):
+    # a batch moved to a device keeps the CPU batch it came from, and the flat layout is built from that: on the
+    # meta device (no values at all, a stand-in for a GPU whose values the host would have to wait for) the same
+    # layout comes out, its tensors on the device
+    cfg, model, batches = setup(heads)
+    on_cpu = flatten(batches, tokens=True)
+    moved = {n: b.to("meta") for n, b in batches.items()}
+    assert all(b.host is (batches[n].host or batches[n]) for n, b in moved.items())
+    on_meta = flatten(moved, tokens=True)
+    assert on_meta.ids.device.type == "meta" and on_meta.layout.segment.device.type == "meta"
+    assert on_meta.spans == on_cpu.spans and on_meta.layout.sizes == on_cpu.layout.sizes
+    assert on_meta.layout.grids == on_cpu.layout.grids and on_meta.ids.shape == on_cpu.ids.shape
+    with pytest.raises(NotImplementedError):  # what reading the device's values would do, without the host copy
+        flatten({n: dataclasses.replace(b, host=None) for n, b in moved.items()})

@@ -200,12 +200,13 @@ def flatten(batches: dict[str, Batch], tokens: bool = False) -> Flat:
     seqs, types, spans = [], [], {}  # per sentence: token ids and token types, numpy rows (cheap to slice)
     has_types = any(b.types is not None for b in batches.values())
     for name, b in batches.items():
+        b = b.on_host()  # lengths and ids read on the CPU: no value asked of a GPU
         n = b.mask.sum(1).tolist()
-        ids = b.ids.cpu().numpy()
+        ids = b.ids.numpy()
         spans[name] = (len(seqs), len(seqs) + len(n))
         seqs += [ids[i, :k] for i, k in enumerate(n)]
         if has_types:  # cross-encoded pairs: their token types; every other task's sentences are type 0
-            typ = None if b.types is None else b.types.cpu().numpy()
+            typ = None if b.types is None else b.types.numpy()
             types += [np.zeros(k, dtype=np.int64) if typ is None else typ[i, :k] for i, k in enumerate(n)]
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i]))  # longest first (stable)
     rank = np.empty(len(seqs), dtype=np.int64)

@@ -68,6 +68,9 @@ class Batch:
     # losses must not count as negatives of each other (None for cross-encoded pairs)
     keys: torch.Tensor | None = None
     teacher: torch.Tensor | None = None  # (B, C) or (B,) distillation targets
+    # the batch on the CPU that this one was moved from: what the host reads (the fused pass's flat layout) without
+    # asking a GPU for its values
+    host: "Batch | None" = None
 
     def to(self, device) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
@@ -79,7 +82,12 @@ class Batch:
             self.pair,
             move(self.keys),
             move(self.teacher),
+            self.host or (self if self.ids.device.type == "cpu" else None),
         )
+
+    def on_host(self) -> "Batch":
+        """This batch's values on the CPU: its host copy, or itself (one copy from the device where it has none)."""
+        return self.host or (self if self.ids.device.type == "cpu" else self.to("cpu"))
 
 
 def make_batch(data: TaskData, idx: list[int], pad_id: int) -> Batch:
