@@ -32,3 +32,12 @@ def test_prepare_writes_a_carry_under_the_device_limit(tmp_path):
         assert {f.get_slice(k).get_dtype() for k in f.keys()} <= {"F16", "I64"}
     names = {p.name for p in (tmp_path / "carry" / "data").iterdir()}
     assert {"ids-sst-train.csv", "quora-dev-from-dev.csv", "sts-dev.csv"} <= names
+
+
+def test_host_syncs_lists_the_reads_of_a_step_on_the_meta_device():
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "host_syncs.py")]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    head, *sites = [line for line in done.stdout.splitlines() if line.strip()]
+    assert head.endswith("reads of device values in one step (the quickstart, fused):")
+    assert int(head.split()[0]) == sum(int(s.split(" x ")[0]) for s in sites if " x " in s)  # each read placed

@@ -1,0 +1,91 @@
+"""Every value a training step reads back from its device, found without a GPU (issue 44: a GPU step should read
+none). The quickstart's model and batches are moved to PyTorch's meta device - shapes without values, so that each
+read of a value (`Tensor.item`, `bool(tensor)`, `float(tensor)`, `.tolist()`) is one a GPU would make the host
+wait for - with the classes a CUDA device gets (model/fast), and one step runs with those reads answered by a
+stand-in value and counted by the line of minbert's code that made them. Run from the repository root:
+
+    python benchmarks/host_syncs.py [key=value ...]      # e.g. combiner=pcgrad, weighting=uw, fused=false
+
+A read the meta device cannot answer at all (a copy of a tensor to the CPU, as the aggregators' solvers make) ends
+the step there and is named. On a GPU, benchmarks/gpu_check.py's "host syncs in a step" counts the real ones.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = str(ROOT / "src" / "minbert")
+
+
+def ours() -> str:
+    """The innermost line of minbert's code on the stack."""
+    frames = [f for f in traceback.extract_stack() if f.filename.startswith(SRC)]
+    if not frames:
+        return "?"
+    f = frames[-1]
+    return f"{Path(f.filename).relative_to(SRC)}:{f.lineno} {f.name}: {f.line}"
+
+
+def main(argv: list[str]) -> int:
+    from minbert.config import load_config
+    from minbert.multitask.config import TrainConfig
+    from minbert.multitask.data import BatchStream, step_batches
+    from minbert.multitask.run import build, load_data
+    from minbert.multitask.techniques import Techniques
+    from minbert.optim import AdamW
+
+    small = ["epochs=1", "steps_per_epoch=1"] + [f"tasks.{t}.train_limit=64" for t in ("sst", "quora", "sts")]
+    cfg = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", small + ["fused=true", *argv]).validate()
+    model, tok = build(cfg, torch.device("cpu"))
+    data = load_data(cfg, tok, ("train",))["train"]
+    meta = torch.device("meta")
+    model.to(meta).run_on("cuda")  # the classes a CUDA device gets
+    tech = Techniques(cfg, model, meta)
+    opt = AdamW(model.param_groups(cfg.lr, cfg.head_lr_mult, cfg.layer_lr_decay), lr=cfg.lr)
+    streams = {n: BatchStream(n, d.lengths, cfg.task(n).batch_size, cfg.seed) for n, d in data.items()}
+    model.train()
+
+    reads: collections.Counter[str] = collections.Counter()
+    real = {k: getattr(torch.Tensor, k) for k in ("item", "__bool__", "__float__", "tolist")}
+    stand_in = {"item": 0.5, "__bool__": True, "__float__": 0.5}
+
+    def counted(kind):
+        def read(self):
+            if self.device.type != "meta":
+                return real[kind](self)
+            reads[f"{kind.strip('_')} at {ours()}"] += 1
+            return stand_in[kind] if kind in stand_in else torch.zeros(self.shape).tolist()
+
+        return read
+
+    for kind in real:
+        setattr(torch.Tensor, kind, counted(kind))
+    stopped = ""
+    try:
+        tech.stepper.step(opt, step_batches(data, {n: streams[n].next() for n in cfg.tasks}, tok.pad_id, meta), 0)
+    except (RuntimeError, NotImplementedError) as e:
+        stopped = f"stopped at {ours_of(e)}: {e}"
+    finally:
+        for kind, f in real.items():
+            setattr(torch.Tensor, kind, f)
+    print(f"{sum(reads.values())} reads of device values in one step ({' '.join(argv) or 'the quickstart, fused'}):")
+    for site, n in reads.most_common():
+        print(f"  {n} x {site}")
+    if stopped:
+        print(stopped)
+    return 0
+
+
+def ours_of(e: BaseException) -> str:
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if f.filename.startswith(SRC)]
+    return f"{Path(frames[-1].filename).relative_to(SRC)}:{frames[-1].lineno} {frames[-1].name}" if frames else "?"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
