@@ -122,8 +122,8 @@ def table(claims: list[dict], budget: int | None, seeds: list[int], data_dir: Pa
         )
     lines.append("")
     lines.append(
-        "A, B: mean ± sample std over the seeds that finished; B - A: difference of means ± its standard error, * "
-        "beyond twice it. Verdict rules: scripts/claims.py."
+        "A, B: mean ± sample std over the seeds that finished; B - A: difference of means ± its standard error\n"
+        "(* beyond twice it). Verdict rules: scripts/claims.py."
     )
     return "\n".join(lines)
 
@@ -135,11 +135,13 @@ def gradvac_counts(budget: int | None, seeds: list[int], extra=()) -> str:
     out = ["| epoch | rows altered / rows (gradvac) | fixes / checks (gradvac) | negative cosines / pairs (naive) |"]
     out.append("|---|---|---|---|")
     per_epoch: dict[int, Counter] = {}
+    runs = Counter()
     for row, keys in (("gradvac", ("altered", "rows", "fixes", "checks")), ("naive", ("negative", "pairs"))):
         sweep = load_sweep(Path("configs/reports/003.yaml"), steps=budget, seeds=seeds, only=[row], extra=list(extra))
         for _, _, run, _ in sweep.runs():
             if not (run / "summary.json").is_file():
                 continue
+            runs[row] += 1
             for r in read_metrics(run / "metrics.jsonl"):
                 if "epoch" not in r:
                     continue
@@ -157,6 +159,9 @@ def gradvac_counts(budget: int | None, seeds: list[int], extra=()) -> str:
         out.append(
             f"| {epoch} | {share('altered', 'rows')} | {share('fixes', 'checks')} | {share('negative', 'pairs')} |"
         )
+    out.append("")
+    done = f"gradvac {runs['gradvac']}, naive {runs['naive']}"
+    out.append(f"Summed over the runs finished: {done} (of {len(seeds)} seeds each).")
     return "\n".join(out)
 
 
