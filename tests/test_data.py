@@ -11,6 +11,7 @@ from minbert.data import (
     pad,
     padding_fraction,
     read_predictions,
+    token_batches,
     write_predictions,
 )
 from minbert.data.readers import read_examples
@@ -126,6 +127,48 @@ def test_bucketing_covers_every_index_once_and_pads_less():
     plain = [shuffled[i : i + 32] for i in range(0, 5000, 32)]
     assert padding_fraction(lengths, batches) < padding_fraction(lengths, plain) / 3
     assert bucket_batches(lengths, 32, random.Random(1)) == batches  # seeded
+
+
+def test_token_batches_by_hand():
+    # one chunk, sorted ascending: three of length 2 fit 8 tokens (3 x 2 = 6), the fourth (4 x 10 = 40) opens its
+    # own batch, alone though over budget; with two inputs per example (pairs) two of length 2 fill 2 x 2 x 2 = 8
+    got = token_batches([2, 10, 2, 2], 8, random.Random(0))
+    assert sorted(sorted(b) for b in got) == [[0, 2, 3], [1]]
+    got = token_batches([2, 10, 2, 2], 8, random.Random(0), inputs=2)
+    assert sorted(len(b) for b in got) == [1, 1, 2] and sorted(i for b in got for i in b) == [0, 1, 2, 3]
+
+
+def test_token_batches_cover_every_index_once_within_the_budget():
+    rng = random.Random(0)
+    lengths = [rng.randint(3, 120) for _ in range(3000)]
+    for tokens, inputs in ((512, 1), (1024, 2), (100, 1)):
+        batches = token_batches(lengths, tokens, random.Random(1), inputs)
+        assert sorted(i for b in batches for i in b) == list(range(3000))
+        assert all(len(b) == 1 or len(b) * inputs * max(lengths[i] for i in b) <= tokens for b in batches)
+        assert token_batches(lengths, tokens, random.Random(1), inputs) == batches  # seeded
+        # filled: merging two neighbours in length order would break the budget (batches are not needlessly small)
+        sizes = [len(b) * inputs * max(lengths[i] for i in b) for b in batches]
+        assert sum(sizes) / len(sizes) > tokens / 2
+
+
+def test_a_token_batch_stream_resumes_where_it_stopped_across_passes():
+    from minbert.multitask.data import BatchStream
+
+    rng = random.Random(0)
+    lengths = [rng.randint(3, 90) for _ in range(500)]
+    a = BatchStream("sst", lengths, 32, 7, tokens=200)
+    passes = [a.batches(p) for p in range(4)]  # each pass's batches, drawn from (seed, task, pass)
+    assert len({len(b) for b in passes}) > 1  # passes of 140 and 141 batches
+    first = [a.next() for _ in range(3 * a.per_pass + 5)]  # into the fourth pass
+    assert first == [b for batches in passes for b in batches][: len(first)]  # every batch of every pass, in order
+    for k in (0, 1, a.per_pass, a.per_pass + 1, 2 * a.per_pass + 3):
+        b = BatchStream("sst", lengths, 32, 7, consumed=k, tokens=200)
+        assert [b.next() for _ in range(len(first) - k)] == first[k:], k
+    # by examples, as before: every pass the same number of batches, a pass's batches from (seed, task, pass)
+    c = BatchStream("sst", lengths, 32, 7)
+    assert [c.next() for _ in range(c.per_pass + 1)] == bucket_batches(lengths, 32, random.Random("7/sst/0")) + [
+        bucket_batches(lengths, 32, random.Random("7/sst/1"))[0]
+    ]
 
 
 def test_pad_is_dynamic():

@@ -137,3 +137,23 @@ def _descendants(pid: int) -> list[int]:
         out += kids
         todo += kids
     return out
+
+
+def test_a_run_with_batches_by_tokens_trains_on_batches_within_the_budget(tmp_path, tiny_encoder, monkeypatch):
+    from minbert.multitask import data
+
+    seen = []
+    next_batch = data.BatchStream.next
+
+    def recorded(self):
+        idx = next_batch(self)
+        seen.append((self.tokens, self.inputs, max(self.lengths[i] for i in idx), len(idx)))
+        return idx
+
+    monkeypatch.setattr(data.BatchStream, "next", recorded)
+    tokens = [f"tasks.{t}.batch_tokens=96" for t in ("sst", "quora", "sts")]
+    tr.train(load_config(TrainConfig, QUICKSTART, EXACT + [f"checkpoint={tiny_encoder}", *tokens, f"out={tmp_path}"]))
+    assert (tmp_path / "summary.json").is_file() and seen
+    assert all(t == 96 and (n == 1 or n * inputs * longest <= 96) for t, inputs, longest, n in seen)
+    assert {inputs for _, inputs, _, _ in seen} == {1, 2}  # SST's sentences, and the pairs' two inputs each
+    assert len({n for *_, n in seen}) > 1  # as many examples as fit: the count varies with the lengths

@@ -32,6 +32,31 @@ def bucket_batches(
     return batches
 
 
+def token_batches(
+    lengths: list[int], tokens: int, rng: random.Random, inputs: int = 1, chunk: int = 50
+) -> list[list[int]]:
+    """Training batches by tokens: shuffle, sort within chunks (about `chunk` batches each) by length, and fill each
+    batch with the next examples while it stays within `tokens` padded tokens (examples x `inputs` per example x the
+    batch's longest length; one example at least); shuffle the batches. The token-count sibling of bucket_batches."""
+    n = len(lengths)
+    order = list(range(n))
+    rng.shuffle(order)
+    mean = max(1, round(sum(lengths) / max(1, n)))
+    span = chunk * max(1, tokens // (inputs * mean))  # examples per chunk: `chunk` batches at the mean length
+    batches = []
+    for s in range(0, n, span):
+        batch: list[int] = []
+        for i in sorted(order[s : s + span], key=lengths.__getitem__):  # ascending: i is the longest so far
+            if batch and (len(batch) + 1) * inputs * lengths[i] > tokens:
+                batches.append(batch)
+                batch = []
+            batch.append(i)
+        if batch:
+            batches.append(batch)
+    rng.shuffle(batches)
+    return batches
+
+
 def pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T) padded ids and (B, T) attention mask, T = the longest sequence in this batch."""
     T = max(len(s) for s in seqs)

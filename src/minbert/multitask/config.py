@@ -36,6 +36,9 @@ class TaskConfig:
     weight: Annotated[float, ge(0)] = 1.0  # this task's factor in the summed loss
     pooling: Literal["cls", "pooler", "mean"] = "mean"
     batch_size: Annotated[int, ge(1)] = 32
+    # > 0: training batches by tokens instead of examples - each batch, in length order, as many examples as fit
+    # this many padded tokens (examples x inputs per example x the longest input), one at least; batch_size unused
+    batch_tokens: Annotated[int, ge(0, "0 = batches of batch_size examples")] = 0
     dropout: Annotated[float, within(0, 1, "[)")] = 0.1
     # learnable layers (linear, ReLU, dropout) before the output or the cosine
     extra_layers: Annotated[int, within(0, 16)] = 0

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from minbert.data import Example, Tokenizer, bucket_batches, pad
+from minbert.data import Example, Tokenizer, bucket_batches, pad, token_batches
 from minbert.distributed import shard
 from minbert.model.heads import HEADS
 from minbert.multitask.config import TaskConfig
@@ -36,6 +36,11 @@ class TaskData:
         if self.joint is not None:
             return [len(j) for j in self.joint]
         return [max(len(self.sentences[i]) for i in ix) for ix in self.index]
+
+    @property
+    def inputs(self) -> int:
+        """Encoder inputs per example: 2 for a bi-encoder pair, else 1."""
+        return 1 if self.joint is not None or not self.index else len(self.index[0])
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -112,19 +117,37 @@ def _inputs(data: TaskData, idx: list[int], pad_id: int) -> Batch:
 
 class BatchStream:
     """A task's endless sequence of training batches: pass p over the data is bucketed with seed (seed, task, p).
-    Its whole state is `consumed`, the number of batches taken so far, so a resumed run continues exactly."""
+    Its whole state is `consumed`, the number of batches taken so far, so a resumed run continues exactly.
+    `tokens` > 0: batches by padded tokens (token_batches; `inputs` encoder inputs per example), so a pass's number
+    of batches depends on its shuffle and the stream finds its place by counting the passes before it."""
 
-    def __init__(self, name: str, lengths: list[int], batch_size: int, seed: int, consumed: int = 0):
+    def __init__(
+        self, name: str, lengths: list[int], batch_size: int, seed: int, consumed: int = 0, tokens: int = 0,
+        inputs: int = 1,
+    ):  # fmt: skip
         self.name, self.lengths, self.batch_size, self.seed = name, lengths, batch_size, seed
-        self.per_pass = -(-len(lengths) // batch_size)
+        self.tokens, self.inputs = tokens, inputs
         self.consumed = consumed
-        self._pass, self._batches = -1, []
+        self._pass, self._start, self._batches = 0, 0, self.batches(0)  # pass p's batches begin at `_start`
+        self.per_pass = len(self._batches)  # the first pass's (with tokens, later passes may differ by a few)
+
+    def batches(self, p: int) -> list[list[int]]:
+        rng = random.Random(f"{self.seed}/{self.name}/{p}")
+        if self.tokens:
+            return token_batches(self.lengths, self.tokens, rng, self.inputs)
+        return bucket_batches(self.lengths, self.batch_size, rng)
 
     def next(self) -> list[int]:
-        p, i = divmod(self.consumed, self.per_pass)
-        if p != self._pass:
-            self._pass = p
-            self._batches = bucket_batches(self.lengths, self.batch_size, random.Random(f"{self.seed}/{self.name}/{p}"))
+        if not self.tokens:  # every pass has per_pass batches
+            p, i = divmod(self.consumed, self.per_pass)
+            if p != self._pass:
+                self._pass, self._batches = p, self.batches(p)
+        else:
+            while self.consumed - self._start >= len(self._batches):  # on to the pass `consumed` falls in
+                self._start += len(self._batches)
+                self._pass += 1
+                self._batches = self.batches(self._pass)
+            i = self.consumed - self._start
         self.consumed += 1
         return self._batches[i]
 

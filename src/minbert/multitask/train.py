@@ -227,11 +227,13 @@ class Trainer:
         cfg = self.cfg
         train = self.data["train"]
         sizes = {n: len(x) for n, x in train.items()}
-        per_pass = {n: -(-sizes[n] // cfg.task(n).batch_size) for n in train}
         self.streams = {
-            n: BatchStream(n, x.lengths, cfg.task(n).batch_size, cfg.seed, self.st.consumed[n])
+            n: BatchStream(
+                n, x.lengths, cfg.task(n).batch_size, cfg.seed, self.st.consumed[n], cfg.task(n).batch_tokens, x.inputs
+            )  # fmt: skip
             for n, x in train.items()
         }
+        per_pass = {n: s.per_pass for n, s in self.streams.items()}
         self.plans = {
             e: self.tech.sampler(sizes, per_pass, e, cfg.epochs, cfg.steps_per_epoch, cfg.seed)
             for e in range(1, cfg.epochs + 1)
