@@ -13,7 +13,9 @@ short multitask run to completion (evaluation, prediction files); resume after a
 stopped; torchrun with one process (NCCL on CUDA); `compile: inductor`; export of the run (hf, and onnx where
 onnxruntime is installed) checked against PyTorch; throughput against transformers (same batches, interleaved) on
 the checkpoint and on a random 12 x 768 encoder, training and inference, with peak GPU memory; issue 44's: the jagged
-flat layout against the buckets (states and time), and the host syncs left in a training step, traced to our code.
+flat layout against the buckets (states and time), the host syncs left in a training step, traced to our code, and
+the real multitask step's sentences against transformers (real tokens/s, MFU where the device's peak is known, peak
+memory, a profile of the top kernels in $OUT/profile-multitask.txt and the share of the step the GPU is busy).
 
 `--device cpu --quick` runs the same checks on a tiny random encoder in about a minute: CI's smoke test
 (tests/test_gpu_check.py), so the script cannot rot. It leaves out the two that other tests run on CPU and that cost
@@ -390,6 +392,123 @@ def speed_row(ours, theirs, dev, dtype, batch: int, length: int, iters: int) -> 
             f"inference {batch / ia:.0f} vs {batch / ib:.0f} ex/s ({ib / ia:.2f}x){peak}")  # fmt: skip
 
 
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16, by the device name's model
+
+
+def encoder_flops_per_token(c, tokens_per_sentence: float) -> float:
+    """Issue 44's count for a training step: 3 x (2 L (4 H^2 + 2 H I) + 4 L T H) per token, T the mean sentence
+    length (attention's scores and mixing)."""
+    L, H, inner = c.num_hidden_layers, c.hidden_size, c.intermediate_size
+    return 3 * (2 * L * (4 * H * H + 2 * H * inner) + 4 * L * tokens_per_sentence * H)
+
+
+def check_multitask_speed(args, work: Path) -> str:
+    """The workload that matters (issue 44): a real multitask step's sentences (the quickstart's three task batches
+    of 32) through the encoder, forward and backward under bf16 autocast with AdamW - ours by the fused flat pass,
+    transformers.BertModel on each task's padded batch with torch.optim.AdamW(fused) - interleaved, on the
+    checkpoint and (not --quick) a random 12 x 768 encoder; real tokens per second, model FLOPs utilization on real
+    tokens where the device's peak is known, peak memory, and a torch.profiler table of ours (top kernels, the
+    share of the step the device is busy) in $OUT/profile-multitask.txt."""
+    import transformers
+
+    from minbert.config import load_config
+    from minbert.model import BertConfig, BertModel, fast
+    from minbert.model.fast import varlen
+    from minbert.model.multitask import flatten
+    from minbert.multitask.config import TrainConfig
+    from minbert.multitask.data import BatchStream, step_batches
+    from minbert.multitask.run import load_data
+    from minbert.optim import AdamW
+
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+    dtype = torch.bfloat16 if (not cuda or torch.cuda.is_bf16_supported()) else torch.float16
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    cfg = load_config(TrainConfig, QUICKSTART, budget(args.quick) + [f"data_dir={args.data_dir}"]).validate()
+    from minbert.data import Tokenizer
+
+    tok = Tokenizer.from_pretrained(args.checkpoint)
+    data = load_data(cfg, tok, ("train",))["train"]
+    streams = {n: BatchStream(n, d.lengths, cfg.task(n).batch_size, cfg.seed) for n, d in data.items()}
+    steps = [step_batches(data, {n: s.next() for n, s in streams.items()}, tok.pad_id, dev)[0][0] for _ in range(4)]
+    flats = [flatten(b) for b in steps]
+    real = sum(int(b.on_host().mask.sum()) for batches in steps for b in batches.values()) / len(steps)
+    sentences = sum(b.on_host().mask.shape[0] for batches in steps for b in batches.values()) / len(steps)
+    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if cuda and k in torch.cuda.get_device_name()), None)
+    iters = 3 if args.quick else 10
+    rows = []
+    encoders = [("checkpoint", None)] + ([] if args.quick else [("12x768 random", BertConfig())])
+    for name, c in encoders:
+        if c is None:
+            ours, theirs = (
+                BertModel.from_pretrained(args.checkpoint),
+                transformers.BertModel.from_pretrained(args.checkpoint),
+            )
+        else:
+            ours = BertModel(c)
+            theirs = transformers.BertModel(transformers.BertConfig(**json.loads(c.to_json())))
+        ours = fast.install(ours.float().to(dev), dev.type).train()
+        theirs = theirs.float().to(dev).train()
+        opt_a, opt_b = AdamW(ours.parameters(), lr=1e-5), torch.optim.AdamW(theirs.parameters(), lr=1e-5, fused=cuda)
+        k = [0]
+
+        def ours_step():
+            f = flats[k[0] % len(flats)]
+            k[0] += 1
+            with torch.autocast(dev.type, dtype=dtype):
+                h = ours.encoder(ours.embeddings(f.ids, f.types, f.layout.positions), f.layout)
+            h.float().mean().backward()
+            opt_a.step()
+            opt_a.zero_grad(set_to_none=True)
+
+        j = [0]
+
+        def theirs_step():
+            batches = steps[j[0] % len(steps)]
+            j[0] += 1
+            with torch.autocast(dev.type, dtype=dtype):
+                loss = sum(
+                    theirs(input_ids=b.ids, attention_mask=b.mask, token_type_ids=b.types)
+                    .last_hidden_state.float()
+                    .mean()
+                    for b in batches.values()
+                )
+            loss.backward()
+            opt_b.step()
+            opt_b.zero_grad(set_to_none=True)
+
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        ta, tb = timed_pair(ours_step, theirs_step, iters, sync)
+        mem = f", peak {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if cuda else ""
+        mfu = ""
+        if peak:
+            flops = encoder_flops_per_token(ours.config, real / sentences) * real / ta
+            mfu = f", MFU {flops / (peak * 1e12):.1%} on real tokens"
+        rows.append(f"{name}: {real / ta:,.0f} vs {real / tb:,.0f} real tokens/s ({tb / ta:.2f}x){mfu}{mem}")
+        if name == "checkpoint" and os.environ.get("OUT"):
+            activities = [torch.profiler.ProfilerActivity.CPU] + (
+                [torch.profiler.ProfilerActivity.CUDA] if cuda else []
+            )
+            sync()
+            t = time.perf_counter()
+            with torch.profiler.profile(activities=activities) as prof:
+                for _ in range(3):
+                    ours_step()
+                sync()
+            wall = time.perf_counter() - t
+            table = prof.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=15)
+            Path(os.environ["OUT"], "profile-multitask.txt").write_text(table)
+            if cuda:  # the kernels' own time against the wall clock: what is left is launch and host overhead
+                busy = sum(getattr(e, "self_device_time_total", 0) for e in prof.key_averages()) / 1e6 / wall
+                rows[-1] += f", GPU busy {busy:.0%} of the profiled steps"
+    varlen_note = "jagged" if varlen.JAGGED_DEVICES else "buckets"
+    precision = str(dtype).removeprefix("torch.")
+    return (
+        "; ".join(rows) + f" ({real:.0f} real tokens in {sentences:.0f} sentences a step, {varlen_note}, {precision})"
+    )
+
+
 def check_compile_speed(args, work: Path) -> str:
     """Does `compile: inductor` pay once compiled? A training step of the checkpoint with its layers compiled as the
     config key compiles them (model/compile.py) against the eager step, same batches, interleaved, after the
@@ -530,6 +649,7 @@ CHECKS = [
     ("torch.compile", check_compile, 0),
     ("export hf / onnx", check_export, 1),
     ("throughput vs transformers", check_speed, 2),
+    ("multitask step vs transformers", check_multitask_speed, 6),
     ("compiled step vs eager", check_compile_speed, 3),
 ]
 

@@ -16,7 +16,7 @@ def test_the_gpu_check_runs_on_cpu(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     table = (tmp_path / "gpu_check.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| check")]
-    assert len(rows) == 12 and all("| ok |" in r for r in rows), table
+    assert len(rows) == 13 and all("| ok |" in r for r in rows), table
     assert "bit-exact" in table and "backend gloo" in table
 
 
