@@ -17,13 +17,11 @@ from pathlib import Path
 
 import torch
 from _record import add_record_flag, record  # benchmarks/_record.py (scripts run from the repository root)
+from _step import step_runner  # benchmarks/_step.py
 
 from minbert.config import load_config
 from minbert.multitask.config import TrainConfig
-from minbert.multitask.data import BatchStream, step_batches
-from minbert.multitask.run import build, load_data
-from minbert.multitask.techniques import Techniques
-from minbert.optim import AdamW
+from minbert.multitask.run import build
 from minbert.runs import resolve_precision
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,15 +71,7 @@ def time_variant(overrides: list[str], steps: int, precision: str, batch: int | 
     device = torch.device("cpu")
     torch.manual_seed(0)
     model, tok = build(cfg, device)
-    data = load_data(cfg, tok, ("train",))["train"]
-    tech = Techniques(cfg, model, device)
-    opt = AdamW(model.param_groups(cfg.lr, cfg.head_lr_mult, cfg.layer_lr_decay), lr=cfg.lr)
-    streams = {n: BatchStream(n, d.lengths, cfg.task(n).batch_size, cfg.seed) for n, d in data.items()}
-    model.train()
-
-    def step(i):
-        tech.stepper.step(opt, step_batches(data, {n: streams[n].next() for n in cfg.tasks}, tok.pad_id, device), i)
-
+    step = step_runner(cfg, model, tok, device)
     for i in range(2):
         step(i)
     t = time.perf_counter()

@@ -551,26 +551,17 @@ def check_syncs(args, work: Path) -> str:
     On a CPU the same steps run, with nothing to count."""
     import warnings
 
+    from _step import step_runner  # benchmarks/_step.py
+
     from minbert.config import load_config
     from minbert.multitask.config import TrainConfig
-    from minbert.multitask.data import BatchStream, step_batches
-    from minbert.multitask.run import build, load_data
-    from minbert.multitask.techniques import Techniques
-    from minbert.optim import AdamW
+    from minbert.multitask.run import build
 
     dev = torch.device(args.device)
     extra = [f"checkpoint={args.checkpoint}", f"data_dir={args.data_dir}", "precision=bf16", "fused=true"]
     cfg = load_config(TrainConfig, QUICKSTART, budget(args.quick) + extra).validate()
     model, tok = build(cfg, dev)
-    data = load_data(cfg, tok, ("train",))["train"]
-    tech = Techniques(cfg, model, dev)
-    opt = AdamW(model.param_groups(cfg.lr, cfg.head_lr_mult, cfg.layer_lr_decay), lr=cfg.lr)
-    streams = {n: BatchStream(n, d.lengths, cfg.task(n).batch_size, cfg.seed) for n, d in data.items()}
-    model.train()
-
-    def step(i):
-        tech.stepper.step(opt, step_batches(data, {n: streams[n].next() for n in cfg.tasks}, tok.pad_id, dev), i)
-
+    step = step_runner(cfg, model, tok, dev)
     step(0), step(1)
     if dev.type != "cuda":
         step(2), step(3)

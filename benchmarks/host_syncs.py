@@ -33,23 +33,18 @@ def ours() -> str:
 
 
 def main(argv: list[str]) -> int:
+    from _step import step_runner  # benchmarks/_step.py (the script's folder is on sys.path)
+
     from minbert.config import load_config
     from minbert.multitask.config import TrainConfig
-    from minbert.multitask.data import BatchStream, step_batches
-    from minbert.multitask.run import build, load_data
-    from minbert.multitask.techniques import Techniques
-    from minbert.optim import AdamW
+    from minbert.multitask.run import build
 
     small = ["epochs=1", "steps_per_epoch=1"] + [f"tasks.{t}.train_limit=64" for t in ("sst", "quora", "sts")]
     cfg = load_config(TrainConfig, ROOT / "configs" / "quickstart.yaml", small + ["fused=true", *argv]).validate()
     model, tok = build(cfg, torch.device("cpu"))
-    data = load_data(cfg, tok, ("train",))["train"]
     meta = torch.device("meta")
     model.to(meta).run_on("cuda")  # the classes a CUDA device gets
-    tech = Techniques(cfg, model, meta)
-    opt = AdamW(model.param_groups(cfg.lr, cfg.head_lr_mult, cfg.layer_lr_decay), lr=cfg.lr)
-    streams = {n: BatchStream(n, d.lengths, cfg.task(n).batch_size, cfg.seed) for n, d in data.items()}
-    model.train()
+    step = step_runner(cfg, model, tok, meta)
 
     reads: collections.Counter[str] = collections.Counter()
     real = {k: getattr(torch.Tensor, k) for k in ("item", "__bool__", "__float__", "tolist")}
@@ -68,7 +63,7 @@ def main(argv: list[str]) -> int:
         setattr(torch.Tensor, kind, counted(kind))
     stopped = ""
     try:
-        tech.stepper.step(opt, step_batches(data, {n: streams[n].next() for n in cfg.tasks}, tok.pad_id, meta), 0)
+        step(0)
     except (RuntimeError, NotImplementedError) as e:
         stopped = f"stopped at {ours_of(e)}: {e}"
     finally:
