@@ -137,9 +137,9 @@ def gradvac_counts(budget: int | None, seeds: list[int], extra=()) -> str:
     per_epoch: dict[int, Counter] = {}
     runs = Counter()
     for row, keys in (("gradvac", ("altered", "rows", "fixes", "checks")), ("naive", ("negative", "pairs"))):
-        sweep = load_sweep(Path("configs/reports/003.yaml"), steps=budget, seeds=seeds, only=[row], extra=list(extra))
-        for _, _, run, _ in sweep.runs():
-            if not (run / "summary.json").is_file():
+        sweep = _sweep(Path("configs/reports/003.yaml"), budget, tuple(seeds), tuple(extra))
+        for name, _, run, _ in sweep.runs():
+            if name != row or not (run / "summary.json").is_file():
                 continue
             runs[row] += 1
             for r in read_metrics(run / "metrics.jsonl"):
