@@ -35,6 +35,7 @@ def ours() -> str:
 def main(argv: list[str]) -> int:
     from _step import step_runner  # benchmarks/_step.py (the script's folder is on sys.path)
 
+    import minbert.multitask.stepper as stepper
     from minbert.config import load_config
     from minbert.multitask.config import TrainConfig
     from minbert.multitask.run import build
@@ -44,6 +45,7 @@ def main(argv: list[str]) -> int:
     model, tok = build(cfg, torch.device("cpu"))
     meta = torch.device("meta")
     model.to(meta).run_on("cuda")  # the classes a CUDA device gets
+    stepper.SYNC_FREE_DEVICES.add("meta")  # and the step a CUDA device gets (multitask/stepper.py)
     step = step_runner(cfg, model, tok, meta)
 
     reads: collections.Counter[str] = collections.Counter()

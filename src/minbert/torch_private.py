@@ -92,15 +92,24 @@ def has_fused_adamw() -> bool:
     return _get(torch, "_fused_adamw_") is not None
 
 
-def fused_adamw_(params, grads, m, v, step: int, lr: float, b1: float, b2: float, wd: float, eps: float) -> None:
+def fused_adamw_(
+    params, grads, m, v, step, lr: float, b1: float, b2: float, wd: float, eps: float, found_inf=None
+) -> None:
     """PyTorch's fused AdamW kernel (bias-corrected, decoupled weight decay) over these tensors; callers check
-    `has_fused_adamw()` first and run their own foreach update where it is missing."""
-    # the kernel reads the step count (never writes it), on the weights' device: CUDA's refuses a CPU one
-    steps = [torch.tensor(float(step), device=params[0].device)] * len(params)
+    `has_fused_adamw()` first and run their own foreach update where it is missing. `step`: the step count of all of
+    them (an int), or each one's as a 0-dim float tensor on its device, counted on the device: one more, less
+    `found_inf` (a 0-dim tensor, 1 where the kernel is to skip this update, as torch.optim.AdamW counts it)."""
+    if isinstance(step, list):
+        steps = step
+        torch._foreach_add_(steps, 1)
+    else:  # the kernel reads the step count (never writes it), on the weights' device: CUDA's refuses a CPU one
+        steps = [torch.tensor(float(step), device=params[0].device)] * len(params)
     torch._fused_adamw_(
         params, grads, m, v, [], steps, amsgrad=False, lr=lr, beta1=b1, beta2=b2, weight_decay=wd, eps=eps,
-        maximize=False, grad_scale=None, found_inf=None,
+        maximize=False, grad_scale=None, found_inf=found_inf,
     )  # fmt: skip
+    if isinstance(step, list) and found_inf is not None:
+        torch._foreach_sub_(steps, [found_inf] * len(steps))
 
 
 # --- storage reference counts (torch._C) -----------------------------------------------------------------------------

@@ -7,6 +7,12 @@ task into a gradient row on the shared encoder, each row times its weight, and a
 after-step updates, the weights' moving average (`ema_decay`) and what the weighting learns from the step. The
 stepper owns what the update needs besides the losses: the gradient scaler, DDP, the combiner, the conflict
 statistics, the moving average and the split into shared and task parameters.
+
+On a GPU (`SYNC_FREE_DEVICES`) a plain summed step - no combiner, loss weighting, fp16 scaler, moving average or
+regularizer, the fused AdamW kernel - reads nothing back from the device (issue 44): the non-finite check becomes
+AdamW's `found_inf`, so a bad update is skipped on the device, and the step's losses and whether it was skipped stay
+there (`StepResult.pending`) until the training loop reads a log window's at once (`settle`). Its updates are the
+same as the ordinary step's (tests/test_stepper.py runs both on the CPU).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from minbert import torch_private as private
 from minbert.combiners import COMBINERS
 from minbert.distributed import all_reduce_sum, broadcast_tensors, current
 from minbert.errors import MinbertError
@@ -30,6 +37,8 @@ from minbert.optim.grads import all_finite, clip_grad_norm_, coalesce_sparse
 from minbert.registry import build
 from minbert.weighting import Equal
 
+SYNC_FREE_DEVICES = {"cuda"}  # device types whose plain summed steps read nothing back (tests add "cpu")
+
 Micro = list[tuple[dict, dict]]  # per micro-batch: {task: Batch}, {task: its share of the task's global batch}
 
 
@@ -38,6 +47,20 @@ class StepResult:
     losses: dict[str, float]  # each task's weighted loss on the global batch
     terms: Terms  # the regularizers' terms, one per task batch
     skipped: bool  # the update was skipped for a non-finite loss or gradient
+    # a sync-free step's task names and, still on the device, their losses and a last 1.0 where it was skipped:
+    # `losses` and `skipped` are filled in by `settle`
+    pending: tuple[list[str], torch.Tensor] | None = None
+
+
+def settle(results: list[StepResult]) -> list[StepResult]:
+    """The results with every sync-free step's losses and skip read back from the device, all in one transfer."""
+    waiting = [r for r in results if r.pending is not None]
+    if waiting:
+        values = torch.cat([r.pending[1] for r in waiting]).tolist()
+        for r in waiting:
+            names, mine, values = r.pending[0], values[: len(r.pending[0]) + 1], values[len(r.pending[0]) + 1 :]
+            r.losses, r.skipped, r.pending = dict(zip(names, mine)), mine[-1] == 1.0, None
+    return results
 
 
 class Stepper:
@@ -54,6 +77,11 @@ class Stepper:
         self.scaler = torch.amp.GradScaler(device.type) if cfg.precision == "fp16" else None
         self.ema = EMA(model, cfg.ema_decay) if cfg.ema_decay else None  # the averaged weights, when asked
         self.world = current().world
+        self.sync_free = (
+            device.type in SYNC_FREE_DEVICES and not self.per_task and self.scaler is None and self.ema is None
+            and not objective.regularizers and isinstance(objective.weighting, Equal) and not cfg.lazy_word_embeddings
+            and private.has_fused_adamw()
+        )  # fmt: skip
         if self.world > 1 and cfg.lazy_word_embeddings:
             raise MinbertError(
                 "lazy_word_embeddings: not with several processes (their gradients are all-reduced dense); "
@@ -80,6 +108,8 @@ class Stepper:
             set_grads(self.combine(rows, list(totals), step), self.shared)
         else:
             self.summed_backward(micro, totals, terms)
+            if self.sync_free:
+                return self.update_on_device(optimizer, list(totals), summed_over_processes(totals, read=False), terms)
             losses = summed_over_processes(totals)
         coalesce_sparse(self.model.parameters())  # a lazily updated table's rows summed (optim/grads.py)
         if self.scaler is not None:
@@ -104,6 +134,18 @@ class Stepper:
             weighting.learn(losses, self.losses_again(micro) if weighting.after else None)
         return StepResult(losses, terms, False)
 
+    def update_on_device(self, optimizer, names: list[str], losses: torch.Tensor, terms: Terms) -> StepResult:
+        """The rest of a sync-free step: clipping, and AdamW told on the device whether to skip the update - where a
+        loss or the gradient's norm is not finite, as the ordinary step skips it."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.cfg.max_grad_norm:
+            norm = clip_grad_norm_(params, self.cfg.max_grad_norm)  # a non-finite norm: the kernel skips anyway
+        else:
+            norm = torch.linalg.vector_norm(torch.stack(private.foreach_norm([p.grad for p in params])))
+        found_inf = (~torch.isfinite(norm + losses.sum())).float()
+        optimizer.step(found_inf=found_inf)
+        return StepResult({}, terms, False, pending=(names, torch.cat([losses, found_inf.double()[None]])))
+
     def summed_backward(self, micro: Micro, totals: dict[str, float], terms: Terms) -> None:
         """The summed loss of each micro-batch through one module call and one backward; with several processes DDP
         averages the gradients during the last micro-batch's backward."""
@@ -112,8 +154,8 @@ class Stepper:
             with contextlib.nullcontext() if sync else self.ddp.no_sync():
                 total, losses, mine = (self.ddp or self.objective)(batches, fracs)
                 self.scale(total * self.world).backward()  # DDP averages over processes; the shares sum to 1
-            for n, loss in losses.items():
-                totals[n] += fracs[n] * loss.item()
+            for n, loss in losses.items():  # on the device: the step reads them back at most once
+                totals[n] += fracs[n] * loss.detach().double()
             for k, v in mine.items():
                 terms[k] += v
 
@@ -205,9 +247,12 @@ class Stepper:
         self.conflicts.load_state_dict(state["conflicts"])
 
 
-def summed_over_processes(totals: dict[str, float]) -> dict[str, float]:
-    """Each task's loss total summed over the processes (in float64; as it is with one process)."""
-    return dict(zip(totals, all_reduce_sum(torch.tensor(list(totals.values()), dtype=torch.float64)).tolist()))
+def summed_over_processes(totals: dict, read: bool = True):
+    """Each task's loss total (a float, or a tensor on the device) summed over the processes, in float64 (as it is
+    with one process): read back as {task: total}, or (read=False) the vector of totals on the device."""
+    device = next((v.device for v in totals.values() if torch.is_tensor(v)), torch.device("cpu"))
+    vec = all_reduce_sum(torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in totals.values()]))
+    return dict(zip(totals, vec.tolist())) if read else vec
 
 
 def flat_grads(grads, params, out: torch.Tensor | None = None) -> torch.Tensor:

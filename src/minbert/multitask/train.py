@@ -39,6 +39,7 @@ from minbert.multitask.extend import extended, freeze_kept, load_encoder, new_ta
 from minbert.multitask.run import build, load_data, load_run_config, resume_config  # noqa: F401 (re-exported)
 from minbert.multitask.runner import Runner
 from minbert.multitask.state import load_snapshot, save_snapshot, write_adapter
+from minbert.multitask.stepper import StepResult, settle
 from minbert.multitask.techniques import Techniques
 from minbert.optim import AdamW
 from minbert.runs import (
@@ -290,6 +291,7 @@ class Trainer:
         self.model.train()
         bar = progress(range(st.step_in_epoch, len(plan)), f"epoch {epoch}/{cfg.epochs}", unit="step",
                        total=len(plan), initial=st.step_in_epoch, disable=not self.d.main)  # fmt: skip
+        waiting: list[tuple[int, StepResult]] = []  # steps whose losses are still on the device (sync-free steps)
         for s in bar:
             self.tech.start_step(self.optimizer, st.global_step, self.total_steps)
             # every process draws the same global batches; step_batches takes this one's share, in micro-batches
@@ -299,18 +301,17 @@ class Trainer:
             result = self.tech.stepper.step(self.optimizer, micro, st.global_step)
             st.global_step += 1
             step = st.global_step
-            st.count_terms(result.terms)
-            if guard(st, result.losses, result.skipped, step, cfg, self.run):  # False: a skipped update, not counted
-                st.count(result.losses)
-            # running loss per task this epoch, and (in brackets) how many of its batches: the task mix
-            bar.set_postfix({n: f"{a / c:.3f} ({c})" for n, (a, c) in st.epoch_loss.items() if c}, refresh=False)
+            waiting.append((step, result))
+            checkpoint = cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and s + 1 < len(plan)
+            if result.pending is None or step % cfg.log_every == 0 or checkpoint:
+                self.account(waiting, bar)
             if step % cfg.log_every == 0:
                 skipped = {"train/skipped_steps": st.skipped} if st.skipped else {}
                 weights = {f"weight/{n}": w for n, w in self.tech.objective.used.items()}  # a weighting's, if any
                 record = {"step": step, "epoch": epoch, **st.mean(st.window), **st.take_terms(), **weights}
                 self.metrics.write(record | skipped)
                 st.window = _sums(cfg.tasks)
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and s + 1 < len(plan):
+            if checkpoint:
                 self.checkpoint(step_in_epoch=s + 1, epoch=epoch)
             if cfg.trim_every and step % cfg.trim_every == 0:
                 release_memory()
@@ -321,7 +322,20 @@ class Trainer:
             if cfg.max_minutes and broadcast(time.time() - self.start > 60 * cfg.max_minutes):
                 st.stopped = f"max_minutes {cfg.max_minutes:g} reached at step {step}"
                 break
+        self.account(waiting, bar)
         bar.close()
+
+    def account(self, waiting: list[tuple[int, StepResult]], bar) -> None:
+        """The waiting steps' losses into the running sums, through the divergence guard, in step order (a sync-free
+        step's read back from the device here: a log window's at once), then the waiting list emptied."""
+        st = self.st
+        for step, result in zip([s for s, _ in waiting], settle([r for _, r in waiting])):
+            st.count_terms(result.terms)
+            if guard(st, result.losses, result.skipped, step, self.cfg, self.run):  # False: skipped, not counted
+                st.count(result.losses)
+        waiting.clear()
+        # running loss per task this epoch, and (in brackets) how many of its batches: the task mix
+        bar.set_postfix({n: f"{a / c:.3f} ({c})" for n, (a, c) in st.epoch_loss.items() if c}, refresh=False)
 
     def evaluate_epoch(self, epoch: int) -> None:
         """Dev metrics after an epoch; a better overall score keeps this epoch as the best (snapshot and dev

@@ -21,6 +21,11 @@ dense gradient every step (benchmarks/bench_kernels.py times both). Both are pri
 minbert/torch_private.py with a public fallback each. tests/test_adamw.py checks both paths against
 torch.optim.AdamW and against each other.
 
+`step(found_inf=...)` is the step a GPU takes without waiting for its host (multitask/stepper.py): the fused kernel
+only, each tensor's step count a 0-dim tensor on its device, and the whole update - weights, moments and count -
+skipped on the device where `found_inf` is 1 (a non-finite gradient), as torch.optim.AdamW does it for the gradient
+scaler. The count goes back to an int in the next ordinary step.
+
 A row-sparse gradient (an `nn.Embedding(sparse=True)` table: `lazy_word_embeddings`) gets the lazy update of
 torch.optim.SparseAdam and TensorFlow's LazyAdam: only the rows the gradient names are read and written - their
 moments, their weight decay and their step - through the same kernel on those rows gathered into small tensors; the
@@ -54,22 +59,24 @@ class AdamW(torch.optim.Optimizer):
         super().__init__(params, defaults)
 
     @torch.no_grad()
-    def step(self, closure=None):
+    def step(self, closure=None, found_inf: torch.Tensor | None = None):
+        """One update of every parameter with a gradient. `found_inf`: a 0-dim float tensor on the weights' device,
+        1 where this update is to be skipped on the device (the module docstring); it needs the fused kernel."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if found_inf is not None:
+            self._step_on_device(found_inf)
+            return loss
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
             for p in params:
-                if not self.state[p]:
-                    self.state[p] = {
-                        "step": 0,
-                        "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
-                        "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
-                    }
+                self._init(p)
+                if torch.is_tensor(self.state[p]["step"]):  # counted on the device until now
+                    self.state[p]["step"] = int(self.state[p]["step"])
             # Every tensor of a group has taken the same number of steps unless a gradient was missing
             # earlier; bucket by step so bias correction stays exact per tensor.
             by_step: dict[int, list[torch.Tensor]] = {}
@@ -86,6 +93,36 @@ class AdamW(torch.optim.Optimizer):
                     if p.grad.is_sparse:
                         self._lazy(p, t, group)
         return loss
+
+    def _init(self, p):
+        if not self.state[p]:
+            self.state[p] = {
+                "step": 0,
+                "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+                "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+            }
+
+    def _step_on_device(self, found_inf: torch.Tensor) -> None:
+        """The update with its step counts on the device and its skip decided there: nothing read back."""
+        if not (private.has_fused_adamw() and all(g.get("fused") and g["correct_bias"] for g in self.param_groups)):
+            raise ValueError("AdamW.step(found_inf=...) needs the fused kernel (fused=True, correct_bias=True)")
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            if any(p.grad.is_sparse for p in params):
+                raise ValueError("AdamW.step(found_inf=...): dense gradients only")
+            for p in params:
+                self._init(p)
+                s = self.state[p]
+                if not torch.is_tensor(s["step"]):
+                    s["step"] = torch.tensor(float(s["step"]), device=p.device)
+            state = [self.state[p] for p in params]
+            b1, b2 = group["betas"]
+            private.fused_adamw_(
+                params, [p.grad for p in params], [s["exp_avg"] for s in state], [s["exp_avg_sq"] for s in state],
+                [s["step"] for s in state], group["lr"], b1, b2, group["weight_decay"], group["eps"], found_inf,
+            )  # fmt: skip
 
     def _lazy(self, p, t, group):
         """The update of the rows a row-sparse gradient names; (V, ...) tables, rows along dim 0."""
