@@ -72,11 +72,15 @@ def records(run):
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if "dev/overall" not in x]
 
 
-@pytest.mark.parametrize("bad_steps", [(), (2, 7)], ids=["finite", "two-skipped"])
-def test_sync_free_training_equals_the_ordinary_step(tmp_path, monkeypatch, tiny_encoder, bad_steps):
+@pytest.mark.parametrize(
+    "bad_steps, extra",
+    [((), []), ((2, 7), []), ((2, 7), ["max_grad_norm=0.5", "grad_accum=2"])],
+    ids=["finite", "two-skipped", "clipped-accumulated"],
+)
+def test_sync_free_training_equals_the_ordinary_step(tmp_path, monkeypatch, tiny_encoder, bad_steps, extra):
     a, b = tmp_path / "ordinary", tmp_path / "sync-free"
-    code_a, reads_a = train(a, monkeypatch, tiny_encoder, False, bad_steps)
-    code_b, reads_b = train(b, monkeypatch, tiny_encoder, True, bad_steps)
+    code_a, reads_a = train(a, monkeypatch, tiny_encoder, False, bad_steps, extra)
+    code_b, reads_b = train(b, monkeypatch, tiny_encoder, True, bad_steps, extra)
     assert code_a == code_b == 0
     wa, wb = (load_file(str(snapshot_folder(r, "last") / "model.safetensors")) for r in (a, b))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -118,3 +122,22 @@ def test_only_the_plain_summed_step_goes_sync_free(monkeypatch):
         cfg = load_config(TrainConfig, QUICKSTART, ["precision=fp32", *overrides]).validate()
         model, _ = build(cfg, cpu)
         assert Techniques(cfg, model, cpu).stepper.sync_free is expected, overrides
+
+
+def test_a_sync_free_run_resumes_to_the_ordinary_runs_weights(tmp_path, monkeypatch, tiny_encoder):
+    """AdamW's step counts, on the device in a sync-free step, go through a checkpoint and back."""
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert train(whole, monkeypatch, tiny_encoder, False, (2,))[0] == 0
+    summed = stepper_module.Stepper.summed_backward
+
+    def dies_at_step_9(self, micro, totals, terms):
+        if self.objective.step == 9:
+            raise KeyboardInterrupt  # a kill after the checkpoint of step 8
+        summed(self, micro, totals, terms)
+
+    monkeypatch.setattr(stepper_module.Stepper, "summed_backward", dies_at_step_9)
+    assert train(killed, monkeypatch, tiny_encoder, True, (2,), ["checkpoint_every=4"])[0] == 130  # interrupted
+    monkeypatch.setattr(stepper_module.Stepper, "summed_backward", summed)
+    assert main(["train", "--resume", str(killed)]) == 0
+    wa, wb = (load_file(str(snapshot_folder(r, "last") / "model.safetensors")) for r in (whole, killed))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

@@ -135,14 +135,13 @@ class Stepper:
         return StepResult(losses, terms, False)
 
     def update_on_device(self, optimizer, names: list[str], losses: torch.Tensor, terms: Terms) -> StepResult:
-        """The rest of a sync-free step: clipping, and AdamW told on the device whether to skip the update - where a
-        loss or the gradient's norm is not finite, as the ordinary step skips it."""
+        """The rest of a sync-free step: AdamW told on the device whether to skip the update - where a loss or the
+        sum of the gradients' norms is not finite, the ordinary step's test (`all_finite`) - and clipping."""
         params = [p for p in self.model.parameters() if p.grad is not None]
-        if self.cfg.max_grad_norm:
-            norm = clip_grad_norm_(params, self.cfg.max_grad_norm)  # a non-finite norm: the kernel skips anyway
-        else:
-            norm = torch.linalg.vector_norm(torch.stack(private.foreach_norm([p.grad for p in params])))
-        found_inf = (~torch.isfinite(norm + losses.sum())).float()
+        norms = torch.stack(private.foreach_norm([p.grad for p in params]))
+        found_inf = (~torch.isfinite(norms.sum() + losses.sum())).float()
+        if self.cfg.max_grad_norm:  # as the ordinary step clips (a non-finite gradient: the kernel skips anyway)
+            clip_grad_norm_(params, self.cfg.max_grad_norm)
         optimizer.step(found_inf=found_inf)
         return StepResult({}, terms, False, pending=(names, torch.cat([losses, found_inf.double()[None]])))
 

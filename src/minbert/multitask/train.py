@@ -318,8 +318,10 @@ class Trainer:
             if cfg.max_steps and step >= cfg.max_steps:
                 st.stopped = f"max_steps {cfg.max_steps} reached"
                 break
-            # every rank stops at the same step: rank 0's clock decides
-            if cfg.max_minutes and broadcast(time.time() - self.start > 60 * cfg.max_minutes):
+            # every rank stops at the same step: rank 0's clock decides (with several processes, asked at log steps
+            # only: the broadcast waits on every process, the host sync a GPU step does without)
+            asked = self.d.world == 1 or step % cfg.log_every == 0
+            if cfg.max_minutes and asked and broadcast(time.time() - self.start > 60 * cfg.max_minutes):
                 st.stopped = f"max_minutes {cfg.max_minutes:g} reached at step {step}"
                 break
         self.account(waiting, bar)

@@ -116,7 +116,7 @@ class AdamW(torch.optim.Optimizer):
                 self._init(p)
                 s = self.state[p]
                 if not torch.is_tensor(s["step"]):
-                    s["step"] = torch.tensor(float(s["step"]), device=p.device)
+                    s["step"] = torch.tensor(float(s["step"]), dtype=torch.float32, device=p.device)  # the kernel's
             state = [self.state[p] for p in params]
             b1, b2 = group["betas"]
             private.fused_adamw_(
