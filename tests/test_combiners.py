@@ -78,10 +78,10 @@ def test_gradvac_leaves_gradients_alone_when_cosine_above_target():
     assert gv.applied == 0 and gv.target["0,1,0"] == pytest.approx(0.1 * math.sqrt(0.5))
 
 
-def reference_gradvac(grads, targets, beta, rng, phi_from_original=False):
+def reference_gradvac(grads, targets, beta, rng, phi_from_original=False, on_fix=False):
     """The paper's Algorithm 1 in LibMTL's loop (LibMTL/weighting/GradVac.py), transcribed: for each task i the
     others in rng's order, phi from the *adjusted* g_i against the original g_j, the EMA updated every visit (the
-    paper; LibMTL updates it only when it adjusts)."""
+    paper; with on_fix, only when it adjusts, as LibMTL's code does)."""
     pc, T = grads.clone(), grads.shape[0]
     for i in range(T):
         order = [j for j in range(T) if j != i]
@@ -98,7 +98,8 @@ def reference_gradvac(grads, targets, beta, rng, phi_from_original=False):
                     / (gj.norm() * math.sqrt(1 - t**2))
                 )
                 pc[i] = gi + w * gj
-            targets[(i, j)] = (1 - beta) * t + beta * rho
+            if rho < t or not on_fix:
+                targets[(i, j)] = (1 - beta) * t + beta * rho
     return pc.sum(0), targets
 
 
@@ -188,3 +189,24 @@ def test_gramian_in_blocks_equals_one_float64_product(monkeypatch):
     M = base.gramian(g)
     assert M.dtype == torch.float64
     assert torch.allclose(M, g.double() @ g.double().T, rtol=1e-12, atol=1e-12)
+
+
+def test_gradvac_moving_its_target_only_on_a_fix_matches_libmtl():
+    """update=on_fix (LibMTL's GradVac, and the code report 003 built on): over several steps with pairs above and
+    below their targets, the sums and every target equal LibMTL's loop; the paper's rule (update=always) gives other
+    targets as soon as a pair is not fixed."""
+    torch.manual_seed(3)
+    steps = [torch.randn(3, 5) for _ in range(6)]
+    start = {(i, j): (0.3 if (i + j) % 2 else -0.2) for i in range(3) for j in range(3) if i != j}
+    for update in ("on_fix", "always"):
+        gv = GradVac(beta=0.2, update=update)
+        gv.target = {f"{i},{j},0": t for (i, j), t in start.items()}
+        targets, ours_rng, ref_rng = dict(start), random.Random(7), random.Random(7)
+        for g in steps:
+            ours = gv(g, ours_rng)
+            ref, targets = reference_gradvac(g, targets, 0.2, ref_rng, on_fix=True)
+        same = all(gv.target[f"{i},{j},0"] == pytest.approx(t, abs=1e-6) for (i, j), t in targets.items())
+        assert same == (update == "on_fix")
+        if update == "on_fix":
+            assert torch.allclose(ours, ref, atol=1e-5)
+            assert 0 < gv.applied < 6 * 6  # some tests fixed, some not: the rule was exercised both ways

@@ -10,6 +10,10 @@ which makes cos(g_i^PC, g_j) exactly phi_hat; then phi_hat_ij <- (1 - beta) phi_
 sum_i g_i^PC. Report 003 prints this rule with typos (its line 14 misplaces a parenthesis and uses phi^(t) for
 the target, and its EMA line reads (1 - beta) phi^(t) + beta phi^(t)); this file follows the paper's equation.
 
+`update` says when the target moves: "always", after every test (the paper's Algorithm 1, TorchJD's GradVac), or
+"on_fix", only after a fix (LibMTL's GradVac, and the PCGrad-repository fork report 003 built on): the target then
+follows only the cosines below it, drifts down towards their low tail, and fixes grow rare.
+
 Every g_i^PC stays a combination of the original rows, so each group is worked on its (T, T) Gramian, as PCGrad
 is (combiners/pcgrad.py): g_i^PC = A_i . G, |g_i^PC|^2 = A_i M A_i, g_i^PC . g_j = A_i M_j, and a fix adds its
 coefficient to A_ij; one pass over G forms the Gramians and one the update.
@@ -51,8 +55,10 @@ class GradVac(Combiner):
         beta: Annotated[float, within(0, 1)] = 0.01,
         per: Literal["all", "layer", "parameter"] = "all",
         groups: list[tuple[int, int]] | None = None,
+        update: Literal["always", "on_fix"] = "always",
     ):
         self.beta = beta
+        self.update = update
         self.per = per
         self.groups = groups
         self.target: dict[str, float] = {}  # "a,b,group" -> phi_hat
@@ -117,7 +123,8 @@ class GradVac(Combiner):
             coef = ni * (target * (1 - phi**2) ** 0.5 - phi * (1 - target**2) ** 0.5) / (nj * (1 - target**2) ** 0.5)
             ai[j] += coef  # g_i^PC += coef g_j
             self.applied += 1
-        self.target[key] = (1 - self.beta) * target + self.beta * phi
+        if fixed or self.update == "always":
+            self.target[key] = (1 - self.beta) * target + self.beta * phi
         return fixed
 
     def epoch_record(self) -> dict[str, float]:
