@@ -212,7 +212,8 @@ def flatten(batches: dict[str, Batch], tokens: bool = False) -> Flat:
     rank = np.empty(len(seqs), dtype=np.int64)
     rank[order] = np.arange(len(seqs))
     device = batches[next(iter(batches))].ids.device
-    to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    # non_blocking: a GPU takes the copy without the host waiting on it (a blocking copy is a sync)
+    to = lambda a: torch.from_numpy(a).to(device, non_blocking=True)  # noqa: E731
     places = None
     if tokens:
         owner = np.empty(len(seqs), dtype=np.int64)  # each sentence's task, numbered in batch order

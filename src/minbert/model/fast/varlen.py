@@ -95,7 +95,8 @@ def layout(lengths: list[int], device, cost: float = BUCKET_COST, jagged: bool |
     assert all(a >= b for a, b in zip(lengths, lengths[1:])), "lengths must be sorted longest first"
     n = np.asarray(lengths, dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(n)[:-1]])
-    to = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+    # non_blocking: a GPU takes the copy without the host waiting on it (a blocking copy is a sync)
+    to = lambda a: torch.from_numpy(a).to(device, non_blocking=True)  # noqa: E731
     segment = np.repeat(np.arange(len(n)), n)
     if jagged if jagged is not None else torch.device(device).type in JAGGED_DEVICES:
         offsets = to(np.concatenate([starts, [n.sum()]]))
