@@ -2,7 +2,8 @@
 none). The quickstart's model and batches are moved to PyTorch's meta device - shapes without values, so that each
 read of a value (`Tensor.item`, `bool(tensor)`, `float(tensor)`, `.tolist()`) is one a GPU would make the host
 wait for - with the classes a CUDA device gets (model/fast), and one step runs with those reads answered by a
-stand-in value and counted by the line of minbert's code that made them. Run from the repository root:
+stand-in value and counted by the line of minbert's code that made them, and so is each blocking copy from the
+host to the device (a copy without non_blocking=True, which on a GPU waits for the device). Run from the repository root:
 
     python benchmarks/host_syncs.py [key=value ...]      # e.g. combiner=pcgrad, weighting=uw, fused=false
 
@@ -18,6 +19,7 @@ import traceback
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = str(ROOT / "src" / "minbert")
@@ -30,6 +32,27 @@ def ours() -> str:
         return "?"
     f = frames[-1]
     return f"{Path(f.filename).relative_to(SRC)}:{f.lineno} {f.name}: {f.line}"
+
+
+class BlockingCopies(TorchDispatchMode):
+    """Counts each copy of a CPU tensor to the (meta) device made without non_blocking=True, by our line of code."""
+
+    def __init__(self, reads: collections.Counter):
+        super().__init__()
+        self.reads = reads
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._to_copy.default:
+            src, dst, blocking = args[0], kwargs.get("device"), not kwargs.get("non_blocking", False)
+        elif func is torch.ops.aten.copy_.default:
+            dst, src = args[0].device, args[1]
+            blocking = not (args[2] if len(args) > 2 else kwargs.get("non_blocking", False))
+        else:
+            src = dst = None
+        if dst is not None and torch.device(dst).type == "meta" and src.device.type == "cpu" and blocking:
+            self.reads[f"blocking copy to the device at {ours()}"] += 1
+        return func(*args, **kwargs)
 
 
 def main(argv: list[str]) -> int:
@@ -64,14 +87,17 @@ def main(argv: list[str]) -> int:
     for kind in real:
         setattr(torch.Tensor, kind, counted(kind))
     stopped = ""
+    copies = BlockingCopies(reads)
     try:
-        step(0)
+        with copies:
+            step(0)
     except (RuntimeError, NotImplementedError) as e:
         stopped = f"stopped at {ours_of(e)}: {e}"
     finally:
         for kind, f in real.items():
             setattr(torch.Tensor, kind, f)
-    print(f"{sum(reads.values())} reads of device values in one step ({' '.join(argv) or 'the quickstart, fused'}):")
+    what = " ".join(argv) or "the quickstart, fused"
+    print(f"{sum(reads.values())} reads of device values or blocking copies to it in one step ({what}):")
     for site, n in reads.most_common():
         print(f"  {n} x {site}")
     if stopped:

@@ -40,10 +40,31 @@ def test_host_syncs_finds_no_read_in_the_gpus_step_and_places_each_read_of_the_o
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
         assert done.returncode == 0, done.stderr[-3000:]
         head, *sites = [line for line in done.stdout.splitlines() if line.strip()]
-        assert " reads of device values in one step " in head
+        assert " reads of device values or blocking copies to it in one step " in head
         assert int(head.split()[0]) == sum(int(s.split(" x ")[0]) for s in sites if " x " in s)  # each read placed
         return int(head.split()[0]), sites
 
     assert audit() == (0, [])  # the quickstart's plain summed step: sync-free (multitask/stepper.py)
     n, sites = audit("weighting=uw")  # a loss weighting reads the step's losses: the ordinary step
     assert n > 0 and any("optim/grads.py" in s and "all_finite" in s for s in sites)
+
+
+def test_host_syncs_counts_blocking_copies_to_the_device_and_not_the_others():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from host_syncs import BlockingCopies
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import collections
+
+    import torch
+
+    reads = collections.Counter()
+    host, device = torch.ones(3), torch.empty(3, device="meta")
+    with BlockingCopies(reads):
+        host.to("meta")  # counted
+        host.to("meta", non_blocking=True)
+        device.copy_(host)  # counted
+        device.copy_(host, non_blocking=True)
+        device.to("meta")  # already there: no copy from the host
+    assert sum(reads.values()) == 2
