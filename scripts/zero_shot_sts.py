@@ -12,7 +12,8 @@ import sys
 
 import torch
 
-from minbert.data.readers import LabelSpec, data_dir, float_label, read_examples
+from minbert.data.datasets import DATASETS, load_split
+from minbert.data.readers import data_dir
 from minbert.data.tokenizer import Tokenizer
 from minbert.errors import MinbertError
 from minbert.model import BertModel
@@ -44,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         path = resolve_checkpoint(args.checkpoint)
         model, tok = BertModel.from_pretrained(path).eval(), Tokenizer.from_pretrained(path)
-        label = LabelSpec("similarity", float_label, 0, 5)
-        rows = read_examples(data_dir(args.data_dir) / "sts-dev.csv", ("sentence1", "sentence2"), label)
+        rows = load_split(DATASETS["sts"], "dev", data_dir(args.data_dir))  # the files and columns training reads
     except MinbertError as e:
         print(f"zero_shot_sts: error: {e}", file=sys.stderr)
         return 2
