@@ -33,7 +33,7 @@ from minbert.errors import MinbertError
 from minbert.multitask.conflicts import ConflictStats
 from minbert.multitask.ema import EMA
 from minbert.multitask.objective import Objective, Terms
-from minbert.optim.grads import all_finite, clip_grad_norm_, coalesce_sparse
+from minbert.optim.grads import all_finite, clip_grad_norm_, coalesce_sparse, finite
 from minbert.registry import build
 from minbert.weighting import Equal
 
@@ -56,9 +56,10 @@ def settle(results: list[StepResult]) -> list[StepResult]:
     """The results with every sync-free step's losses and skip read back from the device, all in one transfer."""
     waiting = [r for r in results if r.pending is not None]
     if waiting:
-        values = torch.cat([r.pending[1] for r in waiting]).tolist()
+        values, at = torch.cat([r.pending[1] for r in waiting]).tolist(), 0
         for r in waiting:
-            names, mine, values = r.pending[0], values[: len(r.pending[0]) + 1], values[len(r.pending[0]) + 1 :]
+            names = r.pending[0]
+            mine, at = values[at : at + len(names) + 1], at + len(names) + 1  # its losses, then its skip flag
             r.losses, r.skipped, r.pending = dict(zip(names, mine)), mine[-1] == 1.0, None
     return results
 
@@ -138,8 +139,7 @@ class Stepper:
         """The rest of a sync-free step: AdamW told on the device whether to skip the update - where a loss or the
         sum of the gradients' norms is not finite, the ordinary step's test (`all_finite`) - and clipping."""
         params = [p for p in self.model.parameters() if p.grad is not None]
-        norms = torch.stack(private.foreach_norm([p.grad for p in params]))
-        found_inf = (~torch.isfinite(norms.sum() + losses.sum())).float()
+        found_inf = (~(finite([p.grad for p in params]) & torch.isfinite(losses.sum()))).float()
         if self.cfg.max_grad_norm:  # as the ordinary step clips (a non-finite gradient: the kernel skips anyway)
             clip_grad_norm_(params, self.cfg.max_grad_norm)
         optimizer.step(found_inf=found_inf)

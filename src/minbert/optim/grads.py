@@ -25,10 +25,15 @@ def _values(g: torch.Tensor) -> torch.Tensor:
     return g.values() if g.is_sparse else g
 
 
+def finite(grads: list[torch.Tensor]) -> torch.Tensor:
+    """Whether every value of these gradients (sparse ones coalesced, at least one) is finite, as a 0-dim bool tensor
+    on their device: the sum of their norms is finite. Nothing is read back (the GPU's sync-free step)."""
+    return torch.isfinite(torch.stack(private.foreach_norm([_values(g) for g in grads])).sum())
+
+
 def all_finite(grads: list[torch.Tensor]) -> bool:
     """Whether every value of these gradients (sparse ones coalesced) is finite."""
-    vals = [_values(g) for g in grads]
-    return not vals or bool(torch.isfinite(torch.stack(private.foreach_norm(vals)).sum()))
+    return not grads or bool(finite(grads))
 
 
 def clip_grad_norm_(params, max_norm: float) -> torch.Tensor:
