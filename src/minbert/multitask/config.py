@@ -144,7 +144,7 @@ class TrainConfig:
     # speed and memory (none changes the math, except freeze_word_embeddings and lazy_word_embeddings)
     # autocast; fp16 adds a gradient scaler (GPUs without bf16); auto = bf16 where the hardware makes it fast, else fp32
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
-    fused: bool = True  # all tasks' sentences in one unpadded encoder pass when the step allows (multitask/fused.py)
+    fused: bool = True  # all tasks' sentences in one unpadded encoder pass when the step allows (model/fast/varlen.py)
     # split each global batch into this many micro-batches (same gradient, less memory)
     grad_accum: Annotated[int, ge(1)] = 1
     grad_checkpointing: bool = False  # recompute encoder activations in the backward (less memory, ~1/3 more time)
