@@ -41,6 +41,7 @@ from minbert.sweep import load_sweep, published_overall, rank
 
 EXPECT = {"higher": 1, "lower": -1, "same": 0}
 TITLES = {"sst/acc": "SST acc", "quora/acc": "Quora acc", "sts/pearson": "STS r", "overall": "overall"}
+TASK_METRICS = ("sst/acc", "quora/acc", "sts/pearson")
 MAJORITY = {"sst/acc": ("ids-sst-dev.csv", "sentiment"), "quora/acc": ("quora-dev-from-dev.csv", "is_duplicate")}
 FLOOR_TOLERANCE = 0.002
 
@@ -167,30 +168,35 @@ def gradvac_counts(budget: int | None, seeds: list[int], extra=()) -> str:
 
 def rankings(budget: int | None, seeds: list[int], extra=()) -> str:
     """Each report's headline ranking: its rows with published numbers that have every seed here, ordered by the
-    published overall (on CS224N's scale), beside minbert's mean overall and rank, and Kendall's tau between the two
-    orders (1: the same order, -1: reversed)."""
+    published overall (on CS224N's scale), with the published per-task numbers beside minbert's means and minbert's
+    mean overall and rank, and Kendall's tau between the two orders (1: the same order, -1: reversed)."""
     out = []
     for path in sorted(Path("configs/reports").glob("[0-9][0-9][0-9].yaml")):
         sweep = _sweep(path, budget, tuple(seeds), tuple(extra))
-        ours: dict[str, list[float]] = {}
+        ours: dict[str, list[dict]] = {}
         for name, _, run, _ in sweep.runs():
             if name in sweep.published and (run / "summary.json").is_file():
-                ours.setdefault(name, []).append(read_summary(run)["dev"]["overall"])
+                ours.setdefault(name, []).append(read_summary(run)["dev"])
         rows = [n for n in sweep.published if len(ours.get(n, [])) == len(seeds)]
         if not rows:
             out.append(f"**{path.stem}**: no row has all {len(seeds)} seeds yet.")
             continue
         published = {n: published_overall(sweep.published[n]) for n in rows}
-        mine = {n: float(np.mean(ours[n])) for n in rows}
+        overall = {n: [dev["overall"] for dev in ours[n]] for n in rows}
+        mine = {n: float(np.mean(overall[n])) for n in rows}
         theirs, us = rank(published), rank(mine)
         lines = [
             f"**{path.stem}**",
             "",
-            "| row | published overall | rank | minbert overall | rank |",
-            "|---|---|---|---|---|",
+            "| row | published SST / Quora / STS r | overall | rank | minbert SST / Quora / STS r | overall | rank |",
+            "|---|---|---|---|---|---|---|",
         ]
         for n in sorted(rows, key=theirs.get):
-            lines.append(f"| {n} | {published[n]:.3f} | {theirs[n]} | {cell(ours[n])} | {us[n]} |")
+            pub = " / ".join(f"{sweep.published[n][t]:.3f}" for t in ("sst", "quora", "sts"))
+            per_task = " / ".join(f"{np.mean([dev[m] for dev in ours[n]]):.3f}" for m in TASK_METRICS)
+            lines.append(
+                f"| {n} | {pub} | {published[n]:.3f} | {theirs[n]} | {per_task} | {cell(overall[n])} | {us[n]} |"
+            )
         if len(rows) > 2:
             tau = kendalltau([published[n] for n in rows], [mine[n] for n in rows]).statistic
             lines += ["", f"Kendall's tau over {len(rows)} rows: {tau:+.2f}"]

@@ -83,3 +83,30 @@ def test_update_replaces_only_its_block(tmp_path):
     )
     with pytest.raises(claims.MinbertError, match="no lines"):
         claims.update(tmp_path / "REPORTS.md", "other", "x")
+
+
+def test_rankings_order_rows_and_tau_by_hand(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    claims._sweep.cache_clear()
+    sweep = claims._sweep(Path("configs/reports/004.yaml"), 1000, (1, 2), ())
+    # report 004's published order: dynamic-0-0.05 > static-0 > gradient-surgery > baseline; ours swaps the first two
+    # (one discordant pair of six: tau = (5 - 1) / 6) and leaves the rows without published numbers out
+    ours = {"dynamic-0-0.05": 0.60, "static-0": 0.62, "gradient-surgery": 0.55, "baseline": 0.50}
+    for name, seed, run, _ in sweep.runs():
+        if name in ours:
+            run.mkdir(parents=True)
+            dev = {"sst/acc": 0.3, "quora/acc": 0.7, "sts/pearson": 0.8, "overall": ours[name] + 0.01 * (seed - 1.5)}
+            (run / "summary.json").write_text(json.dumps({"dev": dev}))
+    md = claims.rankings(1000, [1, 2])
+    block = md.split("**004**")[1]
+    lines = [line for line in block.splitlines() if line.startswith("| ")][1:]  # the rows, after the header
+    rows = [line.split(" | ")[0].strip("| ") for line in lines]
+    assert rows == ["dynamic-0-0.05", "static-0", "gradient-surgery", "baseline"]
+    assert "| dynamic-0-0.05 | 0.503 / 0.479 / 0.880 | 0.641 | 1 | 0.300 / 0.700 / 0.800 | 0.6000 ± 0.0071 | 2 |" in md
+    assert "Kendall's tau over 4 rows: +0.67" in md
+    assert "**000**: no row has all 2 seeds yet." in md
+    claims._sweep.cache_clear()
