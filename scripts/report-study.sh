@@ -17,7 +17,9 @@ sweep() {
     python -m minbert sweep "configs/reports/$1.yaml" --budget "$STEPS" --seeds "$2" --only "$3" precision=bf16 threads=1
 }
 # pass 1: the rows the claims compare (docs/study/reports/claims.yaml) of reports 000, 002, 003 and 004, seed by seed;
-# pass 2: the tables' other rows; report 001's rows (SMART costs about three steps per step) last
+# pass 2: report 001's (SMART costs about three steps per step, the staged rows 25 dev evaluations): the rows of its
+# claims on SMART and Bregman first (one sweep call per row, so that the order is this one), round robin's last;
+# pass 3: the rows that explain a verdict (002's `general`) and the tables' other rows
 for seed in $SEEDS; do
     sweep 004 "$seed" dynamic-0-0.05,static-0,gradient-surgery,baseline
     sweep 000 "$seed" multitask-mse,multitask,multitask-cos,multitask-mse-mnr
@@ -25,8 +27,12 @@ for seed in $SEEDS; do
     sweep 002 "$seed" v2-pcgrad,v1-cosine,v3-cosine-pcgrad,v2-dropout0.8
 done
 for seed in $SEEDS; do
-    sweep 002 "$seed" general,v2-dropout0.5
+    sweep 001 "$seed" annealed
+    sweep 001 "$seed" annealed-smart15
+    sweep 001 "$seed" mnrl-sst,mnrl-annealed-smart15-25ep,mnrl-bregman-mu1-beta0.9  # a staged chain: one call
+    sweep 001 "$seed" baseline
+    sweep 001 "$seed" baseline-smart
 done
 for seed in $SEEDS; do
-    sweep 001 "$seed" annealed,baseline,annealed-smart15,baseline-smart,mnrl-sst,mnrl-annealed-smart15-25ep,mnrl-bregman-mu1-beta0.9
+    sweep 002 "$seed" general,v2-dropout0.5
 done
