@@ -1,9 +1,13 @@
 """The reports' claims against the claims study's runs: one markdown table, docs/REPORTS.md's.
 
     python scripts/claims.py --budget 1000 precision=bf16 threads=1 [--seeds 1 2 3] [--gradvac | --rankings]
-        [--update FILE]
+        [--record DIR] [--update FILE]
+    python scripts/claims.py --budget 1000 precision=bf16 threads=1 --save docs/study/reports/record
 
-Run it where the study ran (its runs/reports/NNN-STEPSsteps folders, see scripts/report-study.sh). Each claim of
+Run it where the study ran (its runs/reports/NNN-STEPSsteps folders, see scripts/report-study.sh), or on the study's
+record: `--save DIR` copies each finished run's summary.json and metrics.jsonl into DIR/NNN-STEPSsteps/ROW/seedN (the
+repository keeps them in docs/study/reports/record, since run folders do not outlive a machine), and `--record DIR`
+reads the runs from there instead. Each claim of
 docs/study/reports/claims.yaml compares two rows A and B of a report's sweep on one dev metric. Per row: the mean and
 sample std over the seeds that finished; the difference d = mean(B) - mean(A) and its standard error
 se = sqrt(sd_A^2 / n_A + sd_B^2 / n_B), as `minbert sweep`'s table computes them. The verdict, once both rows have
@@ -27,6 +31,7 @@ import argparse
 import csv
 import functools
 import math
+import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -57,6 +62,14 @@ def majority_share(data_dir: Path, metric: str) -> float | None:
     return Counter(labels).most_common(1)[0][1] / len(labels)
 
 
+RECORD: Path | None = None  # --record: where the runs' summary.json and metrics.jsonl are read instead
+
+
+def kept(run: Path) -> Path:
+    """Where a run's files are read: the run folder, or its copy in the record (--record)."""
+    return run if RECORD is None else RECORD / run.parent.parent.name / run.parent.name / run.name
+
+
 @functools.cache
 def _sweep(sweep_file: Path, budget: int | None, seeds: tuple[int, ...], extra: tuple[str, ...]):
     return load_sweep(sweep_file, steps=budget, seeds=list(seeds), extra=list(extra))  # all rows: a stage's source too
@@ -66,9 +79,9 @@ def values(sweep_file: Path, budget: int | None, seeds: list[int], row: str, met
     """The metric of each finished seed of one row (`extra`: the study's key=value overrides)."""
     sweep = _sweep(sweep_file, budget, tuple(seeds), tuple(extra))
     return [
-        read_summary(run)["dev"][metric]
+        read_summary(kept(run))["dev"][metric]
         for name, _, run, _ in sweep.runs()
-        if name == row and (run / "summary.json").is_file()
+        if name == row and (kept(run) / "summary.json").is_file()
     ]
 
 
@@ -140,10 +153,10 @@ def gradvac_counts(budget: int | None, seeds: list[int], extra=()) -> str:
     for row, keys in (("gradvac", ("altered", "rows", "fixes", "checks")), ("naive", ("negative", "pairs"))):
         sweep = _sweep(Path("configs/reports/003.yaml"), budget, tuple(seeds), tuple(extra))
         for name, _, run, _ in sweep.runs():
-            if name != row or not (run / "summary.json").is_file():
+            if name != row or not (kept(run) / "summary.json").is_file():
                 continue
             runs[row] += 1
-            for r in read_metrics(run / "metrics.jsonl"):
+            for r in read_metrics(kept(run) / "metrics.jsonl"):
                 if "epoch" not in r:
                     continue
                 n = per_epoch.setdefault(int(r["epoch"]), Counter())
@@ -175,8 +188,8 @@ def rankings(budget: int | None, seeds: list[int], extra=()) -> str:
         sweep = _sweep(path, budget, tuple(seeds), tuple(extra))
         ours: dict[str, list[dict]] = {}
         for name, _, run, _ in sweep.runs():
-            if name in sweep.published and (run / "summary.json").is_file():
-                ours.setdefault(name, []).append(read_summary(run)["dev"])
+            if name in sweep.published and (kept(run) / "summary.json").is_file():
+                ours.setdefault(name, []).append(read_summary(kept(run))["dev"])
         rows = [n for n in sweep.published if len(ours.get(n, [])) == len(seeds)]
         if not rows:
             out.append(f"**{path.stem}**: no row has all {len(seeds)} seeds yet.")
@@ -204,6 +217,23 @@ def rankings(budget: int | None, seeds: list[int], extra=()) -> str:
     return "\n\n".join(out)
 
 
+def save(budget: int | None, seeds: list[int], into: Path, extra=()) -> list[Path]:
+    """Copies each finished run's (a summary.json) summary.json and metrics.jsonl of every report's sweep into
+    `into`/NNN-STEPSsteps/ROW/seedN, replacing an older copy; returns the runs copied."""
+    copied = []
+    for path in sorted(Path("configs/reports").glob("[0-9][0-9][0-9].yaml")):
+        for _, _, run, _ in _sweep(path, budget, tuple(seeds), tuple(extra)).runs():
+            if not (run / "summary.json").is_file():
+                continue
+            dest = into / run.parent.parent.name / run.parent.name / run.name
+            dest.mkdir(parents=True, exist_ok=True)
+            for name in ("summary.json", "metrics.jsonl"):
+                if (run / name).is_file():
+                    shutil.copyfile(run / name, dest / name)
+            copied.append(run)
+    return copied
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budget", type=int, help="the study's --budget STEPS (its runs in runs/reports/NNN-STEPSsteps)")
@@ -212,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=Path("../shared/data"), help="for the majority-class shares")
     p.add_argument("--gradvac", action="store_true", help="claim 11's per-epoch counts instead of the table")
     p.add_argument("--rankings", action="store_true", help="each report's headline ranking instead of the table")
+    p.add_argument("--record", type=Path, metavar="DIR", help="read the runs from the study's record DIR (--save's)")
+    p.add_argument(
+        "--save", type=Path, metavar="DIR", help="copy the finished runs' summary.json and metrics.jsonl into DIR"
+    )
     p.add_argument(
         "--update",
         type=Path,
@@ -221,6 +255,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("overrides", nargs="*", metavar="key=value", help="the study's overrides (precision=bf16 threads=1)")
     args = p.parse_args(argv)
+    global RECORD
+    RECORD = args.record
+    if args.save:
+        copied = save(args.budget, args.seeds, args.save, args.overrides)
+        print(f"{len(copied)} finished runs kept in {args.save}")
+        return 0
     try:
         if args.gradvac:
             md = gradvac_counts(args.budget, args.seeds, args.overrides)

@@ -110,3 +110,32 @@ def test_rankings_order_rows_and_tau_by_hand(tmp_path, monkeypatch):
     assert "Kendall's tau over 4 rows: +0.67" in md
     assert "**000**: no row has all 2 seeds yet." in md
     claims._sweep.cache_clear()
+
+
+def test_save_then_record_reads_the_kept_copies(tmp_path, monkeypatch):
+    # --save copies each finished run's files into the record; --record reads the runs from there once the run
+    # folders are gone (a record that read the run folders instead would find nothing here)
+    import json
+    import shutil
+
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    claims._sweep.cache_clear()
+    sweep = claims._sweep(Path("configs/reports/003.yaml"), 1000, (1,), ())
+    for name, _, run, _ in sweep.runs():
+        if name in ("naive", "gradvac"):
+            run.mkdir(parents=True)
+            (run / "summary.json").write_text(json.dumps({"dev": {"overall": 0.5 if name == "naive" else 0.6}}))
+            (run / "metrics.jsonl").write_text(json.dumps({"step": 10, "epoch": 1, "gradvac/l0/altered": 3}) + "\n")
+    copied = claims.save(1000, [1], Path("record"))
+    assert sorted(r.parent.name for r in copied) == ["gradvac", "naive"]
+    assert (Path("record") / "003-1000steps" / "gradvac" / "seed1" / "metrics.jsonl").is_file()
+    shutil.rmtree("runs")
+    try:
+        claims.RECORD = Path("record")
+        assert claims.values(Path("configs/reports/003.yaml"), 1000, [1], "gradvac", "overall") == [0.6]
+        assert claims.values(Path("configs/reports/003.yaml"), 1000, [1], "pals", "overall") == []
+        assert "gradvac 1, naive 1" in claims.gradvac_counts(1000, [1])
+    finally:
+        claims.RECORD = None
+        claims._sweep.cache_clear()
