@@ -5,9 +5,9 @@
     python scripts/claims.py --budget 1000 precision=bf16 threads=1 --save docs/study/reports/record
 
 Run it where the study ran (its runs/reports/NNN-STEPSsteps folders, see scripts/report-study.sh), or on the study's
-record: `--save DIR` copies each finished run's summary.json and metrics.jsonl into DIR/NNN-STEPSsteps/ROW/seedN (the
-repository keeps them in docs/study/reports/record, since run folders do not outlive a machine), and `--record DIR`
-reads the runs from there instead. Each claim of
+record: `--save DIR` copies each finished run's config.yaml, summary.json and metrics.jsonl into
+DIR/NNN-STEPSsteps/ROW/seedN (the repository keeps them in docs/study/reports/record, since run folders do not
+outlive a machine), and `--record DIR` reads the runs from there instead. Each claim of
 docs/study/reports/claims.yaml compares two rows A and B of a report's sweep on one dev metric. Per row: the mean and
 sample std over the seeds that finished; the difference d = mean(B) - mean(A) and its standard error
 se = sqrt(sd_A^2 / n_A + sd_B^2 / n_B), as `minbert sweep`'s table computes them. The verdict, once both rows have
@@ -218,8 +218,8 @@ def rankings(budget: int | None, seeds: list[int], extra=()) -> str:
 
 
 def save(budget: int | None, seeds: list[int], into: Path, extra=()) -> list[Path]:
-    """Copies each finished run's (a summary.json) summary.json and metrics.jsonl of every report's sweep into
-    `into`/NNN-STEPSsteps/ROW/seedN, replacing an older copy; returns the runs copied."""
+    """Copies each finished run's (a summary.json) config.yaml, summary.json and metrics.jsonl, of every report's
+    sweep, into `into`/NNN-STEPSsteps/ROW/seedN, replacing an older copy; returns the runs copied."""
     copied = []
     for path in sorted(Path("configs/reports").glob("[0-9][0-9][0-9].yaml")):
         for _, _, run, _ in _sweep(path, budget, tuple(seeds), tuple(extra)).runs():
@@ -227,7 +227,7 @@ def save(budget: int | None, seeds: list[int], into: Path, extra=()) -> list[Pat
                 continue
             dest = into / run.parent.parent.name / run.parent.name / run.name
             dest.mkdir(parents=True, exist_ok=True)
-            for name in ("summary.json", "metrics.jsonl"):
+            for name in ("config.yaml", "summary.json", "metrics.jsonl"):
                 if (run / name).is_file():
                     shutil.copyfile(run / name, dest / name)
             copied.append(run)
