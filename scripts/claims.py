@@ -2,12 +2,10 @@
 
     python scripts/claims.py --budget 1000 precision=bf16 threads=1 [--seeds 1 2 3] [--gradvac | --rankings]
         [--record DIR] [--update FILE]
-    python scripts/claims.py --budget 1000 precision=bf16 threads=1 --save docs/study/reports/record
 
-Run it where the study ran (its runs/reports/NNN-STEPSsteps folders, see scripts/report-study.sh), or on the study's
-record: `--save DIR` copies each finished run's config.yaml, summary.json and metrics.jsonl into
-DIR/NNN-STEPSsteps/ROW/seedN (the repository keeps them in docs/study/reports/record, since run folders do not
-outlive a machine), and `--record DIR` reads the runs from there instead. Each claim of
+Run it where the study ran (its runs/reports/NNN-STEPSsteps folders, see scripts/report-study.sh), or, with `--record
+DIR`, on the study's record (docs/study/reports/record: each finished run's config.yaml, summary.json and
+metrics.jsonl, as `minbert sweep --record` keeps them; run folders do not outlive their machine). Each claim of
 docs/study/reports/claims.yaml compares two rows A and B of a report's sweep on one dev metric. Per row: the mean and
 sample std over the seeds that finished; the difference d = mean(B) - mean(A) and its standard error
 se = sqrt(sd_A^2 / n_A + sd_B^2 / n_B), as `minbert sweep`'s table computes them. The verdict, once both rows have
@@ -31,7 +29,6 @@ import argparse
 import csv
 import functools
 import math
-import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -42,7 +39,7 @@ from scipy.stats import kendalltau
 from minbert.config import load_yaml
 from minbert.errors import MinbertError
 from minbert.files import read_metrics, read_summary
-from minbert.sweep import load_sweep, published_overall, rank
+from minbert.sweep import kept_at, load_sweep, published_overall, rank
 
 EXPECT = {"higher": 1, "lower": -1, "same": 0}
 TITLES = {"sst/acc": "SST acc", "quora/acc": "Quora acc", "sts/pearson": "STS r", "overall": "overall"}
@@ -67,7 +64,7 @@ RECORD: Path | None = None  # --record: where the runs' summary.json and metrics
 
 def kept(run: Path) -> Path:
     """Where a run's files are read: the run folder, or its copy in the record (--record)."""
-    return run if RECORD is None else RECORD / run.parent.parent.name / run.parent.name / run.name
+    return run if RECORD is None else kept_at(RECORD, run)
 
 
 @functools.cache
@@ -217,23 +214,6 @@ def rankings(budget: int | None, seeds: list[int], extra=()) -> str:
     return "\n\n".join(out)
 
 
-def save(budget: int | None, seeds: list[int], into: Path, extra=()) -> list[Path]:
-    """Copies each finished run's (a summary.json) config.yaml, summary.json and metrics.jsonl, of every report's
-    sweep, into `into`/NNN-STEPSsteps/ROW/seedN, replacing an older copy; returns the runs copied."""
-    copied = []
-    for path in sorted(Path("configs/reports").glob("[0-9][0-9][0-9].yaml")):
-        for _, _, run, _ in _sweep(path, budget, tuple(seeds), tuple(extra)).runs():
-            if not (run / "summary.json").is_file():
-                continue
-            dest = into / run.parent.parent.name / run.parent.name / run.name
-            dest.mkdir(parents=True, exist_ok=True)
-            for name in ("config.yaml", "summary.json", "metrics.jsonl"):
-                if (run / name).is_file():
-                    shutil.copyfile(run / name, dest / name)
-            copied.append(run)
-    return copied
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--budget", type=int, help="the study's --budget STEPS (its runs in runs/reports/NNN-STEPSsteps)")
@@ -242,10 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=Path("../shared/data"), help="for the majority-class shares")
     p.add_argument("--gradvac", action="store_true", help="claim 11's per-epoch counts instead of the table")
     p.add_argument("--rankings", action="store_true", help="each report's headline ranking instead of the table")
-    p.add_argument("--record", type=Path, metavar="DIR", help="read the runs from the study's record DIR (--save's)")
-    p.add_argument(
-        "--save", type=Path, metavar="DIR", help="copy the finished runs' summary.json and metrics.jsonl into DIR"
-    )
+    p.add_argument("--record", type=Path, metavar="DIR", help="read the runs from the study's record DIR")
     p.add_argument(
         "--update",
         type=Path,
@@ -257,10 +234,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     global RECORD
     RECORD = args.record
-    if args.save:
-        copied = save(args.budget, args.seeds, args.save, args.overrides)
-        print(f"{len(copied)} finished runs kept in {args.save}")
-        return 0
     try:
         if args.gradvac:
             md = gradvac_counts(args.budget, args.seeds, args.overrides)

@@ -13,11 +13,12 @@ set -euo pipefail
 export MINBERT_ALLOCATOR=${MINBERT_ALLOCATOR:-jemalloc}
 STEPS=${STEPS:-1000}
 SEEDS=${SEEDS:-1 2 3}
-# after each sweep call its finished runs' summary.json and metrics.jsonl go into the study's record, the folder the
-# tables are computed from on any clone (run folders do not outlive their machine): commit it as runs finish
+# --record: each finished run's config.yaml, summary.json and metrics.jsonl kept in the study's record, the folder the
+# tables are computed from on any clone (run folders do not outlive their machine; commit it as runs finish), and on a
+# machine without the run folders restored from it, so that the study continues where the record ends
 sweep() {
-    python -m minbert sweep "configs/reports/$1.yaml" --budget "$STEPS" --seeds "$2" --only "$3" precision=bf16 threads=1
-    python scripts/claims.py --budget "$STEPS" precision=bf16 threads=1 --save docs/study/reports/record
+    python -m minbert sweep "configs/reports/$1.yaml" --budget "$STEPS" --seeds "$2" --only "$3" \
+        --record docs/study/reports/record precision=bf16 threads=1
 }
 # pass 1: the rows the claims compare (docs/study/reports/claims.yaml) of reports 000, 002, 003 and 004, seed by seed;
 # pass 2: report 001's (SMART costs about three steps per step, the staged rows 25 dev evaluations): the rows of its

@@ -112,11 +112,13 @@ def test_rankings_order_rows_and_tau_by_hand(tmp_path, monkeypatch):
     claims._sweep.cache_clear()
 
 
-def test_save_then_record_reads_the_kept_copies(tmp_path, monkeypatch):
-    # --save copies each finished run's files into the record; --record reads the runs from there once the run
-    # folders are gone (a record that read the run folders instead would find nothing here)
+def test_record_reads_the_kept_copies(tmp_path, monkeypatch):
+    # --record reads the runs from the study's record (`minbert sweep --record`'s copies) once the run folders are
+    # gone (a claims.py that read the run folders instead would find nothing here)
     import json
     import shutil
+
+    from minbert.sweep import keep
 
     shutil.copytree(ROOT / "configs", tmp_path / "configs")
     monkeypatch.chdir(tmp_path)
@@ -127,8 +129,7 @@ def test_save_then_record_reads_the_kept_copies(tmp_path, monkeypatch):
             run.mkdir(parents=True)
             (run / "summary.json").write_text(json.dumps({"dev": {"overall": 0.5 if name == "naive" else 0.6}}))
             (run / "metrics.jsonl").write_text(json.dumps({"step": 10, "epoch": 1, "gradvac/l0/altered": 3}) + "\n")
-    copied = claims.save(1000, [1], Path("record"))
-    assert sorted(r.parent.name for r in copied) == ["gradvac", "naive"]
+    assert sorted(r.parent.name for r in keep(sweep, Path("record"))) == ["gradvac", "naive"]
     assert (Path("record") / "003-1000steps" / "gradvac" / "seed1" / "metrics.jsonl").is_file()
     shutil.rmtree("runs")
     try:

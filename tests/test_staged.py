@@ -2,6 +2,8 @@
 encoder from RUN's best checkpoint, with fresh heads; a sweep variant's `init_from=@VARIANT` chains two variants of
 the same seed, so a staged recipe runs end to end with one `minbert sweep`."""
 
+import shutil
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -53,7 +55,7 @@ def test_a_bad_init_from_is_one_line_naming_the_key(extra, parts, first_stage, t
     assert not (tmp_path / "r").exists()
 
 
-def test_a_staged_sweep_chains_each_seeds_stages_with_one_command(tiny_encoder, tmp_path):
+def test_a_staged_sweep_chains_each_seeds_stages_with_one_command(tiny_encoder, tmp_path, capsys):
     """`init_from=@stage1`: stage two of each seed starts from stage one of the same seed (lr 0: its encoder is
     exactly stage one's final encoder), in the order the variants are listed."""
     from minbert.sweep import load_sweep
@@ -73,6 +75,18 @@ def test_a_staged_sweep_chains_each_seeds_stages_with_one_command(tiny_encoder, 
     a, b = (final_weights(tmp_path / "out" / "stage1" / f"seed{s}") for s in (1, 2))
     key = "bert.encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(a[key], b[key])  # the seeds' first stages differ
+    # --record on a machine without the runs: a stage source is restored only where its next stage is too (seed 2);
+    # where the next stage must run (its record gone, seed 1) the source runs again, for its weights
+    record = tmp_path / "record"
+    assert main(["sweep", str(tmp_path / "staged.yaml"), "--record", str(record)]) == 0
+    shutil.rmtree(tmp_path / "out")
+    shutil.rmtree(record / "out" / "stage2" / "seed1")
+    capsys.readouterr()
+    assert main(["sweep", str(tmp_path / "staged.yaml"), "--record", str(record)]) == 0
+    log = capsys.readouterr().out
+    assert "2 finished runs restored" in log
+    assert "stage1 seed 1: new" in log and "stage2 seed 1: new" in log
+    assert "stage1 seed 2: done" in log and "stage2 seed 2: done" in log
     (tmp_path / "bad.yaml").write_text(
         f"base: {QUICKSTART}\nvariants:\n  stage2: [init_from=@stage1]\n  stage1: []\nout: {tmp_path / 'o2'}\n"
     )

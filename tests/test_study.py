@@ -156,6 +156,37 @@ def test_sweep_runs_every_variant_and_seed_skips_finished_ones_and_averages(tmp_
     assert "heads-x10/seed1: trained with head_lr_mult=10.0, but variant heads-x10 now gives 3.0" in err
 
 
+def test_sweep_record_keeps_finished_runs_and_restores_them_on_a_machine_without_them(tmp_path, capsys, tiny_encoder):
+    out, record = tmp_path / "runs" / "sweep", tmp_path / "record"
+    spec = {
+        "base": str(QUICKSTART),
+        "overrides": TINY + ["epochs=1", "steps_per_epoch=2", f"checkpoint={tiny_encoder}"],
+        "variants": {"plain": []},
+        "seeds": [1, 2],
+        "out": str(out),
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["sweep", str(path), "--record", str(record)]) == 0
+    table = (out / "results.md").read_text()
+    for seed in (1, 2):
+        kept = record / "sweep" / "plain" / f"seed{seed}"
+        assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "metrics.jsonl", "summary.json"]
+        assert (kept / "summary.json").read_bytes() == (out / "plain" / f"seed{seed}" / "summary.json").read_bytes()
+    shutil.rmtree(tmp_path / "runs")  # another machine: the record only
+    capsys.readouterr()
+    assert main(["sweep", str(path), "--record", str(record)]) == 0
+    log = capsys.readouterr().out
+    assert "2 finished runs restored" in log and "plain seed 1: done" in log and "plain seed 2: done" in log
+    assert (out / "results.md").read_text() == table
+    # a record made with another setting is refused like a kept run, naming the key
+    shutil.rmtree(tmp_path / "runs")
+    spec["variants"]["plain"] = ["head_lr_mult=3"]
+    path.write_text(yaml.safe_dump(spec))
+    assert main(["sweep", str(path), "--record", str(record)]) == 2
+    assert "plain/seed1: trained with head_lr_mult=" in capsys.readouterr().err
+
+
 def test_sweep_refuses_a_bad_variant_before_any_run(tmp_path, capsys):
     path = tmp_path / "sweep.yaml"
     path.write_text(

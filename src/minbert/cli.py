@@ -128,7 +128,15 @@ def cmd_sweep(args) -> int:
             raise MinbertError("--dry-run lists a grid's runs; a search picks each trial's values as it goes")
         print(run_search(sweep))
     else:
-        print(report(sweep) if args.report else run_sweep(sweep, dry_run=args.dry_run))
+        record = None
+        if args.record is not None:
+            from pathlib import Path
+
+            from minbert.files import check_writable
+
+            record = Path(args.record)
+            check_writable(record / sweep.out.name, "another --record folder")
+        print(report(sweep) if args.report else run_sweep(sweep, dry_run=args.dry_run, record=record))
     return 0
 
 
@@ -406,6 +414,12 @@ def _add_study_commands(sub) -> None:
     sw.add_argument("--only", action="append", metavar="VARIANT[,VARIANT]", help="run (and report) these variants")
     sw.add_argument("--dry-run", action="store_true", help="list the runs and their state without training")
     sw.add_argument("--report", action="store_true", help="only rebuild the table and chart from finished runs")
+    sw.add_argument(
+        "--record",
+        metavar="DIR",
+        help="keep each finished run's config.yaml, summary.json and metrics.jsonl in DIR (a folder in git), and "
+        "restore them from there on a machine without the run folders",
+    )
     sw.set_defaults(func=cmd_sweep)
 
     an = sub.add_parser("analyze", help="SST confusion matrix, t-SNE of SST embeddings, gradient-conflict plot")

@@ -35,10 +35,14 @@ steps_per_epoch becomes STEPS // epochs) and puts the runs in OUT-STEPSsteps; `-
 own `overrides`, before each variant's).
 
 Resumable: a run with a summary.json is done and skipped, one with a checkpoint is resumed (`train --resume`), any
-other leftover folder is started again. A kept run whose saved config differs from what its variant gives now is
-refused before any work (its numbers would stand for another setting). Each run is its own process, so a crash or
-kill loses at most that run's progress since its last checkpoint. Equal-time budgets: put `max_minutes=N` in
-`overrides`.
+other leftover folder is started again. Run folders (checkpoints, predictions) stay on the machine that ran them;
+`--record DIR` keeps what the table needs where it outlives the machine (a folder in git): each finished run's
+config.yaml, summary.json and metrics.jsonl are copied to DIR/<out's name>/<variant>/seed<k>, and on a machine
+without the run folder they are copied back, so that the sweep skips that run and its table counts it (not where a
+stage still to run starts from it: that needs its weights, so it runs again). A kept run whose saved config differs
+from what its variant gives now is refused before any work (its numbers would stand for another setting). Each run
+is its own process, so a crash or kill loses at most that run's progress since its last checkpoint. Equal-time
+budgets: put `max_minutes=N` in `overrides`.
 
 Where a search beats a grid, a `search:` section replaces `variants`/`grid` and Optuna's TPE sampler picks each
 trial's values (`pip install optuna`, or the `search` extra); every trial runs all `seeds` and is scored by the mean
@@ -636,7 +640,58 @@ def state(run: Path) -> str:
     return "new"
 
 
-def run_sweep(sweep: Sweep, dry_run: bool = False) -> str:
+KEPT = ("config.yaml", "summary.json", "metrics.jsonl")  # what --record keeps of a finished run
+
+
+def kept_at(record: Path, run: Path) -> Path:
+    """Where --record keeps run OUT/<variant>/seed<k>: RECORD/<OUT's name>/<variant>/seed<k>."""
+    return record / run.parent.parent.name / run.parent.name / run.name
+
+
+def keep(sweep: Sweep, record: Path) -> list[Path]:
+    """Copies each finished run's KEPT files into the record (replacing an older copy); returns the runs copied."""
+    copied = []
+    for _, _, run, _ in sweep.runs():
+        if state(run) == "done":
+            dest = kept_at(record, run)
+            dest.mkdir(parents=True, exist_ok=True)
+            for name in KEPT:
+                if (run / name).is_file():
+                    shutil.copyfile(run / name, dest / name)
+            copied.append(run)
+    return copied
+
+
+def restore(sweep: Sweep, record: Path) -> list[Path]:
+    """Copies the record's finished runs (a config.yaml and a summary.json) back into run folders that do not exist,
+    so the sweep skips them; not a run that a stage still to run starts from (init_from=@VARIANT needs its weights),
+    which runs again. Returns the runs restored."""
+    runs = {(name, seed): run for name, seed, run, _ in sweep.runs()}
+    kept = {
+        k
+        for k, run in runs.items()
+        if not run.exists() and all((kept_at(record, run) / f).is_file() for f in ("config.yaml", "summary.json"))
+    }  # with its config, which check() holds against what the variant gives now
+    while True:  # a stage that will run needs its source's weights: that source runs too, and so on up the chain
+        pending = {k for k, run in runs.items() if k not in kept and state(run) != "done"}
+        needed = {(source_variant(w), seed) for name, seed in pending for w in sweep.variants[name]} & kept
+        if not needed:
+            break
+        kept -= needed
+    for key in kept:
+        runs[key].mkdir(parents=True)
+        for name in KEPT:
+            if (kept_at(record, runs[key]) / name).is_file():
+                shutil.copyfile(kept_at(record, runs[key]) / name, runs[key] / name)
+    return [runs[k] for k in runs if k in kept]
+
+
+def run_sweep(sweep: Sweep, dry_run: bool = False, record: Path | None = None) -> str:
+    if record is not None and not dry_run:
+        restored = restore(sweep, record)
+        if restored:
+            print(f"{len(restored)} finished runs restored from {record}", flush=True)
+            check(sweep)  # each restored run's config against what its variant gives now
     todo = list(sweep.runs())
     for i, (name, seed, run, args) in enumerate(todo, 1):
         kind = state(run)
@@ -655,7 +710,11 @@ def run_sweep(sweep: Sweep, dry_run: bool = False) -> str:
                 f"{run}: minbert train exited with {done.returncode}; "
                 "fix it and run the sweep again (finished runs are kept)"
             )
+        if record is not None:
+            keep(sweep, record)
         report(sweep)  # the table so far, after every run
+    if record is not None and not dry_run:
+        keep(sweep, record)  # runs finished before --record was given too
     return "" if dry_run else report(sweep)
 
 
