@@ -414,12 +414,8 @@ def _add_study_commands(sub) -> None:
     sw.add_argument("--only", action="append", metavar="VARIANT[,VARIANT]", help="run (and report) these variants")
     sw.add_argument("--dry-run", action="store_true", help="list the runs and their state without training")
     sw.add_argument("--report", action="store_true", help="only rebuild the table and chart from finished runs")
-    sw.add_argument(
-        "--record",
-        metavar="DIR",
-        help="keep each finished run's config.yaml, summary.json and metrics.jsonl in DIR (a folder in git), and "
-        "restore them from there on a machine without the run folders",
-    )
+    keep = "keep finished runs' config.yaml, summary.json, metrics.jsonl in DIR (in git); restore them from there"
+    sw.add_argument("--record", metavar="DIR", help=keep)
     sw.set_defaults(func=cmd_sweep)
 
     an = sub.add_parser("analyze", help="SST confusion matrix, t-SNE of SST embeddings, gradient-conflict plot")
