@@ -179,6 +179,18 @@ def test_sweep_record_keeps_finished_runs_and_restores_them_on_a_machine_without
     log = capsys.readouterr().out
     assert "2 finished runs restored" in log and "plain seed 1: done" in log and "plain seed 2: done" in log
     assert (out / "results.md").read_text() == table
+    shutil.rmtree(tmp_path / "runs")  # the table alone, from the record
+    assert main(["sweep", str(path), "--report", "--record", str(record)]) == 0
+    assert (out / "results.md").read_text() == table
+    # a record that is a file, and a record for a search: one line each
+    (tmp_path / "file").write_text("x")
+    assert main(["sweep", str(path), "--record", str(tmp_path / "file" / "r")]) == 2
+    assert "is a file, not a folder; choose another --record folder" in capsys.readouterr().err
+    search = {**spec, "search": {"trials": 1, "params": {"lr": {"low": 1e-5, "high": 1e-4}}}}
+    del search["variants"]
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(search))
+    assert main(["sweep", str(tmp_path / "search.yaml"), "--record", str(record)]) == 2
+    assert "a search's trials live in OUT/optuna.journal" in capsys.readouterr().err
     # a record made with another setting is refused like a kept run, naming the key
     shutil.rmtree(tmp_path / "runs")
     spec["variants"]["plain"] = ["head_lr_mult=3"]

@@ -114,12 +114,16 @@ def cmd_soup(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from minbert.sweep import load_sweep, report, run_search, run_sweep
+    from minbert.sweep import load_sweep, report, run_search, run_sweep, use_record
 
     only = [v for item in args.only or [] for v in item.split(",") if v]
     if args.only is not None and not only:
         raise MinbertError("--only: names no variant; give one or more, comma-separated (e.g. --only base,pcgrad)")
     sweep = load_sweep(args.sweep, args.budget, args.seeds, only, args.overrides)
+    if sweep.search is not None and args.record is not None:
+        raise MinbertError(
+            "--record keeps a sweep's variant runs; a search's trials live in OUT/optuna.journal: leave it out"
+        )
     if sweep.search is not None and args.report:  # the trials run so far, by folder
         trials = {d.name: () for d in sorted(sweep.out.glob("trial-*"))}
         print(report(dataclasses.replace(sweep, variants=trials)))
@@ -127,16 +131,12 @@ def cmd_sweep(args) -> int:
         if args.dry_run:
             raise MinbertError("--dry-run lists a grid's runs; a search picks each trial's values as it goes")
         print(run_search(sweep))
-    else:
-        record = None
+    elif args.report:
         if args.record is not None:
-            from pathlib import Path
-
-            from minbert.files import check_writable
-
-            record = Path(args.record)
-            check_writable(record / sweep.out.name, "another --record folder")
-        print(report(sweep) if args.report else run_sweep(sweep, dry_run=args.dry_run, record=record))
+            use_record(sweep, args.record)
+        print(report(sweep))
+    else:
+        print(run_sweep(sweep, dry_run=args.dry_run, record=args.record))
     return 0
 
 

@@ -686,12 +686,21 @@ def restore(sweep: Sweep, record: Path) -> list[Path]:
     return [runs[k] for k in runs if k in kept]
 
 
-def run_sweep(sweep: Sweep, dry_run: bool = False, record: Path | None = None) -> str:
+def use_record(sweep: Sweep, record: str | Path) -> Path:
+    """--record DIR: the record's finished runs restored where their folders are not, each checked against what its
+    variant gives now; returns DIR as a Path."""
+    record = Path(record)
+    check_writable(record / sweep.out.name, "another --record folder")
+    restored = restore(sweep, record)
+    if restored:
+        print(f"{len(restored)} finished runs restored from {record}", flush=True)
+        check(sweep)  # each restored run's config against what its variant gives now
+    return record
+
+
+def run_sweep(sweep: Sweep, dry_run: bool = False, record: str | Path | None = None) -> str:
     if record is not None and not dry_run:
-        restored = restore(sweep, record)
-        if restored:
-            print(f"{len(restored)} finished runs restored from {record}", flush=True)
-            check(sweep)  # each restored run's config against what its variant gives now
+        record = use_record(sweep, record)
     todo = list(sweep.runs())
     for i, (name, seed, run, args) in enumerate(todo, 1):
         kind = state(run)
