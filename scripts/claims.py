@@ -152,6 +152,11 @@ def gradvac_counts(budget: int | None, seeds: list[int], extra=()) -> str:
         for name, _, run, _ in sweep.runs():
             if name != row or not (kept(run) / "summary.json").is_file():
                 continue
+            if not (kept(run) / "metrics.jsonl").is_file():
+                raise MinbertError(
+                    f"{kept(run)}: no metrics.jsonl, where the counts are (a run recovered from the study's logs?); "
+                    "run --gradvac where the study ran"
+                )
             runs[row] += 1
             for r in read_metrics(kept(run) / "metrics.jsonl"):
                 if "epoch" not in r:
@@ -234,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     global RECORD
     RECORD = args.record
+    if RECORD is not None and not RECORD.is_dir():
+        print(f"error: --record {RECORD}: not a folder; give the study's record folder", file=sys.stderr)
+        return 2
     try:
         if args.gradvac:
             md = gradvac_counts(args.budget, args.seeds, args.overrides)

@@ -15,7 +15,8 @@
 # restores its runs from there, so the study goes on where the record ends; commit docs/study as runs finish. A soup
 # needs its ingredients' weights, which the record does not keep, so the soups' part trains the baseline's seeds it
 # lacks (the same config as the weighting study's baseline) and builds the variants' soup only where all ten seed-1
-# runs are here with their checkpoints (one session: ONLY splitting seed 1 between the two cores).
+# runs are here with their checkpoints: `SEEDS=1 RESTORE=0 scripts/mtl-study.sh weighting` trains them on this
+# machine even where the record has them (ONLY splitting them between the two cores), then keeps them.
 # The tables: minbert sweep configs/study/realistic-weighting.yaml --report (and realistic-aggregators.yaml)
 set -euo pipefail
 # jemalloc where installed (`apt install libjemalloc2`): the same numbers, a faster step (benchmarks/RESULTS.md,
@@ -26,9 +27,14 @@ R=docs/study
 W=runs/study/realistic-weighting
 VARIANTS=(baseline uw dwa rlw imtl-l db-mtl famo famo@time ema temperature-2)
 
-sweep() {  # FILE: seed by seed, kept in and restored from the record
+sweep() {  # FILE: seed by seed, kept in the record and restored from it (RESTORE=0: trained here, then kept)
     for seed in $SEEDS; do
-        python -m minbert sweep "$1" --seeds "$seed" ${ONLY:+--only "$ONLY"} --record "$R"
+        if [ "${RESTORE:-1}" = 0 ]; then
+            python -m minbert sweep "$1" --seeds "$seed" ${ONLY:+--only "$ONLY"}
+            python -m minbert sweep "$1" --seeds "$seed" ${ONLY:+--only "$ONLY"} --report --record "$R"
+        else
+            python -m minbert sweep "$1" --seeds "$seed" ${ONLY:+--only "$ONLY"} --record "$R"
+        fi
     done
 }
 
@@ -88,7 +94,7 @@ case "${1:-}" in
             soup_of variants-seed1 "${runs[@]}"
         else
             echo "variants-seed1: ${#runs[@]} of the ${#VARIANTS[@]} seed-1 weighting runs are here with their" \
-                "weights; that soup waits for all (scripts/mtl-study.sh weighting with SEEDS=1 on this machine)"
+                "weights; that soup waits for all (SEEDS=1 RESTORE=0 scripts/mtl-study.sh weighting, on this machine)"
         fi
         ;;
     *)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from minbert.config import load_yaml
+from minbert.errors import MinbertError
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("claims", ROOT / "scripts" / "claims.py")
@@ -137,6 +138,9 @@ def test_record_reads_the_kept_copies(tmp_path, monkeypatch):
         assert claims.values(Path("configs/reports/003.yaml"), 1000, [1], "gradvac", "overall") == [0.6]
         assert claims.values(Path("configs/reports/003.yaml"), 1000, [1], "pals", "overall") == []
         assert "gradvac 1, naive 1" in claims.gradvac_counts(1000, [1])
+        (Path("record") / "003-1000steps" / "naive" / "seed1" / "metrics.jsonl").unlink()  # counts it cannot give
+        with pytest.raises(MinbertError, match="naive/seed1: no metrics.jsonl"):
+            claims.gradvac_counts(1000, [1])
     finally:
         claims.RECORD = None
         claims._sweep.cache_clear()

@@ -75,18 +75,21 @@ def test_a_staged_sweep_chains_each_seeds_stages_with_one_command(tiny_encoder, 
     a, b = (final_weights(tmp_path / "out" / "stage1" / f"seed{s}") for s in (1, 2))
     key = "bert.encoder.layer.0.attention.self.query.weight"
     assert not torch.equal(a[key], b[key])  # the seeds' first stages differ
-    # --record on a machine without the runs: a stage source is restored only where its next stage is too (seed 2);
-    # where the next stage must run (its record gone, seed 1) the source runs again, for its weights
+    # --record on a machine without the runs: a stage source is restored only where its next stage is too; where
+    # the next stage must run (its record gone, seed 1) the source runs again for its weights, even if an earlier
+    # call (--only stage1) restored it
     record = tmp_path / "record"
     assert main(["sweep", str(tmp_path / "staged.yaml"), "--record", str(record)]) == 0
     shutil.rmtree(tmp_path / "out")
     shutil.rmtree(record / "out" / "stage2" / "seed1")
-    capsys.readouterr()
+    assert main(["sweep", str(tmp_path / "staged.yaml"), "--only", "stage1", "--record", str(record)]) == 0
+    assert "2 finished runs restored" in capsys.readouterr().out
     assert main(["sweep", str(tmp_path / "staged.yaml"), "--record", str(record)]) == 0
     log = capsys.readouterr().out
-    assert "2 finished runs restored" in log
+    assert "1 finished runs restored" in log
     assert "stage1 seed 1: new" in log and "stage2 seed 1: new" in log
     assert "stage1 seed 2: done" in log and "stage2 seed 2: done" in log
+    assert (record / "out" / "stage2" / "seed1" / "summary.json").is_file()  # kept again
     (tmp_path / "bad.yaml").write_text(
         f"base: {QUICKSTART}\nvariants:\n  stage2: [init_from=@stage1]\n  stage1: []\nout: {tmp_path / 'o2'}\n"
     )

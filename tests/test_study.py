@@ -191,12 +191,20 @@ def test_sweep_record_keeps_finished_runs_and_restores_them_on_a_machine_without
     (tmp_path / "search.yaml").write_text(yaml.safe_dump(search))
     assert main(["sweep", str(tmp_path / "search.yaml"), "--record", str(record)]) == 2
     assert "a search's trials live in OUT/optuna.journal" in capsys.readouterr().err
-    # a record made with another setting is refused like a kept run, naming the key
+    # a broken copy in the record: one line naming it, nothing restored
     shutil.rmtree(tmp_path / "runs")
+    good = (record / "sweep" / "plain" / "seed2" / "summary.json").read_text()
+    (record / "sweep" / "plain" / "seed2" / "summary.json").write_text("{")
+    assert main(["sweep", str(path), "--report", "--record", str(record)]) == 2
+    assert "record/sweep/plain/seed2/summary.json" in capsys.readouterr().err and not out.exists()
+    (record / "sweep" / "plain" / "seed2" / "summary.json").write_text(good)
+    # a record made with another setting is refused like a kept run, naming the key, and taken back out
     spec["variants"]["plain"] = ["head_lr_mult=3"]
     path.write_text(yaml.safe_dump(spec))
     assert main(["sweep", str(path), "--record", str(record)]) == 2
-    assert "plain/seed1: trained with head_lr_mult=" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "plain/seed1: trained with head_lr_mult=" in err and f"restored from {record}: remove it there" in err
+    assert not (out / "plain" / "seed1").exists()
 
 
 def test_sweep_refuses_a_bad_variant_before_any_run(tmp_path, capsys):

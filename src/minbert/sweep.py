@@ -641,6 +641,7 @@ def state(run: Path) -> str:
 
 
 KEPT = ("config.yaml", "summary.json", "metrics.jsonl")  # what --record keeps of a finished run
+RESTORED = ".restored"  # in a run folder restored from a record: its results, not its weights
 
 
 def kept_at(record: Path, run: Path) -> Path:
@@ -649,52 +650,77 @@ def kept_at(record: Path, run: Path) -> Path:
 
 
 def keep(sweep: Sweep, record: Path) -> list[Path]:
-    """Copies each finished run's KEPT files into the record (replacing an older copy); returns the runs copied."""
+    """Copies each finished run's KEPT files into the record, replacing an older copy (a kept file the run lacks is
+    removed from it); a run restored from the record is there already. Returns the runs copied."""
     copied = []
     for _, _, run, _ in sweep.runs():
-        if state(run) == "done":
+        if state(run) == "done" and not (run / RESTORED).exists():
             dest = kept_at(record, run)
             dest.mkdir(parents=True, exist_ok=True)
             for name in KEPT:
                 if (run / name).is_file():
                     shutil.copyfile(run / name, dest / name)
+                else:
+                    (dest / name).unlink(missing_ok=True)
             copied.append(run)
     return copied
 
 
 def restore(sweep: Sweep, record: Path) -> list[Path]:
-    """Copies the record's finished runs (a config.yaml and a summary.json) back into run folders that do not exist,
-    so the sweep skips them; not a run that a stage still to run starts from (init_from=@VARIANT needs its weights),
-    which runs again. Returns the runs restored."""
+    """Copies the record's finished runs (a config.yaml and a summary.json) into their run folders where these are
+    not (or hold a start that died before its first checkpoint), so the sweep skips them. A stage still to run needs
+    its source's weights (init_from=@VARIANT): that source is not restored, or, restored earlier, is removed, and runs
+    again, up the chain. Returns the runs restored."""
     runs = {(name, seed): run for name, seed, run, _ in sweep.runs()}
+    files = ("config.yaml", "summary.json")
     kept = {
         k
         for k, run in runs.items()
-        if not run.exists() and all((kept_at(record, run) / f).is_file() for f in ("config.yaml", "summary.json"))
-    }  # with its config, which check() holds against what the variant gives now
-    while True:  # a stage that will run needs its source's weights: that source runs too, and so on up the chain
-        pending = {k for k, run in runs.items() if k not in kept and state(run) != "done"}
-        needed = {(source_variant(w), seed) for name, seed in pending for w in sweep.variants[name]} & kept
-        if not needed:
+        if state(run) == "new"
+        and (not run.exists() or _restartable(run))
+        and all((kept_at(record, run) / f).is_file() for f in files)
+    }
+    weightless = {k for k, run in runs.items() if state(run) == "done" and (run / RESTORED).exists()}
+    rerun: set = set()
+    while True:
+        todo = {k for k, run in runs.items() if k not in kept and state(run) != "done"} | rerun
+        needed = {(source_variant(w), seed) for name, seed in todo for w in sweep.variants[name]}
+        more = needed & (kept | weightless)
+        if not more:
             break
-        kept -= needed
+        kept, weightless, rerun = kept - more, weightless - more, rerun | more
+    for key in rerun:
+        shutil.rmtree(runs[key])
     for key in kept:
-        runs[key].mkdir(parents=True)
+        read_summary(kept_at(record, runs[key]))  # a broken copy: one line naming it, before any is restored
+    for key in kept:
+        run, tmp = runs[key], runs[key].with_name(f".{runs[key].name}.restoring")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
         for name in KEPT:
-            if (kept_at(record, runs[key]) / name).is_file():
-                shutil.copyfile(kept_at(record, runs[key]) / name, runs[key] / name)
+            if (kept_at(record, run) / name).is_file():
+                shutil.copyfile(kept_at(record, run) / name, tmp / name)
+        (tmp / RESTORED).write_text(f"restored from {kept_at(record, run)}\n")
+        shutil.rmtree(run, ignore_errors=True)  # a start that died before its first checkpoint
+        tmp.rename(run)
     return [runs[k] for k in runs if k in kept]
 
 
 def use_record(sweep: Sweep, record: str | Path) -> Path:
     """--record DIR: the record's finished runs restored where their folders are not, each checked against what its
-    variant gives now; returns DIR as a Path."""
+    variant gives now (a refused one is taken back out), and the finished runs here kept in it; returns DIR."""
     record = Path(record)
     check_writable(record / sweep.out.name, "another --record folder")
     restored = restore(sweep, record)
     if restored:
         print(f"{len(restored)} finished runs restored from {record}", flush=True)
-        check(sweep)  # each restored run's config against what its variant gives now
+        try:
+            check(sweep)  # each restored run's config against what its variant gives now
+        except MinbertError as e:
+            for run in restored:
+                shutil.rmtree(run, ignore_errors=True)
+            raise MinbertError(f"{e} (restored from {record}: remove it there to train it again)") from None
+    keep(sweep, record)
     return record
 
 

@@ -23,16 +23,13 @@ for log in sys.argv[1:]:
     for line in re.split(r"[\r\n]", Path(log).read_text(errors="replace")):
         if m := RUN.search(line):
             current = m.group(1)
-            runs.setdefault(current, {"epochs": {}, "best": None, "logs": []})["logs"].append(Path(log).name)
+            runs.setdefault(current, {"epochs": {}, "marked": {}, "logs": []})["logs"].append(Path(log).name)
         elif (m := EPOCH.search(line)) and current:
             dev = {k: float(v) for k, v in re.findall(r"([a-z]+/[a-z]+) (-?[\d.]+)", m.group(3))}
             dev["overall"] = float(m.group(4))
             epoch = int(m.group(1))
             runs[current]["epochs"][epoch] = dev
-            if m.group(5):
-                runs[current]["best"] = epoch
-            elif runs[current]["best"] == epoch:  # an epoch run again after a resume, not the best this time
-                runs[current]["best"] = None
+            runs[current]["marked"][epoch] = bool(m.group(5))  # an epoch run again after a resume: its last line
         elif m := DONE.search(line):
             assert m.group(3) == current, (log, m.group(3), current)
             runs[current].update(wall_s=int(m.group(1)), steps=int(m.group(2)))
@@ -42,7 +39,7 @@ for name, r in sorted(runs.items()):
         continue
     epochs = max(r["epochs"])
     assert sorted(r["epochs"]) == list(range(1, epochs + 1)), (name, sorted(r["epochs"]))
-    best = r["best"]
+    best = max(e for e, marked in r["marked"].items() if marked)  # the last epoch marked "(best)"
     summary = {
         "best_epoch": best,
         "dev": r["epochs"][best],
