@@ -746,10 +746,8 @@ def run_sweep(sweep: Sweep, dry_run: bool = False, record: str | Path | None = N
                 "fix it and run the sweep again (finished runs are kept)"
             )
         if record is not None:
-            keep(sweep, record)
+            keep(sweep, record)  # (use_record kept the runs finished before)
         report(sweep)  # the table so far, after every run
-    if record is not None and not dry_run:
-        keep(sweep, record)  # runs finished before --record was given too
     return "" if dry_run else report(sweep)
 
 
