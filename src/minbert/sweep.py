@@ -649,20 +649,22 @@ def kept_at(record: Path, run: Path) -> Path:
     return record / run.parent.parent.name / run.parent.name / run.name
 
 
+def _copy_kept(src: Path, dest: Path) -> None:
+    """src's KEPT files into dest (made where missing), replacing older copies; a KEPT file src lacks is removed."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in KEPT:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dest / name)
+        else:
+            (dest / name).unlink(missing_ok=True)
+
+
 def keep(sweep: Sweep, record: Path) -> list[Path]:
-    """Copies each finished run's KEPT files into the record, replacing an older copy (a kept file the run lacks is
-    removed from it); a run restored from the record is there already. Returns the runs copied."""
-    copied = []
-    for _, _, run, _ in sweep.runs():
-        if state(run) == "done" and not (run / RESTORED).exists():
-            dest = kept_at(record, run)
-            dest.mkdir(parents=True, exist_ok=True)
-            for name in KEPT:
-                if (run / name).is_file():
-                    shutil.copyfile(run / name, dest / name)
-                else:
-                    (dest / name).unlink(missing_ok=True)
-            copied.append(run)
+    """Copies each finished run's KEPT files into the record (a run restored from the record is there already).
+    Returns the runs copied."""
+    copied = [run for _, _, run, _ in sweep.runs() if state(run) == "done" and not (run / RESTORED).exists()]
+    for run in copied:
+        _copy_kept(run, kept_at(record, run))
     return copied
 
 
@@ -696,10 +698,7 @@ def restore(sweep: Sweep, record: Path) -> list[Path]:
     for key in kept:
         run, tmp = runs[key], runs[key].with_name(f".{runs[key].name}.restoring")
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for name in KEPT:
-            if (kept_at(record, run) / name).is_file():
-                shutil.copyfile(kept_at(record, run) / name, tmp / name)
+        _copy_kept(kept_at(record, run), tmp)
         (tmp / RESTORED).write_text(f"restored from {kept_at(record, run)}\n")
         shutil.rmtree(run, ignore_errors=True)  # a start that died before its first checkpoint
         tmp.rename(run)
@@ -746,7 +745,7 @@ def run_sweep(sweep: Sweep, dry_run: bool = False, record: str | Path | None = N
                 "fix it and run the sweep again (finished runs are kept)"
             )
         if record is not None:
-            keep(sweep, record)  # (use_record kept the runs finished before)
+            _copy_kept(run, kept_at(record, run))  # this run; use_record kept those finished before
         report(sweep)  # the table so far, after every run
     return "" if dry_run else report(sweep)
 
