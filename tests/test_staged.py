@@ -84,6 +84,11 @@ def test_a_staged_sweep_chains_each_seeds_stages_with_one_command(tiny_encoder, 
     shutil.rmtree(record / "out" / "stage2" / "seed1")
     assert main(["sweep", str(tmp_path / "staged.yaml"), "--only", "stage1", "--record", str(record)]) == 0
     assert "2 finished runs restored" in capsys.readouterr().out
+    assert main(["sweep", str(tmp_path / "staged.yaml"), "--dry-run", "--record", str(record)]) == 0
+    log = capsys.readouterr().out  # what the real call below does, said without doing it
+    assert "stage1 seed 1: new" in log and "stage2 seed 1: new" in log
+    assert "stage1 seed 2: done\n" in log and "stage2 seed 2: done (in the record)" in log
+    assert (tmp_path / "out" / "stage1" / "seed1" / "summary.json").is_file()
     assert main(["sweep", str(tmp_path / "staged.yaml"), "--record", str(record)]) == 0
     log = capsys.readouterr().out
     assert "1 finished runs restored" in log

@@ -175,6 +175,10 @@ def test_sweep_record_keeps_finished_runs_and_restores_them_on_a_machine_without
         assert (kept / "summary.json").read_bytes() == (out / "plain" / f"seed{seed}" / "summary.json").read_bytes()
     shutil.rmtree(tmp_path / "runs")  # another machine: the record only
     capsys.readouterr()
+    assert main(["sweep", str(path), "--dry-run", "--record", str(record)]) == 0  # says so, restores nothing
+    log = capsys.readouterr().out
+    assert "plain seed 1: done (in the record)" in log and "plain seed 2: done (in the record)" in log
+    assert not (out / "plain").exists()
     assert main(["sweep", str(path), "--record", str(record)]) == 0
     log = capsys.readouterr().out
     assert "2 finished runs restored" in log and "plain seed 1: done" in log and "plain seed 2: done" in log

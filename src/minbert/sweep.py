@@ -668,11 +668,12 @@ def keep(sweep: Sweep, record: Path) -> list[Path]:
     return copied
 
 
-def restore(sweep: Sweep, record: Path) -> list[Path]:
-    """Copies the record's finished runs (a config.yaml and a summary.json) into their run folders where these are
-    not (or hold a start that died before its first checkpoint), so the sweep skips them. A stage still to run needs
-    its source's weights (init_from=@VARIANT): that source is not restored, or, restored earlier, is removed, and runs
-    again, up the chain. Returns the runs restored."""
+def restorable(sweep: Sweep, record: Path) -> tuple[set, set]:
+    """What restore would do, doing nothing: the (variant, seed) keys of the record's finished runs it would copy in
+    (a config.yaml and a summary.json kept, the run folder without them or holding a start that died before its first
+    checkpoint), and those of runs restored earlier it would remove to train again. A stage still to run needs its
+    source's weights (init_from=@VARIANT): that source is not restored, or, restored earlier, runs again, up the
+    chain."""
     runs = {(name, seed): run for name, seed, run, _ in sweep.runs()}
     files = ("config.yaml", "summary.json")
     kept = {
@@ -691,6 +692,14 @@ def restore(sweep: Sweep, record: Path) -> list[Path]:
         if not more:
             break
         kept, weightless, rerun = kept - more, weightless - more, rerun | more
+    return kept, rerun
+
+
+def restore(sweep: Sweep, record: Path) -> list[Path]:
+    """Copies the record's finished runs into their run folders, as restorable says, so the sweep skips them, and
+    removes the restored runs a stage still to run needs the weights of. Returns the runs restored."""
+    runs = {(name, seed): run for name, seed, run, _ in sweep.runs()}
+    kept, rerun = restorable(sweep, record)
     for key in rerun:
         shutil.rmtree(runs[key])
     for key in kept:
@@ -726,12 +735,17 @@ def use_record(sweep: Sweep, record: str | Path) -> Path:
 def run_sweep(sweep: Sweep, dry_run: bool = False, record: str | Path | None = None) -> str:
     if record is not None and not dry_run:
         record = use_record(sweep, record)
+    kept, rerun = restorable(sweep, Path(record)) if record is not None and dry_run else (set(), set())
     todo = list(sweep.runs())
     for i, (name, seed, run, args) in enumerate(todo, 1):
-        kind = state(run)
+        kind = label = state(run)
+        if (name, seed) in kept:  # a real run restores it
+            kind, label = "done", "done (in the record)"
+        elif (name, seed) in rerun:  # restored earlier without its weights, which a stage to run needs
+            kind = label = "new"
         cmd = [sys.executable, "-m", "minbert", "train", *(["--resume", str(run)] if kind == "resume" else args)]
         print(
-            f"[{i}/{len(todo)}] {name} seed {seed}: {kind}" + ("" if kind == "done" else "  " + " ".join(cmd[3:])),
+            f"[{i}/{len(todo)}] {name} seed {seed}: {label}" + ("" if kind == "done" else "  " + " ".join(cmd[3:])),
             flush=True,
         )
         if kind == "done" or dry_run:
