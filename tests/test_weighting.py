@@ -173,17 +173,22 @@ def weights_of_run(tmp_path, tiny_encoder) -> dict:
     return weights_of(tmp_path / "eq")
 
 
-def test_weights_are_logged_and_plotted(tmp_path, tiny_encoder):
+def test_weights_are_logged_and_plotted(tmp_path, tiny_encoder, monkeypatch):
     import minbert.multitask.train as tr
+    import minbert.plot
     from minbert.plot import plot_run
 
-    run = tmp_path / "uw"
+    run = tmp_path / "uw" / "seed1"  # as a sweep names its runs
     tr.train(load_config(TrainConfig, QUICKSTART, BASE + [f"checkpoint={tiny_encoder}", "weighting=uw", f"out={run}"]))
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "weight/sst" in r]
     assert len(steps) == 3 and steps[0]["weight/sst"] == pytest.approx(1 / (2 * math.exp(-0.5)))
     assert steps[-1]["weight/sst"] != steps[0]["weight/sst"]  # learned
     assert run / "plots" / "task_weights.png" in plot_run(run)
+    titles = []
+    monkeypatch.setattr(minbert.plot, "curves", lambda rows, prefix, x, y, title, *rest: titles.append(title))
+    plot_run(run)
+    assert "task weights: uw/seed1" in titles  # the variant named, not only the seed
 
 
 class LibMTLFAMO:

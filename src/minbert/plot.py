@@ -37,10 +37,12 @@ def plot_run(run: Path) -> list[Path]:
         (weighted, "weight/", "step", "loss weight", "task weights", "task_weights.png", {}),
         (evals, "dev/", "epoch", "dev metric", "dev metrics per epoch", "dev_metrics.png", {"marker": "o"}),
     ]
+    here = run.resolve()
+    label = f"{here.parent.name}/{here.name}" if here.name.startswith("seed") else here.name  # a sweep's VARIANT/seedK
     written = []
     for rows, prefix, x, ylabel, title, name, style in figures:
         if rows:
-            written.append(curves(rows, prefix, x, ylabel, f"{title}: {run.name}", run / "plots" / name, style))
+            written.append(curves(rows, prefix, x, ylabel, f"{title}: {label}", run / "plots" / name, style))
     return written
 
 
