@@ -9,14 +9,14 @@
 #   variants) split it between processes.
 # - aggregators: configs/study/realistic-aggregators.yaml (the gradient aggregators; round-robin), the same way.
 # - soups: one model from many, each soup (uniform, greedy on dev) beside the ensemble of the same runs: of the
-#   baseline's three seeds, and of the weighting variants at seed 1 where those runs are on this machine.
+#   weighting variants at seed 1 (one initialization, ten settings: Wortsman et al.'s recipe), and of the baseline's
+#   three seeds; each where its runs are on this machine with their weights. It trains nothing.
 # Run folders do not outlive their machine: every finished run is kept in docs/study (`minbert sweep --record`:
 # docs/study/realistic-weighting/VARIANT/seedK/, each soup's summary in docs/study/soups/NAME/KIND/) and a sweep
 # restores its runs from there, so the study goes on where the record ends; commit docs/study as runs finish. A soup
-# needs its ingredients' weights, which the record does not keep, so the soups' part trains the baseline's seeds it
-# lacks (the same config as the weighting study's baseline) and builds the variants' soup only where all ten seed-1
-# runs are here with their checkpoints: `SEEDS=1 RESTORE=0 scripts/mtl-study.sh weighting` trains them on this
-# machine even where the record has them (ONLY splitting them between the two cores), then keeps them.
+# needs its ingredients' weights, which the record does not keep: `SEEDS=1 RESTORE=0 scripts/mtl-study.sh weighting`
+# trains the ten seed-1 runs on this machine even where the record has them (ONLY splitting them between the two
+# cores), then keeps them; `SEEDS="2 3" RESTORE=0 ONLY=baseline` the baseline's other two seeds.
 # The tables: minbert sweep configs/study/realistic-weighting.yaml --report (and realistic-aggregators.yaml)
 set -euo pipefail
 # jemalloc where installed (`apt install libjemalloc2`): the same numbers, a faster step (benchmarks/RESULTS.md,
@@ -53,26 +53,18 @@ soup_of() {  # NAME RUN...: uniform and greedy soups and the ensemble of RUN... 
     done
 }
 
-baseline_run() {  # K: the baseline's seed-K run with its weights: the weighting study's where it is here, else one
-    # trained for the soups (the same config)
-    local run=$W/baseline/seed$1
-    if [ -d "$run/checkpoints" ] && [ -f "$run/summary.json" ]; then
-        echo "$run"
-    else
-        echo "runs/study/soups/baseline-seeds/seed$1"
-    fi
+here() {  # RUN: a finished run with its weights on this machine
+    [ -d "$1/checkpoints" ] && [ -f "$1/summary.json" ]
 }
 
-train_baseline() {  # K: trains (or resumes) the soups' own seed-K baseline run unless a finished one is here
-    local run
-    run=$(baseline_run "$1")
-    if [ -f "$run/summary.json" ]; then
-        return
-    elif [ -f "$run/last.json" ]; then
-        python -m minbert train --resume "$run"
+soup_if_here() {  # NAME RUN...: soup_of where every RUN is here, else one line saying what it waits for
+    local name=$1 run missing=0
+    shift
+    for run in "$@"; do here "$run" || missing=$((missing + 1)); done
+    if [ "$missing" = 0 ]; then
+        soup_of "$name" "$@"
     else
-        rm -rf "$run"
-        python -m minbert train configs/best.yaml max_minutes=0 precision=bf16 threads=1 "seed=$1" "out=$run"
+        echo "$name: $missing of its $# runs are not here with their weights; it waits for them (RESTORE=0, above)"
     fi
 }
 
@@ -80,22 +72,10 @@ case "${1:-}" in
     weighting) sweep configs/study/realistic-weighting.yaml ;;
     aggregators) sweep configs/study/realistic-aggregators.yaml ;;
     soups)
-        kept=$R/soups/baseline-seeds
-        if ! { [ -f "$kept/uniform/summary.json" ] && [ -f "$kept/greedy/summary.json" ] \
-            && [ -f "$kept/ensemble/summary.json" ]; }; then
-            for k in 1 2 3; do train_baseline "$k"; done
-            soup_of baseline-seeds "$(baseline_run 1)" "$(baseline_run 2)" "$(baseline_run 3)"
-        fi
         runs=()
-        for v in "${VARIANTS[@]}"; do
-            [ -d "$W/$v/seed1/checkpoints" ] && [ -f "$W/$v/seed1/summary.json" ] && runs+=("$W/$v/seed1")
-        done
-        if [ ${#runs[@]} -eq ${#VARIANTS[@]} ]; then
-            soup_of variants-seed1 "${runs[@]}"
-        else
-            echo "variants-seed1: ${#runs[@]} of the ${#VARIANTS[@]} seed-1 weighting runs are here with their" \
-                "weights; that soup waits for all (SEEDS=1 RESTORE=0 scripts/mtl-study.sh weighting, on this machine)"
-        fi
+        for v in "${VARIANTS[@]}"; do runs+=("$W/$v/seed1"); done
+        soup_if_here variants-seed1 "${runs[@]}"
+        soup_if_here baseline-seeds "$W/baseline/seed1" "$W/baseline/seed2" "$W/baseline/seed3"
         ;;
     *)
         echo "usage: scripts/mtl-study.sh weighting|aggregators|soups (SEEDS=\"1 2 3\", ONLY=a,b for the sweeps)" >&2
