@@ -6,7 +6,8 @@
 #   PYTHONPATH=src nohup taskset -c 1 scripts/mtl-study.sh soups > soups.log 2>&1 &
 # - weighting: configs/study/realistic-weighting.yaml (the loss weightings, EMA, temperature mixing; annealed), seed
 #   by seed so that a partial study already holds its variants at their first seeds; SEEDS="1 2" and ONLY=a,b (its
-#   variants) split it between processes.
+#   variants) split it between processes. FAMO runs there at seed 1 alone: an annealed step holds one task, which
+#   FAMO has nothing to compare with (realistic-weighting.yaml's note); it is studied in the aggregators' part.
 # - aggregators: configs/study/realistic-aggregators.yaml (the gradient aggregators; round-robin), the same way.
 # - soups: one model from many, each soup (uniform, greedy on dev) beside the ensemble of the same runs: of the
 #   weighting variants at seed 1 (one initialization, ten settings: Wortsman et al.'s recipe), and of the baseline's
@@ -27,13 +28,17 @@ R=docs/study
 W=runs/study/realistic-weighting
 VARIANTS=(baseline uw dwa rlw imtl-l db-mtl famo famo@time ema temperature-2)
 
-sweep() {  # FILE: seed by seed, kept in the record and restored from it (RESTORE=0: trained here, then kept)
+sweep() {  # FILE [ONLY after seed 1]: seed by seed, kept in the record and restored from it (RESTORE=0: trained
+    # here, then kept); ONLY=a,b, where given, for every seed
+    local seed only
     for seed in $SEEDS; do
+        only=${ONLY:-}
+        [ -z "$only" ] && [ "$seed" != 1 ] && only=${2:-}
         if [ "${RESTORE:-1}" = 0 ]; then
-            python -m minbert sweep "$1" --seeds "$seed" ${ONLY:+--only "$ONLY"}
-            python -m minbert sweep "$1" --seeds "$seed" ${ONLY:+--only "$ONLY"} --report --record "$R"
+            python -m minbert sweep "$1" --seeds "$seed" ${only:+--only "$only"}
+            python -m minbert sweep "$1" --seeds "$seed" ${only:+--only "$only"} --report --record "$R"
         else
-            python -m minbert sweep "$1" --seeds "$seed" ${ONLY:+--only "$ONLY"} --record "$R"
+            python -m minbert sweep "$1" --seeds "$seed" ${only:+--only "$only"} --record "$R"
         fi
     done
 }
@@ -69,7 +74,9 @@ soup_if_here() {  # NAME RUN...: soup_of where every RUN is here, else one line 
 }
 
 case "${1:-}" in
-    weighting) sweep configs/study/realistic-weighting.yaml ;;
+    weighting)  # famo and famo@time at seed 1 alone: a control, and two of the seed-1 soup's runs (the file's note)
+        sweep configs/study/realistic-weighting.yaml baseline,uw,dwa,rlw,imtl-l,db-mtl,ema,temperature-2
+        ;;
     aggregators) sweep configs/study/realistic-aggregators.yaml ;;
     soups)
         runs=()

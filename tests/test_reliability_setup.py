@@ -97,6 +97,28 @@ def test_a_heads_own_setting_under_another_head_is_warned(setting, part, caplog)
     assert any(part in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("method", ["combiner=pcgrad", "conflict_stats=true", "weighting=gls", "weighting=famo"])
+@pytest.mark.parametrize("schedule", ["annealed", "proportional", "temperature", "sequential", "round_robin"])
+def test_a_method_comparing_tasks_under_one_task_per_step_is_warned(method, schedule, caplog):
+    """Each step of every schedule but round-robin holds one task, which a combiner, conflict statistics, GLS or
+    FAMO has nothing to compare it with (FAMO's weight is then 1 in every step): warned, as a sweep over schedules
+    over such a base is a documented use; round-robin gives them every task and no warning."""
+    from minbert.config import load_config
+    from minbert.multitask.checks import check_effective
+    from minbert.multitask.config import TrainConfig
+
+    with caplog.at_level("WARNING"):
+        check_effective(load_config(TrainConfig, QUICKSTART, [*TINY, method, f"schedule={schedule}"]).validate())
+    said = [r.getMessage() for r in caplog.records if "compares the tasks of a step" in r.getMessage()]
+    if schedule == "round_robin":
+        assert not said
+    else:
+        assert said == [
+            f"{method} has no effect: it compares the tasks of a step, and each step of schedule={schedule} holds one "
+            "task; use schedule=round_robin (every task in every step)"
+        ]
+
+
 @pytest.mark.parametrize(
     "setting, parts",
     [

@@ -241,6 +241,17 @@ def test_famo_raises_the_task_whose_loss_falls_slowest():
     assert z[1] > z[2] > z[0]
 
 
+@pytest.mark.parametrize("name", ["famo", "gls"])
+def test_a_step_of_one_task_is_its_plain_loss(name):
+    """FAMO's and GLS's weights compare the tasks of a step: with one task in it (annealed sampling), whatever FAMO
+    has learned, the weight is 1, the summed scale's weight of a lone task (FAMO times T would give 3)."""
+    w = made(name)
+    if name == "famo":
+        w.xi = torch.tensor([0.7, -0.2, 1.3], dtype=torch.float64)
+    for n, loss in zip(TASKS, [0.3, 1.7, 4.0]):
+        assert w.weights({n: loss}, 0) == pytest.approx({n: 1.0}, abs=1e-12)
+
+
 def test_famo_trains_with_its_extra_forward_pass(tmp_path, tiny_encoder):
     import minbert.multitask.train as tr
 

@@ -4,7 +4,8 @@
   refused, not ignored: a sweep over it would give identical variants that claim to differ. "Set" means it differs
   from the default, so a config, an override and a sweep variant are judged alike. A head's own settings
   (`features`, `cosine_scale`) left by a base config under a head that does not read them are warned about: trying
-  another head over a base config is a documented use.
+  another head over a base config is a documented use; so is a method that compares the tasks of a step (a
+  combiner, conflict statistics, GLS, FAMO) under a schedule whose steps hold one task each.
 - **Something trains.** Every task the schedule can draw has parameters that train, and a combiner (or conflict
   statistics) has shared parameters whose per-task gradients it compares; otherwise a step would fail deep in
   autograd ("element 0 of tensors does not require grad"), or a task would be reported as trained on nothing.
@@ -22,6 +23,8 @@ from torch import nn
 from minbert.errors import MinbertError
 from minbert.model.heads import HEADS
 from minbert.multitask.config import DistillConfig, LoraConfig, PalsConfig, TaskConfig, TrainConfig
+from minbert.sampling import SAMPLERS
+from minbert.weighting import WEIGHTINGS
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,25 @@ def check_effective(cfg: TrainConfig) -> None:
                 name,
                 t.head,
             )
+    _check_together(cfg)
+
+
+def _check_together(cfg: TrainConfig) -> None:
+    """A method that compares the tasks of one step, under a schedule that draws one task per step, meets one task
+    at a time: a combiner passes its gradient through, conflict statistics record nothing, GLS and FAMO weigh it 1
+    (the plain loss; FAMO still pays its forward pass more). Warned, as a sweep over schedules is a documented use."""
+    if SAMPLERS[cfg.schedule].together or len(cfg.tasks) < 2:
+        return
+    idle = [f"combiner={cfg.combiner}"] if cfg.combiner != "sum" else []
+    idle += ["conflict_stats=true"] if cfg.conflict_stats else []
+    idle += [f"weighting={cfg.weighting}"] if WEIGHTINGS[cfg.weighting].compares else []
+    for key in idle:
+        log.warning(
+            "%s has no effect: it compares the tasks of a step, and each step of schedule=%s holds one task; use "
+            "schedule=round_robin (every task in every step)",
+            key,
+            cfg.schedule,
+        )
 
 
 def check_from_run(cfg: TrainConfig, base: TrainConfig) -> None:

@@ -16,6 +16,8 @@ class Sampler(Extension):
     - epoch: 1-based; epochs: total E; steps: steps in this epoch, 0 = the sampler's natural length
     """
 
+    together = False  # whether every step holds every task (what a combiner, GLS or FAMO compares)
+
     def __call__(
         self, sizes: dict[str, int], batches: dict[str, int], epoch: int, epochs: int, steps: int, seed: int
     ) -> Plan:

@@ -5,5 +5,7 @@ from minbert.sampling.base import Sampler
 
 
 class RoundRobin(Sampler):
+    together = True
+
     def __call__(self, sizes, batches, epoch, epochs, steps, seed):
         return [tuple(batches)] * (steps or max(batches.values()))

@@ -22,6 +22,7 @@ class Weighting(Extension):
         return dict.fromkeys(losses, 1.0)
 
     after = False  # whether `learn` needs the step's tasks' losses again, after the update (FAMO)
+    compares = False  # whether its weights compare the tasks of one step (GLS, FAMO: with one task, the plain loss)
 
     def learn(self, losses: dict[str, float], after: dict[str, float] | None = None) -> None:
         """After the optimizer step: update what the weighting learns from the step's loss values (and, where

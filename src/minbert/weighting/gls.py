@@ -14,6 +14,8 @@ from minbert.weighting.base import Weighting
 
 
 class GLS(Weighting):
+    compares = True
+
     def weights(self, losses, step):
         T = len(losses)
         mean = math.exp(sum(math.log(max(v, 1e-12)) for v in losses.values()) / T)
