@@ -10,7 +10,8 @@
 #   FAMO has nothing to compare with (realistic-weighting.yaml's note); it is studied in the aggregators' part.
 # - aggregators: configs/study/realistic-aggregators.yaml (the gradient aggregators; round-robin), the same way.
 # - soups: one model from many, each soup (uniform, greedy on dev) beside the ensemble of the same runs: of the
-#   weighting variants at seed 1 (one initialization, ten settings: Wortsman et al.'s recipe), and of the baseline's
+#   weighting variants at seed 1 (one initialization, ten settings: Wortsman et al.'s recipe), of the eight variants
+#   trained at every seed, at each seed (the same recipe three times: a mean and a spread), and of the baseline's
 #   three seeds; each where its runs are on this machine with their weights. It trains nothing.
 # Run folders do not outlive their machine: every finished run is kept in docs/study (`minbert sweep --record`:
 # docs/study/realistic-weighting/VARIANT/seedK/, each soup's summary in docs/study/soups/NAME/KIND/) and a sweep
@@ -27,6 +28,7 @@ SEEDS=${SEEDS:-1 2 3}
 R=docs/study
 W=runs/study/realistic-weighting
 VARIANTS=(baseline uw dwa rlw imtl-l db-mtl famo famo@time ema temperature-2)
+ACTING=(baseline uw dwa rlw imtl-l db-mtl ema temperature-2)  # the variants at every seed (FAMO: seed 1 alone)
 
 sweep() {  # FILE [ONLY after seed 1]: seed by seed, kept in the record and restored from it (RESTORE=0: trained
     # here, then kept); ONLY=a,b, where given, for every seed
@@ -83,6 +85,11 @@ case "${1:-}" in
         for v in "${VARIANTS[@]}"; do runs+=("$W/$v/seed1"); done
         soup_if_here variants-seed1 "${runs[@]}"
         soup_if_here baseline-seeds "$W/baseline/seed1" "$W/baseline/seed2" "$W/baseline/seed3"
+        for seed in 1 2 3; do  # the same recipe at each seed (the eight variants trained at every seed): a mean
+            runs=()
+            for v in "${ACTING[@]}"; do runs+=("$W/$v/seed$seed"); done
+            soup_if_here "variants8-seed$seed" "${runs[@]}"
+        done
         ;;
     *)
         echo "usage: scripts/mtl-study.sh weighting|aggregators|soups (SEEDS=\"1 2 3\", ONLY=a,b for the sweeps)" >&2
