@@ -77,7 +77,7 @@ soup_if_here() {  # NAME RUN...: soup_of where every RUN is here, else one line 
 
 case "${1:-}" in
     weighting)  # famo and famo@time at seed 1 alone: a control, and two of the seed-1 soup's runs (the file's note)
-        sweep configs/study/realistic-weighting.yaml baseline,uw,dwa,rlw,imtl-l,db-mtl,ema,temperature-2
+        sweep configs/study/realistic-weighting.yaml "$(IFS=,; echo "${ACTING[*]}")"
         ;;
     aggregators) sweep configs/study/realistic-aggregators.yaml ;;
     soups)

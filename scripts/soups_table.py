@@ -37,10 +37,11 @@ def groups(record: Path) -> dict[str, list[dict[str, dict]]]:
         kinds = {k: folder / k / "summary.json" for k, _ in KINDS if k != "best"}
         if not all(p.is_file() for p in kinds.values()):
             continue
-        dev = {k: json.loads(p.read_text())["dev"] for k, p in kinds.items()}
-        dev["best"] = best_single(record, json.loads(kinds["uniform"].read_text()))
-        m = re.fullmatch(r"(.+)-seed(\d+)", folder.name)
-        out[m.group(1) if m and folder.name.startswith("variants8") else folder.name].append(dev)
+        summaries = {k: json.loads(p.read_text()) for k, p in kinds.items()}
+        dev = {k: s["dev"] for k, s in summaries.items()}
+        dev["best"] = best_single(record, summaries["uniform"])
+        m = re.fullmatch(r"(.+)-seed\d+", folder.name)
+        out[m.group(1) if m else folder.name].append(dev)
     return out
 
 
