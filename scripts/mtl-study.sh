@@ -12,13 +12,15 @@
 # - soups: one model from many, each soup (uniform, greedy on dev) beside the ensemble of the same runs: of the
 #   weighting variants at seed 1 (one initialization, ten settings: Wortsman et al.'s recipe), of the eight variants
 #   trained at every seed, at each seed (the same recipe three times: a mean and a spread), and of the baseline's
-#   three seeds; each where its runs are on this machine with their weights. It trains nothing.
+#   three seeds; and the averages of one run's last 2 and 3 epochs (`keep-epochs`, the baseline's training with its
+#   epochs kept), at each seed; each where its runs are on this machine with their weights. It trains nothing.
 # Run folders do not outlive their machine: every finished run is kept in docs/study (`minbert sweep --record`:
 # docs/study/realistic-weighting/VARIANT/seedK/, each soup's summary in docs/study/soups/NAME/KIND/) and a sweep
 # restores its runs from there, so the study goes on where the record ends; commit docs/study as runs finish. A soup
 # needs its ingredients' weights, which the record does not keep: `SEEDS=1 RESTORE=0 scripts/mtl-study.sh weighting`
-# trains the ten seed-1 runs on this machine even where the record has them (ONLY splitting them between the two
-# cores), then keeps them; `SEEDS="2 3" RESTORE=0 ONLY=baseline` the baseline's other two seeds.
+# trains the seed-1 runs on this machine even where the record has them (ONLY splitting them between the two
+# cores), then keeps them; `SEEDS="2 3" RESTORE=0 ONLY=baseline` the baseline's other two seeds, and `RESTORE=0
+# ONLY=keep-epochs` the runs whose last epochs are averaged.
 # The tables: minbert sweep configs/study/realistic-weighting.yaml --report (and realistic-aggregators.yaml)
 set -euo pipefail
 # jemalloc where installed (`apt install libjemalloc2`): the same numbers, a faster step (benchmarks/RESULTS.md,
@@ -29,6 +31,7 @@ R=docs/study
 W=runs/study/realistic-weighting
 VARIANTS=(baseline uw dwa rlw imtl-l db-mtl famo famo@time ema temperature-2)
 ACTING=(baseline uw dwa rlw imtl-l db-mtl ema temperature-2)  # the variants at every seed (FAMO: seed 1 alone)
+KEEP=keep-epochs  # the baseline again, its epochs kept: averages of its last epochs (soups), at every seed
 
 sweep() {  # FILE [ONLY after seed 1]: seed by seed, kept in the record and restored from it (RESTORE=0: trained
     # here, then kept); ONLY=a,b, where given, for every seed
@@ -60,6 +63,20 @@ soup_of() {  # NAME RUN...: uniform and greedy soups and the ensemble of RUN... 
     done
 }
 
+last_epochs_if_here() {  # NAME RUN: the averages of RUN's last 2 and 3 epochs (`soup --last K`), each kept
+    local name=$1 run=$2 k
+    if ! here "$run"; then
+        echo "$name: $run is not here with its weights; it waits for it (RESTORE=0, above)"
+        return
+    fi
+    for k in 2 3; do
+        [ -f "$R/soups/$name/last$k/summary.json" ] && continue
+        python -m minbert soup "$run" --last "$k" --out "runs/study/soups/$name/last$k" --overwrite
+        mkdir -p "$R/soups/$name/last$k"
+        cp "runs/study/soups/$name/last$k/summary.json" "$R/soups/$name/last$k/"
+    done
+}
+
 here() {  # RUN: a finished run with its weights on this machine
     [ -d "$1/checkpoints" ] && [ -f "$1/summary.json" ]
 }
@@ -77,7 +94,7 @@ soup_if_here() {  # NAME RUN...: soup_of where every RUN is here, else one line 
 
 case "${1:-}" in
     weighting)  # famo and famo@time at seed 1 alone: a control, and two of the seed-1 soup's runs (the file's note)
-        sweep configs/study/realistic-weighting.yaml "$(IFS=,; echo "${ACTING[*]}")"
+        sweep configs/study/realistic-weighting.yaml "$(IFS=,; echo "${ACTING[*]},$KEEP")"
         ;;
     aggregators) sweep configs/study/realistic-aggregators.yaml ;;
     soups)
@@ -89,6 +106,7 @@ case "${1:-}" in
             runs=()
             for v in "${ACTING[@]}"; do runs+=("$W/$v/seed$seed"); done
             soup_if_here "variants8-seed$seed" "${runs[@]}"
+            last_epochs_if_here "last-epochs-seed$seed" "$W/$KEEP/seed$seed"
         done
         ;;
     *)

@@ -42,3 +42,22 @@ def test_best_single_and_the_mean_over_seeds_by_hand(tmp_path):
     # uniform soups 0.50 and 0.52; the greedy ones 0.01 above them
     assert rows[7].startswith("| variants8 | 2 | uniform soup | 0.5100 ± 0.0141 |")
     assert rows[8].startswith("| variants8 | 2 | greedy soup (on dev) | 0.5200 ± 0.0141 |")
+
+
+def test_a_run_s_last_epochs_sit_beside_the_run_itself(tmp_path):
+    # --last K soups name epoch checkpoints as ingredients: the best single run is the run they come from
+    for seed, (run_sst, sst) in enumerate(((0.40, 0.41), (0.44, 0.47)), start=1):
+        run = f"runs/study/w/keep/seed{seed}"
+        write(tmp_path / "w" / "keep" / f"seed{seed}", {"dev": dev(run_sst)})
+        epochs = {f"{run}/checkpoints/epoch-0000000{e}": dev(run_sst - e / 100)["overall"] for e in (2, 3)}
+        for i, kind in enumerate(("last2", "last3")):
+            write(
+                tmp_path / "soups" / f"last-epochs-seed{seed}" / kind,
+                {"dev": dev(sst + i / 100), "ingredients": epochs},
+            )
+    write(tmp_path / "soups" / "last-epochs-seed3" / "last2", {"dev": dev(0.9), "ingredients": {}})  # no last3 yet
+    rows = soups_table.table(tmp_path).splitlines()
+    assert len(rows) == 2 + 3
+    assert rows[2].startswith("| last-epochs | 2 | best single run | 0.4200 ± 0.0283 |")
+    assert rows[3].startswith("| last-epochs | 2 | average of its last 2 epochs | 0.4400 ± 0.0424 |")
+    assert rows[4].startswith("| last-epochs | 2 | average of its last 3 epochs | 0.4500 ± 0.0424 |")
