@@ -65,6 +65,7 @@ soup_of() {  # NAME RUN...: uniform and greedy soups and the ensemble of RUN... 
 
 last_epochs_if_here() {  # NAME RUN: the averages of RUN's last 2 and 3 epochs (`soup --last K`), each kept
     local name=$1 run=$2 k
+    recorded "$name" last2 last3 && return
     if ! here "$run"; then
         echo "$name: $run is not here with its weights; it waits for it (RESTORE=0, above)"
         return
@@ -77,6 +78,12 @@ last_epochs_if_here() {  # NAME RUN: the averages of RUN's last 2 and 3 epochs (
     done
 }
 
+recorded() {  # NAME KIND...: every KIND of the soup NAME is in the record already
+    local name=$1 kind
+    shift
+    for kind in "$@"; do [ -f "$R/soups/$name/$kind/summary.json" ] || return 1; done
+}
+
 here() {  # RUN: a finished run with its weights on this machine
     [ -d "$1/checkpoints" ] && [ -f "$1/summary.json" ]
 }
@@ -84,6 +91,7 @@ here() {  # RUN: a finished run with its weights on this machine
 soup_if_here() {  # NAME RUN...: soup_of where every RUN is here, else one line saying what it waits for
     local name=$1 run missing=0
     shift
+    recorded "$name" uniform greedy ensemble && return
     for run in "$@"; do here "$run" || missing=$((missing + 1)); done
     if [ "$missing" = 0 ]; then
         soup_of "$name" "$@"

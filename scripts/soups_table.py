@@ -62,6 +62,8 @@ def table(record: Path) -> str:
         for kind, label in KINDS:
             if kind not in seeds[0]:
                 continue
+            if kind == "best" and "last2" in seeds[0]:
+                label = "the run itself (its best epoch)"
             cells = [cell([s[kind][m] for s in seeds]) for m in METRICS]
             lines.append(f"| {name} | {len(seeds)} | {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

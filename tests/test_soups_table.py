@@ -58,6 +58,6 @@ def test_a_run_s_last_epochs_sit_beside_the_run_itself(tmp_path):
     write(tmp_path / "soups" / "last-epochs-seed3" / "last2", {"dev": dev(0.9), "ingredients": {}})  # no last3 yet
     rows = soups_table.table(tmp_path).splitlines()
     assert len(rows) == 2 + 3
-    assert rows[2].startswith("| last-epochs | 2 | best single run | 0.4200 ± 0.0283 |")
+    assert rows[2].startswith("| last-epochs | 2 | the run itself (its best epoch) | 0.4200 ± 0.0283 |")
     assert rows[3].startswith("| last-epochs | 2 | average of its last 2 epochs | 0.4400 ± 0.0424 |")
     assert rows[4].startswith("| last-epochs | 2 | average of its last 3 epochs | 0.4500 ± 0.0424 |")
