@@ -52,15 +52,19 @@ soup_of() {  # NAME RUN...: uniform and greedy soups and the ensemble of RUN... 
     local name=$1 out=runs/study/soups/$1 kind
     shift
     for kind in uniform greedy ensemble; do
-        [ -f "$R/soups/$name/$kind/summary.json" ] && continue
+        recorded "$name" "$kind" && continue
         case $kind in
             uniform) python -m minbert soup "$@" --out "$out/$kind" --overwrite ;;
             greedy) python -m minbert soup "$@" --greedy --out "$out/$kind" --overwrite ;;
             ensemble) python -m minbert ensemble "$@" --out "$out/$kind" --overwrite ;;
         esac
-        mkdir -p "$R/soups/$name/$kind"
-        cp "$out/$kind/summary.json" "$R/soups/$name/$kind/"
+        keep "$name" "$kind"
     done
+}
+
+keep() {  # NAME KIND: the summary of runs/study/soups/NAME/KIND into the record
+    mkdir -p "$R/soups/$1/$2"
+    cp "runs/study/soups/$1/$2/summary.json" "$R/soups/$1/$2/"
 }
 
 last_epochs_if_here() {  # NAME RUN: the averages of RUN's last 2 and 3 epochs (`soup --last K`), each kept
@@ -71,10 +75,9 @@ last_epochs_if_here() {  # NAME RUN: the averages of RUN's last 2 and 3 epochs (
         return
     fi
     for k in 2 3; do
-        [ -f "$R/soups/$name/last$k/summary.json" ] && continue
+        recorded "$name" "last$k" && continue
         python -m minbert soup "$run" --last "$k" --out "runs/study/soups/$name/last$k" --overwrite
-        mkdir -p "$R/soups/$name/last$k"
-        cp "runs/study/soups/$name/last$k/summary.json" "$R/soups/$name/last$k/"
+        keep "$name" "last$k"
     done
 }
 
