@@ -912,14 +912,18 @@ def chart(table: list[Row], present, path: Path) -> None:
     for ax, (k, title) in zip(axes, present):
         means = [r.mean.get(k, np.nan) for r in table]
         stds = [0 if math.isnan(r.std.get(k, np.nan)) else r.std[k] for r in table]
-        ax.barh(y, means, xerr=stds, color="tab:blue", alpha=0.7, capsize=3)
+        # points, not bars: the axis starts near the values, where a bar's length would overstate a difference
+        ax.errorbar(means, y, xerr=stds, fmt="o", color="tab:blue", capsize=3)
+        if not math.isnan(means[0]):  # the first variant, the one the table's differences are taken from
+            ax.axvline(means[0], color="0.5", linestyle="--", linewidth=0.8)
         lo = np.nanmin(np.array(means) - np.array(stds))
         hi = np.nanmax(np.array(means) + np.array(stds))
         ax.set_xlim(lo - 0.15 * (hi - lo + 1e-3), hi + 0.15 * (hi - lo + 1e-3))
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4))  # a narrow panel: few ticks, or their labels run together
         ax.set_title(title, fontsize=9)
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(y)
     axes[0].set_yticklabels([f"{r.name} (n={r.n})" for r in table], fontsize=8)
     axes[0].invert_yaxis()
-    fig.suptitle("dev metrics, mean ± std over seeds", fontsize=10)
+    fig.suptitle(f"dev metrics, mean ± std over seeds (dashed: {table[0].name})", fontsize=10)
     save_figure(fig, path)
